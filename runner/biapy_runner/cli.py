@@ -1,0 +1,114 @@
+"""Command line: ``biapy-runner run | evaluate | make-config`` (also ``python -m biapy_runner``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from pathlib import Path
+from typing import Sequence
+
+from biapy_runner import __version__, log
+from biapy_runner.errors import RunnerError
+
+#: ``evaluate --workflow`` names and the PROBLEM.TYPE they stand for.
+WORKFLOWS = {
+    "semantic": "SEMANTIC_SEG",
+    "instance": "INSTANCE_SEG",
+    "detection": "DETECTION",
+    "denoising": "DENOISING",
+    "super-resolution": "SUPER_RESOLUTION",
+    "self-supervised": "SELF_SUPERVISED",
+    "image-to-image": "IMAGE_TO_IMAGE",
+    "classification": "CLASSIFICATION",
+}
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run a BiaPy configuration with a BioImage.IO model")
+    p.add_argument("--config", type=Path, required=True, help="BiaPy YAML configuration")
+    p.add_argument("--images", type=Path, nargs="+", default=[], help="test images")
+    p.add_argument("--gt", type=Path, nargs="+", default=[], help="ground truth, paired by stem")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--model", help="overrides MODEL.BMZ.SOURCE_MODEL_ID (id, DOI, URL or zip)")
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a configuration key, e.g. --set TEST.AUGMENTATION=True (repeatable)",
+    )
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--threads", type=int, help="CPU threads (default SYSTEM.NUM_CPUS, "
+                   "else $GALAXY_SLOTS, else all)")
+    p.add_argument("--axes", help="axes of the stored images when metadata cannot tell, e.g. ZYXC")
+    p.add_argument("--dataset", help="dataset path inside HDF5 / Zarr inputs")
+    p.add_argument("--cache-dir", type=Path, help="model cache (default $BIAPY_RUNNER_CACHE or "
+                   "~/.cache/biapy-runner/models)")
+    p.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass")
+    p.add_argument("--amp", action="store_true", help="mixed precision on CUDA")
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="score existing predictions against ground truth")
+    p.add_argument("--workflow", choices=sorted(WORKFLOWS), required=True)
+    p.add_argument("--pred", type=Path, nargs="+", required=True, help="predictions")
+    p.add_argument("--gt", type=Path, nargs="+", required=True, help="ground truth, by stem")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--config", type=Path, help="BiaPy YAML with the metric settings")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--axes", help="axes of the stored predictions, e.g. ZYX")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``biapy-runner`` argument parser with its subcommands."""
+    from biapy_runner import make_config
+
+    parser = argparse.ArgumentParser(
+        prog="biapy-runner",
+        description="Run BiaPy workflows with BioImage.IO models on microscopy images.",
+    )
+    parser.add_argument("--version", action="version", version=f"biapy-runner {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_run(sub)
+    _add_evaluate(sub)
+    make_config.add_arguments(
+        sub.add_parser("make-config", help="write a BiaPy configuration from plain options")
+    )
+    return parser
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from biapy_runner import make_config, pipeline
+
+    if args.command == "run":
+        opts = pipeline.RunOptions(
+            config=args.config, out=args.out, images=args.images, gt=args.gt, model=args.model,
+            overrides=args.overrides, device=args.device, threads=args.threads, axes=args.axes,
+            dataset=args.dataset, cache_dir=args.cache_dir, batch_size=args.batch_size,
+            amp=args.amp,
+        )
+        pipeline.run(opts)
+        return 0
+    if args.command == "evaluate":
+        pipeline.evaluate(
+            WORKFLOWS[args.workflow], args.pred, args.gt, args.out,
+            config=args.config, overrides=args.overrides, axes=args.axes,
+        )
+        return 0
+    return make_config.run(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code (0 ok, 2 input/config, 3 model, 1 other)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except RunnerError as error:
+        print(f"ERROR: {error}", file=sys.stderr, flush=True)
+        return error.exit_code
+    except KeyboardInterrupt:
+        log.warn("interrupted")
+        return 130
+    except Exception:  # an internal error: keep the traceback for the bug report
+        traceback.print_exc()
+        print("ERROR: internal error in biapy-runner (traceback above); please report it.",
+              file=sys.stderr)
+        return 1

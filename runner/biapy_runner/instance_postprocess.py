@@ -1,0 +1,234 @@
+"""Post-processing and measurement of instance label images (BiaPy's TEST.POST_PROCESSING).
+
+- ``voronoi_on_mask``: every unlabelled voxel of the (thresholded, hole-filled) foreground mask
+  takes the label of the nearest labelled voxel (anisotropic distances from the resolution).
+- ``clear_border``: drop objects touching the image border.
+- ``fill_holes``: fill the holes of each object.
+- ``repair_large_blobs``: objects of at least ``size`` voxels absorb the neighbours lying wholly
+  inside their bounding box, and their holes are filled.
+- ``measure_objects`` / ``remove_by_properties``: per-object properties (area or volume,
+  diameter, perimeter or surface area, circularity or sphericity, elongation) and removal of the
+  objects satisfying every condition of any condition group (``PROPS`` / ``VALUES`` / ``SIGNS``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+from skimage.filters import threshold_otsu
+from skimage.measure import marching_cubes, mesh_surface_area, regionprops
+from skimage.segmentation import clear_border as _sk_clear_border
+
+from biapy_runner.errors import ConfigError
+
+PROPERTIES = (
+    "circularity",
+    "sphericity",
+    "npixels",
+    "area",
+    "volume",
+    "diameter",
+    "perimeter",
+    "elongation",
+)
+_SIGNS = {
+    "gt": np.greater,
+    "ge": np.greater_equal,
+    "lt": np.less,
+    "le": np.less_equal,
+}
+
+
+def _spacing(resolution: Sequence[float] | None, ndim: int) -> tuple[float, ...]:
+    """Voxel size per spatial axis; (1, ...) when the resolution is unset (BiaPy's ``(-1,)``)."""
+    if not resolution or any(float(r) <= 0 for r in resolution):
+        return (1.0,) * ndim
+    res = tuple(float(r) for r in resolution)
+    if len(res) != ndim:
+        raise ConfigError(
+            f"DATA.TEST.RESOLUTION {list(res)} must have {ndim} values ({'zyx'[-ndim:]} order)."
+        )
+    return res
+
+
+def voronoi_on_mask(
+    labels: np.ndarray,
+    mask_prob: np.ndarray,
+    threshold: float = 0.0,
+    resolution: Sequence[float] | None = None,
+) -> np.ndarray:
+    """Grow ``labels`` into the foreground mask ``mask_prob > threshold`` (0 = Otsu).
+
+    Voxels outside the mask keep label 0 (labels there are removed); unlabelled voxels inside
+    take the label of the nearest labelled voxel. Only the bounding box of the mask is processed.
+    """
+    spacing = _spacing(resolution, labels.ndim)
+    th = float(threshold)
+    if th == 0:
+        lo, hi = float(mask_prob.min()), float(mask_prob.max())
+        th = float(threshold_otsu(mask_prob)) if hi > lo else lo
+    mask = ndimage.binary_fill_holes(mask_prob > th)
+    out = np.where(mask, labels, 0).astype(labels.dtype)
+    boxes = ndimage.find_objects(mask.astype(np.uint8))
+    if not boxes or boxes[0] is None or not out.any():
+        return out
+    box = boxes[0]
+    crop, crop_mask = out[box], mask[box]
+    unknown = crop_mask & (crop == 0)
+    if unknown.any():
+        idx = ndimage.distance_transform_edt(
+            crop == 0, sampling=spacing, return_distances=False, return_indices=True
+        )
+        nearest = crop[tuple(idx)]
+        crop[unknown] = nearest[unknown]
+    return out
+
+
+def clear_border(labels: np.ndarray) -> np.ndarray:
+    """Remove the objects touching the image border."""
+    return _sk_clear_border(labels)
+
+
+def fill_holes(labels: np.ndarray) -> np.ndarray:
+    """Fill the holes of each object (background enclosed by one object takes its label)."""
+    out = labels.copy()
+    for i, sl in enumerate(ndimage.find_objects(labels), start=1):
+        if sl is None:
+            continue
+        obj = labels[sl] == i
+        filled = ndimage.binary_fill_holes(obj)
+        out[sl][filled & (labels[sl] == 0)] = i
+    return out
+
+
+def repair_large_blobs(labels: np.ndarray, size: int) -> np.ndarray:
+    """Merge into each object of at least ``size`` voxels the touching objects inside its bbox."""
+    out = labels.copy()
+    boxes = ndimage.find_objects(labels)
+    sizes = np.bincount(labels.ravel(), minlength=len(boxes) + 1)
+    footprint = ndimage.generate_binary_structure(labels.ndim, labels.ndim)
+    for big, box in enumerate(boxes, start=1):
+        if box is None or sizes[big] < size:
+            continue
+        crop = out[box]
+        near = ndimage.binary_dilation(crop == big, structure=footprint)
+        for other in np.unique(crop[near]):
+            other_box = boxes[other - 1] if other > 0 else None
+            if other in (0, big) or other_box is None or not _inside(other_box, box):
+                continue
+            out[out == other] = big
+        crop = out[box]
+        crop[ndimage.binary_fill_holes(crop == big) & (crop == 0)] = big
+    return out
+
+
+def _inside(inner: tuple[slice, ...], outer: tuple[slice, ...]) -> bool:
+    return all(i.start >= o.start and i.stop <= o.stop for i, o in zip(inner, outer))
+
+
+def _surface_area(obj: np.ndarray, spacing: tuple[float, ...]) -> float:
+    """Surface area of a 3D binary object from a marching-cubes mesh."""
+    padded = np.pad(obj.astype(np.float32), 1)
+    verts, faces, _, _ = marching_cubes(padded, level=0.5, spacing=spacing)
+    return float(mesh_surface_area(verts, faces))
+
+
+def measure_objects(
+    labels: np.ndarray,
+    resolution: Sequence[float] | None = None,
+    probability: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """One row per object: label, npixels, area/volume (physical), centroid, bbox, properties.
+
+    2D: ``perimeter`` (skimage, 4-connectivity), ``circularity = 4 pi area / perimeter^2``,
+    ``elongation = perimeter^2 / (4 pi area)``. 3D: ``surface_area`` (marching cubes),
+    ``sphericity = 36 pi volume^2 / surface^3``, ``elongation = surface^1.5 / (6 sqrt(pi) volume)``.
+    ``diameter`` is the largest bounding-box side (physical units). ``mean_probability`` is the
+    mean of ``probability`` (e.g. the foreground channel) over the object when given.
+    """
+    ndim = labels.ndim
+    spacing = _spacing(resolution, ndim)
+    axes = "zyx"[-ndim:]
+    rows = []
+    for rp in regionprops(labels, intensity_image=probability, spacing=spacing):
+        npix = int(rp.num_pixels) if hasattr(rp, "num_pixels") else int(rp.image.sum())
+        size = npix * float(np.prod(spacing))
+        bbox = rp.bbox
+        row: dict[str, float | int] = {"label": int(rp.label), "npixels": npix}
+        row["volume" if ndim == 3 else "area"] = size
+        centroid = np.array(rp.centroid) / np.array(spacing)
+        for a, c in zip(axes, centroid):
+            row[f"centroid_{a}"] = float(c)
+        for k, a in enumerate(axes):
+            row[f"bbox_{a}_min"] = int(bbox[k])
+            row[f"bbox_{a}_max"] = int(bbox[k + ndim])
+        row["diameter"] = float(max((bbox[k + ndim] - bbox[k]) * spacing[k] for k in range(ndim)))
+        if probability is not None:
+            row["mean_probability"] = float(rp.intensity_mean)
+        row.update(_shape_props(rp.image, spacing, size))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _shape_props(obj: np.ndarray, spacing: tuple[float, ...], size: float) -> dict[str, float]:
+    if obj.ndim == 2:
+        from skimage.measure import perimeter
+
+        per = float(perimeter(obj, neighborhood=4)) * float(np.sqrt(spacing[0] * spacing[1]))
+        circ = 4 * math.pi * size / per**2 if per > 0 else 0.0
+        elong = per**2 / (4 * math.pi * size) if size > 0 else 0.0
+        return {"perimeter": per, "circularity": circ, "elongation": elong}
+    surf = _surface_area(obj, spacing)
+    sph = 36 * math.pi * size**2 / surf**3 if surf > 0 else 0.0
+    elong = surf**1.5 / (6 * math.sqrt(math.pi) * size) if size > 0 else 0.0
+    return {"perimeter": surf, "sphericity": sph, "elongation": elong}
+
+
+def _prop_column(prop: str, table: pd.DataFrame) -> np.ndarray:
+    if prop in ("circularity", "sphericity"):
+        name = "sphericity" if "sphericity" in table else "circularity"
+    elif prop in ("area", "volume"):
+        name = "volume" if "volume" in table else "area"
+    else:
+        name = prop
+    return table[name].to_numpy(dtype=float)
+
+
+def removal_mask(
+    table: pd.DataFrame,
+    props: Sequence[Sequence[str]],
+    values: Sequence[Sequence[float]],
+    signs: Sequence[Sequence[str]],
+) -> np.ndarray:
+    """Rows to remove: those meeting every condition of at least one condition group."""
+    key = "TEST.POST_PROCESSING.MEASURE_PROPERTIES.REMOVE_BY_PROPERTIES"
+    if not (len(props) == len(values) == len(signs)):
+        raise ConfigError(f"{key}.PROPS, VALUES and SIGNS must have the same number of groups.")
+    remove = np.zeros(len(table), dtype=bool)
+    for group, vals, sgs in zip(props, values, signs):
+        if isinstance(group, str):
+            group, vals, sgs = [group], [vals], [sgs]
+        if not (len(group) == len(vals) == len(sgs)):
+            raise ConfigError(f"{key}: group {list(group)} needs one value and one sign each.")
+        cond = np.ones(len(table), dtype=bool)
+        for prop, val, sign in zip(group, vals, sgs):
+            if prop not in PROPERTIES:
+                raise ConfigError(f"{key}.PROPS: {prop!r} must be one of {', '.join(PROPERTIES)}.")
+            if sign not in _SIGNS:
+                raise ConfigError(f"{key}.SIGNS: {sign!r} must be one of gt, ge, lt, le.")
+            cond &= _SIGNS[sign](_prop_column(prop, table), float(val))
+        remove |= cond
+    return remove
+
+
+def remove_labels(labels: np.ndarray, ids: Sequence[int]) -> np.ndarray:
+    """Set the given labels to background."""
+    if len(ids) == 0:
+        return labels
+    lut = np.arange(int(labels.max()) + 1, dtype=labels.dtype)
+    lut[np.asarray(ids, dtype=np.int64)] = 0
+    return lut[labels]

@@ -1,0 +1,288 @@
+"""The ``run`` and ``evaluate`` commands: config + inputs -> model -> tiles -> workflow -> outputs."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from biapy_runner import log
+from biapy_runner.config import Config, load_config
+from biapy_runner.errors import ConfigError, InputError
+from biapy_runner.images import Image, list_images, read_image
+from biapy_runner.models import BmzModel, load_model
+from biapy_runner.outputs import OutputStage, check_output_dir
+from biapy_runner.tiling import plan_tiles, predict_tiled, predict_tta
+from biapy_runner.workflows.base import Workflow, workflow_for
+
+
+@dataclass
+class RunOptions:
+    """Everything the ``run`` command needs besides the configuration file's content."""
+
+    config: Path | None
+    out: Path
+    images: list[Path] = field(default_factory=list)
+    gt: list[Path] = field(default_factory=list)
+    model: str | None = None
+    overrides: list[str] = field(default_factory=list)
+    device: str = "auto"
+    threads: int | None = None
+    axes: str | None = None
+    dataset: str | None = None
+    cache_dir: Path | None = None
+    batch_size: int = 1
+    amp: bool = False
+
+
+class TiledPredictor:
+    """Runs a loaded model over whole images as the configuration asks (``Predictor``)."""
+
+    def __init__(self, model: BmzModel, cfg: Config, batch_size: int, amp: bool) -> None:
+        self.model = model
+        self.cfg = cfg
+        self.batch_size = batch_size
+        self.amp = amp
+
+    def tiled(self, data: np.ndarray) -> np.ndarray:
+        """Whole-image preprocessing, tiled prediction (with test-time augmentation when
+        TEST.AUGMENTATION is set) and the model's postprocessing."""
+        prepared = self.model.preprocess(data)
+        if not self.cfg.get("TEST.AUGMENTATION"):
+            return self._predict_one(prepared)
+        mode = str(self.cfg.get("TEST.AUGMENTATION_MODE"))
+        log.info(f"  test-time augmentation ({mode} of flips and 90-degree rotations)")
+        return predict_tta(prepared, self._predict_one, ndim=data.ndim - 1, mode=mode)
+
+    def whole(self, data: np.ndarray) -> np.ndarray:
+        """One forward pass on ``data`` as it is, with the model's pre- and postprocessing."""
+        prepared = self.model.preprocess(data)
+        batch = torch.from_numpy(np.ascontiguousarray(prepared[None])).to(self.model.device)
+        with torch.inference_mode():
+            output = self.model.forward(batch)[0].float().cpu().numpy()
+        return self.model.postprocess(output)
+
+    def _predict_one(self, prepared: np.ndarray) -> np.ndarray:
+        plan = self._plan(prepared.shape[1:])
+        output = predict_tiled(
+            prepared,
+            self.model.forward,
+            plan,
+            out_channels=self.model.out_channels,
+            batch_size=self.batch_size,
+            device=self.model.device,
+            amp=self.amp,
+            on_batch=_BatchLogger(),
+        )
+        return self.model.postprocess(output)
+
+    def _plan(self, spatial_shape: Sequence[int]) -> Any:
+        ndim = len(spatial_shape)
+        patch = tuple(int(v) for v in self.cfg.get("DATA.PATCH_SIZE"))[:ndim]
+        halo = [int(np.ceil(h / s)) for h, s in zip(self.model.halo, self.model.scale)]
+        padding = tuple(
+            max(int(p), h) for p, h in zip(_per_axis(self.cfg.get("DATA.TEST.PADDING"), ndim), halo)
+        )
+        return plan_tiles(
+            tuple(spatial_shape),
+            patch=patch,
+            padding=padding,
+            overlap=tuple(float(v) for v in _per_axis(self.cfg.get("DATA.TEST.OVERLAP"), ndim)),
+            scale=tuple(int(round(s)) for s in self.model.scale),
+            reflect=bool(self.cfg.get("DATA.REFLECT_TO_COMPLETE_SHAPE")),
+            valid_size=self.model.valid_size,
+            full_image=bool(self.cfg.get("TEST.FULL_IMG")),
+        )
+
+
+class _BatchLogger:
+    """Logs tile progress at most every few seconds (and at the end) to keep job logs short."""
+
+    def __init__(self, every_s: float = 5.0) -> None:
+        self.every_s = every_s
+        self.start = time.monotonic()
+        self.last = self.start
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done == total or now - self.last >= self.every_s:
+            self.last = now
+            log.info(f"  tiles {done}/{total} ({now - self.start:.1f}s)")
+
+
+def _per_axis(value: Any, ndim: int) -> tuple[Any, ...]:
+    """BiaPy tuples per spatial axis (z, y, x): take the last ``ndim`` spatial entries."""
+    values = tuple(value) if isinstance(value, (list, tuple)) else (value,) * ndim
+    if len(values) < ndim:
+        values = (values[0],) * (ndim - len(values)) + values
+    return values[-ndim:]
+
+
+def resolve_threads(requested: int | None, cfg: Config) -> int:
+    """--threads, else SYSTEM.NUM_CPUS (when positive), else $GALAXY_SLOTS, else all cores."""
+    if requested:
+        return requested
+    configured = int(cfg.get("SYSTEM.NUM_CPUS"))
+    if configured > 0:
+        return configured
+    slots = os.environ.get("GALAXY_SLOTS", "")
+    if slots.isdigit() and int(slots) > 0:
+        return int(slots)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _ndim(cfg: Config) -> int:
+    return 3 if cfg.get("PROBLEM.NDIM") == "3D" else 2
+
+
+def _folder_files(cfg: Config, key: str) -> list[Path]:
+    folder = Path(str(cfg.get(key)))
+    if not folder.is_dir():
+        raise InputError(
+            f"{key} is {str(folder)!r}, which is not a folder; give the images with --images "
+            f"(and --gt) or set {key} to an existing folder."
+        )
+    files = list_images(folder)
+    if not files:
+        raise InputError(f"The folder {folder} ({key}) holds no image this runner can read.")
+    return files
+
+
+def collect_inputs(opts: RunOptions, cfg: Config, workflow: Workflow) -> list[tuple[Path, Any]]:
+    """The images to process, each with its GT reference (``None`` without GT)."""
+    images = list(opts.images) or _folder_files(cfg, "DATA.TEST.PATH")
+    for path in images:
+        if not path.exists():
+            raise InputError(f"The image {path} does not exist; check the path given to --images.")
+    gts = list(opts.gt)
+    if not gts and not opts.images and cfg.get("DATA.TEST.LOAD_GT"):
+        gts = _folder_files(cfg, "DATA.TEST.GT_PATH")
+    for path in gts:
+        if not path.exists():
+            raise InputError(f"The ground truth {path} does not exist; check the path given to --gt.")
+    if not gts:
+        return [(path, None) for path in images]
+    return workflow.pair_gt(images, gts)
+
+
+def _configure(opts: RunOptions) -> Config:
+    overrides = list(opts.overrides)
+    if opts.model:
+        overrides += ["MODEL.SOURCE=bmz", f"MODEL.BMZ.SOURCE_MODEL_ID={opts.model}"]
+    cfg = load_config(opts.config, overrides)
+    if cfg.get("MODEL.SOURCE") != "bmz":
+        raise ConfigError(
+            f"MODEL.SOURCE is {cfg.get('MODEL.SOURCE')!r}: this runner runs BioImage.IO models "
+            "only; set MODEL.SOURCE: bmz and MODEL.BMZ.SOURCE_MODEL_ID (or pass --model)."
+        )
+    if not str(cfg.get("MODEL.BMZ.SOURCE_MODEL_ID") or "").strip():
+        raise ConfigError(
+            "No model given: set MODEL.BMZ.SOURCE_MODEL_ID in the configuration or pass --model "
+            "with a BioImage.IO id, DOI, URL or a local .zip package."
+        )
+    return cfg
+
+
+def run(opts: RunOptions) -> Path:
+    """Run the configured workflow on the images and write every output under ``opts.out``."""
+    cfg = _configure(opts)
+    workflow = workflow_for(cfg)
+    check_output_dir(opts.out)
+    inputs = collect_inputs(opts, cfg, workflow)
+    threads = resolve_threads(opts.threads, cfg)
+    torch.set_num_threads(threads)
+    log.info(
+        f"{cfg.get('PROBLEM.TYPE')} {cfg.get('PROBLEM.NDIM')}: {len(inputs)} image(s), "
+        f"{'with' if inputs[0][1] is not None else 'without'} ground truth, {threads} CPU thread(s)"
+    )
+    model = load_model(
+        str(cfg.get("MODEL.BMZ.SOURCE_MODEL_ID")),
+        device=opts.device,
+        cache_dir=opts.cache_dir,
+    )
+    workflow.check_model(model.out_channels, model.out_channel_names)
+    predictor = TiledPredictor(model, cfg, opts.batch_size, opts.amp)
+
+    def predict(image: Image) -> tuple[np.ndarray | None, Any]:
+        raw = workflow.predict(image, predictor)
+        return raw, workflow.decode(raw, image)
+
+    _process(opts, cfg, workflow, inputs, predict)
+    return opts.out
+
+
+def evaluate(
+    workflow_type: str,
+    preds: Sequence[Path],
+    gts: Sequence[Path],
+    out: Path,
+    config: Path | None = None,
+    overrides: Sequence[str] = (),
+    axes: str | None = None,
+) -> Path:
+    """Score existing predictions against GT (paired by stem) without running a model."""
+    cfg = load_config(config, [*overrides, f"PROBLEM.TYPE={workflow_type}"])
+    workflow = workflow_for(cfg)
+    check_output_dir(out)
+    opts = RunOptions(config=config, out=out, images=list(preds), gt=list(gts), axes=axes)
+    if not gts:
+        raise InputError("evaluate needs ground truth: give the GT files with --gt.")
+    inputs = collect_inputs(opts, cfg, workflow)
+
+    def decode(image: Image) -> tuple[np.ndarray | None, Any]:
+        return None, workflow.decode_file(image.path, image)
+
+    _process(opts, cfg, workflow, inputs, decode)
+    return out
+
+
+def _process(
+    opts: RunOptions,
+    cfg: Config,
+    workflow: Workflow,
+    inputs: list[tuple[Path, Any]],
+    produce: Callable[[Image], tuple[np.ndarray | None, Any]],
+) -> None:
+    """Produce, write and score every image, then the dataset tables and the config."""
+    metric_rows: list[dict[str, Any]] = []
+    summary_rows: list[dict[str, Any]] = []
+    with OutputStage(opts.out) as stage:
+        for index, (path, gt_ref) in enumerate(inputs, start=1):
+            log.info(f"image {index}/{len(inputs)}: {path.name}")
+            image = read_image(path, ndim=_ndim(cfg), axes=opts.axes, dataset=opts.dataset)
+            raw, decoded = produce(image)
+            if raw is not None and workflow.writes_raw:
+                stage.write_image("raw", image.stem, raw.astype(np.float32), image.axes)
+            for folder, array in decoded.images.items():
+                axes = image.axes if array.ndim == len(image.axes) else image.axes[1:]
+                stage.write_image(folder, image.stem, array, axes)
+            stage.add_tables(decoded.tables, image.stem)
+            summary_rows.append({"image": image.stem, **workflow.summarize(decoded, image)})
+            if gt_ref is not None:
+                scored = workflow.score(decoded, workflow.load_gt(gt_ref, image), image)
+                metric_rows.append({"image": image.stem, **scored.row})
+                stage.add_tables(scored.tables, image.stem)
+                log.info("  " + _format_row(scored.row))
+        stage.add_tables({"metrics/summary.tsv": pd.DataFrame(summary_rows)}, "")
+        if metric_rows:
+            total = workflow.aggregate([{k: v for k, v in r.items() if k != "image"} for r in metric_rows])
+            stage.add_tables(total.tables, "ALL")
+            table = pd.DataFrame([*metric_rows, {"image": "ALL", **total.row}])
+            stage.add_tables({"metrics/metrics.tsv": table}, "")
+            log.info("dataset: " + _format_row(total.row))
+        stage.write_text("config.yaml", cfg.to_yaml())
+        stage.publish()
+    log.info(f"results written to {opts.out}")
+
+
+def _format_row(row: dict[str, Any], limit: int = 8) -> str:
+    """A short ``key=value`` rendering of a metrics row for the log."""
+    items = [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()]
+    more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more

@@ -1,0 +1,148 @@
+"""The small interface every workflow implements.
+
+Data flows one way: the core reads an image, runs the model (tiled) and hands the merged raw
+prediction to the workflow, which decodes it (``decode``), scores it against ground truth
+(``score``) and aggregates the per-image rows into the dataset row (``aggregate``). The core writes
+whatever the workflow returns; it never branches on the problem type.
+
+Array layout everywhere: channel first, ``(C, Y, X)`` in 2D and ``(C, Z, Y, X)`` in 3D.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Mapping, Protocol, Sequence
+
+import numpy as np
+import pandas as pd
+
+from biapy_runner.config import Config
+from biapy_runner.images import Image
+
+
+@dataclass
+class Decoded:
+    """What a workflow makes of one prediction.
+
+    ``images``: output folder name -> array, written by the core as ``<folder>/<stem>.tif``
+    (e.g. ``{"post_proc": labels}``); arrays are channel first unless 1-channel label images,
+    which may drop the channel axis.
+    ``tables``: table path -> rows for this image; rows of all images are concatenated into one
+    TSV at that path (e.g. ``"metrics/objects.tsv"``). A ``{stem}`` in the path makes one table
+    per image instead (e.g. ``"post_proc/{stem}_points.tsv"``).
+    ``state``: anything ``score`` needs besides the images (kept in memory for one image only).
+    """
+
+    images: dict[str, np.ndarray] = field(default_factory=dict)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Scored:
+    """Scores of one image: a row of ``metrics/metrics.tsv`` plus extra tables (same rules as
+    ``Decoded.tables``, e.g. association tables)."""
+
+    row: dict[str, Any]
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+
+class Predictor(Protocol):
+    """What the core lends a workflow to run the model (built in ``pipeline.py``)."""
+
+    #: the loaded model (``models.BmzModel``): channels, axes, sizes, scale.
+    model: Any
+
+    def tiled(self, data: np.ndarray) -> np.ndarray:
+        """Preprocess (whole-image statistics), predict tile by tile (with test-time augmentation
+        when configured) and postprocess ``data`` ``(C, *spatial)``; returns ``(C_out, *spatial')``
+        where spatial' is spatial times the model's scale."""
+
+    def whole(self, data: np.ndarray) -> np.ndarray:
+        """Preprocess, run one forward pass on ``data`` as it is (its shape must be one the model
+        accepts) and postprocess; returns the model output without the batch axis."""
+
+
+class Workflow(ABC):
+    """Base class of the workflows; subclasses register themselves by ``problem_type``."""
+
+    problem_type: ClassVar[str]
+    #: Whether the core writes the merged model output to ``raw/<stem>.tif``.
+    writes_raw: ClassVar[bool] = True
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+
+    def check_model(self, out_channels: int, channel_names: Sequence[str]) -> None:
+        """Raise ``ConfigError`` when the model's output does not fit this workflow's config."""
+
+    def predict(self, image: Image, predictor: Predictor) -> np.ndarray:
+        """Run the model on ``image``; by default tiled inference over the whole image."""
+        return predictor.tiled(image.data)
+
+    @abstractmethod
+    def decode(self, raw: np.ndarray, image: Image) -> Decoded:
+        """Turn the merged raw prediction ``raw`` of ``image`` into the workflow's results."""
+
+    def decode_file(self, path: Path, image: Image) -> Decoded:
+        """Wrap an existing prediction read from ``path`` for ``evaluate`` (no model run).
+
+        By default the file is taken to hold the final (post-processed) result.
+        """
+        return Decoded(images={"post_proc": image.data})
+
+    def pair_gt(self, images: Sequence[Path], gts: Sequence[Path]) -> list[tuple[Path, Any]]:
+        """Pair every image with a reference to its ground truth (passed to ``load_gt``).
+
+        By default GT files pair with images by file stem (``images.pair_by_stem``); workflows
+        whose GT is not one file per image (classification) override this.
+        """
+        from biapy_runner.images import pair_by_stem
+
+        return pair_by_stem(images, gts)
+
+    def load_gt(self, path: Path, image: Image) -> Any:
+        """Read the ground truth paired with ``image``; by default an image of the same size."""
+        from biapy_runner.images import read_gt_image
+
+        return read_gt_image(path, image)
+
+    @abstractmethod
+    def score(self, decoded: Decoded, gt: Any, image: Image) -> Scored:
+        """Compare one decoded prediction with its ground truth."""
+
+    def summarize(self, decoded: Decoded, image: Image) -> dict[str, Any]:
+        """A row of ``metrics/summary.tsv`` describing a prediction when there is no GT."""
+        return {}
+
+    def aggregate(self, rows: Sequence[Mapping[str, Any]]) -> Scored:
+        """The dataset (``image = ALL``) row; by default the mean of each numeric column."""
+        frame = pd.DataFrame(list(rows))
+        numeric = frame.select_dtypes(include="number")
+        return Scored(row={k: float(v) for k, v in numeric.mean().items()})
+
+
+_REGISTRY: dict[str, type[Workflow]] = {}
+
+
+def register(cls: type[Workflow]) -> type[Workflow]:
+    """Class decorator: make ``cls`` available under its ``problem_type``."""
+    _REGISTRY[cls.problem_type] = cls
+    return cls
+
+
+def workflow_for(cfg: Config) -> Workflow:
+    """Instantiate the workflow named by ``PROBLEM.TYPE``."""
+    import biapy_runner.workflows  # noqa: F401  (imports register the implementations)
+
+    problem = cfg.get("PROBLEM.TYPE")
+    if problem not in _REGISTRY:
+        from biapy_runner.errors import ConfigError
+
+        known = ", ".join(sorted(_REGISTRY))
+        raise ConfigError(
+            f"PROBLEM.TYPE {problem!r} has no workflow in this runner yet; available: {known}."
+        )
+    return _REGISTRY[problem](cfg)

@@ -1,0 +1,330 @@
+"""Point detection (PROBLEM.TYPE DETECTION): peaks of the probability map, P/R/F1 against points.
+
+Each output channel of the model is the probability map of one class (channel ``c``: class
+``c + 1``). Points are its local maxima above ``TEST.DET_MIN_TH_TO_BE_PEAK`` (or Laplacian-of-
+Gaussian blobs with ``TEST.DET_POINT_CREATION_FUNCTION: blob_log``), optionally thinned with
+``TEST.POST_PROCESSING.REMOVE_CLOSE_POINTS`` and grown into instances with ``DET_WATERSHED``.
+Distances use ``DATA.TEST.RESOLUTION`` (z, y, x) as BiaPy does: radii and ``TEST.DET_TOLERANCE``
+are compared with coordinates multiplied by the resolution.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+
+from biapy_runner import log
+from biapy_runner.errors import ConfigError
+from biapy_runner.filters import median_filter_channels
+from biapy_runner.images import Image
+from biapy_runner.points import (
+    AXIS_COLUMNS,
+    Matching,
+    PointSet,
+    check_inside,
+    find_peaks,
+    match_points,
+    otsu_thresholds,
+    per_class,
+    point_mask,
+    points_from_image,
+    ratios,
+    read_points_table,
+    remove_close_points,
+)
+from biapy_runner.workflows.base import Decoded, Scored, Workflow, register
+
+#: Suffixes of point tables (GT or predictions); anything else is read as an image.
+TABLE_SUFFIXES = (".csv", ".tsv", ".txt")
+POINTS_TABLE = "post_proc/{stem}_points.tsv"
+ASSOCIATIONS_TABLE = "metrics/associations.tsv"
+_COUNTS = ("tp", "fp", "fn", "n_true", "n_pred")
+
+
+def is_table(path: Path) -> bool:
+    """Whether ``path`` names a point table rather than an image."""
+    return Path(path).suffix.lower() in TABLE_SUFFIXES
+
+
+def grow_instances(
+    prob: np.ndarray, points: PointSet, dilations: Sequence[Sequence[int]]
+) -> np.ndarray:
+    """Instances grown from ``points`` over the probability map ``prob`` ``(C, *spatial)``.
+
+    Each point seeds the label of its row (1..N), first dilated with a box of the size
+    ``dilations[class - 1]`` (entries <= 0 leave the seed a single pixel). A watershed on the
+    inverted probability (maximum over the channels) grows the seeds inside the foreground: the
+    pixels whose probability reaches the Otsu threshold of the map (the seeds are always kept).
+    Returns uint16 labels (uint32 beyond 65535 points), one label per point.
+    """
+    from skimage.segmentation import watershed
+
+    best = np.max(prob, axis=0).astype(np.float32)
+    dtype = np.uint16 if len(points) < 2**16 else np.uint32
+    if not len(points):
+        return np.zeros(best.shape, dtype=dtype)
+    seeds = np.zeros(best.shape, dtype=np.int64)
+    centres = np.clip(np.round(points.coords).astype(np.int64), 0, np.asarray(best.shape) - 1)
+    seeds[tuple(centres.T)] = np.arange(1, len(points) + 1)
+    seeds = _dilate_seeds(seeds, points.classes, dilations)
+    foreground = (best >= otsu_thresholds(best[None])[0]) | (seeds > 0)
+    return watershed(-best, markers=seeds, mask=foreground).astype(dtype)
+
+
+def _dilate_seeds(
+    seeds: np.ndarray, classes: np.ndarray, dilations: Sequence[Sequence[int]]
+) -> np.ndarray:
+    """Grow each seed to a box of its class's size, never over another seed."""
+    grown = seeds.copy()
+    for cls in np.unique(classes):
+        size = list(dilations[min(int(cls), len(dilations)) - 1]) if int(cls) > 0 else []
+        if not size or min(size) <= 0:
+            continue
+        labels = np.flatnonzero(classes == cls) + 1
+        own = np.where(np.isin(seeds, labels), seeds, 0)
+        wider = ndimage.grey_dilation(own, size=size)
+        grown = np.where(grown == 0, wider, grown)
+    return grown
+
+
+def associations(
+    stem: str, gt: PointSet, pred: PointSet, matching: Matching, cls: int | None
+) -> pd.DataFrame:
+    """Rows of ``metrics/associations.tsv``: one per TP pair, FN (GT) and FP (prediction).
+
+    ``gt_id``/``pred_id`` are 1-based rows of the GT and of the points table; coordinates in
+    array order; ``distance`` is physical (NaN for FN/FP).
+    """
+    ndim = gt.ndim
+    parts = [
+        (matching.pairs[:, 0], matching.pairs[:, 1], matching.distances, "tp"),
+        (matching.fn, None, None, "fn"),
+        (None, matching.fp, None, "fp"),
+    ]
+    frames = []
+    for gt_idx, pred_idx, dist, status in parts:
+        n = len(gt_idx if gt_idx is not None else pred_idx)
+        frame = pd.DataFrame({"image": [stem] * n, "status": [status] * n})
+        if cls is not None:
+            frame["class"] = cls
+        frame["gt_id"] = _ids(gt_idx, n)
+        frame["pred_id"] = _ids(pred_idx, n)
+        for axis in range(ndim):
+            frame[f"gt_{AXIS_COLUMNS[axis]}"] = _column(gt.coords, gt_idx, axis, n)
+        for axis in range(ndim):
+            frame[f"pred_{AXIS_COLUMNS[axis]}"] = _column(pred.coords, pred_idx, axis, n)
+        frame["distance"] = np.full(n, np.nan) if dist is None else dist
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _ids(index: np.ndarray | None, n: int) -> pd.Series:
+    values = [pd.NA] * n if index is None else (np.asarray(index) + 1).tolist()
+    return pd.Series(values, dtype="Int64")
+
+
+def _column(coords: np.ndarray, index: np.ndarray | None, axis: int, n: int) -> np.ndarray:
+    return np.full(n, np.nan) if index is None else coords[np.asarray(index, dtype=int), axis]
+
+
+@register
+class Detection(Workflow):
+    """Points from probability maps; precision, recall and F1 within ``TEST.DET_TOLERANCE``."""
+
+    problem_type = "DETECTION"
+
+    # -- configuration -----------------------------------------------------------------------
+
+    def _resolution(self, ndim: int) -> tuple[float, ...]:
+        value = tuple(self.cfg.get("DATA.TEST.RESOLUTION") or ())
+        if value in ((), (-1,)):
+            return (1.0,) * ndim
+        if len(value) != ndim or min(value) <= 0:
+            raise ConfigError(
+                f"DATA.TEST.RESOLUTION is {value!r}: for {ndim}D images give {ndim} positive "
+                "values in (z, y, x) order, or leave it unset (-1,) for isotropic pixels."
+            )
+        return tuple(float(v) for v in value)
+
+    def _thresholds(self, prob: np.ndarray) -> list[float]:
+        """Peak thresholds per channel for ``TEST.DET_TH_TYPE``: ``auto`` (Otsu), ``manual``
+        (``DET_MIN_TH_TO_BE_PEAK``), ``relative`` / ``relative_by_patch`` (that fraction of the
+        channel's maximum; the whole merged image is the patch here)."""
+        kind = str(self.cfg.get("TEST.DET_TH_TYPE")).lower()
+        if kind == "auto":
+            return otsu_thresholds(prob)
+        key = "TEST.DET_MIN_TH_TO_BE_PEAK"
+        values = per_class(self.cfg.get(key), prob.shape[0], key)
+        if kind.startswith("relative"):
+            return [v * float(channel.max()) for v, channel in zip(values, prob)]
+        return values
+
+    def _dilations(self, n_classes: int, ndim: int) -> list[list[int]]:
+        value = self.cfg.get("TEST.POST_PROCESSING.DET_WATERSHED_FIRST_DILATION")
+        key = "TEST.POST_PROCESSING.DET_WATERSHED_FIRST_DILATION"
+        nested = [list(v) for v in value] if value and isinstance(value[0], Sequence) else [value]
+        if len(nested) not in (1, n_classes):
+            raise ConfigError(
+                f"{key} gives {len(nested)} sizes but the model predicts {n_classes} classes: "
+                "give one size (e.g. [2, 2]) or one per class (e.g. [[2, 2], [3, 3]])."
+            )
+        for size in nested:
+            if size and min(size) > 0 and len(size) != ndim:
+                raise ConfigError(
+                    f"{key} size {size} has {len(size)} values but the images are {ndim}D: give "
+                    f"{ndim} box sides in (z, y, x) order, or -1 for no dilation."
+                )
+        return nested * n_classes if len(nested) == 1 else nested
+
+    def check_model(self, out_channels: int, channel_names: Sequence[str]) -> None:
+        """Per-class settings must have one value or one per output channel (class)."""
+        if str(self.cfg.get("TEST.DET_TH_TYPE")).lower() != "auto":
+            per_class(
+                self.cfg.get("TEST.DET_MIN_TH_TO_BE_PEAK"), out_channels,
+                "TEST.DET_MIN_TH_TO_BE_PEAK",
+            )  # fmt: skip
+        per_class(self.cfg.get("TEST.DET_TOLERANCE"), out_channels, "TEST.DET_TOLERANCE")
+        if self.cfg.get("TEST.POST_PROCESSING.REMOVE_CLOSE_POINTS"):
+            key = "TEST.POST_PROCESSING.REMOVE_CLOSE_POINTS_RADIUS"
+            per_class(self.cfg.get(key), out_channels, key)
+
+    # -- decoding ----------------------------------------------------------------------------
+
+    def find_points(self, prob: np.ndarray) -> PointSet:
+        """Peaks (or LoG blobs) of every channel, then close-point removal when configured."""
+        ndim = prob.ndim - 1
+        method = str(self.cfg.get("TEST.DET_POINT_CREATION_FUNCTION"))
+        if method not in ("peak_local_max", "blob_log"):
+            raise ConfigError(
+                f"TEST.DET_POINT_CREATION_FUNCTION is {method!r}: use 'peak_local_max' or "
+                "'blob_log'."
+            )
+        points = find_peaks(
+            prob,
+            self._thresholds(prob),
+            min_distance=int(self.cfg.get("TEST.DET_PEAK_LOCAL_MAX_MIN_DISTANCE")),
+            exclude_border=self.cfg.get("TEST.DET_EXCLUDE_BORDER"),
+            method=method,
+            blob_sigmas=(
+                self.cfg.get("TEST.DET_BLOB_LOG_MIN_SIGMA"),
+                self.cfg.get("TEST.DET_BLOB_LOG_MAX_SIGMA"),
+                self.cfg.get("TEST.DET_BLOB_LOG_NUM_SIGMA"),
+            ),
+        )
+        if self.cfg.get("TEST.POST_PROCESSING.REMOVE_CLOSE_POINTS"):
+            key = "TEST.POST_PROCESSING.REMOVE_CLOSE_POINTS_RADIUS"
+            before = len(points)
+            radii = per_class(self.cfg.get(key), prob.shape[0], key)
+            points = remove_close_points(points, radii, self._resolution(ndim))
+            log.info(f"  close points removed: {before - len(points)} of {before}")
+        return points
+
+    def decode(self, raw: np.ndarray, image: Image) -> Decoded:
+        """Points table and point mask (plus instances with ``DET_WATERSHED``) of ``raw``."""
+        if self.cfg.get("TEST.POST_PROCESSING.MEDIAN_FILTER"):
+            raw = median_filter_channels(
+                raw,
+                self.cfg.get("TEST.POST_PROCESSING.MEDIAN_FILTER_AXIS"),
+                self.cfg.get("TEST.POST_PROCESSING.MEDIAN_FILTER_SIZE"),
+            )
+        points = self.find_points(raw)
+        log.info(f"  {len(points)} point(s) detected")
+        decoded = self._wrap(points, raw.shape[1:])
+        if self.cfg.get("TEST.POST_PROCESSING.DET_WATERSHED"):
+            dilations = self._dilations(raw.shape[0], raw.ndim - 1)
+            decoded.images["instances"] = grow_instances(raw, points, dilations)
+        return decoded
+
+    @staticmethod
+    def _wrap(points: PointSet, shape: Sequence[int] | None) -> Decoded:
+        images = {} if shape is None else {"post_proc": point_mask(points, shape)}
+        return Decoded(
+            images=images, tables={POINTS_TABLE: points.to_frame()}, state={"points": points}
+        )
+
+    def decode_file(self, path: Path, image: Image) -> Decoded:
+        """A stored prediction: a points table, a probability map (float image: decoded as in
+        ``run``) or a point mask / label image (centroids of its objects)."""
+        if is_table(path):
+            return self._wrap(read_points_table(path, len(image.spatial_shape)), None)
+        if np.issubdtype(image.data.dtype, np.floating):
+            return self.decode(image.data, image)
+        labels = image.data[0] if image.data.shape[0] == 1 else np.max(image.data, axis=0)
+        return self._wrap(points_from_image(labels), labels.shape)
+
+    # -- scoring -----------------------------------------------------------------------------
+
+    def load_gt(self, path: Path, image: Image) -> PointSet:
+        """GT points: a CSV/TSV table (BiaPy's ``axis-0``.. columns or ``z``/``y``/``x``) or a
+        label / point image (the centroid of each object)."""
+        from biapy_runner.images import read_gt_image
+
+        if is_table(path):
+            points = read_points_table(path, len(image.spatial_shape))
+            check_inside(points, image.spatial_shape, path)
+            return points
+        return points_from_image(read_gt_image(path, image))
+
+    def score(self, decoded: Decoded, gt: PointSet, image: Image) -> Scored:
+        """tp, fp, fn, precision, recall, f1 (one-to-one within the tolerance); matched class by
+        class when every GT and predicted point has a class (> 0) and there are several classes;
+        association rows."""
+        pred: PointSet = decoded.state["points"]
+        resolution = self._resolution(gt.ndim)
+        n_classes = int(max(pred.classes.max(initial=1), gt.classes.max(initial=1)))
+        tolerances = per_class(self.cfg.get("TEST.DET_TOLERANCE"), n_classes, "TEST.DET_TOLERANCE")
+        classes = sorted(set(gt.classes.tolist()) | set(pred.classes.tolist()))
+        known = bool((gt.classes > 0).all() and (pred.classes > 0).all())
+        groups: list[int | None] = classes if known and len(classes) > 1 else [None]
+        counts = dict.fromkeys(_COUNTS, 0)
+        frames = []
+        for cls in groups:
+            g = gt if cls is None else gt.subset(gt.classes == cls)
+            p = pred if cls is None else pred.subset(pred.classes == cls)
+            tol = tolerances[0] if cls is None else tolerances[min(cls, n_classes) - 1]
+            matching = match_points(g.coords, p.coords, tol, resolution)
+            for name, value in matching.counts().items():
+                counts[name] += value
+            counts["n_true"] += len(g)
+            counts["n_pred"] += len(p)
+            frames.append(
+                associations(image.stem, gt, pred, _with_ids(matching, gt, pred, cls), cls)
+            )
+        return Scored(
+            row=_row(counts), tables={ASSOCIATIONS_TABLE: pd.concat(frames, ignore_index=True)}
+        )
+
+    def summarize(self, decoded: Decoded, image: Image) -> dict[str, Any]:
+        """Number of points, their mean probability, and the count of each class."""
+        points: PointSet = decoded.state["points"]
+        row: dict[str, Any] = {
+            "n_points": len(points),
+            "mean_probability": float(points.probs.mean()) if len(points) else 0.0,
+        }
+        classes, counts = np.unique(points.classes, return_counts=True)
+        if len(classes) > 1:
+            row.update({f"n_class_{int(c)}": int(n) for c, n in zip(classes, counts)})
+        return row
+
+    def aggregate(self, rows: Sequence[Mapping[str, Any]]) -> Scored:
+        """Sum tp, fp, fn (and the point counts) over the images, then the ratios."""
+        return Scored(row=_row({name: sum(int(r[name]) for r in rows) for name in _COUNTS}))
+
+
+def _row(counts: Mapping[str, int]) -> dict[str, Any]:
+    return {**ratios(counts["tp"], counts["fp"], counts["fn"]), **counts}
+
+
+def _with_ids(matching: Matching, gt: PointSet, pred: PointSet, cls: int | None) -> Matching:
+    """Map indices within one class back to rows of the whole GT / points table."""
+    if cls is None:
+        return matching
+    gt_rows = np.flatnonzero(gt.classes == cls)
+    pred_rows = np.flatnonzero(pred.classes == cls)
+    pairs = np.stack([gt_rows[matching.pairs[:, 0]], pred_rows[matching.pairs[:, 1]]], axis=1)
+    return Matching(pairs, matching.distances, gt_rows[matching.fn], pred_rows[matching.fp])

@@ -1,0 +1,319 @@
+"""Instance segmentation (PROBLEM.TYPE INSTANCE_SEG): channels -> watershed -> post-processing.
+
+Outputs per image: ``instances/`` (labels from the watershed), ``post_proc/`` (after the
+configured post-processing; uint16 or uint32), ``metrics/objects.tsv`` (one row per final
+object). With GT: StarDist matching metrics at ``TEST.MATCHING_STATS_THS`` for the raw instances
+(``<metric>@<th>``) and the post-processed ones (``post_<metric>@<th>``), the IoU of each binary
+channel against its GT-derived target (``iou_<channel>``) and ``metrics/associations.tsv``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from biapy_runner import log
+from biapy_runner.errors import ConfigError
+from biapy_runner.filters import median_filter_channels
+from biapy_runner.images import Image
+from biapy_runner.instance_decode import (
+    BINARY_CHANNELS,
+    LEGACY_CHANNELS,
+    LIST_DIRECTIONS,
+    Channels,
+    DecodeSettings,
+    channel_targets,
+    decode_instances,
+    label_dtype,
+    parse_channels,
+)
+from biapy_runner.instance_postprocess import (
+    clear_border,
+    fill_holes,
+    measure_objects,
+    removal_mask,
+    remove_labels,
+    repair_large_blobs,
+    voronoi_on_mask,
+)
+from biapy_runner.matching import METRICS, aggregate_stats, label_overlap, match_overlap
+from biapy_runner.workflows.base import Decoded, Scored, Workflow, register
+
+IS = "PROBLEM.INSTANCE_SEG."
+PP = "TEST.POST_PROCESSING."
+RP = PP + "MEASURE_PROPERTIES.REMOVE_BY_PROPERTIES."
+DEFAULT_THS = (0.3, 0.5, 0.75)
+
+
+def _th_name(th: float) -> str:
+    return f"{float(th):g}"
+
+
+def _binary_iou(pred: np.ndarray, target: np.ndarray) -> float:
+    """IoU of two boolean masks; 0 when both are empty (nothing to find, nothing found)."""
+    union = np.count_nonzero(pred | target)
+    return float(np.count_nonzero(pred & target) / union) if union else 0.0
+
+
+@register
+class InstanceSegmentation(Workflow):
+    """BiaPy's instance segmentation from B/C/M/D/P-style channels."""
+
+    problem_type = "INSTANCE_SEG"
+
+    def __init__(self, cfg: Any) -> None:
+        super().__init__(cfg)
+        self.channels: Channels = parse_channels(cfg.get(IS + "DATA_CHANNELS", "BC"))
+        self.settings = self._settings()
+        self.thresholds = [float(t) for t in cfg.get("TEST.MATCHING_STATS_THS", DEFAULT_THS)]
+
+    # ---- configuration -------------------------------------------------------------------
+    def _get(self, key: str, default: Any) -> Any:
+        value = self.cfg.get(key, default)
+        return default if value is None else value
+
+    def _resolution(self) -> tuple[float, ...]:
+        res = self._get("DATA.TEST.RESOLUTION", (-1,))
+        res = tuple(float(r) for r in (res if isinstance(res, (list, tuple)) else [res]))
+        return () if not res or any(r <= 0 for r in res) else res
+
+    def _settings(self) -> DecodeSettings:
+        g = self._get
+        th_type = str(g(IS + "DATA_MW_TH_TYPE", "auto")).lower()
+        if th_type not in ("auto", "manual"):
+            raise ConfigError(f"{IS}DATA_MW_TH_TYPE = {th_type!r} must be 'auto' or 'manual'.")
+        close = g(IS + "ERODE_AND_DILATE_FOREGROUND", False) or g(
+            IS + "ERODE_AND_DILATE_GROWTH_MASK", False
+        )
+        return DecodeSettings(
+            th_auto=th_type == "auto",
+            th_binary_mask=float(g(IS + "DATA_MW_TH_BINARY_MASK", 0.5)),
+            th_contour=float(g(IS + "DATA_MW_TH_CONTOUR", 0.1)),
+            th_foreground=float(g(IS + "DATA_MW_TH_FOREGROUND", 0.3)),
+            th_distance=float(g(IS + "DATA_MW_TH_DISTANCE", 1.0)),
+            th_points=float(g(IS + "DATA_MW_TH_POINTS", 0.5)),
+            seed_channels=list(g(IS + "WATERSHED.SEED_CHANNELS", [])),
+            seed_thresholds=list(g(IS + "WATERSHED.SEED_CHANNELS_THRESH", [])),
+            surface_channel=str(g(IS + "WATERSHED.TOPOGRAPHIC_SURFACE_CHANNEL", "")),
+            growth_channels=_as_list(g(IS + "WATERSHED.GROWTH_MASK_CHANNELS", [])),
+            growth_thresholds=list(g(IS + "WATERSHED.GROWTH_MASK_CHANNELS_THRESH", [])),
+            remove_before=bool(g(IS + "DATA_REMOVE_BEFORE_MW", False)),
+            small_before=int(g(IS + "DATA_REMOVE_SMALL_OBJ_BEFORE", 10)),
+            seed_morph_sequence=list(g(IS + "SEED_MORPH_SEQUENCE", [])),
+            seed_morph_radius=[int(r) for r in g(IS + "SEED_MORPH_RADIUS", [])],
+            close_growth_mask=bool(close),
+            fore_erosion_radius=int(g(IS + "FORE_EROSION_RADIUS", 5)),
+            fore_dilation_radius=int(g(IS + "FORE_DILATION_RADIUS", 5)),
+            by_2d_slices=bool(g(IS + "WATERSHED_BY_2D_SLICES", False)),
+            resolution=self._resolution(),
+        )
+
+    def check_model(self, out_channels: int, channel_names: Sequence[str]) -> None:
+        """The model must output one channel per configured channel (names checked if BiaPy's)."""
+        names = self.channels.names
+        if out_channels != len(names):
+            raise ConfigError(
+                f"The model outputs {out_channels} channel(s) but "
+                f"{IS}DATA_CHANNELS = {self.cfg.get(IS + 'DATA_CHANNELS', 'BC')!r} expects "
+                f"{len(names)} ({', '.join(names)}). Set DATA_CHANNELS to the channels the model "
+                "was trained with (see its BioImage.IO description)."
+            )
+        known = set(LIST_DIRECTIONS) | {n for v in LEGACY_CHANNELS.values() for n in v}
+        given = [str(n) for n in channel_names]
+        if given and all(n in known for n in given) and set(given) != set(names):
+            raise ConfigError(
+                f"The model's output channels are named {given} but {IS}DATA_CHANNELS "
+                f"configures {list(names)}."
+            )
+        if given and all(n in known for n in given) and tuple(given) != names:
+            log.warn(f"model channel order {given} differs from DATA_CHANNELS {list(names)}")
+
+    # ---- decoding -----------------------------------------------------------------------
+    def _filtered(self, raw: np.ndarray) -> np.ndarray:
+        if not self.cfg.get(PP + "MEDIAN_FILTER", False):
+            return raw
+        return median_filter_channels(
+            raw, self._get(PP + "MEDIAN_FILTER_AXIS", []), self._get(PP + "MEDIAN_FILTER_SIZE", [])
+        )
+
+    def _voronoi_mask(self, raw: np.ndarray) -> np.ndarray:
+        """The foreground probability Voronoi grows into: M, else B/F (+ C), else 1 - background."""
+        names = self.channels.names
+        fg = "B" if self.channels.legacy else "F"
+        if "M" in names:
+            return raw[names.index("M")]
+        if fg in names:
+            mask = raw[names.index(fg)].astype(np.float32)
+            return mask + raw[names.index("C")] if "C" in names else mask
+        if not self.channels.legacy and "B" in names:
+            return 1 - raw[names.index("B")]
+        raise ConfigError(
+            f"{PP}VORONOI_ON_MASK needs a foreground channel (M, B/F) in {IS}DATA_CHANNELS "
+            f"({list(names)})."
+        )
+
+    def post_process(self, labels: np.ndarray, raw: np.ndarray | None) -> np.ndarray:
+        """Apply the configured post-processing to instance ``labels`` (``raw``: probabilities)."""
+        g = self._get
+        out = labels
+        if g(PP + "FILL_HOLES", False):
+            out = fill_holes(out)
+        size = int(g(PP + "REPARE_LARGE_BLOBS_SIZE", -1))
+        if size != -1:
+            out = repair_large_blobs(out, size)
+        if g(PP + "VORONOI_ON_MASK", False):
+            if raw is None:
+                raise ConfigError(f"{PP}VORONOI_ON_MASK needs the model's probabilities.")
+            th = float(g(PP + "VORONOI_TH", 0.0))
+            out = voronoi_on_mask(out, self._voronoi_mask(raw), th, self.settings.resolution)
+        if g(PP + "CLEAR_BORDER", False):
+            out = clear_border(out)
+        if g(RP + "ENABLE", False):
+            table = measure_objects(out, self.settings.resolution)
+            if len(table):
+                drop = removal_mask(
+                    table, g(RP + "PROPS", []), g(RP + "VALUES", []), g(RP + "SIGNS", [])
+                )
+                log.info(f"removed {int(drop.sum())} of {len(table)} objects by properties")
+                out = remove_labels(out, table["label"].to_numpy()[drop].tolist())
+        return out.astype(label_dtype(int(out.max()) if out.size else 0))
+
+    def _objects(self, labels: np.ndarray, raw: np.ndarray | None, stem: str) -> pd.DataFrame:
+        fg = self.channels.foreground_channel
+        prob = None if raw is None or fg is None else raw[self.channels.index(fg)]
+        table = measure_objects(labels, self.settings.resolution, prob)
+        table.insert(0, "image", stem)
+        return table
+
+    def decode(self, raw: np.ndarray, image: Image) -> Decoded:
+        """Watershed the channels into instances, post-process, and measure the objects."""
+        raw = self._filtered(np.asarray(raw, dtype=np.float32))
+        result = decode_instances(raw, self.channels, self.settings)
+        post = self.post_process(result.labels, raw)
+        log.info(
+            f"instances: {int(result.labels.max())} from watershed, "
+            f"{np.unique(post).size - (1 if (post == 0).any() else 0)} after post-processing"
+        )
+        return Decoded(
+            images={"instances": result.labels, "post_proc": post},
+            tables={"metrics/objects.tsv": self._objects(post, raw, image.stem)},
+            state={"raw": raw, "thresholds": result.thresholds},
+        )
+
+    def decode_file(self, path: Path, image: Image) -> Decoded:
+        """An existing label image is taken as the final instances (no post-processing)."""
+        data = np.asarray(image.data)
+        labels = data[0] if data.ndim > 1 and data.shape[0] == 1 else data
+        if labels.dtype.kind == "f" and np.any(np.mod(labels, 1) != 0):
+            if data.shape[0] == len(self.channels.names):
+                return self.decode(data, image)
+            raise ConfigError(
+                f"{path} holds non-integer values and {data.shape[0]} channel(s); evaluate needs "
+                f"an instance label image (or {len(self.channels.names)} probability channels)."
+            )
+        labels = labels.astype(label_dtype(int(labels.max()) if labels.size else 0))
+        return Decoded(
+            images={"post_proc": labels},
+            tables={"metrics/objects.tsv": self._objects(labels, None, image.stem)},
+            state={"raw": None},
+        )
+
+    # ---- scoring --------------------------------------------------------------------------
+    def _match(
+        self, gt: np.ndarray, labels: np.ndarray, stage: str, stem: str
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        prefix = "" if stage == "raw" else "post_"
+        ov = label_overlap(gt, labels)
+        row: dict[str, Any] = {}
+        assoc: list[dict[str, Any]] = []
+        for th in self.thresholds:
+            res = match_overlap(ov, th)
+            for name in METRICS:
+                row[f"{prefix}{name}@{_th_name(th)}"] = res.stats[name]
+            assoc.extend(
+                {
+                    "image": stem,
+                    "stage": stage,
+                    "threshold": th,
+                    "gt_id": g,
+                    "pred_id": p,
+                    "iou": s,
+                    "status": st,
+                }
+                for g, p, s, st in res.associations
+            )
+        return row, assoc
+
+    def _channel_ious(self, raw: np.ndarray, gt: np.ndarray) -> dict[str, float]:
+        contour_mode = str(self._get(IS + "DATA_CONTOUR_MODE", "thick"))
+        names = [n for n in self.channels.names if n in BINARY_CHANNELS]
+        if not names:
+            return {}
+        targets = channel_targets(gt, self.channels, contour_mode)
+        return {
+            f"iou_{n}": _binary_iou(raw[self.channels.index(n)] > 0.5, targets[n])
+            for n in names
+            if n in targets
+        }
+
+    def score(self, decoded: Decoded, gt: Any, image: Image) -> Scored:
+        """Matching metrics (raw and post-processed) and per-channel IoU against ``gt``."""
+        gt = np.asarray(gt)
+        if gt.ndim == decoded.images["post_proc"].ndim + 1 and gt.shape[0] == 1:
+            gt = gt[0]
+        row: dict[str, Any] = {}
+        assoc: list[dict[str, Any]] = []
+        if "instances" in decoded.images:
+            part, rows = self._match(gt, decoded.images["instances"], "raw", image.stem)
+            row.update(part)
+            assoc += rows
+        part, rows = self._match(gt, decoded.images["post_proc"], "post", image.stem)
+        if "instances" not in decoded.images:
+            row.update({k[len("post_") :]: v for k, v in part.items()})
+            rows = [dict(r, stage="raw") for r in rows] + rows
+        row.update(part)
+        assoc += rows
+        if decoded.state.get("raw") is not None:
+            row.update(self._channel_ious(decoded.state["raw"], gt))
+        columns = ["image", "stage", "threshold", "gt_id", "pred_id", "iou", "status"]
+        return Scored(
+            row=row, tables={"metrics/associations.tsv": pd.DataFrame(assoc, columns=columns)}
+        )
+
+    def aggregate(self, rows: Sequence[Mapping[str, Any]]) -> Scored:
+        """StarDist's ``matching_dataset``: sum the counts over images, then the ratios."""
+        out: dict[str, Any] = {}
+        if not rows:
+            return Scored(row=out)
+        for prefix in ("", "post_"):
+            for th in self.thresholds:
+                suffix = f"@{_th_name(th)}"
+                keys = {n: f"{prefix}{n}{suffix}" for n in METRICS}
+                if keys["tp"] not in rows[0]:
+                    continue
+                stats = aggregate_stats([{n: r[keys[n]] for n in METRICS} for r in rows])
+                out.update({keys[n]: v for n, v in stats.items()})
+        for key in rows[0]:
+            if key.startswith("iou_"):
+                out[key] = float(np.mean([float(r[key]) for r in rows if key in r]))
+        return Scored(row=out)
+
+    def summarize(self, decoded: Decoded, image: Image) -> dict[str, Any]:
+        """Number of final objects and their mean size (pixels or voxels)."""
+        labels = decoded.images["post_proc"]
+        sizes = np.bincount(labels.ravel())[1:]
+        sizes = sizes[sizes > 0]
+        return {
+            "n_objects": int(sizes.size),
+            "mean_size": float(sizes.mean()) if sizes.size else 0.0,
+        }
+
+
+def _as_list(value: Any) -> list[Any]:
+    if isinstance(value, str):
+        return [] if value in ("", "auto") else [value]
+    return list(value)

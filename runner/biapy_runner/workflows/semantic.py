@@ -1,0 +1,77 @@
+"""Semantic segmentation (PROBLEM.TYPE SEMANTIC_SEG): binary masks or class labels, IoU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from biapy_runner.filters import median_filter_channels
+from biapy_runner.images import Image
+from biapy_runner.workflows.base import Decoded, Scored, Workflow, register
+
+#: One-channel (sigmoid) outputs are binarized at this probability, as BiaPy does.
+BINARY_THRESHOLD = 0.5
+
+
+def class_labels(raw: np.ndarray) -> np.ndarray:
+    """Binary mask (one channel, > 0.5) or argmax class labels (several channels), uint8/16."""
+    if raw.shape[0] == 1:
+        return (raw[0] > BINARY_THRESHOLD).astype(np.uint8)
+    dtype = np.uint8 if raw.shape[0] <= 256 else np.uint16
+    return np.argmax(raw, axis=0).astype(dtype)
+
+
+def iou(pred: np.ndarray, gt: np.ndarray) -> float:
+    """Intersection over union of two boolean masks; 1.0 when both are empty."""
+    union = np.count_nonzero(pred | gt)
+    if union == 0:
+        return 1.0
+    return float(np.count_nonzero(pred & gt) / union)
+
+
+@register
+class SemanticSegmentation(Workflow):
+    """Binarize (0.5) or argmax the model's probabilities; score the foreground / class IoU."""
+
+    problem_type = "SEMANTIC_SEG"
+
+    def decode(self, raw: np.ndarray, image: Image) -> Decoded:
+        """Median-filter the probabilities when configured, then binarize or argmax."""
+        if self.cfg.get("TEST.POST_PROCESSING.MEDIAN_FILTER"):
+            raw = median_filter_channels(
+                raw,
+                self.cfg.get("TEST.POST_PROCESSING.MEDIAN_FILTER_AXIS"),
+                self.cfg.get("TEST.POST_PROCESSING.MEDIAN_FILTER_SIZE"),
+            )
+        return Decoded(images={"post_proc": class_labels(raw)}, state={"classes": raw.shape[0]})
+
+    def decode_file(self, path: Path, image: Image) -> Decoded:
+        """A stored prediction: probabilities (float) are decoded, labels are taken as they are."""
+        if np.issubdtype(image.data.dtype, np.floating):
+            return self.decode(image.data, image)
+        labels = image.data[0] if image.data.shape[0] == 1 else np.argmax(image.data, axis=0)
+        return Decoded(images={"post_proc": labels}, state={"classes": int(labels.max()) + 1})
+
+    def score(self, decoded: Decoded, gt: Any, image: Image) -> Scored:
+        """Foreground IoU (2 classes) or mean IoU over classes plus ``iou_class_<k>``."""
+        labels = decoded.images["post_proc"]
+        classes = decoded.state.get("classes", int(labels.max()) + 1)
+        gt = np.asarray(gt)
+        if classes <= 2:
+            return Scored(row={"iou": iou(labels > 0, gt > 0)})
+        per_class = {f"iou_class_{k}": iou(labels == k, gt == k) for k in range(classes)}
+        return Scored(row={"iou": float(np.mean(list(per_class.values()))), **per_class})
+
+    def summarize(self, decoded: Decoded, image: Image) -> dict[str, Any]:
+        """Shape and foreground fraction (or the fraction of each class)."""
+        labels = decoded.images["post_proc"]
+        classes = decoded.state.get("classes", int(labels.max()) + 1)
+        row: dict[str, Any] = {"shape": "x".join(str(s) for s in labels.shape)}
+        if classes <= 2:
+            row["foreground_fraction"] = float(np.count_nonzero(labels) / labels.size)
+        else:
+            counts = np.bincount(labels.ravel(), minlength=classes)
+            row.update({f"class_{k}_fraction": float(c / labels.size) for k, c in enumerate(counts)})
+        return row

@@ -1,0 +1,138 @@
+"""make-config: the wizard's YAML loads with load_config and holds its answers."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+from biapy_runner import make_config
+from biapy_runner.config import load_config
+from biapy_runner.errors import InputError
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    make_config.add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def _write(tmp_path: Path, *argv: str):
+    """Run make-config with ``argv`` and load the written YAML."""
+    out = tmp_path / "cfg.yaml"
+    assert make_config.run(_args("--out", str(out), *argv)) == 0
+    return load_config(out)
+
+
+@pytest.mark.parametrize("workflow", sorted(make_config.PROBLEM_TYPES))
+def test_every_workflow_loads(tmp_path: Path, workflow: str) -> None:
+    cfg = _write(tmp_path, "--workflow", workflow, "--model", "affable-shark")
+    assert cfg.get("PROBLEM.TYPE") == make_config.PROBLEM_TYPES[workflow]
+    assert cfg.get("PROBLEM.NDIM") == "2D"
+    assert cfg.get("MODEL.SOURCE") == "bmz"
+    assert cfg.get("MODEL.BMZ.SOURCE_MODEL_ID") == "affable-shark"
+    assert cfg.get("TEST.ENABLE") is True
+    assert cfg.get("TEST.AUGMENTATION") is False
+
+
+def test_semantic_2d_patch_from_object_size(tmp_path: Path) -> None:
+    cfg = _write(tmp_path, "--workflow", "semantic", "--object-size", "20", "--channels", "2",
+                 "--tta")
+    # 4 x 20 = 80 -> next power of two 128; channels last as in BiaPy
+    assert cfg.get("DATA.PATCH_SIZE") == (128, 128, 2)
+    assert cfg.get("DATA.TEST.PADDING") == (16, 16)
+    assert cfg.get("TEST.AUGMENTATION") is True
+
+
+def test_instance_3d_manual_thresholds(tmp_path: Path) -> None:
+    cfg = _write(
+        tmp_path, "--workflow", "instance", "--ndim", "3D", "--slices", "40",
+        "--object-size", "25", "--instance-channels", "BCM", "--threshold-mode", "manual",
+        "--th-binary", "0.6", "--th-contour", "0.2", "--th-foreground", "0.4",
+        "--voronoi", "--min-size", "15", "--clear-border",
+    )
+    assert cfg.get("PROBLEM.NDIM") == "3D"
+    # xy: 4 x 25 = 100 -> 128; z: at most the largest power of two <= 40 slices
+    assert cfg.get("DATA.PATCH_SIZE") == (32, 128, 128, 1)
+    assert cfg.get("DATA.TEST.PADDING") == (4, 16, 16)
+    assert cfg.get("PROBLEM.INSTANCE_SEG.DATA_CHANNELS") == "BCM"
+    assert cfg.get("PROBLEM.INSTANCE_SEG.DATA_MW_TH_TYPE") == "manual"
+    assert cfg.get("PROBLEM.INSTANCE_SEG.DATA_MW_TH_BINARY_MASK") == pytest.approx(0.6)
+    assert cfg.get("PROBLEM.INSTANCE_SEG.DATA_MW_TH_CONTOUR") == pytest.approx(0.2)
+    assert cfg.get("PROBLEM.INSTANCE_SEG.DATA_MW_TH_FOREGROUND") == pytest.approx(0.4)
+    assert cfg.get("PROBLEM.INSTANCE_SEG.DATA_REMOVE_SMALL_OBJ_BEFORE") == 15
+    assert cfg.get("TEST.POST_PROCESSING.VORONOI_ON_MASK") is True
+    assert cfg.get("TEST.POST_PROCESSING.CLEAR_BORDER") is True
+
+
+def test_instance_auto_thresholds_keep_defaults(tmp_path: Path) -> None:
+    cfg = _write(tmp_path, "--workflow", "instance", "--th-binary", "0.9")
+    assert cfg.get("PROBLEM.INSTANCE_SEG.DATA_MW_TH_TYPE") == "auto"
+    # manual values are not written in auto mode: BiaPy's default stays
+    assert cfg.get("PROBLEM.INSTANCE_SEG.DATA_MW_TH_BINARY_MASK") == pytest.approx(0.5)
+    assert cfg.get("TEST.POST_PROCESSING.VORONOI_ON_MASK") is False
+
+
+def test_detection_settings(tmp_path: Path) -> None:
+    cfg = _write(tmp_path, "--workflow", "detection", "--peak-threshold", "0.35",
+                 "--min-distance", "4", "--tolerance", "6")
+    assert float(cfg.get("TEST.DET_MIN_TH_TO_BE_PEAK")) == pytest.approx(0.35)
+    assert cfg.get("TEST.DET_PEAK_LOCAL_MAX_MIN_DISTANCE") == 4
+    assert float(cfg.get("TEST.DET_TOLERANCE")) == pytest.approx(6.0)
+
+
+def test_2d_stack(tmp_path: Path) -> None:
+    cfg = _write(tmp_path, "--workflow", "instance", "--ndim", "2D-stack")
+    assert cfg.get("PROBLEM.NDIM") == "2D"
+    assert cfg.get("TEST.ANALIZE_2D_IMGS_AS_3D_STACK") is True
+    assert cfg.get("DATA.PATCH_SIZE") == (256, 256, 1)
+
+
+def test_without_model_no_bmz_id(tmp_path: Path) -> None:
+    out = tmp_path / "cfg.yaml"
+    make_config.run(_args("--out", str(out), "--workflow", "denoising"))
+    assert "SOURCE_MODEL_ID" not in out.read_text()
+    assert out.read_text().startswith("# BiaPy configuration written by biapy-runner")
+
+
+@pytest.mark.parametrize(
+    ("workflow", "ndim", "size", "slices", "expected"),
+    [
+        ("semantic", 2, None, None, (256, 256)),
+        ("semantic", 2, 3, None, (32, 32)),      # 12 -> 16, raised to the minimum 32
+        ("semantic", 2, 200, None, (512, 512)),  # 800 -> 1024, capped at 512
+        ("semantic", 2, 16, None, (64, 64)),     # exactly a power of two
+        ("instance", 3, None, None, (64, 64, 64)),
+        ("instance", 3, 20, 80, (64, 128, 128)),
+        ("instance", 3, 20, 5, (4, 128, 128)),
+        ("classification", 2, 50, None, (224, 224)),
+    ],
+)
+def test_patch_size(workflow: str, ndim: int, size: int | None, slices: int | None,
+                    expected: tuple[int, ...]) -> None:
+    assert make_config.patch_size(ndim, size, slices, workflow) == expected
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [("--min-distance", "0"), ("--object-size", "0"), ("--th-binary", "1.5"),
+     ("--channels", "0"), ("--peak-threshold", "-0.1")],
+)
+def test_out_of_range_is_input_error(tmp_path: Path, bad: tuple[str, str]) -> None:
+    with pytest.raises(InputError, match=bad[0]):
+        make_config.build_config(_args("--out", str(tmp_path / "c.yaml"),
+                                       "--workflow", "instance", *bad))
+
+
+@pytest.mark.slow
+def test_cli_subcommand(tmp_path: Path) -> None:
+    from biapy_runner.cli import main
+
+    out = tmp_path / "sub" / "cfg.yaml"
+    assert main(["make-config", "--workflow", "detection", "--ndim", "3D", "--out",
+                 str(out)]) == 0
+    cfg = load_config(out)
+    assert cfg.get("PROBLEM.TYPE") == "DETECTION"
+    assert cfg.get("DATA.PATCH_SIZE") == (64, 64, 64, 1)
+    assert main(["make-config", "--workflow", "detection", "--tolerance", "0", "--out",
+                 str(out)]) == 2
