@@ -13,12 +13,11 @@ import argparse
 import time
 
 import numpy as np
-from scipy import ndimage
-from skimage.segmentation import find_boundaries
-
 from biapy_runner.instance_decode import DecodeSettings, decode_instances, parse_channels
 from biapy_runner.instance_postprocess import voronoi_on_mask
 from biapy_runner.matching import label_overlap, match_overlap
+from scipy import ndimage
+from skimage.segmentation import find_boundaries
 
 SHAPE = (80, 512, 512)
 THRESHOLDS = (0.3, 0.5, 0.75)
@@ -57,8 +56,10 @@ def main() -> None:
     t0 = time.perf_counter()
     gt = ellipsoids(SHAPE, args.objects, args.seed)
     raw = bcm(gt)
-    print(f"setup: {int((np.bincount(gt.ravel()) > 0).sum()) - 1} objects in {SHAPE}, "
-          f"{time.perf_counter() - t0:.1f} s")
+    print(
+        f"setup: {int((np.bincount(gt.ravel()) > 0).sum()) - 1} objects in {SHAPE}, "
+        f"{time.perf_counter() - t0:.1f} s"
+    )
 
     t = time.perf_counter()
     result = decode_instances(raw, parse_channels("BCM"), DecodeSettings())
@@ -74,8 +75,10 @@ def main() -> None:
         ov = label_overlap(gt, labels)
         for th in THRESHOLDS:
             s = match_overlap(ov, th).stats
-            lines.append(f"  {stage} @{th}: tp {s['tp']} fp {s['fp']} fn {s['fn']} "
-                         f"f1 {s['f1']:.3f} pq {s['panoptic_quality']:.3f}")
+            lines.append(
+                f"  {stage} @{th}: tp {s['tp']} fp {s['fp']} fn {s['fn']} "
+                f"f1 {s['f1']:.3f} pq {s['panoptic_quality']:.3f}"
+            )
     t_match = time.perf_counter() - t
 
     print(f"watershed (BCM decode): {t_ws:.2f} s, {int(result.labels.max())} instances")

@@ -6,9 +6,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pytest
 import tifffile
-
 from biapy_runner.cli import main
 from biapy_runner.config import load_config
 from biapy_runner.pipeline import resolve_threads

@@ -10,9 +10,6 @@ import pandas as pd
 import pytest
 import tifffile
 import torch
-from scipy import ndimage
-from skimage.segmentation import find_boundaries
-
 from biapy_runner.errors import ConfigError
 from biapy_runner.filters import median_filter_channels
 from biapy_runner.instance_decode import (
@@ -31,6 +28,8 @@ from biapy_runner.instance_postprocess import (
     voronoi_on_mask,
 )
 from biapy_runner.matching import matching
+from scipy import ndimage
+from skimage.segmentation import find_boundaries
 
 CONFIGS = Path(__file__).parent / "data" / "configs"
 CARTOCELL = CONFIGS / "training-material__biapy__conf_cartocell_swam.yaml"
@@ -111,8 +110,11 @@ def test_seed_erosion_shrinks_seeds_but_growth_restores_objects(balls: np.ndarra
     (r,) = matching(balls, result.labels, (0.5,))
     assert r.stats["tp"] == 5
     with pytest.raises(ConfigError, match="SEED_MORPH"):
-        decode_instances(bcm(balls), parse_channels("BCM"), DecodeSettings(
-            seed_morph_sequence=["erode"], seed_morph_radius=[]))
+        decode_instances(
+            bcm(balls),
+            parse_channels("BCM"),
+            DecodeSettings(seed_morph_sequence=["erode"], seed_morph_radius=[]),
+        )
 
 
 def test_channel_parsing_errors() -> None:
@@ -184,11 +186,20 @@ def test_objects_table_of_a_square_and_property_removal() -> None:
     sq = table.loc[5]
     assert sq["area"] == 100 and sq["npixels"] == 100
     assert (sq["centroid_y"], sq["centroid_x"]) == (6.5, 8.5)
-    assert (sq["bbox_y_min"], sq["bbox_y_max"], sq["bbox_x_min"], sq["bbox_x_max"]) == (2, 12, 4, 14)
+    assert (sq["bbox_y_min"], sq["bbox_y_max"], sq["bbox_x_min"], sq["bbox_x_max"]) == (
+        2,
+        12,
+        4,
+        14,
+    )
     assert sq["diameter"] == 10 and sq["mean_probability"] == pytest.approx(0.8)
     assert table.loc[9, "elongation"] > sq["elongation"]
-    drop = removal_mask(table.reset_index(), [["area"], ["circularity", "area"]],
-                        [[50], [0.5, 20]], [["lt"], ["lt", "ge"]])
+    drop = removal_mask(
+        table.reset_index(),
+        [["area"], ["circularity", "area"]],
+        [[50], [0.5, 20]],
+        [["lt"], ["lt", "ge"]],
+    )
     assert drop.tolist() == [False, True]
     with pytest.raises(ConfigError, match="SIGNS"):
         removal_mask(table.reset_index(), [["area"]], [[1]], [["eq"]])
@@ -254,9 +265,8 @@ def _cartocell_weights(s_in: float, s_out: float) -> dict[str, torch.Tensor]:
 
 @pytest.mark.slow
 def test_cartocell_config_end_to_end(tmp_path: Path) -> None:
-    from bmz_factory import make_model_package
-
     from biapy_runner.cli import main
+    from bmz_factory import make_model_package
 
     shape = (80, 160, 160)
     centers = [(z, y, x) for z in (22, 56) for y in (22, 62, 102, 140) for x in (22, 62, 102, 140)]
@@ -288,8 +298,23 @@ def test_cartocell_config_end_to_end(tmp_path: Path) -> None:
     tifffile.imwrite(vol_path, volume)
     tifffile.imwrite(gt_path, gt)
     out = tmp_path / "out"
-    code = main(["run", "--config", str(cfg), "--images", str(vol_path), "--gt", str(gt_path),
-                 "--model", str(zip_path), "--out", str(out), "--threads", "2"])
+    code = main(
+        [
+            "run",
+            "--config",
+            str(cfg),
+            "--images",
+            str(vol_path),
+            "--gt",
+            str(gt_path),
+            "--model",
+            str(zip_path),
+            "--out",
+            str(out),
+            "--threads",
+            "2",
+        ]
+    )
     assert code == 0
     instances = tifffile.imread(out / "instances" / "cyst.tif")
     post = tifffile.imread(out / "post_proc" / "cyst.tif")

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-
 from biapy_runner.errors import InputError
 from biapy_runner.matching import aggregate_stats, label_overlap, matching
 
@@ -59,7 +58,7 @@ def test_hand_computed_two_squares() -> None:
     pred[0:4, 0:2] = 1  # IoU 8/16 = 0.5 with GT 7
     pred[6:10, 6:10] = 2  # perfect
     pred[5, 0] = 9  # false positive
-    r03, r05, r075 = matching(gt, pred, (0.3, 0.5, 0.75))
+    _, r05, r075 = matching(gt, pred, (0.3, 0.5, 0.75))
     assert (r05.stats["tp"], r05.stats["fp"], r05.stats["fn"]) == (2, 1, 0)
     assert r05.stats["mean_matched_score"] == pytest.approx(0.75)
     assert r05.stats["panoptic_quality"] == pytest.approx(1.5 / 2.5)

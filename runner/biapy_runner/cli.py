@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from biapy_runner import __version__, log
 from biapy_runner.errors import RunnerError
@@ -107,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.warn("interrupted")
         return 130
-    except Exception:  # an internal error: keep the traceback for the bug report
+    except Exception:  # noqa: BLE001  (internal error: keep the traceback for the report)
         traceback.print_exc()
         print("ERROR: internal error in biapy-runner (traceback above); please report it.",
               file=sys.stderr)

@@ -19,7 +19,6 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 from scipy import ndimage
-from skimage.filters import threshold_otsu
 from skimage.measure import marching_cubes, mesh_surface_area, regionprops
 from skimage.segmentation import clear_border as _sk_clear_border
 
@@ -64,27 +63,31 @@ def voronoi_on_mask(
     """Grow ``labels`` into the foreground mask ``mask_prob > threshold`` (0 = Otsu).
 
     Voxels outside the mask keep label 0 (labels there are removed); unlabelled voxels inside
-    take the label of the nearest labelled voxel. Only the bounding box of the mask is processed.
+    take the label of the nearest labelled voxel of the same mask component (anisotropic
+    distances). Each connected component of the mask is hole-filled and processed on its own
+    bounding box, which keeps sparse volumes fast.
     """
+    from biapy_runner.instance_decode import _otsu, mask_components
+
     spacing = _spacing(resolution, labels.ndim)
-    th = float(threshold)
-    if th == 0:
-        lo, hi = float(mask_prob.min()), float(mask_prob.max())
-        th = float(threshold_otsu(mask_prob)) if hi > lo else lo
-    mask = ndimage.binary_fill_holes(mask_prob > th)
-    out = np.where(mask, labels, 0).astype(labels.dtype)
-    boxes = ndimage.find_objects(mask.astype(np.uint8))
-    if not boxes or boxes[0] is None or not out.any():
-        return out
-    box = boxes[0]
-    crop, crop_mask = out[box], mask[box]
-    unknown = crop_mask & (crop == 0)
-    if unknown.any():
-        idx = ndimage.distance_transform_edt(
-            crop == 0, sampling=spacing, return_distances=False, return_indices=True
-        )
-        nearest = crop[tuple(idx)]
-        crop[unknown] = nearest[unknown]
+    th = float(threshold) if float(threshold) != 0 else _otsu(mask_prob)
+    comps, boxes = mask_components(mask_prob > th)
+    out = np.zeros_like(labels)
+    for k, box in enumerate(boxes, start=1):
+        if box is None:
+            continue
+        inside = ndimage.binary_fill_holes(comps[box] == k)
+        crop = np.where(inside, labels[box], 0)
+        if not crop.any():
+            continue
+        unknown = inside & (crop == 0)
+        if unknown.any():
+            idx = ndimage.distance_transform_edt(
+                crop == 0, sampling=spacing, return_distances=False, return_indices=True
+            )
+            crop[unknown] = crop[tuple(i[unknown] for i in idx)]
+        target = out[box]
+        target[inside] = crop[inside]
     return out
 
 

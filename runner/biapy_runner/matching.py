@@ -87,8 +87,8 @@ def _compact(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if top < 4 * flat.size + 1024:
         counts = np.bincount(flat, minlength=top + 1)
         ids = np.flatnonzero(counts[1:]) + 1
-        lut = np.zeros(top + 1, dtype=np.int64)
-        lut[ids] = np.arange(1, ids.size + 1)
+        lut = np.zeros(top + 1, dtype=np.int32)
+        lut[ids] = np.arange(1, ids.size + 1, dtype=np.int32)
         compact = lut[flat]
         sizes = np.concatenate([[counts[0]], counts[ids]])
     else:
@@ -98,7 +98,7 @@ def _compact(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             sizes = np.concatenate([[0], sizes])
             uniq = np.concatenate([[0], uniq])
         ids = uniq[1:]
-    return ids.astype(np.int64), compact.astype(np.int64), sizes.astype(np.int64)
+    return ids.astype(np.int64), compact, sizes.astype(np.int64)
 
 
 def label_overlap(y_true: np.ndarray, y_pred: np.ndarray) -> Overlap:
@@ -113,7 +113,7 @@ def label_overlap(y_true: np.ndarray, y_pred: np.ndarray) -> Overlap:
     p_ids, p_c, p_sizes = _compact(y_pred)
     n_p = p_ids.size + 1
     both = (t_c > 0) & (p_c > 0)
-    keys = t_c[both] * n_p + p_c[both]
+    keys = t_c[both].astype(np.int64) * n_p + p_c[both]
     if (t_ids.size + 1) * n_p <= _DENSE_LIMIT:
         counts = np.bincount(keys, minlength=(t_ids.size + 1) * n_p)
         keys = np.flatnonzero(counts)

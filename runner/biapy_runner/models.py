@@ -73,7 +73,7 @@ def classify_source(source: str) -> SourceKind:
             "path instead of a file:// URL."
         )
     looks_like_path = text.startswith(("/", ".", "~")) or text.lower().endswith(_PATH_SUFFIXES)
-    if looks_like_path or os.sep in text.rstrip("/").split("/", 3)[-1]:
+    if looks_like_path or text.count("/") > 2 or "\\" in text:  # ids have at most 3 parts
         raise InputError(
             f"The model file or folder {source!r} does not exist. Check the path (relative "
             f"paths are taken from {Path.cwd()})."

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -94,7 +95,7 @@ class TiledPredictor:
             patch=patch,
             padding=padding,
             overlap=tuple(float(v) for v in _per_axis(self.cfg.get("DATA.TEST.OVERLAP"), ndim)),
-            scale=tuple(int(round(s)) for s in self.model.scale),
+            scale=tuple(round(s) for s in self.model.scale),
             reflect=bool(self.cfg.get("DATA.REFLECT_TO_COMPLETE_SHAPE")),
             valid_size=self.model.valid_size,
             full_image=bool(self.cfg.get("TEST.FULL_IMG")),

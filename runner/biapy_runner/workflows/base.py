@@ -11,9 +11,10 @@ Array layout everywhere: channel first, ``(C, Y, X)`` in 2D and ``(C, Z, Y, X)``
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Protocol, Sequence
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import pandas as pd
