@@ -7,6 +7,8 @@
 - ``cartocell_like.zip``: a BioImage.IO package shaped like the CartoCell models of the Galaxy
   tutorial (input 1x1x80x80x80 zyx with zero-mean-unit-variance, output B, C, M with a sigmoid),
   with a 1x1x1 convolution as the network: B and M follow the intensity, C stays low.
+- ``intensity2d.zip``: a second 2D foreground model (a 1x1 convolution with a sigmoid on the
+  normalised intensity), compared with the nuclei U-Net by the workflow test.
 - ``dsb_nuclei_points.csv``: the centroids of the nuclei in ``dsb_nuclei_mask.tif`` (detection
   ground truth in BiaPy's ``axis-0, axis-1`` columns).
 """
@@ -68,6 +70,34 @@ def cartocell_like_model(out_dir: Path) -> Path:
     )
 
 
+ARCHITECTURE_2D = '''import torch
+
+
+class PixelForeground(torch.nn.Module):
+    """One 1x1 convolution from the normalised image to a foreground logit."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 1, kernel_size=1)
+
+    def forward(self, x):
+        return self.conv(x)
+'''
+
+
+def intensity_model(out_dir: Path) -> Path:
+    """The package zip of a 2D foreground model: sigmoid(4 * normalised intensity - 2)."""
+    state = {"conv.weight": torch.full((1, 1, 1, 1), 4.0), "conv.bias": torch.tensor([-2.0])}
+    test_input = np.zeros((1, 64, 64), np.float32)
+    test_input[:, 16:48, 16:48] = 1.0
+    return make_model_package(
+        out_dir, architecture_source=ARCHITECTURE_2D, callable_name="PixelForeground",
+        kwargs={}, state_dict=state, ndim=2, size=(64, 16), channel_names=["foreground"],
+        preprocessing=[{"id": "zero_mean_unit_variance"}], postprocessing=[{"id": "sigmoid"}],
+        test_input=test_input, name="intensity2d", tags=["2d", "semantic-segmentation"],
+    )
+
+
 def nuclei_points() -> str:
     """CSV of the nuclei centroids of dsb_nuclei_mask.tif (axis-0 = y, axis-1 = x)."""
     mask = tifffile.imread(TEST_DATA / "dsb_nuclei_mask.tif")
@@ -88,6 +118,7 @@ def main() -> None:
     build = TEST_DATA.parent / ".galaxy-test" / "model-build"
     zip_path = cartocell_like_model(build)
     (TEST_DATA / "cartocell_like.zip").write_bytes(zip_path.read_bytes())
+    (TEST_DATA / "intensity2d.zip").write_bytes(intensity_model(build).read_bytes())
     (TEST_DATA / "dsb_nuclei_points.csv").write_text(nuclei_points())
 
 

@@ -7,6 +7,6 @@ PY=${PY:-.venv/bin/python}
 status=0
 "$PY" -m pytest -q "$@" || status=$?
 if [ -z "${SKIP_GALAXY:-}" ]; then
-    bash galaxy/run_tests.sh || status=$?
+    RUNNER_VENV="$PWD/.venv" bash galaxy/run_tests.sh || status=$?
 fi
 exit "$status"

@@ -612,6 +612,9 @@ class BmzModel:
     ``out_channels``, ``out_channel_names``, ``min_shape`` and ``step`` per spatial axis (step 0:
     fixed size), ``halo`` (output pixels to discard at each border), ``scale`` (output size /
     input size) and ``offset`` (output pixels added to ``input * scale``, usually 0).
+    ``out_spatial_axes`` is ``spatial_axes``, or ``()`` for a model that gives one value per
+    output channel for the whole image (a classifier: one score per class); its ``halo``,
+    ``scale`` and ``offset`` are then empty and its outputs are ``(C,)`` per image.
     """
 
     def __init__(
@@ -641,6 +644,7 @@ class BmzModel:
         self._in_dims, self._in_roles = _roles(self._input)
         self._out_dims, self._out_roles = _roles(self._output)
         self.spatial_axes: tuple[str, ...] = tuple(a for a in _SPATIAL_ORDER if a in self._in_roles)
+        self.out_spatial_axes = tuple(a for a in _SPATIAL_ORDER if a in self._out_roles)
         self._check_axes()
         sizes = _input_sizes(self._input, self._in_roles)
         geometry = _output_geometry(self._output, self._out_roles, descr.inputs, sizes)
@@ -649,9 +653,9 @@ class BmzModel:
         self.out_channel_names = _channel_names(self._output, self._out_roles, self.out_channels)
         self.min_shape = tuple(sizes[a][0] for a in self.spatial_axes)
         self.step = tuple(sizes[a][1] for a in self.spatial_axes)
-        self.halo = tuple(geometry[a][0] for a in self.spatial_axes)
-        self.scale = tuple(geometry[a][1] for a in self.spatial_axes)
-        self.offset = tuple(int(geometry[a][2]) for a in self.spatial_axes)
+        self.halo = tuple(geometry[a][0] for a in self.out_spatial_axes)
+        self.scale = tuple(geometry[a][1] for a in self.out_spatial_axes)
+        self.offset = tuple(int(geometry[a][2]) for a in self.out_spatial_axes)
         self._pre, self._post = self._processing()
         self._stat: dict[Any, Any] = {}
         self.weight_format, self._runner = _load_weights(
@@ -659,12 +663,11 @@ class BmzModel:
         )
 
     def _check_axes(self) -> None:
-        out_spatial = tuple(a for a in _SPATIAL_ORDER if a in self._out_roles)
-        if not self.spatial_axes or out_spatial != self.spatial_axes:
+        if not self.spatial_axes or self.out_spatial_axes not in (self.spatial_axes, ()):
             raise ModelError(
                 f"The model {self.name!r} maps spatial axes {self.spatial_axes} to "
-                f"{out_spatial}; this runner needs image-to-image models with the same spatial "
-                "axes in input and output."
+                f"{self.out_spatial_axes}; this runner needs models with the same spatial axes "
+                "in input and output (image to image), or none in the output (classifiers)."
             )
 
     def _processing(self) -> tuple[list[Any], list[Any]]:
@@ -695,20 +698,22 @@ class BmzModel:
 
     # -- processing ---------------------------------------------------------------------------
 
-    def _canonical(self) -> list[str]:
-        return ["b", "c", *self.spatial_axes]
+    def _canonical(self, member: str) -> list[str]:
+        """The runner's axis roles of the input or output member (batch, channel, spatial)."""
+        spatial = self.spatial_axes if member == self._in_id else self.out_spatial_axes
+        return ["b", "c", *spatial]
 
     def _sample(self, member: str, array: np.ndarray, dims: Sequence[str], roles: Any) -> Any:
         from bioimageio.core import Sample, Tensor
 
-        data = _rearrange(array[None], self._canonical(), roles)
+        data = _rearrange(array[None], self._canonical(member), roles)
         return Sample(members={member: Tensor(data, dims=dims)}, stat={}, id=None)
 
     def _unsample(
         self, sample: Any, member: str, dims: Sequence[str], roles: Sequence[str]
     ) -> np.ndarray:
         data = np.asarray(sample.members[member].data.transpose(*dims))
-        out = _rearrange(data, roles, self._canonical())
+        out = _rearrange(data, roles, self._canonical(member))
         return np.ascontiguousarray(out[0], dtype=np.float32)
 
     def preprocess(self, arr: np.ndarray) -> np.ndarray:
@@ -733,8 +738,8 @@ class BmzModel:
         return self._unsample(sample, self._in_id, self._in_dims, self._in_roles)
 
     def postprocess(self, arr: np.ndarray) -> np.ndarray:
-        """Apply the rdf's postprocessing (e.g. sigmoid) to the merged output ``(C, *spatial)``,
-        with the statistics of the last preprocessed image where an op refers to them."""
+        """Apply the rdf's postprocessing (e.g. sigmoid) to the merged output ``(C, *spatial)``
+        (``(C,)`` without output spatial axes), with the statistics of the last preprocessed image where an op refers to them."""
         if not self._post:
             return np.asarray(arr, dtype=np.float32)
         sample = self._sample(self._out_id, np.asarray(arr), self._out_dims, self._out_roles)
@@ -747,15 +752,16 @@ class BmzModel:
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         """Run the model on ``batch`` ``(B, C, *spatial)`` (already on ``self.device``);
-        returns ``(B, C_out, *spatial')`` on the same device."""
+        returns ``(B, C_out, *spatial')`` (``(B, C_out)`` without output spatial axes) on the
+        same device."""
         if "b" not in self._in_roles and batch.shape[0] != 1:
             return torch.cat([self.forward(batch[i : i + 1]) for i in range(batch.shape[0])])
-        x = _rearrange(batch, self._canonical(), self._in_roles)
+        x = _rearrange(batch, self._canonical(self._in_id), self._in_roles)
         with torch.inference_mode():
             y = self._run_onnx(x) if self.weight_format == "onnx" else self._runner(x)
         if isinstance(y, (list, tuple)):
             y = y[0]
-        return _rearrange(y, self._out_roles, self._canonical())
+        return _rearrange(y, self._out_roles, self._canonical(self._out_id))
 
     def _run_onnx(self, x: torch.Tensor) -> torch.Tensor:
         name = self._runner.get_inputs()[0].name

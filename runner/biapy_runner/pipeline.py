@@ -142,14 +142,16 @@ def _ndim(cfg: Config) -> int:
     return 3 if cfg.get("PROBLEM.NDIM") == "3D" else 2
 
 
-def _folder_files(cfg: Config, key: str) -> list[Path]:
+def _folder_files(
+    cfg: Config, key: str, lister: Callable[[Path], list[Path]] = list_images
+) -> list[Path]:
     folder = Path(str(cfg.get(key)))
     if not folder.is_dir():
         raise InputError(
             f"{key} is {str(folder)!r}, which is not a folder; give the images with --images "
             f"(and --gt) or set {key} to an existing folder."
         )
-    files = list_images(folder)
+    files = lister(folder)
     if not files:
         raise InputError(f"The folder {folder} ({key}) holds no image this runner can read.")
     return files
@@ -163,7 +165,7 @@ def collect_inputs(opts: RunOptions, cfg: Config, workflow: Workflow) -> list[tu
             raise InputError(f"The image {path} does not exist; check the path given to --images.")
     gts = list(opts.gt)
     if not gts and not opts.images and cfg.get("DATA.TEST.LOAD_GT"):
-        gts = _folder_files(cfg, "DATA.TEST.GT_PATH")
+        gts = _folder_files(cfg, "DATA.TEST.GT_PATH", workflow.list_gt)
     for path in gts:
         if not path.exists():
             raise InputError(f"The ground truth {path} does not exist; check the path given to --gt.")

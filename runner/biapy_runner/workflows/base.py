@@ -94,6 +94,12 @@ class Workflow(ABC):
         """
         return Decoded(images={"post_proc": image.data})
 
+    def list_gt(self, folder: Path) -> list[Path]:
+        """The GT files in ``folder`` (DATA.TEST.GT_PATH); by default its images."""
+        from biapy_runner.images import list_images
+
+        return list_images(folder)
+
     def pair_gt(self, images: Sequence[Path], gts: Sequence[Path]) -> list[tuple[Path, Any]]:
         """Pair every image with a reference to its ground truth (passed to ``load_gt``).
 

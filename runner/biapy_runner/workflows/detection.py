@@ -259,6 +259,11 @@ class Detection(Workflow):
 
     # -- scoring -----------------------------------------------------------------------------
 
+    def list_gt(self, folder: Path) -> list[Path]:
+        """GT folders hold point tables (BiaPy's CSVs) and/or label images."""
+        tables = [p for p in folder.iterdir() if is_table(p) and not p.name.startswith(".")]
+        return sorted([*super().list_gt(folder), *tables], key=lambda p: p.name)
+
     def load_gt(self, path: Path, image: Image) -> PointSet:
         """GT points: a CSV/TSV table (BiaPy's ``axis-0``.. columns or ``z``/``y``/``x``) or a
         label / point image (the centroid of each object)."""
