@@ -101,11 +101,14 @@ def make_model_package(
     test_input: np.ndarray | None = None,
     name: str = "test model",
     tags: list[str] | None = None,
+    classifier: bool = False,
 ) -> Path:
     """Write a BioImage.IO 0.5 model package zip into ``out_dir`` and return its path.
 
     ``size``: an int is a fixed input size per spatial axis, ``(min, step)`` a ParameterizedSize.
     ``halo`` (output pixels) and ``scale`` (output size / input size) apply to every spatial axis.
+    ``classifier``: the output has batch and channel axes only (one score per class, the
+    ``channel_names`` being the class names); ``halo`` and ``scale`` are then unused.
     Processing entries may be spec descriptions or dicts like ``{"id": "sigmoid"}``;
     ``zero_mean_unit_variance`` defaults to the spatial axes. ``test_input`` is ``(C, *spatial)``
     (random of the minimal size by default); the test output is computed by running the module
@@ -138,14 +141,13 @@ def make_model_package(
     out_axes = [
         v0_5.BatchAxis(),
         v0_5.ChannelAxis(channel_names=list(names)),
-    ] + [_output_axis(a, halo, scale) for a in spatial]
+    ] + ([] if classifier else [_output_axis(a, halo, scale) for a in spatial])
 
     pre = _proc_descrs(preprocessing, spatial, pre=True)
     post = _proc_descrs(postprocessing, spatial, pre=False)
     rng = np.random.default_rng(1)
-    placeholder = rng.uniform(
-        0.1, 1.0, size=(1, out_channels) + tuple(s * scale for s in x.shape[2:])
-    ).astype(np.float32)
+    out_spatial = () if classifier else tuple(s * scale for s in x.shape[2:])
+    placeholder = rng.uniform(0.1, 1.0, size=(1, out_channels) + out_spatial).astype(np.float32)
     np.save(work / "test_output.npy", placeholder)
 
     def describe() -> v0_5.ModelDescr:

@@ -185,3 +185,139 @@ def test_workflow_predict_decode_score_aggregate(tmp_path: Path) -> None:
 def test_check_model_names_both_class_counts() -> None:
     with pytest.raises(ConfigError, match=r"DATA.N_CLASSES.*is 2.*gives 3"):
         Classification(FakeConfig(**{"DATA.N_CLASSES": 2})).check_model(3, [])
+
+
+# --------------------------------------------------------------------------- end to end
+
+THIRDS = '''
+import torch
+
+
+class Thirds(torch.nn.Module):
+    """Class k scores -(m - centre_k)^2 / width, m the image mean, up to a term common to all
+    classes: a fixed linear layer on the mean; the class is the third of [0, 1] m falls in."""
+
+    def __init__(self, centres=(1 / 6, 1 / 2, 5 / 6), width=0.05):
+        super().__init__()
+        c = torch.tensor(centres, dtype=torch.float32)
+        self.fc = torch.nn.Linear(1, len(centres))
+        with torch.no_grad():
+            self.fc.weight.copy_((2 * c / width)[:, None])
+            self.fc.bias.copy_(-(c**2) / width)
+
+    def forward(self, x):
+        return self.fc(x.mean(dim=(1, 2, 3))[:, None])
+'''
+
+#: Image stem -> (uint8 image, mean of its centre fitted to 16x16, true class).
+CENTRE_VALUE = {"dark": 20, "ring": 128, "small_bright": 240, "rect": 100}
+TRUTH = {"dark": 0, "ring": 1, "small_bright": 2, "rect": 2}
+
+
+def _e2e_images() -> dict[str, np.ndarray]:
+    """Images whose 16x16 model input is constant; ``ring`` and ``rect`` differ outside it."""
+    ring = np.full((40, 40), 230, np.uint8)
+    ring[12:28, 12:28] = 128  # the centre crop; the whole image's mean would be class 2
+    rect = np.full((10, 50), 250, np.uint8)
+    rect[:, 17:33] = 100  # x is centre-cropped, y (10) is resized to 16
+    return {
+        "dark": np.full((30, 30), 20, np.uint8),
+        "ring": ring,
+        "small_bright": np.full((8, 12), 240, np.uint8),  # resized up to 16x16
+        "rect": rect,
+    }
+
+
+def _expected_probs(value: float) -> np.ndarray:
+    m = value / 255
+    logits = -((m - np.array([1 / 6, 1 / 2, 5 / 6])) ** 2) / 0.05
+    return np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+
+
+@pytest.fixture(scope="module")
+def thirds_setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A 3-class package (fixed 16x16 input, scale_linear 1/255, softmax), images, config."""
+    from bmz_factory import make_model_package
+
+    root = tmp_path_factory.mktemp("classification")
+    package = make_model_package(
+        root,
+        architecture_source=THIRDS,
+        callable_name="Thirds",
+        kwargs={},
+        out_channels=3,
+        size=16,
+        classifier=True,
+        preprocessing=[{"id": "scale_linear", "kwargs": {"gain": 1 / 255, "offset": 0.0}}],
+        postprocessing=[{"id": "softmax"}],
+        channel_names=["low", "mid", "high"],
+        name="thirds classifier",
+    )
+    images = []
+    for stem, data in _e2e_images().items():
+        images.append(root / "images" / f"{stem}.tif")
+        images[-1].parent.mkdir(exist_ok=True)
+        tifffile.imwrite(images[-1], data)
+    table = root / "classes.tsv"
+    table.write_text("image\tclass\n" + "".join(f"{s}.tif\t{c}\n" for s, c in TRUTH.items()))
+    config = root / "classification.yaml"
+    config.write_text(
+        "PROBLEM:\n  TYPE: CLASSIFICATION\n  NDIM: 2D\n"
+        "DATA:\n  N_CLASSES: 3\n  PATCH_SIZE: (16, 16, 1)\n"
+        "TEST:\n  ENABLE: True\n"
+    )
+    return {"root": root, "package": package, "images": images, "table": table, "config": config}
+
+
+def _run_classification(setup: dict[str, Any], gt: list[Path], out: Path) -> int:
+    from biapy_runner.cli import main
+
+    return main(
+        [
+            "run",
+            "--config", str(setup["config"]),
+            "--images", *map(str, setup["images"]),
+            "--gt", *map(str, gt),
+            "--model", str(setup["package"]),
+            "--out", str(out),
+            "--threads", "1",
+        ]
+    )
+
+
+def test_end_to_end_thirds_classifier(thirds_setup: dict[str, Any]) -> None:
+    out = thirds_setup["root"] / "results"
+    assert _run_classification(thirds_setup, [thirds_setup["table"]], out) == 0
+    predictions = pd.read_csv(out / "post_proc" / "predictions.tsv", sep="\t")
+    assert list(predictions.columns) == ["image", "class"] + [f"prob_class_{k}" for k in range(3)]
+    assert predictions["image"].tolist() == list(CENTRE_VALUE)
+    assert predictions["class"].tolist() == [0, 1, 2, 1]
+    expected = np.stack([_expected_probs(v) for v in CENTRE_VALUE.values()])
+    np.testing.assert_allclose(predictions.filter(like="prob_").to_numpy(), expected, atol=1e-5)
+    metrics = pd.read_csv(out / "metrics" / "metrics.tsv", sep="\t").set_index("image")
+    assert metrics.loc[list(TRUTH), "correct"].tolist() == [1, 1, 1, 0]
+    assert metrics.loc["ALL", "accuracy"] == 0.75
+    assert metrics.loc["ALL", "recall_class_2"] == 0.5
+    assert metrics.loc["ALL", "precision_class_1"] == 0.5
+    matrix = pd.read_csv(out / "metrics" / "confusion_matrix.tsv", sep="\t")
+    assert matrix["gt_class"].tolist() == [0, 1, 2]
+    assert matrix[["pred_0", "pred_1", "pred_2"]].to_numpy().tolist() == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
+    summary = pd.read_csv(out / "metrics" / "summary.tsv", sep="\t")
+    assert summary["class"].tolist() == [0, 1, 2, 1]
+    assert not (out / "raw").exists()
+
+
+def test_end_to_end_class_subfolders(thirds_setup: dict[str, Any]) -> None:
+    """GT as BiaPy's class folders; names sort in the model's class order."""
+    gt = thirds_setup["root"] / "gt"
+    names = ["0_low", "1_mid", "2_high"]
+    for stem, data in _e2e_images().items():
+        (gt / names[TRUTH[stem]]).mkdir(parents=True, exist_ok=True)
+        tifffile.imwrite(gt / names[TRUTH[stem]] / f"{stem}.tif", data)
+    out = thirds_setup["root"] / "results_folders"
+    assert _run_classification(thirds_setup, [gt], out) == 0
+    matrix = pd.read_csv(out / "metrics" / "confusion_matrix.tsv", sep="\t")
+    assert matrix["class_name"].tolist() == names
+    assert matrix[["pred_0", "pred_1", "pred_2"]].to_numpy().tolist() == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
+    metrics = pd.read_csv(out / "metrics" / "metrics.tsv", sep="\t").set_index("image")
+    assert metrics.loc["ALL", "accuracy"] == 0.75

@@ -42,6 +42,19 @@ class Up(torch.nn.Module):
         return torch.nn.functional.interpolate(self.conv(x), scale_factor=2)
 """
 
+POOL = """
+import torch
+
+
+class Pool(torch.nn.Module):
+    def __init__(self, in_channels=1, classes=3):
+        super().__init__()
+        self.fc = torch.nn.Linear(in_channels, classes)
+
+    def forward(self, x):
+        return self.fc(x.flatten(2).mean(-1))
+"""
+
 MISSING = """
 import some_missing_pkg
 
@@ -259,6 +272,47 @@ def test_fixed_size_3d_and_upsampling(tmp_path: Path) -> None:
     assert model.scale == (2.0, 2.0)
     assert model.forward(torch.zeros((1, 1, 12, 8))).shape == (1, 1, 24, 16)
     np.testing.assert_allclose(_roundtrip(model), model.test_tensors()[1], atol=1e-5)
+
+
+@pytest.mark.parametrize(("ndim", "batch_shape"), [(2, (3, 2, 24, 16)), (3, (2, 2, 8, 8, 12))])
+def test_classifier_output_without_spatial_axes(
+    tmp_path: Path, ndim: int, batch_shape: tuple[int, ...]
+) -> None:
+    """Batch + channel output (one score per class, softmax in the rdf): class scores."""
+    torch.manual_seed(0)
+    package = make_model_package(
+        tmp_path,
+        architecture_source=POOL,
+        callable_name="Pool",
+        kwargs={"in_channels": 2, "classes": 4},
+        ndim=ndim,
+        in_channels=2,
+        out_channels=4,
+        size=(8, 4),
+        classifier=True,
+        postprocessing=[{"id": "softmax"}],
+        channel_names=["actin", "mito", "nucleus", "other"],
+        name=f"pool classifier {ndim}d",
+    )
+    model = load_model(package, device="cpu")
+    assert model.spatial_axes == ("z", "y", "x")[-ndim:] and model.out_spatial_axes == ()
+    assert (model.out_channels, model.out_channel_names) == (
+        4,
+        ("actin", "mito", "nucleus", "other"),
+    )
+    assert (model.min_shape, model.step) == ((8,) * ndim, (4,) * ndim)
+    assert model.halo == model.scale == model.offset == ()
+    x, y = model.test_tensors()
+    assert x.shape == (2,) + (8,) * ndim and y.shape == (4,)
+    np.testing.assert_allclose(y.sum(), 1.0, atol=1e-6)
+    np.testing.assert_allclose(_roundtrip(model), y, atol=1e-5)
+    logits = model.forward(torch.ones(batch_shape))
+    assert logits.shape == (batch_shape[0], 4)
+    fc = model._runner.fc
+    expected = (fc.weight.sum(dim=1) + fc.bias).detach().numpy()
+    np.testing.assert_allclose(logits[1].numpy(), expected, atol=1e-6)
+    probs = model.postprocess(logits[0].numpy())
+    np.testing.assert_allclose(probs, np.exp(expected) / np.exp(expected).sum(), atol=1e-6)
 
 
 # ----------------------------------------------------------------------------- remote and cache

@@ -52,7 +52,7 @@ class OutputStage:
         self.root = Path(tempfile.mkdtemp(prefix=".partial-", dir=out))
         self._tables: dict[str, list[pd.DataFrame]] = {}
 
-    def __enter__(self) -> OutputStage:
+    def __enter__(self) -> OutputStage:  # noqa: PYI034
         return self
 
     def __exit__(

@@ -15,7 +15,7 @@ import torch
 
 from biapy_runner import log
 from biapy_runner.config import Config, load_config
-from biapy_runner.errors import ConfigError, InputError
+from biapy_runner.errors import ConfigError, InputError, ModelError
 from biapy_runner.images import Image, list_images, read_image
 from biapy_runner.models import BmzModel, load_model
 from biapy_runner.outputs import OutputStage, check_output_dir
@@ -54,6 +54,11 @@ class TiledPredictor:
     def tiled(self, data: np.ndarray) -> np.ndarray:
         """Whole-image preprocessing, tiled prediction (with test-time augmentation when
         TEST.AUGMENTATION is set) and the model's postprocessing."""
+        if not self.model.out_spatial_axes:
+            raise ModelError(
+                f"The model {self.model.name!r} gives one score per class for the whole image (a "
+                "classifier); use it with PROBLEM.TYPE: CLASSIFICATION."
+            )
         prepared = self.model.preprocess(data)
         if not self.cfg.get("TEST.AUGMENTATION"):
             return self._predict_one(prepared)

@@ -215,11 +215,6 @@ class _Axis:
     overlap_px: int
 
     @property
-    def pad_before(self) -> int:
-        """Pixels added before the image in the padded input, context excluded."""
-        return self.offset
-
-    @property
     def pad_after(self) -> int:
         """Pixels added after the image in the padded input, context excluded."""
         return self.extent - self.length - self.offset
@@ -268,7 +263,7 @@ class TileGrid:
     def pad_widths(self) -> list[tuple[int, int]]:
         """``np.pad`` widths turning the ``(C, *spatial)`` image into the padded input."""
         return [(0, 0)] + [
-            (d + a.pad_before, d + a.pad_after) for a, d in zip(self.axes, self.plan.padding)
+            (d + a.offset, d + a.pad_after) for a, d in zip(self.axes, self.plan.padding)
         ]
 
     def pad(self, image: np.ndarray) -> np.ndarray:
