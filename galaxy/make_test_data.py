@@ -9,7 +9,7 @@
   with a 1x1x1 convolution as the network: B and M follow the intensity, C stays low.
 - ``intensity2d.zip``: a second 2D foreground model (a 1x1 convolution with a sigmoid on the
   normalised intensity), compared with the nuclei U-Net by the workflow test.
-- ``dsb_nuclei_points.csv``: the centroids of the nuclei in ``dsb_nuclei_mask.tif`` (detection
+- ``dsb_nuclei_gt.csv``: the centroids of the nuclei in ``dsb_nuclei_mask.tif`` (detection
   ground truth in BiaPy's ``axis-0, axis-1`` columns).
 """
 
@@ -119,7 +119,10 @@ def main() -> None:
     zip_path = cartocell_like_model(build)
     (TEST_DATA / "cartocell_like.zip").write_bytes(zip_path.read_bytes())
     (TEST_DATA / "intensity2d.zip").write_bytes(intensity_model(build).read_bytes())
-    (TEST_DATA / "dsb_nuclei_points.csv").write_text(nuclei_points())
+    (TEST_DATA / "dsb_nuclei_gt.csv").write_text(nuclei_points())
+    # byte copies: a test collection needs two distinct files (same pixels, known metric)
+    for name in ("dsb_nuclei", "dsb_nuclei_mask"):
+        (TEST_DATA / f"{name}_copy.tif").write_bytes((TEST_DATA / f"{name}.tif").read_bytes())
 
 
 if __name__ == "__main__":

@@ -328,7 +328,8 @@ def _run_forward(
         out = forward(tensor)
     except RuntimeError as exc:
         raise ModelError(
-            f"The model failed on a batch of tiles of shape {tuple(batch.shape)}: {exc}"
+            f"The model failed on a batch of tiles of shape {tuple(batch.shape)}: {exc}. If "
+            "memory ran out, lower --batch-size or DATA.PATCH_SIZE."
         ) from exc
     out = out.detach().to("cpu", torch.float32).numpy() if torch.is_tensor(out) else out
     out = np.asarray(out, dtype=np.float32)
