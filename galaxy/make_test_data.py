@@ -20,9 +20,8 @@ from pathlib import Path
 import numpy as np
 import tifffile
 import torch
-from skimage.measure import regionprops
-
 from bmz_factory import make_model_package
+from skimage.measure import regionprops
 
 TEST_DATA = Path(__file__).resolve().parents[1] / "test-data"
 

@@ -38,7 +38,7 @@ class ThirdsPredictor:
     """A fixed 3-class 'model': the class is which third of 0..255 the image mean falls in."""
 
     def __init__(self, size: tuple[int, int] = (8, 8)) -> None:
-        self.model = SimpleNamespace(valid_size=lambda requested: size)
+        self.model = SimpleNamespace(valid_size=lambda requested: size, out_spatial_axes=())
         self.seen: list[tuple[int, ...]] = []
 
     def whole(self, data: np.ndarray) -> np.ndarray:

@@ -448,3 +448,15 @@ def test_end_to_end_run_and_evaluate_2d(tmp_path: Path) -> None:
     assert code == 0
     again = pd.read_csv(evaluated / "metrics" / "metrics.tsv", sep="\t").set_index("image")
     assert again.loc["img", ["tp", "fp", "fn"]].tolist() == [2, 1, 2]
+
+    # evaluate the written points table (no image size known): the same counts, no mask written
+    from_table = tmp_path / "eval_table"
+    table = tmp_path / "img.tsv"
+    table.write_bytes((out / "post_proc" / "img_points.tsv").read_bytes())
+    code = _run_cli(["evaluate", "--workflow", "detection", "--pred", str(table),
+                     "--gt", str(gt), "--out", str(from_table),
+                     "--set", "TEST.DET_TOLERANCE=[3]"])  # fmt: skip
+    assert code == 0
+    scored = pd.read_csv(from_table / "metrics" / "metrics.tsv", sep="\t").set_index("image")
+    assert scored.loc["img", ["tp", "fp", "fn"]].tolist() == [2, 1, 2]
+    assert not list((from_table / "post_proc").glob("*.tif"))

@@ -295,20 +295,28 @@ def test_full_image_falls_back_to_tiles_for_a_fixed_small_model() -> None:
     assert tile_grid((600, 600), plan).count == 4
 
 
-def test_zero_padding_mode_pads_with_zeros() -> None:
-    image = np.ones((1, 10, 10), dtype=np.float32)
-    plan = plan_tiles(image.shape, patch=(8, 8), padding=(2, 2), overlap=(0, 0), reflect=False)
+def test_context_is_reflected_and_completion_follows_reflect_option() -> None:
+    """Borders always get reflected context; an image smaller than the tile's core is completed
+    with zeros unless DATA.REFLECT_TO_COMPLETE_SHAPE (``reflect``) asks for reflection."""
     mean_filter = torch.nn.Conv2d(1, 1, 5, padding=2, bias=False)
     torch.nn.init.constant_(mean_filter.weight, 1 / 25)
-    result = predict_tiled(image, mean_filter, plan)
-    assert result[0, 0, 0] == pytest.approx(9 / 25)  # corner sees 3x3 ones, the rest zeros
-    assert result[0, 5, 5] == pytest.approx(1.0)
-    reflected = predict_tiled(
-        image,
-        mean_filter,
-        plan_tiles(image.shape, patch=(8, 8), padding=(2, 2), overlap=(0, 0), reflect=True),
-    )
-    np.testing.assert_allclose(reflected, 1.0, atol=1e-6)
+    large = np.ones((1, 10, 10), dtype=np.float32)
+    plan = plan_tiles(large.shape, patch=(8, 8), padding=(2, 2), overlap=(0, 0), reflect=False)
+    np.testing.assert_allclose(predict_tiled(large, mean_filter, plan), 1.0, atol=1e-6)
+
+    small = np.ones((1, 3, 3), dtype=np.float32)  # a model taking 8x8 only: core 4, 1 completed
+
+    def plan(reflect: bool) -> TilePlan:
+        return plan_tiles(
+            small.shape, patch=(8, 8), padding=(2, 2), overlap=(0, 0), reflect=reflect,
+            valid_size=lambda requested: (8, 8),
+        )  # fmt: skip
+
+    zeros = plan(False)
+    completed = predict_tiled(small, mean_filter, zeros)
+    # last pixel: its 5-wide window over [1, 1, 1, 0 | 1] per axis holds 4 ones -> (4/5)^2
+    assert completed[0, 2, 2] == pytest.approx(16 / 25)
+    np.testing.assert_allclose(predict_tiled(small, mean_filter, plan(True)), 1.0, atol=1e-6)
 
 
 def test_on_batch_reports_counts() -> None:

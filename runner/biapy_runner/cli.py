@@ -76,7 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from biapy_runner import make_config, pipeline
+    if args.command == "make-config":
+        from biapy_runner import make_config
+
+        return make_config.run(args)
+    from biapy_runner import pipeline  # imports torch: only for the commands that need it
 
     if args.command == "run":
         opts = pipeline.RunOptions(
@@ -86,14 +90,12 @@ def _dispatch(args: argparse.Namespace) -> int:
             amp=args.amp,
         )
         pipeline.run(opts)
-        return 0
-    if args.command == "evaluate":
+    else:
         pipeline.evaluate(
             WORKFLOWS[args.workflow], args.pred, args.gt, args.out,
             config=args.config, overrides=args.overrides, axes=args.axes,
         )
-        return 0
-    return make_config.run(args)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

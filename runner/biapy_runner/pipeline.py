@@ -217,9 +217,10 @@ def run(opts: RunOptions) -> Path:
     workflow.check_model(model.out_channels, model.out_channel_names)
     predictor = TiledPredictor(model, cfg, opts.batch_size, opts.amp)
 
-    def predict(image: Image) -> tuple[np.ndarray | None, Any]:
+    def predict(path: Path) -> tuple[Image, np.ndarray | None, Any]:
+        image = read_image(path, ndim=_ndim(cfg), axes=opts.axes, dataset=opts.dataset)
         raw = workflow.predict(image, predictor)
-        return raw, workflow.decode(raw, image)
+        return image, raw, workflow.decode(raw, image)
 
     _process(opts, cfg, workflow, inputs, predict)
     return opts.out
@@ -243,8 +244,9 @@ def evaluate(
         raise InputError("evaluate needs ground truth: give the GT files with --gt.")
     inputs = collect_inputs(opts, cfg, workflow)
 
-    def decode(image: Image) -> tuple[np.ndarray | None, Any]:
-        return None, workflow.decode_file(image.path, image)
+    def decode(path: Path) -> tuple[Image, np.ndarray | None, Any]:
+        image = workflow.read_prediction(path, _ndim(cfg), axes)
+        return image, None, workflow.decode_file(path, image)
 
     _process(opts, cfg, workflow, inputs, decode)
     return out
@@ -255,7 +257,7 @@ def _process(
     cfg: Config,
     workflow: Workflow,
     inputs: list[tuple[Path, Any]],
-    produce: Callable[[Image], tuple[np.ndarray | None, Any]],
+    produce: Callable[[Path], tuple[Image, np.ndarray | None, Any]],
 ) -> None:
     """Produce, write and score every image, then the dataset tables and the config."""
     metric_rows: list[dict[str, Any]] = []
@@ -263,8 +265,7 @@ def _process(
     with OutputStage(opts.out) as stage:
         for index, (path, gt_ref) in enumerate(inputs, start=1):
             log.info(f"image {index}/{len(inputs)}: {path.name}")
-            image = read_image(path, ndim=_ndim(cfg), axes=opts.axes, dataset=opts.dataset)
-            raw, decoded = produce(image)
+            image, raw, decoded = produce(path)
             if raw is not None and workflow.writes_raw:
                 stage.write_image("raw", image.stem, raw.astype(np.float32), image.axes)
             for folder, array in decoded.images.items():

@@ -260,19 +260,20 @@ class TileGrid:
         """Where the tile starting at ``start`` lies in the padded input (channel axis included)."""
         return (slice(None),) + tuple(slice(s, s + p) for s, p in zip(start, self.plan.patch))
 
-    def pad_widths(self) -> list[tuple[int, int]]:
-        """``np.pad`` widths turning the ``(C, *spatial)`` image into the padded input."""
-        return [(0, 0)] + [
-            (d + a.offset, d + a.pad_after) for a, d in zip(self.axes, self.plan.padding)
-        ]
-
     def pad(self, image: np.ndarray) -> np.ndarray:
-        """The image padded for tiling (the image itself when no padding is needed)."""
-        widths = self.pad_widths()
-        if not any(b or e for b, e in widths):
-            return image
-        mode = "reflect" if self.plan.reflect else "constant"
-        return np.pad(image, widths, mode=mode)
+        """The ``(C, *spatial)`` image padded for tiling (itself when no padding is needed).
+
+        An image smaller than a tile is first completed to the tile's core, by reflection when
+        ``plan.reflect`` (DATA.REFLECT_TO_COMPLETE_SHAPE) else with zeros; then every border gets
+        ``plan.padding`` pixels of context by reflection, as BiaPy pads its test patches.
+        """
+        completion = [(0, 0)] + [(a.offset, a.pad_after) for a in self.axes]
+        if any(b or e for b, e in completion):
+            mode = "reflect" if self.plan.reflect else "constant"
+            image = np.pad(image, completion, mode=mode)
+        if any(self.plan.padding):
+            image = np.pad(image, [(0, 0)] + [(d, d) for d in self.plan.padding], mode="reflect")
+        return image
 
     def windows(self) -> list[np.ndarray]:
         """Per-axis blending windows over a core, in output pixels."""

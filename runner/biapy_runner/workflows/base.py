@@ -87,6 +87,12 @@ class Workflow(ABC):
     def decode(self, raw: np.ndarray, image: Image) -> Decoded:
         """Turn the merged raw prediction ``raw`` of ``image`` into the workflow's results."""
 
+    def read_prediction(self, path: Path, ndim: int, axes: str | None) -> Image:
+        """Read a stored prediction for ``evaluate``; by default as an image."""
+        from biapy_runner.images import read_image
+
+        return read_image(path, ndim=ndim, axes=axes)
+
     def decode_file(self, path: Path, image: Image) -> Decoded:
         """Wrap an existing prediction read from ``path`` for ``evaluate`` (no model run).
 

@@ -21,7 +21,7 @@ from scipy import ndimage
 from biapy_runner import log
 from biapy_runner.errors import ConfigError
 from biapy_runner.filters import median_filter_channels
-from biapy_runner.images import Image
+from biapy_runner.images import Image, stem_of
 from biapy_runner.points import (
     AXIS_COLUMNS,
     Matching,
@@ -247,6 +247,13 @@ class Detection(Workflow):
             images=images, tables={POINTS_TABLE: points.to_frame()}, state={"points": points}
         )
 
+    def read_prediction(self, path: Path, ndim: int, axes: str | None) -> Image:
+        """A points table stands for an image of unknown size (no point mask is written)."""
+        if not is_table(path):
+            return super().read_prediction(path, ndim, axes)
+        empty = np.zeros((1,) + (0,) * ndim, dtype=np.float32)
+        return Image(path, stem_of(path), empty, "c" + "zyx"[-ndim:], "table", empty.dtype)
+
     def decode_file(self, path: Path, image: Image) -> Decoded:
         """A stored prediction: a points table, a probability map (float image: decoded as in
         ``run``) or a point mask / label image (centroids of its objects)."""
@@ -271,7 +278,8 @@ class Detection(Workflow):
 
         if is_table(path):
             points = read_points_table(path, len(image.spatial_shape))
-            check_inside(points, image.spatial_shape, path)
+            if image.data.size:  # a predicted table has no image size to check against
+                check_inside(points, image.spatial_shape, path)
             return points
         return points_from_image(read_gt_image(path, image))
 
