@@ -119,9 +119,9 @@ def main() -> None:
     (TEST_DATA / "cartocell_like.zip").write_bytes(zip_path.read_bytes())
     (TEST_DATA / "intensity2d.zip").write_bytes(intensity_model(build).read_bytes())
     (TEST_DATA / "dsb_nuclei_gt.csv").write_text(nuclei_points())
-    # byte copies: a test collection needs two distinct files (same pixels, known metric)
-    for name in ("dsb_nuclei", "dsb_nuclei_mask"):
-        (TEST_DATA / f"{name}_copy.tif").write_bytes((TEST_DATA / f"{name}.tif").read_bytes())
+    # byte copies under another name: a test of two images (same pixels, known metric)
+    for name, copy in (("dsb_nuclei", "nuclei_b"), ("dsb_nuclei_mask", "nuclei_b_mask")):
+        (TEST_DATA / f"{copy}.tif").write_bytes((TEST_DATA / f"{name}.tif").read_bytes())
 
 
 if __name__ == "__main__":

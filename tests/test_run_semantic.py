@@ -121,3 +121,32 @@ def test_images_and_gt_from_the_config_folders(test_data: Path, tmp_path: Path) 
     table = pd.read_csv(out / "metrics" / "metrics.tsv", sep="\t")
     assert list(table["image"]) == ["a", "ALL"]
     assert table["iou"].iloc[0] == pytest.approx(EXPECTED_IOU, abs=5e-4)
+
+
+def test_2d_images_analysed_as_a_3d_stack(tmp_path: Path) -> None:
+    """TEST.ANALIZE_2D_IMGS_AS_3D_STACK: the 2D predictions are also decoded as one volume."""
+    second = tmp_path / "second.tif"
+    second_mask = tmp_path / "second_mask.tif"
+    image = tifffile.imread(TEST_DATA / "dsb_nuclei.tif")
+    mask = tifffile.imread(TEST_DATA / "dsb_nuclei_mask.tif")
+    tifffile.imwrite(second, image[:, ::-1])  # another slice: the same nuclei, mirrored
+    tifffile.imwrite(second_mask, mask[:, ::-1])
+    out = tmp_path / "out"
+    code = _run(
+        TEST_DATA, out,
+        "--images", str(TEST_DATA / "dsb_nuclei.tif"), str(second),
+        "--gt", str(TEST_DATA / "dsb_nuclei_mask.tif"), str(second_mask),
+        "--set", "TEST.ANALIZE_2D_IMGS_AS_3D_STACK=True",
+    )
+    assert code == 0
+    volume = tifffile.imread(out / "stack_3d" / "post_proc" / "stack.tif")
+    assert volume.shape == (2, 256, 256) and volume.dtype == np.uint8
+    for z, stem in enumerate(["dsb_nuclei", "second"]):
+        plane = tifffile.imread(out / "post_proc" / f"{stem}.tif")
+        np.testing.assert_array_equal(volume[z], plane)
+    gt = np.stack([mask, mask[:, ::-1]]) > 0
+    expected = np.count_nonzero((volume > 0) & gt) / np.count_nonzero((volume > 0) | gt)
+    stacked = pd.read_csv(out / "stack_3d" / "metrics.tsv", sep="\t")
+    assert list(stacked["image"]) == ["stack", "ALL"]
+    assert stacked["iou"].iloc[0] == pytest.approx(expected, abs=1e-6)
+    assert stacked["iou"].iloc[0] == pytest.approx(EXPECTED_IOU, abs=2e-3)

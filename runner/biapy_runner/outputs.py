@@ -18,7 +18,7 @@ from biapy_runner.errors import InputError
 from biapy_runner.images import write_tiff
 
 #: Top-level entries a run may create in the output folder.
-RESULT_ENTRIES = ("raw", "post_proc", "instances", "metrics", "config.yaml")
+RESULT_ENTRIES = ("raw", "post_proc", "instances", "metrics", "stack_3d", "config.yaml")
 
 
 def check_output_dir(out: Path) -> None:

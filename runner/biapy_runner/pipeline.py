@@ -252,6 +252,36 @@ def evaluate(
     return out
 
 
+class _Stack:
+    """TEST.ANALIZE_2D_IMGS_AS_3D_STACK: the 2D predictions (and label GT) of all images stacked
+    along z into one 3D volume that the workflow decodes and scores once more as a whole."""
+
+    STEM = "stack"
+
+    def __init__(self) -> None:
+        self.raws: list[np.ndarray] = []
+        self.gts: list[Any] = []
+
+    def add(self, image: Image, raw: np.ndarray, gt: Any) -> None:
+        """Keep one image's prediction and GT; all images must share one YX size."""
+        if self.raws and raw.shape != self.raws[0].shape:
+            raise InputError(
+                f"TEST.ANALIZE_2D_IMGS_AS_3D_STACK needs images of one size, but {image.path} "
+                f"gives a prediction of shape {raw.shape[1:]} and the first one "
+                f"{self.raws[0].shape[1:]}; process images of different sizes separately."
+            )
+        self.raws.append(raw)
+        self.gts.append(gt)
+
+    def volume(self) -> tuple[Image, np.ndarray, Any]:
+        """The stacked image (``czyx``), its prediction and its GT (None unless every image
+        has a label GT)."""
+        raw = np.stack(self.raws, axis=1)
+        image = Image(Path(self.STEM), self.STEM, raw, "czyx", "stacked 2D", raw.dtype)
+        with_gt = all(isinstance(g, np.ndarray) for g in self.gts)
+        return image, raw, np.stack(self.gts) if with_gt else None
+
+
 def _process(
     opts: RunOptions,
     cfg: Config,
@@ -262,32 +292,73 @@ def _process(
     """Produce, write and score every image, then the dataset tables and the config."""
     metric_rows: list[dict[str, Any]] = []
     summary_rows: list[dict[str, Any]] = []
+    stack = _Stack() if _ndim(cfg) == 2 and cfg.get("TEST.ANALIZE_2D_IMGS_AS_3D_STACK") else None
     with OutputStage(opts.out) as stage:
         for index, (path, gt_ref) in enumerate(inputs, start=1):
             log.info(f"image {index}/{len(inputs)}: {path.name}")
             image, raw, decoded = produce(path)
-            if raw is not None and workflow.writes_raw:
-                stage.write_image("raw", image.stem, raw.astype(np.float32), image.axes)
-            for folder, array in decoded.images.items():
-                axes = image.axes if array.ndim == len(image.axes) else image.axes[1:]
-                stage.write_image(folder, image.stem, array, axes)
-            stage.add_tables(decoded.tables, image.stem)
-            summary_rows.append({"image": image.stem, **workflow.summarize(decoded, image)})
-            if gt_ref is not None:
-                scored = workflow.score(decoded, workflow.load_gt(gt_ref, image), image)
-                metric_rows.append({"image": image.stem, **scored.row})
-                stage.add_tables(scored.tables, image.stem)
-                log.info("  " + _format_row(scored.row))
+            gt = None if gt_ref is None else workflow.load_gt(gt_ref, image)
+            summary, scores = _write_result(stage, workflow, image, raw, decoded, gt)
+            summary_rows.append(summary)
+            if scores is not None:
+                metric_rows.append(scores)
+            if stack is not None and raw is not None:
+                stack.add(image, raw, gt)
         stage.add_tables({"metrics/summary.tsv": pd.DataFrame(summary_rows)}, "")
         if metric_rows:
-            total = workflow.aggregate([{k: v for k, v in r.items() if k != "image"} for r in metric_rows])
-            stage.add_tables(total.tables, "ALL")
-            table = pd.DataFrame([*metric_rows, {"image": "ALL", **total.row}])
-            stage.add_tables({"metrics/metrics.tsv": table}, "")
-            log.info("dataset: " + _format_row(total.row))
+            _write_metrics(stage, workflow, metric_rows, "metrics/metrics.tsv")
+        if stack is not None and stack.raws:
+            _write_stack(stage, workflow, stack)
         stage.write_text("config.yaml", cfg.to_yaml())
         stage.publish()
     log.info(f"results written to {opts.out}")
+
+
+def _write_result(
+    stage: OutputStage,
+    workflow: Workflow,
+    image: Image,
+    raw: np.ndarray | None,
+    decoded: Any,
+    gt: Any,
+    prefix: str = "",
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Write one image's outputs (folders under ``prefix``); its summary and metric rows."""
+    if raw is not None and workflow.writes_raw:
+        stage.write_image(prefix + "raw", image.stem, raw.astype(np.float32), image.axes)
+    for folder, array in decoded.images.items():
+        axes = image.axes if array.ndim == len(image.axes) else image.axes[1:]
+        stage.write_image(prefix + folder, image.stem, array, axes)
+    stage.add_tables(decoded.tables, image.stem)
+    summary = {"image": image.stem, **workflow.summarize(decoded, image)}
+    if gt is None:
+        return summary, None
+    scored = workflow.score(decoded, gt, image)
+    stage.add_tables(scored.tables, image.stem)
+    log.info("  " + _format_row(scored.row))
+    return summary, {"image": image.stem, **scored.row}
+
+
+def _write_metrics(
+    stage: OutputStage, workflow: Workflow, rows: list[dict[str, Any]], name: str
+) -> None:
+    """The metrics table ``name``: the per-image rows and the dataset (ALL) row."""
+    total = workflow.aggregate([{k: v for k, v in r.items() if k != "image"} for r in rows])
+    stage.add_tables(total.tables, "ALL")
+    stage.add_tables({name: pd.DataFrame([*rows, {"image": "ALL", **total.row}])}, "")
+    log.info("dataset: " + _format_row(total.row))
+
+
+def _write_stack(stage: OutputStage, workflow: Workflow, stack: _Stack) -> None:
+    """Decode and score the stacked 2D predictions as one 3D volume under ``stack_3d/``."""
+    image, raw, gt = stack.volume()
+    log.info(f"2D predictions stacked as a 3D volume {raw.shape[1:]}: decoding it as a whole")
+    summary, scores = _write_result(
+        stage, workflow, image, raw, workflow.decode(raw, image), gt, prefix="stack_3d/"
+    )
+    stage.add_tables({"stack_3d/summary.tsv": pd.DataFrame([summary])}, "")
+    if scores is not None:
+        _write_metrics(stage, workflow, [scores], "stack_3d/metrics.tsv")
 
 
 def _format_row(row: dict[str, Any], limit: int = 8) -> str:
