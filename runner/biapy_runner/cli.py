@@ -8,20 +8,9 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from biapy_runner import __version__, log
+from biapy_runner import __version__, log, make_config
 from biapy_runner.errors import RunnerError
-
-#: ``evaluate --workflow`` names and the PROBLEM.TYPE they stand for.
-WORKFLOWS = {
-    "semantic": "SEMANTIC_SEG",
-    "instance": "INSTANCE_SEG",
-    "detection": "DETECTION",
-    "denoising": "DENOISING",
-    "super-resolution": "SUPER_RESOLUTION",
-    "self-supervised": "SELF_SUPERVISED",
-    "image-to-image": "IMAGE_TO_IMAGE",
-    "classification": "CLASSIFICATION",
-}
+from biapy_runner.make_config import PROBLEM_TYPES
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
@@ -48,7 +37,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="score existing predictions against ground truth")
-    p.add_argument("--workflow", choices=sorted(WORKFLOWS), required=True)
+    p.add_argument("--workflow", choices=sorted(PROBLEM_TYPES), required=True)
     p.add_argument("--pred", type=Path, nargs="+", required=True, help="predictions")
     p.add_argument("--gt", type=Path, nargs="+", required=True, help="ground truth, by stem")
     p.add_argument("--out", type=Path, required=True, help="output folder")
@@ -59,8 +48,6 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``biapy-runner`` argument parser with its subcommands."""
-    from biapy_runner import make_config
-
     parser = argparse.ArgumentParser(
         prog="biapy-runner",
         description="Run BiaPy workflows with BioImage.IO models on microscopy images.",
@@ -77,8 +64,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "make-config":
-        from biapy_runner import make_config
-
         return make_config.run(args)
     from biapy_runner import pipeline  # imports torch: only for the commands that need it
 
@@ -92,7 +77,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         pipeline.run(opts)
     else:
         pipeline.evaluate(
-            WORKFLOWS[args.workflow], args.pred, args.gt, args.out,
+            PROBLEM_TYPES[args.workflow], args.pred, args.gt, args.out,
             config=args.config, overrides=args.overrides, axes=args.axes,
         )
     return 0

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
+from biapy_runner.config import Config
 from biapy_runner.errors import ConfigError
 
 _AXES_2D = {"xy": (1, 1), "yx": (1, 1)}
@@ -71,3 +72,12 @@ def median_filter_channels(
         for c in range(out.shape[0]):
             out[c] = ndimage.median_filter(out[c], size=window)
     return out
+
+
+def configured_median_filter(raw: np.ndarray, cfg: Config) -> np.ndarray:
+    """``raw`` median-filtered as TEST.POST_PROCESSING.MEDIAN_FILTER(_AXIS/_SIZE) ask, or as it
+    is when the filter is off."""
+    key = "TEST.POST_PROCESSING.MEDIAN_FILTER"
+    if not cfg.get(key):
+        return raw
+    return median_filter_channels(raw, cfg.get(key + "_AXIS"), cfg.get(key + "_SIZE"))

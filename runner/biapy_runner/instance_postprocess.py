@@ -76,19 +76,41 @@ def voronoi_on_mask(
     for k, box in enumerate(boxes, start=1):
         if box is None:
             continue
-        inside = ndimage.binary_fill_holes(comps[box] == k)
+        inside = _fill_holes(comps[box] == k)
         crop = np.where(inside, labels[box], 0)
-        if not crop.any():
+        background = crop == 0
+        unknown = inside & background
+        if not unknown.any():
+            out[box][inside] = crop[inside]
             continue
-        unknown = inside & (crop == 0)
-        if unknown.any():
-            idx = ndimage.distance_transform_edt(
-                crop == 0, sampling=spacing, return_distances=False, return_indices=True
-            )
-            crop[unknown] = crop[tuple(i[unknown] for i in idx)]
-        target = out[box]
-        target[inside] = crop[inside]
+        if background.all():
+            continue
+        idx = ndimage.distance_transform_edt(
+            background, sampling=spacing, return_distances=False, return_indices=True
+        )
+        crop[unknown] = crop[tuple(i[unknown] for i in idx)]
+        out[box][inside] = crop[inside]
     return out
+
+
+def _fill_holes(obj: np.ndarray) -> np.ndarray:
+    """``ndimage.binary_fill_holes(obj)``: background not face-connected to the array border.
+
+    Labels the background once (a single pass, faster than the iterated dilation) and returns
+    ``obj`` itself when it has no hole.
+    """
+    structure = ndimage.generate_binary_structure(obj.ndim, 1)
+    background, n = ndimage.label(~obj, structure=structure)
+    if n == 0:
+        return obj
+    outside = np.zeros(n + 1, dtype=bool)
+    for axis in range(obj.ndim):
+        outside[np.take(background, 0, axis=axis)] = True
+        outside[np.take(background, -1, axis=axis)] = True
+    if outside[1:].all():
+        return obj
+    outside[0] = False
+    return ~outside[background]
 
 
 def clear_border(labels: np.ndarray) -> np.ndarray:

@@ -44,6 +44,8 @@ METRICS = (
 )
 COUNTS = ("fp", "tp", "fn", "n_true", "n_pred")
 _DENSE_LIMIT = 50_000_000
+#: Joint histograms up to this many bins (or the image size) are always dense.
+_JOINT_MIN = 1 << 22
 
 
 @dataclass
@@ -101,6 +103,31 @@ def _compact(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return ids.astype(np.int64), compact, sizes.astype(np.int64)
 
 
+def _joint_overlap(y_true: np.ndarray, y_pred: np.ndarray, t_top: int, p_top: int) -> Overlap:
+    """``label_overlap`` from one dense joint histogram of the raw labels (small label ranges).
+
+    One ``np.bincount`` of ``true * (p_top + 1) + pred`` gives the intersections and, through
+    its row and column sums, the sizes: no relabelling pass, no masking of the background.
+    """
+    n_p = p_top + 1
+    keys = y_true.reshape(-1).astype(np.intp)
+    keys *= n_p
+    keys += y_pred.reshape(-1)
+    joint = np.bincount(keys, minlength=(t_top + 1) * n_p).reshape(t_top + 1, n_p)
+    del keys
+    t_sizes, p_sizes = joint.sum(axis=1), joint.sum(axis=0)
+    # index of label l among the present labels 1..top (l - 1 when labels are sequential)
+    t_rank = np.cumsum(t_sizes[1:] > 0) - 1
+    p_rank = np.cumsum(p_sizes[1:] > 0) - 1
+    t, p = np.nonzero(joint[1:, 1:])
+    inter = joint[t + 1, p + 1]
+    union = t_sizes[t + 1] + p_sizes[p + 1] - inter
+    iou = inter / np.maximum(union, 1)
+    t_ids = np.flatnonzero(t_sizes[1:]).astype(np.int64) + 1
+    p_ids = np.flatnonzero(p_sizes[1:]).astype(np.int64) + 1
+    return Overlap(t_ids, p_ids, t_rank[t], p_rank[p], iou)
+
+
 def label_overlap(y_true: np.ndarray, y_pred: np.ndarray) -> Overlap:
     """IoU of every overlapping pair of objects of two label images of the same shape."""
     y_true = _check_labels("ground truth", y_true)
@@ -109,6 +136,10 @@ def label_overlap(y_true: np.ndarray, y_pred: np.ndarray) -> Overlap:
         raise InputError(
             f"Ground truth shape {y_true.shape} differs from prediction shape {y_pred.shape}."
         )
+    t_top = int(y_true.max()) if y_true.size else 0
+    p_top = int(y_pred.max()) if y_pred.size else 0
+    if (t_top + 1) * (p_top + 1) <= max(y_true.size, _JOINT_MIN):
+        return _joint_overlap(y_true, y_pred, t_top, p_top)
     t_ids, t_c, t_sizes = _compact(y_true)
     p_ids, p_c, p_sizes = _compact(y_pred)
     n_p = p_ids.size + 1

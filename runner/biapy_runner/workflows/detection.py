@@ -20,7 +20,7 @@ from scipy import ndimage
 
 from biapy_runner import log
 from biapy_runner.errors import ConfigError
-from biapy_runner.filters import median_filter_channels
+from biapy_runner.filters import configured_median_filter
 from biapy_runner.images import Image, stem_of
 from biapy_runner.points import (
     AXIS_COLUMNS,
@@ -226,12 +226,7 @@ class Detection(Workflow):
 
     def decode(self, raw: np.ndarray, image: Image) -> Decoded:
         """Points table and point mask (plus instances with ``DET_WATERSHED``) of ``raw``."""
-        if self.cfg.get("TEST.POST_PROCESSING.MEDIAN_FILTER"):
-            raw = median_filter_channels(
-                raw,
-                self.cfg.get("TEST.POST_PROCESSING.MEDIAN_FILTER_AXIS"),
-                self.cfg.get("TEST.POST_PROCESSING.MEDIAN_FILTER_SIZE"),
-            )
+        raw = configured_median_filter(raw, self.cfg)
         points = self.find_points(raw)
         log.info(f"  {len(points)} point(s) detected")
         decoded = self._wrap(points, raw.shape[1:])

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from biapy_runner.filters import median_filter_channels
+from biapy_runner.filters import configured_median_filter
 from biapy_runner.images import Image
 from biapy_runner.workflows.base import Decoded, Scored, Workflow, register
 
@@ -39,12 +39,7 @@ class SemanticSegmentation(Workflow):
 
     def decode(self, raw: np.ndarray, image: Image) -> Decoded:
         """Median-filter the probabilities when configured, then binarize or argmax."""
-        if self.cfg.get("TEST.POST_PROCESSING.MEDIAN_FILTER"):
-            raw = median_filter_channels(
-                raw,
-                self.cfg.get("TEST.POST_PROCESSING.MEDIAN_FILTER_AXIS"),
-                self.cfg.get("TEST.POST_PROCESSING.MEDIAN_FILTER_SIZE"),
-            )
+        raw = configured_median_filter(raw, self.cfg)
         return Decoded(images={"post_proc": class_labels(raw)}, state={"classes": raw.shape[0]})
 
     def decode_file(self, path: Path, image: Image) -> Decoded:
