@@ -1,6 +1,9 @@
 """Write the synthetic files of test-data/ that the Galaxy tool tests use (run once, offline).
 
-    PYTHONPATH=runner:tests python galaxy/make_test_data.py
+    PYTHONPATH=runner:tests python galaxy/make_test_data.py [GROUP ...]
+
+GROUP (default: all) is one or more of: segmentation, restoration, classification; a zip is
+rebuilt byte-different each time, so regenerate only the group you changed.
 
 - ``cells3d.tif`` / ``cells3d_mask.tif``: a 3D volume (24, 48, 48) with four bright ellipsoid
   cells and their instance labels.
@@ -11,10 +14,22 @@
   normalised intensity), compared with the nuclei U-Net by the workflow test.
 - ``dsb_nuclei_gt.csv``: the centroids of the nuclei in ``dsb_nuclei_mask.tif`` (detection
   ground truth in BiaPy's ``axis-0, axis-1`` columns).
+- ``upsample2d.zip``: a 2D super-resolution package, nearest-neighbour upsampling by 2 (no
+  weights, no preprocessing: the output is in the input's intensity units).
+- ``nuclei_lr.tif`` / ``nuclei_lr_gt.tif``: a 128x128 crop of ``dsb_nuclei.tif`` (the GT) and
+  its 2x2 block mean (64x64, the low-resolution input).
+- ``classifier3.zip``: a 3-class classifier (fixed 32x32 input scaled by 1/255, softmax): class
+  ``k`` scores ``-(m - c_k)^2 / 0.05`` for the image mean ``m`` and ``c = (1/6, 1/2, 5/6)``, so
+  the class is the third of [0, 1] that ``m`` falls in.
+- ``nuclei_offset.tif`` / ``nuclei_inverted.tif``: a 48x48 crop of ``dsb_nuclei.tif`` plus 100
+  (middle class) and inverted (bright class); ``nuclei_classes.tabular``: the classes of these,
+  ``dsb_nuclei`` (0) and ``nuclei_b`` (labelled 1 although it is the same pixels as
+  ``dsb_nuclei``: one wrong prediction, accuracy 0.75).
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -107,14 +122,76 @@ def nuclei_points() -> str:
     return "\n".join(rows) + "\n"
 
 
-def main() -> None:
-    """Write the files into test-data/."""
+UPSAMPLE_2D = '''import torch
+
+
+class Upsample(torch.nn.Module):
+    """Nearest-neighbour upsampling by an integer factor on every spatial axis."""
+
+    def __init__(self, factor=2):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x):
+        for axis in range(2, x.ndim):
+            x = x.repeat_interleave(self.factor, dim=axis)
+        return x
+'''
+
+
+def upsample_model(out_dir: Path) -> Path:
+    """The package zip of a x2 nearest-neighbour 2D upsampler (input 16 + 8n per axis)."""
+    return make_model_package(
+        out_dir, architecture_source=UPSAMPLE_2D, callable_name="Upsample",
+        kwargs={"factor": 2}, ndim=2, size=(16, 8), scale=2, preprocessing=[],
+        name="upsample2d", tags=["2d", "super-resolution"],
+    )
+
+
+THIRDS = '''import torch
+
+
+class Thirds(torch.nn.Module):
+    """Class k scores -(m - centre_k)^2 / width (up to a term common to all classes), m the
+    image mean: the class is the third of [0, 1] that m falls in."""
+
+    def __init__(self, centres=(1 / 6, 1 / 2, 5 / 6), width=0.05):
+        super().__init__()
+        c = torch.tensor(centres, dtype=torch.float32)
+        self.fc = torch.nn.Linear(1, len(centres))
+        with torch.no_grad():
+            self.fc.weight.copy_((2 * c / width)[:, None])
+            self.fc.bias.copy_(-(c**2) / width)
+
+    def forward(self, x):
+        return self.fc(x.mean(dim=(1, 2, 3))[:, None])
+'''
+
+
+def classifier_model(out_dir: Path) -> Path:
+    """The package zip of the 3-class mean-intensity classifier (fixed 32x32 input)."""
+    test_input = np.full((1, 32, 32), 128.0, np.float32)
+    return make_model_package(
+        out_dir, architecture_source=THIRDS, callable_name="Thirds", kwargs={},
+        out_channels=3, size=32, classifier=True, test_input=test_input,
+        preprocessing=[{"id": "scale_linear", "kwargs": {"gain": 1 / 255, "offset": 0.0}}],
+        postprocessing=[{"id": "softmax"}], channel_names=["dim", "middle", "bright"],
+        name="classifier3", tags=["2d", "classification"],
+    )
+
+
+def write_tiff(name: str, data: np.ndarray) -> None:
+    """A zlib-compressed TIFF in test-data/."""
+    tifffile.imwrite(TEST_DATA / name, data, compression="zlib")
+
+
+def segmentation(build: Path) -> None:
+    """The 3D instance, 2D semantic and detection test files."""
     image, labels = cells_volume()
     tifffile.imwrite(TEST_DATA / "cells3d.tif", image, compression="zlib",
                      metadata={"axes": "ZYX"})
     tifffile.imwrite(TEST_DATA / "cells3d_mask.tif", labels, compression="zlib",
                      metadata={"axes": "ZYX"})
-    build = TEST_DATA.parent / ".galaxy-test" / "model-build"
     zip_path = cartocell_like_model(build)
     (TEST_DATA / "cartocell_like.zip").write_bytes(zip_path.read_bytes())
     (TEST_DATA / "intensity2d.zip").write_bytes(intensity_model(build).read_bytes())
@@ -124,5 +201,42 @@ def main() -> None:
         (TEST_DATA / f"{copy}.tif").write_bytes((TEST_DATA / f"{name}.tif").read_bytes())
 
 
+def restoration(build: Path) -> None:
+    """The super-resolution model, low-resolution image and its high-resolution GT."""
+    high = tifffile.imread(TEST_DATA / "dsb_nuclei.tif")[96:224, 64:192]
+    low = high.reshape(64, 2, 64, 2).astype(np.float64).mean(axis=(1, 3))
+    write_tiff("nuclei_lr.tif", np.rint(low).astype(np.uint8))
+    write_tiff("nuclei_lr_gt.tif", high)
+    (TEST_DATA / "upsample2d.zip").write_bytes(upsample_model(build).read_bytes())
+
+
+def classification(build: Path) -> None:
+    """The classifier, two more images of known class and the class table."""
+    crop = tifffile.imread(TEST_DATA / "dsb_nuclei.tif")[96:144, 96:144].astype(np.int16)
+    write_tiff("nuclei_offset.tif", np.clip(crop + 100, 0, 255).astype(np.uint8))
+    write_tiff("nuclei_inverted.tif", (255 - crop).astype(np.uint8))
+    classes = {"dsb_nuclei": 0, "nuclei_b": 1, "nuclei_offset": 1, "nuclei_inverted": 2}
+    rows = "".join(f"{stem}.tif\t{k}\n" for stem, k in classes.items())
+    (TEST_DATA / "nuclei_classes.tabular").write_text("image\tclass\n" + rows)
+    (TEST_DATA / "classifier3.zip").write_bytes(classifier_model(build).read_bytes())
+
+
+GROUPS = {
+    "segmentation": segmentation,
+    "restoration": restoration,
+    "classification": classification,
+}
+
+
+def main(groups: list[str]) -> None:
+    """Write the files of ``groups`` (all when empty) into test-data/."""
+    unknown = sorted(set(groups) - set(GROUPS))
+    if unknown:
+        sys.exit(f"unknown group(s) {unknown}; choose among {sorted(GROUPS)}")
+    build = TEST_DATA.parent / ".galaxy-test" / "model-build"
+    for name in groups or list(GROUPS):
+        GROUPS[name](build)
+
+
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage
-from skimage.measure import label as cc_label
 from skimage.morphology import disk
 from skimage.segmentation import relabel_sequential, watershed
 
@@ -170,8 +169,11 @@ def _otsu(x: np.ndarray, bins: int = 256) -> float:
     for start in range(0, flat.size, CHUNK):
         q = flat[start : start + CHUNK] - lo
         q /= width
-        # min(trunc(q), bins - 1) == trunc(min(q, bins - 1)) for q >= 0
-        np.minimum(q, bins - 1, out=q)
+        # bin trunc(q) (q >= 0), capped at bins - 1; the lowest bin (q < 1, most of the
+        # background) is only counted
+        above = q >= 1
+        hist[0] += q.size - np.count_nonzero(above)
+        q = np.minimum(q[above], bins - 1)
         hist += np.bincount(q.astype(np.intp), minlength=bins)
     hist = hist.astype(np.float64)
     centers = lo + width * (np.arange(bins) + 0.5)
@@ -387,42 +389,55 @@ def label_dtype(max_label: int) -> type[np.unsignedinteger]:
     return np.uint16 if max_label < 65536 else np.uint32
 
 
+def label_components(mask: np.ndarray, connectivity: int) -> tuple[np.ndarray, int]:
+    """``ndimage.label`` of a boolean ``mask`` (``connectivity`` as scikit-image's ``label``).
+
+    The labels are uint16 when they fit (half the memory of scipy's default int32), else int32.
+    """
+    structure = ndimage.generate_binary_structure(mask.ndim, connectivity)
+    out = np.empty(mask.shape, dtype=np.uint16)
+    try:
+        n = ndimage.label(mask, structure=structure, output=out)
+    except RuntimeError:  # more than 65535 components
+        return ndimage.label(mask, structure=structure)
+    return out, int(n)
+
+
 def mask_components(mask: np.ndarray) -> tuple[np.ndarray, list[tuple[slice, ...] | None]]:
     """Connected components (full connectivity) of ``mask`` and their bounding boxes."""
-    structure = ndimage.generate_binary_structure(mask.ndim, mask.ndim)
-    comps, _ = ndimage.label(mask, structure=structure)
+    comps, _ = label_components(mask, mask.ndim)
     return comps, ndimage.find_objects(comps)
 
 
 def grow_seeds(
     markers: np.ndarray, surface: np.ndarray, mask: np.ndarray | None, by_slices: bool = False
 ) -> np.ndarray:
-    """Marker-controlled watershed of ``-surface`` restricted to ``mask``.
+    """Marker-controlled watershed of ``-surface`` restricted to ``mask``, written into ``markers``.
 
+    ``markers`` is overwritten with the labels and returned (pass a copy to keep the seeds).
     Labels cannot cross from one connected component of the mask to another, so each component
     holding seeds is flooded on its own bounding box (the same result, much less work on sparse
     foregrounds).
     """
     if by_slices and markers.ndim == 3:
-        out = np.zeros(markers.shape, dtype=markers.dtype)
         for z in range(markers.shape[0]):
-            m = None if mask is None else mask[z]
-            out[z] = grow_seeds(markers[z], surface[z], m)
-        return out
+            grow_seeds(markers[z], surface[z], None if mask is None else mask[z])
+        return markers
     if mask is None:
-        return watershed(-surface, markers)
+        markers[...] = watershed(-surface, markers)
+        return markers
     comps, boxes = mask_components(mask)
-    out = np.zeros(markers.shape, dtype=markers.dtype)
     for k, box in enumerate(boxes, start=1):
         if box is None:
             continue
         seeds = markers[box]
         if not seeds.any():
             continue
-        # watershed keeps only the seeds inside the mask and labels nothing outside it, and the
-        # components are disjoint: adding the result writes exactly this component's voxels.
-        out[box] += watershed(-surface[box], seeds, mask=comps[box] == k)
-    return out
+        # watershed keeps only this component's seeds and labels nothing outside it: the labels
+        # agree with the seeds and are 0 wherever another component's labels may lie.
+        grown = watershed(-surface[box], seeds, mask=comps[box] == k)
+        np.maximum(seeds, grown, out=seeds)
+    return markers
 
 
 def decode_instances(raw: np.ndarray, channels: Channels, st: DecodeSettings) -> DecodeResult:
@@ -437,7 +452,7 @@ def decode_instances(raw: np.ndarray, channels: Channels, st: DecodeSettings) ->
         )
     if growth is not None:
         seeds &= growth
-    markers = cc_label(seeds, connectivity=1)
+    markers, _ = label_components(seeds, 1)
     if st.remove_before and st.small_before > 0:
         sizes = np.bincount(markers.ravel())
         small = sizes < int(st.small_before)
@@ -449,8 +464,9 @@ def decode_instances(raw: np.ndarray, channels: Channels, st: DecodeSettings) ->
         f"watershed: {n_seeds} seeds, thresholds "
         + ", ".join(f"{k}={v:.3g}" for k, v in plan.used.items())
     )
-    labels = grow_seeds(markers.astype(np.int32, copy=False), surface, growth, st.by_2d_slices)
-    return DecodeResult(labels.astype(label_dtype(int(labels.max()))), plan.used, n_seeds)
+    labels = grow_seeds(markers, surface, growth, st.by_2d_slices)
+    dtype = label_dtype(int(labels.max()))
+    return DecodeResult(labels.astype(dtype, copy=False), plan.used, n_seeds)
 
 
 def channel_targets(gt: np.ndarray, channels: Channels, contour_mode: str = "thick") -> dict:

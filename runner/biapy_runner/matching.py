@@ -18,7 +18,7 @@ is 0.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import sparse
@@ -43,6 +43,8 @@ METRICS = (
     "panoptic_quality",
 )
 COUNTS = ("fp", "tp", "fn", "n_true", "n_pred")
+#: Voxels per block when building the overlap keys (the temporaries stay in the CPU cache).
+_CHUNK = 1 << 18
 _DENSE_LIMIT = 50_000_000
 #: Joint histograms up to this many bins (or the image size) are always dense.
 _JOINT_MIN = 1 << 22
@@ -61,6 +63,8 @@ class Overlap:
     rows: np.ndarray
     cols: np.ndarray
     iou: np.ndarray
+    #: the threshold-independent part of the assignment, computed once (see ``_components``)
+    _components: _Components | None = field(default=None, init=False, repr=False, compare=False)
 
 
 def _check_labels(name: str, arr: np.ndarray) -> np.ndarray:
@@ -106,16 +110,24 @@ def _compact(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def _joint_overlap(y_true: np.ndarray, y_pred: np.ndarray, t_top: int, p_top: int) -> Overlap:
     """``label_overlap`` from one dense joint histogram of the raw labels (small label ranges).
 
-    One ``np.bincount`` of ``true * (p_top + 1) + pred`` gives the intersections and, through
-    its row and column sums, the sizes: no relabelling pass, no masking of the background.
+    One ``np.bincount`` of ``true * (p_top + 1) + pred`` over the voxels where either image is
+    labelled gives the intersections and, through its row and column sums, the object sizes: no
+    relabelling pass. The keys are built block by block, so no image-sized temporary is made.
     """
     n_p = p_top + 1
-    keys = y_true.reshape(-1).astype(np.intp)
-    keys *= n_p
-    keys += y_pred.reshape(-1)
-    joint = np.bincount(keys, minlength=(t_top + 1) * n_p).reshape(t_top + 1, n_p)
-    del keys
-    t_sizes, p_sizes = joint.sum(axis=1), joint.sum(axis=0)
+    t_flat, p_flat = y_true.reshape(-1), y_pred.reshape(-1)
+    parts = [np.zeros(0, dtype=np.intp)]
+    for start in range(0, t_flat.size, _CHUNK):
+        t, p = t_flat[start : start + _CHUNK], p_flat[start : start + _CHUNK]
+        labelled = t != 0
+        labelled |= p != 0
+        keys = t[labelled].astype(np.intp)
+        keys *= n_p
+        keys += p[labelled]
+        parts.append(keys)
+    joint = np.bincount(np.concatenate(parts), minlength=(t_top + 1) * n_p)
+    joint = joint.reshape(t_top + 1, n_p)
+    t_sizes, p_sizes = joint.sum(axis=1), joint.sum(axis=0)  # [0]: not counted, unused
     # index of label l among the present labels 1..top (l - 1 when labels are sequential)
     t_rank = np.cumsum(t_sizes[1:] > 0) - 1
     p_rank = np.cumsum(p_sizes[1:] > 0) - 1
@@ -157,13 +169,25 @@ def label_overlap(y_true: np.ndarray, y_pred: np.ndarray) -> Overlap:
     return Overlap(t_ids, p_ids, rows - 1, cols - 1, iou.astype(np.float64))
 
 
-def _assign(ov: Overlap, thresh: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """StarDist's optimal one-to-one assignment; returns (rows, cols, iou) of assigned pairs."""
+@dataclass
+class _Components:
+    """The overlap graph split into connected components, in the order the assignment lists them.
+
+    Component ``g`` contributes ``min(#rows, #cols)`` assigned pairs at a fixed offset of the
+    result: the single-pair components are placed once, the others hold their dense IoU matrix.
+    """
+
+    size: int
+    single_at: np.ndarray
+    single: tuple[np.ndarray, np.ndarray, np.ndarray]
+    multi: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]
+
+
+def _components(ov: Overlap) -> _Components:
+    """Connected components of the overlap graph of ``ov`` (computed once per overlap)."""
+    if ov._components is not None:
+        return ov._components
     n_t, n_p = ov.true_ids.size, ov.pred_ids.size
-    if ov.iou.size == 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, np.zeros(0)
-    n_matched = min(n_t, n_p)
     graph = sparse.coo_matrix(
         (np.ones(ov.iou.size), (ov.rows, ov.cols + n_t)), shape=(n_t + n_p, n_t + n_p)
     )
@@ -171,24 +195,50 @@ def _assign(ov: Overlap, thresh: float) -> tuple[np.ndarray, np.ndarray, np.ndar
     pair_comp = comp[ov.rows]
     order = np.argsort(pair_comp, kind="stable")
     bounds = np.flatnonzero(np.diff(pair_comp[order])) + 1
-    out_r, out_c, out_s = [], [], []
+    single_at, single, multi = [], [], []
+    size = 0
     for group in np.split(order, bounds):
-        r, c, s = ov.rows[group], ov.cols[group], ov.iou[group]
         if group.size == 1:
-            out_r.append(r)
-            out_c.append(c)
-            out_s.append(s)
+            single_at.append(size)
+            single.append(group[0])
+            size += 1
             continue
-        ur, ri = np.unique(r, return_inverse=True)
-        uc, ci = np.unique(c, return_inverse=True)
+        ur, ri = np.unique(ov.rows[group], return_inverse=True)
+        uc, ci = np.unique(ov.cols[group], return_inverse=True)
         scores = np.zeros((ur.size, uc.size))
-        scores[ri, ci] = s
+        scores[ri, ci] = ov.iou[group]
+        multi.append((size, ur, uc, scores))
+        size += min(ur.size, uc.size)
+    pick = np.asarray(single, dtype=np.intp)
+    ov._components = _Components(
+        size,
+        np.asarray(single_at, dtype=np.intp),
+        (ov.rows[pick], ov.cols[pick], ov.iou[pick]),
+        multi,
+    )
+    return ov._components
+
+
+def _assign(ov: Overlap, thresh: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """StarDist's optimal one-to-one assignment; returns (rows, cols, iou) of assigned pairs.
+
+    Solved per connected component of the overlap graph (the components listed in order).
+    """
+    if ov.iou.size == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, np.zeros(0)
+    n_matched = min(ov.true_ids.size, ov.pred_ids.size)
+    comps = _components(ov)
+    rows = np.empty(comps.size, dtype=ov.rows.dtype)
+    cols = np.empty(comps.size, dtype=ov.cols.dtype)
+    out = np.empty(comps.size, dtype=ov.iou.dtype)
+    rows[comps.single_at], cols[comps.single_at], out[comps.single_at] = comps.single
+    for at, ur, uc, scores in comps.multi:
         cost = -(scores >= thresh).astype(float) - scores / (2 * n_matched)
         a, b = linear_sum_assignment(cost)
-        out_r.append(ur[a])
-        out_c.append(uc[b])
-        out_s.append(scores[a, b])
-    return np.concatenate(out_r), np.concatenate(out_c), np.concatenate(out_s)
+        end = at + a.size
+        rows[at:end], cols[at:end], out[at:end] = ur[a], uc[b], scores[a, b]
+    return rows, cols, out
 
 
 def _ratio(num: float, den: float) -> float:

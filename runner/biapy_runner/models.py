@@ -682,6 +682,13 @@ class BmzModel:
             ) from err
         return list(setup.pre), list(setup.post)
 
+    @property
+    def normalizes_input(self) -> bool:
+        """Whether the rdf's preprocessing does more than cast the input's dtype."""
+        steps = self.descr.inputs[0].preprocessing or []
+        names = {str(getattr(step, "id", None) or getattr(step, "name", "")) for step in steps}
+        return bool(names - {"ensure_dtype"})
+
     def valid_size(self, requested: Sequence[int]) -> tuple[int, ...]:
         """The smallest input size the model accepts that is >= ``requested`` on each spatial axis
         (the fixed size for fixed axes)."""

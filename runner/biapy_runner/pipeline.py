@@ -18,6 +18,7 @@ from biapy_runner.config import Config, load_config
 from biapy_runner.errors import ConfigError, InputError, ModelError
 from biapy_runner.images import Image, list_images, read_image
 from biapy_runner.models import BmzModel, load_model
+from biapy_runner.normalization import normalize
 from biapy_runner.outputs import OutputStage, check_output_dir
 from biapy_runner.tiling import plan_tiles, predict_tiled, predict_tta
 from biapy_runner.workflows.base import Workflow, workflow_for
@@ -51,6 +52,17 @@ class TiledPredictor:
         self.batch_size = batch_size
         self.amp = amp
 
+    def prepare(self, data: np.ndarray) -> np.ndarray:
+        """The model's own preprocessing, after DATA.NORMALIZATION when the configuration sets
+        it and the rdf does not normalise the input itself (statistics over the whole image).
+
+        A model whose rdf has no normalisation and a configuration that does not ask for one get
+        the image as it is: such a model declares that it takes raw intensities."""
+        wanted = any(key.startswith("DATA.NORMALIZATION.") for key in self.cfg.user_keys)
+        if wanted and not self.model.normalizes_input:
+            data = normalize(data, self.cfg)
+        return self.model.preprocess(data)
+
     def tiled(self, data: np.ndarray) -> np.ndarray:
         """Whole-image preprocessing, tiled prediction (with test-time augmentation when
         TEST.AUGMENTATION is set) and the model's postprocessing."""
@@ -59,7 +71,7 @@ class TiledPredictor:
                 f"The model {self.model.name!r} gives one score per class for the whole image (a "
                 "classifier); use it with PROBLEM.TYPE: CLASSIFICATION."
             )
-        prepared = self.model.preprocess(data)
+        prepared = self.prepare(data)
         if not self.cfg.get("TEST.AUGMENTATION"):
             return self._predict_one(prepared)
         mode = str(self.cfg.get("TEST.AUGMENTATION_MODE"))
@@ -68,7 +80,7 @@ class TiledPredictor:
 
     def whole(self, data: np.ndarray) -> np.ndarray:
         """One forward pass on ``data`` as it is, with the model's pre- and postprocessing."""
-        prepared = self.model.preprocess(data)
+        prepared = self.prepare(data)
         batch = torch.from_numpy(np.ascontiguousarray(prepared[None])).to(self.model.device)
         with torch.inference_mode():
             output = self.model.forward(batch)[0].float().cpu().numpy()
