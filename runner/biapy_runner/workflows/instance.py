@@ -18,7 +18,7 @@ import pandas as pd
 
 from biapy_runner import log
 from biapy_runner.errors import ConfigError
-from biapy_runner.filters import median_filter_channels
+from biapy_runner.filters import configured_median_filter
 from biapy_runner.images import Image
 from biapy_runner.instance_decode import (
     BINARY_CHANNELS,
@@ -133,13 +133,6 @@ class InstanceSegmentation(Workflow):
             log.warn(f"model channel order {given} differs from DATA_CHANNELS {list(names)}")
 
     # ---- decoding -----------------------------------------------------------------------
-    def _filtered(self, raw: np.ndarray) -> np.ndarray:
-        if not self.cfg.get(PP + "MEDIAN_FILTER", False):
-            return raw
-        return median_filter_channels(
-            raw, self._get(PP + "MEDIAN_FILTER_AXIS", []), self._get(PP + "MEDIAN_FILTER_SIZE", [])
-        )
-
     def _voronoi_mask(self, raw: np.ndarray) -> np.ndarray:
         """The foreground probability Voronoi grows into: M, else B/F (+ C), else 1 - background."""
         names = self.channels.names
@@ -191,7 +184,7 @@ class InstanceSegmentation(Workflow):
 
     def decode(self, raw: np.ndarray, image: Image) -> Decoded:
         """Watershed the channels into instances, post-process, and measure the objects."""
-        raw = self._filtered(np.asarray(raw, dtype=np.float32))
+        raw = configured_median_filter(np.asarray(raw, dtype=np.float32), self.cfg)
         result = decode_instances(raw, self.channels, self.settings)
         post = self.post_process(result.labels, raw)
         log.info(
