@@ -25,6 +25,7 @@ from biapy_runner.workflows.classification import (
 class FakeConfig:
     def __init__(self, **values: Any) -> None:
         self.values = {"DATA.N_CLASSES": 3, "DATA.PATCH_SIZE": (8, 8, 1), **values}
+        self.user_keys = set(self.values)
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.values.get(key, default)
@@ -185,6 +186,15 @@ def test_workflow_predict_decode_score_aggregate(tmp_path: Path) -> None:
 def test_check_model_names_both_class_counts() -> None:
     with pytest.raises(ConfigError, match=r"DATA.N_CLASSES.*is 2.*gives 3"):
         Classification(FakeConfig(**{"DATA.N_CLASSES": 2})).check_model(3, [])
+
+
+def test_class_count_comes_from_the_model_when_not_configured() -> None:
+    from biapy_runner.config import load_config
+
+    cfg = load_config(None, ["PROBLEM.TYPE=CLASSIFICATION"])
+    workflow = Classification(cfg)
+    workflow.check_model(5, [])
+    assert cfg.get("DATA.N_CLASSES") == 5 and workflow.n_classes == 5
 
 
 # --------------------------------------------------------------------------- end to end

@@ -48,7 +48,11 @@ class Classification(Workflow):
         self.class_names: list[str] = []
 
     def check_model(self, out_channels: int, channel_names: Sequence[str]) -> None:
-        """The model's number of outputs must equal ``DATA.N_CLASSES`` (``MODEL.N_CLASSES``)."""
+        """The model's number of outputs must equal ``DATA.N_CLASSES`` (``MODEL.N_CLASSES``)
+        when the configuration sets it; otherwise the model's count is taken (and logged)."""
+        if "DATA.N_CLASSES" not in self.cfg.user_keys:
+            log.info(f"DATA.N_CLASSES not set: taking the model's {out_channels} classes")
+            self.cfg.set("DATA.N_CLASSES", out_channels)
         configured = int(self.cfg.get("DATA.N_CLASSES"))
         if configured != out_channels:
             raise ConfigError(
