@@ -36,6 +36,7 @@ import numpy as np
 import tifffile
 import torch
 from bmz_factory import make_model_package
+from model_sources import THIRDS, UPSAMPLE_SOURCE
 from skimage.measure import regionprops
 
 TEST_DATA = Path(__file__).resolve().parents[1] / "test-data"
@@ -122,50 +123,19 @@ def nuclei_points() -> str:
     return "\n".join(rows) + "\n"
 
 
-UPSAMPLE_2D = '''import torch
 
-
-class Upsample(torch.nn.Module):
-    """Nearest-neighbour upsampling by an integer factor on every spatial axis."""
-
-    def __init__(self, factor=2):
-        super().__init__()
-        self.factor = factor
-
-    def forward(self, x):
-        for axis in range(2, x.ndim):
-            x = x.repeat_interleave(self.factor, dim=axis)
-        return x
-'''
 
 
 def upsample_model(out_dir: Path) -> Path:
     """The package zip of a x2 nearest-neighbour 2D upsampler (input 16 + 8n per axis)."""
     return make_model_package(
-        out_dir, architecture_source=UPSAMPLE_2D, callable_name="Upsample",
+        out_dir, architecture_source=UPSAMPLE_SOURCE, callable_name="Upsample",
         kwargs={"factor": 2}, ndim=2, size=(16, 8), scale=2, preprocessing=[],
         name="upsample2d", tags=["2d", "super-resolution"],
     )
 
 
-THIRDS = '''import torch
 
-
-class Thirds(torch.nn.Module):
-    """Class k scores -(m - centre_k)^2 / width (up to a term common to all classes), m the
-    image mean: the class is the third of [0, 1] that m falls in."""
-
-    def __init__(self, centres=(1 / 6, 1 / 2, 5 / 6), width=0.05):
-        super().__init__()
-        c = torch.tensor(centres, dtype=torch.float32)
-        self.fc = torch.nn.Linear(1, len(centres))
-        with torch.no_grad():
-            self.fc.weight.copy_((2 * c / width)[:, None])
-            self.fc.bias.copy_(-(c**2) / width)
-
-    def forward(self, x):
-        return self.fc(x.mean(dim=(1, 2, 3))[:, None])
-'''
 
 
 def classifier_model(out_dir: Path) -> Path:

@@ -21,6 +21,8 @@ from biapy_runner.workflows.classification import (
     to_probabilities,
 )
 
+from tests.model_sources import THIRDS
+
 
 class FakeConfig:
     def __init__(self, **values: Any) -> None:
@@ -199,25 +201,7 @@ def test_class_count_comes_from_the_model_when_not_configured() -> None:
 
 # --------------------------------------------------------------------------- end to end
 
-THIRDS = '''
-import torch
 
-
-class Thirds(torch.nn.Module):
-    """Class k scores -(m - centre_k)^2 / width, m the image mean, up to a term common to all
-    classes: a fixed linear layer on the mean; the class is the third of [0, 1] m falls in."""
-
-    def __init__(self, centres=(1 / 6, 1 / 2, 5 / 6), width=0.05):
-        super().__init__()
-        c = torch.tensor(centres, dtype=torch.float32)
-        self.fc = torch.nn.Linear(1, len(centres))
-        with torch.no_grad():
-            self.fc.weight.copy_((2 * c / width)[:, None])
-            self.fc.bias.copy_(-(c**2) / width)
-
-    def forward(self, x):
-        return self.fc(x.mean(dim=(1, 2, 3))[:, None])
-'''
 
 #: Image stem -> (uint8 image, mean of its centre fitted to 16x16, true class).
 CENTRE_VALUE = {"dark": 20, "ring": 128, "small_bright": 240, "rect": 100}

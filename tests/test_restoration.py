@@ -29,6 +29,8 @@ from biapy_runner.workflows.restoration import (
 )
 from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
 
+from tests.model_sources import UPSAMPLE_SOURCE
+
 
 class FakeConfig:
     """Just the keys the restoration workflows read."""
@@ -250,23 +252,6 @@ def test_aggregate_is_the_mean() -> None:
 
 
 # --------------------------------------------------------------------------- end to end
-
-UPSAMPLE_SOURCE = '''
-import torch
-
-
-class Upsample(torch.nn.Module):
-    """Nearest-neighbour upsampling by an integer factor on every spatial axis."""
-
-    def __init__(self, factor: int = 2):
-        super().__init__()
-        self.factor = factor
-
-    def forward(self, x):
-        for axis in range(2, x.ndim):
-            x = x.repeat_interleave(self.factor, dim=axis)
-        return x
-'''
 
 MEAN_FILTER_SOURCE = '''
 import torch
