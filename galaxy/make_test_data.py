@@ -36,24 +36,12 @@ import numpy as np
 import tifffile
 import torch
 from bmz_factory import make_model_package
-from model_sources import THIRDS, UPSAMPLE_SOURCE
+from model_sources import PIXEL_BCM, PIXEL_FOREGROUND, THIRDS, UPSAMPLE_SOURCE
 from skimage.measure import regionprops
 
 TEST_DATA = Path(__file__).resolve().parents[1] / "test-data"
 
-ARCHITECTURE = '''import torch
 
-
-class PixelBCM(torch.nn.Module):
-    """One 1x1x1 convolution from the image to the channels B, C and M."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = torch.nn.Conv3d(1, 3, kernel_size=1)
-
-    def forward(self, x):
-        return self.conv(x)
-'''
 
 
 def cells_volume() -> tuple[np.ndarray, np.ndarray]:
@@ -78,26 +66,14 @@ def cartocell_like_model(out_dir: Path) -> Path:
     test_input = np.zeros((1, 80, 80, 80), np.float32)  # a cube: the test tensors stay small
     test_input[:, 30:50, 30:50, 30:50] = 1.0
     return make_model_package(
-        out_dir, architecture_source=ARCHITECTURE, callable_name="PixelBCM", kwargs={},
+        out_dir, architecture_source=PIXEL_BCM, callable_name="PixelBCM", kwargs={},
         state_dict=state, ndim=3, out_channels=3, size=80, channel_names=["B", "C", "M"],
         preprocessing=[{"id": "zero_mean_unit_variance"}], postprocessing=[{"id": "sigmoid"}],
         test_input=test_input, name="cartocell like", tags=["3d", "instance-segmentation"],
     )
 
 
-ARCHITECTURE_2D = '''import torch
 
-
-class PixelForeground(torch.nn.Module):
-    """One 1x1 convolution from the normalised image to a foreground logit."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = torch.nn.Conv2d(1, 1, kernel_size=1)
-
-    def forward(self, x):
-        return self.conv(x)
-'''
 
 
 def intensity_model(out_dir: Path) -> Path:
@@ -106,7 +82,7 @@ def intensity_model(out_dir: Path) -> Path:
     test_input = np.zeros((1, 64, 64), np.float32)
     test_input[:, 16:48, 16:48] = 1.0
     return make_model_package(
-        out_dir, architecture_source=ARCHITECTURE_2D, callable_name="PixelForeground",
+        out_dir, architecture_source=PIXEL_FOREGROUND, callable_name="PixelForeground",
         kwargs={}, state_dict=state, ndim=2, size=(64, 16), channel_names=["foreground"],
         preprocessing=[{"id": "zero_mean_unit_variance"}], postprocessing=[{"id": "sigmoid"}],
         test_input=test_input, name="intensity2d", tags=["2d", "semantic-segmentation"],

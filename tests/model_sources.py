@@ -37,3 +37,31 @@ class Thirds(torch.nn.Module):
     def forward(self, x):
         return self.fc(x.mean(dim=(1, 2, 3))[:, None])
 '''
+
+PIXEL_BCM = '''import torch
+
+
+class PixelBCM(torch.nn.Module):
+    """One 1x1x1 convolution from the image to the channels B, C and M."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv3d(1, 3, kernel_size=1)
+
+    def forward(self, x):
+        return self.conv(x)
+'''
+
+PIXEL_FOREGROUND = '''import torch
+
+
+class PixelForeground(torch.nn.Module):
+    """One 1x1 convolution from the normalised image to a foreground logit."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 1, kernel_size=1)
+
+    def forward(self, x):
+        return self.conv(x)
+'''
