@@ -315,3 +315,27 @@ def test_end_to_end_class_subfolders(thirds_setup: dict[str, Any]) -> None:
     assert matrix[["pred_0", "pred_1", "pred_2"]].to_numpy().tolist() == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
     metrics = pd.read_csv(out / "metrics" / "metrics.tsv", sep="\t").set_index("image")
     assert metrics.loc["ALL", "accuracy"] == 0.75
+
+
+def test_model_kind_must_fit_the_workflow(
+    thirds_setup: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A classifier under SEMANTIC_SEG and an image model under CLASSIFICATION stop with exit 3
+    before any image is processed or any output written."""
+    from biapy_runner.cli import main
+
+    image = str(thirds_setup["images"][0])
+    semantic = tmp_path / "semantic.yaml"
+    semantic.write_text("PROBLEM:\n  TYPE: SEMANTIC_SEG\n  NDIM: 2D\n")
+    nuclei = Path(__file__).resolve().parents[1] / "test-data" / "unet2d_nuclei_broad.zip"
+    cases = [
+        (semantic, thirds_setup["package"], "(a classifier), which does not fit SEMANTIC_SEG"),
+        (thirds_setup["config"], nuclei, "not one score per class, which does not fit CLASSIFICATION"),
+    ]
+    for index, (config, model, message) in enumerate(cases):
+        out = tmp_path / f"out{index}"
+        code = main(["run", "--config", str(config), "--images", image, "--model", str(model),
+                     "--out", str(out)])  # fmt: skip
+        assert code == 3
+        assert message in capsys.readouterr().err
+        assert not out.exists()

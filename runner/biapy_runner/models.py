@@ -746,7 +746,8 @@ class BmzModel:
 
     def postprocess(self, arr: np.ndarray) -> np.ndarray:
         """Apply the rdf's postprocessing (e.g. sigmoid) to the merged output ``(C, *spatial)``
-        (``(C,)`` without output spatial axes), with the statistics of the last preprocessed image where an op refers to them."""
+        (``(C,)`` without output spatial axes), with the statistics of the last preprocessed
+        image where an op refers to them."""
         if not self._post:
             return np.asarray(arr, dtype=np.float32)
         sample = self._sample(self._out_id, np.asarray(arr), self._out_dims, self._out_roles)

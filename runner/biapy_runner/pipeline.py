@@ -66,11 +66,6 @@ class TiledPredictor:
     def tiled(self, data: np.ndarray) -> np.ndarray:
         """Whole-image preprocessing, tiled prediction (with test-time augmentation when
         TEST.AUGMENTATION is set) and the model's postprocessing."""
-        if not self.model.out_spatial_axes:
-            raise ModelError(
-                f"The model {self.model.name!r} gives one score per class for the whole image (a "
-                "classifier); use it with PROBLEM.TYPE: CLASSIFICATION."
-            )
         prepared = self.prepare(data)
         if not self.cfg.get("TEST.AUGMENTATION"):
             return self._predict_one(prepared)
@@ -101,17 +96,14 @@ class TiledPredictor:
         return self.model.postprocess(output)
 
     def _plan(self, spatial_shape: Sequence[int]) -> Any:
-        ndim = len(spatial_shape)
-        patch = tuple(int(v) for v in self.cfg.get("DATA.PATCH_SIZE"))[:ndim]
+        """Tiles from DATA.PATCH_SIZE / TEST.PADDING / TEST.OVERLAP (per spatial axis, their
+        lengths checked against PROBLEM.NDIM by the config); padding covers the model's halo."""
         halo = [int(np.ceil(h / s)) for h, s in zip(self.model.halo, self.model.scale)]
-        padding = tuple(
-            max(int(p), h) for p, h in zip(_per_axis(self.cfg.get("DATA.TEST.PADDING"), ndim), halo)
-        )
         return plan_tiles(
             tuple(spatial_shape),
-            patch=patch,
-            padding=padding,
-            overlap=tuple(float(v) for v in _per_axis(self.cfg.get("DATA.TEST.OVERLAP"), ndim)),
+            patch=tuple(self.cfg.get("DATA.PATCH_SIZE"))[:-1],
+            padding=tuple(max(p, h) for p, h in zip(self.cfg.get("DATA.TEST.PADDING"), halo)),
+            overlap=tuple(self.cfg.get("DATA.TEST.OVERLAP")),
             scale=tuple(round(s) for s in self.model.scale),
             reflect=bool(self.cfg.get("DATA.REFLECT_TO_COMPLETE_SHAPE")),
             valid_size=self.model.valid_size,
@@ -134,12 +126,21 @@ class _BatchLogger:
             log.info(f"  tiles {done}/{total} ({now - self.start:.1f}s)")
 
 
-def _per_axis(value: Any, ndim: int) -> tuple[Any, ...]:
-    """BiaPy tuples per spatial axis (z, y, x): take the last ``ndim`` spatial entries."""
-    values = tuple(value) if isinstance(value, (list, tuple)) else (value,) * ndim
-    if len(values) < ndim:
-        values = (values[0],) * (ndim - len(values)) + values
-    return values[-ndim:]
+def check_model_kind(workflow: Workflow, model: BmzModel) -> None:
+    """A classifier (no spatial output axes) runs only in a workflow that classifies whole
+    images, and an image model only in one that does not; checked once, before any image."""
+    is_classifier = not model.out_spatial_axes
+    if is_classifier == workflow.classifies_images:
+        return
+    gives = (
+        "gives one score per class for the whole image (a classifier)"
+        if is_classifier
+        else "outputs an image, not one score per class"
+    )
+    raise ModelError(
+        f"The model {model.name!r} {gives}, which does not fit {workflow.problem_type} "
+        "(PROBLEM.TYPE); choose the PROBLEM.TYPE the model was trained for."
+    )
 
 
 def resolve_threads(requested: int | None, cfg: Config) -> int:
@@ -226,6 +227,7 @@ def run(opts: RunOptions) -> Path:
         device=opts.device,
         cache_dir=opts.cache_dir,
     )
+    check_model_kind(workflow, model)
     workflow.check_model(model.out_channels, model.out_channel_names)
     predictor = TiledPredictor(model, cfg, opts.batch_size, opts.amp)
 
@@ -304,7 +306,8 @@ def _process(
     """Produce, write and score every image, then the dataset tables and the config."""
     metric_rows: list[dict[str, Any]] = []
     summary_rows: list[dict[str, Any]] = []
-    stack = _Stack() if _ndim(cfg) == 2 and cfg.get("TEST.ANALIZE_2D_IMGS_AS_3D_STACK") else None
+    stacked = _ndim(cfg) == 2 and cfg.get("TEST.ANALIZE_2D_IMGS_AS_3D_STACK")
+    stack = _Stack() if stacked and workflow.writes_raw else None
     with OutputStage(opts.out) as stage:
         for index, (path, gt_ref) in enumerate(inputs, start=1):
             log.info(f"image {index}/{len(inputs)}: {path.name}")

@@ -72,6 +72,8 @@ class Workflow(ABC):
     problem_type: ClassVar[str]
     #: Whether the core writes the merged model output to ``raw/<stem>.tif``.
     writes_raw: ClassVar[bool] = True
+    #: Whether the model gives one score per class for a whole image (no spatial output).
+    classifies_images: ClassVar[bool] = False
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg

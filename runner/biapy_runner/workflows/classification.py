@@ -26,7 +26,7 @@ import pandas as pd
 from skimage.transform import resize
 
 from biapy_runner import log
-from biapy_runner.errors import ConfigError, InputError, ModelError
+from biapy_runner.errors import ConfigError, InputError
 from biapy_runner.images import Image, list_images, stem_of
 from biapy_runner.workflows.base import Decoded, Predictor, Scored, Workflow, register
 
@@ -40,6 +40,7 @@ class Classification(Workflow):
     """``CLASSIFICATION``: a class and per-class probabilities for every image."""
 
     problem_type = "CLASSIFICATION"
+    classifies_images = True
     writes_raw = False
 
     def __init__(self, cfg: Any) -> None:
@@ -64,11 +65,6 @@ class Classification(Workflow):
 
     def predict(self, image: Image, predictor: Predictor) -> np.ndarray:
         """Fit the image to the model's input as BiaPy does, then one forward pass."""
-        if predictor.model.out_spatial_axes:
-            raise ModelError(
-                f"The model {predictor.model.name!r} outputs an image, not one score per class: "
-                "it is not a classifier; choose the PROBLEM.TYPE it was trained for."
-            )
         patch = tuple(int(v) for v in self.cfg.get("DATA.PATCH_SIZE"))[: image.data.ndim - 1]
         target = tuple(int(v) for v in predictor.model.valid_size(patch))
         return predictor.whole(fit_to_input(image.data, target))
