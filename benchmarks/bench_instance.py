@@ -19,9 +19,9 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from biapy_runner.instance_decode import DecodeSettings, decode_instances, parse_channels
-from biapy_runner.instance_postprocess import voronoi_on_mask
-from biapy_runner.matching import label_overlap, match_overlap
+from biapy_runner.decode.postprocess import voronoi_on_mask
+from biapy_runner.decode.watershed import DecodeSettings, decode_instances, parse_channels
+from biapy_runner.metrics.matching import label_overlap, match_overlap
 from scipy import ndimage
 from skimage.segmentation import find_boundaries
 

@@ -2,7 +2,7 @@
 
 For a 2D 2048x2048 image and a 3D 64x512x512 volume, on the same tiles and in the same run:
 (a) the bare torch forward over exactly the tiles ``predict_tiled`` runs (same batches, tiles cut
-beforehand), (b) ``biapy_runner.tiling.predict_tiled``, and (c) bioimageio.core's own blockwise
+beforehand), (b) ``biapy_runner.inference.tiling.predict_tiled``, and (c) bioimageio.core's own blockwise
 prediction of a BioImage.IO package of the same network (skipped when the package cannot be built
 here). Prints a table and the ratio (b)/(a); the goal is <= 1.05 on CPU. On a loaded machine
 wall times are noisy: the CPU-time ratio and (b0), ``predict_tiled`` around an identity model
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from biapy_runner.tiling import TilePlan, plan_tiles, predict_tiled, tile_grid
+from biapy_runner.inference.tiling import TilePlan, plan_tiles, predict_tiled, tile_grid
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 from biapy_runner.cli import main
-from biapy_runner.config import load_config
+from biapy_runner.config.load import load_config
 from biapy_runner.pipeline import resolve_threads
 
 TEST_DATA = Path(__file__).resolve().parents[1] / "test-data"

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import tifffile
 from biapy_runner.errors import ConfigError, InputError
-from biapy_runner.images import Image
+from biapy_runner.io.images import Image
 from biapy_runner.workflows.classification import (
     Classification,
     classification_scores,
@@ -191,7 +191,7 @@ def test_check_model_names_both_class_counts() -> None:
 
 
 def test_class_count_comes_from_the_model_when_not_configured() -> None:
-    from biapy_runner.config import load_config
+    from biapy_runner.config.load import load_config
 
     cfg = load_config(None, ["PROBLEM.TYPE=CLASSIFICATION"])
     workflow = Classification(cfg)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from biapy_runner.config import LEAVES, Config, load_config
+from biapy_runner.config.load import LEAVES, Config, load_config
 from biapy_runner.errors import ConfigError
 
 CONFIGS = Path(__file__).parent / "data" / "configs"

@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from biapy_runner.errors import ConfigError, InputError
-from biapy_runner.points import (
+from biapy_runner.decode.points import (
     PointSet,
     find_peaks,
     match_points,
@@ -18,6 +17,7 @@ from biapy_runner.points import (
     read_points_table,
     remove_close_points,
 )
+from biapy_runner.errors import ConfigError, InputError
 from biapy_runner.workflows.detection import grow_instances
 
 
@@ -251,13 +251,13 @@ def test_grow_instances_3d_and_empty() -> None:
 
 
 def _cfg(*overrides: str, ndim: str = "2D"):
-    from biapy_runner.config import load_config
+    from biapy_runner.config.load import load_config
 
     return load_config(None, ["PROBLEM.TYPE=DETECTION", f"PROBLEM.NDIM={ndim}", *overrides])
 
 
 def _image(shape: tuple[int, ...], stem: str = "img"):
-    from biapy_runner.images import Image
+    from biapy_runner.io.images import Image
 
     data = np.zeros((1, *shape), np.float32)
     return Image(

@@ -11,7 +11,7 @@ import pytest
 import tifffile
 import zarr
 from biapy_runner.errors import InputError
-from biapy_runner.images import (
+from biapy_runner.io.images import (
     list_images,
     pair_by_stem,
     read_gt_image,

@@ -10,15 +10,8 @@ import pandas as pd
 import pytest
 import tifffile
 import torch
-from biapy_runner.errors import ConfigError
-from biapy_runner.filters import median_filter_channels
-from biapy_runner.instance_decode import (
-    DecodeSettings,
-    channel_targets,
-    decode_instances,
-    parse_channels,
-)
-from biapy_runner.instance_postprocess import (
+from biapy_runner.decode.filters import median_filter_channels
+from biapy_runner.decode.postprocess import (
     clear_border,
     fill_holes,
     measure_objects,
@@ -27,7 +20,14 @@ from biapy_runner.instance_postprocess import (
     repair_large_blobs,
     voronoi_on_mask,
 )
-from biapy_runner.matching import matching
+from biapy_runner.decode.watershed import (
+    DecodeSettings,
+    channel_targets,
+    decode_instances,
+    parse_channels,
+)
+from biapy_runner.errors import ConfigError
+from biapy_runner.metrics.matching import matching
 from scipy import ndimage
 from skimage.segmentation import find_boundaries
 

@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 import pytest
-from biapy_runner import make_config
-from biapy_runner.config import load_config
+from biapy_runner.config import wizard as make_config
+from biapy_runner.config.load import load_config
 from biapy_runner.errors import InputError
 
 

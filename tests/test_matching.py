@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tifffile
 from biapy_runner.errors import InputError
-from biapy_runner.matching import aggregate_stats, label_overlap, matching
+from biapy_runner.metrics.matching import aggregate_stats, label_overlap, matching
 
 SEGMETRICS = Path(__file__).parent / "data" / "segmetrics"
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from biapy_runner import models
 from biapy_runner.errors import InputError, ModelError
-from biapy_runner.models import classify_source, default_cache_dir, load_model, resolve_model
+from biapy_runner.models import model as models
+from biapy_runner.models.model import classify_source, default_cache_dir, load_model, resolve_model
 from bmz_factory import make_model_package, serve_directory
 
 CONV = """

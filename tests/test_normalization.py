@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import tifffile
 from biapy_runner.cli import main
-from biapy_runner.config import load_config
+from biapy_runner.config.load import load_config
 from biapy_runner.errors import ConfigError
-from biapy_runner.normalization import normalize
+from biapy_runner.inference.normalization import normalize
 
 IDENTITY = '''
 import torch

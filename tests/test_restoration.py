@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 import tifffile
 import torch
-from biapy_runner import restoration_metrics as rm
 from biapy_runner.errors import ConfigError, InputError
-from biapy_runner.images import Image
-from biapy_runner.tiling import plan_tiles, predict_tiled
+from biapy_runner.inference.tiling import plan_tiles, predict_tiled
+from biapy_runner.io.images import Image
+from biapy_runner.metrics import restoration as rm
 from biapy_runner.workflows.restoration import (
     Denoising,
     ImageToImage,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from biapy_runner.errors import ConfigError, InputError, ModelError
-from biapy_runner.tiling import (
+from biapy_runner.inference.tiling import (
     TilePlan,
     make_valid_size,
     plan_tiles,

@@ -8,9 +8,10 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from biapy_runner import __version__, log, make_config
+from biapy_runner import __version__, log
+from biapy_runner.config import wizard as make_config
+from biapy_runner.config.wizard import PROBLEM_TYPES
 from biapy_runner.errors import RunnerError
-from biapy_runner.make_config import PROBLEM_TYPES
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:

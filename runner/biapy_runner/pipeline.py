@@ -14,13 +14,13 @@ import pandas as pd
 import torch
 
 from biapy_runner import log
-from biapy_runner.config import Config, load_config
+from biapy_runner.config.load import Config, load_config
 from biapy_runner.errors import ConfigError, InputError, ModelError
-from biapy_runner.images import Image, list_images, read_image
-from biapy_runner.models import BmzModel, load_model
-from biapy_runner.normalization import normalize
-from biapy_runner.outputs import OutputStage, check_output_dir
-from biapy_runner.tiling import plan_tiles, predict_tiled, predict_tta
+from biapy_runner.inference.normalization import normalize
+from biapy_runner.inference.tiling import plan_tiles, predict_tiled, predict_tta
+from biapy_runner.io.images import Image, list_images, read_image
+from biapy_runner.io.outputs import OutputStage, check_output_dir
+from biapy_runner.models.model import BmzModel, load_model
 from biapy_runner.workflows.base import Workflow, workflow_for
 
 

@@ -19,8 +19,8 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 import pandas as pd
 
-from biapy_runner.config import Config
-from biapy_runner.images import Image
+from biapy_runner.config.load import Config
+from biapy_runner.io.images import Image
 
 
 @dataclass
@@ -91,7 +91,7 @@ class Workflow(ABC):
 
     def read_prediction(self, path: Path, ndim: int, axes: str | None) -> Image:
         """Read a stored prediction for ``evaluate``; by default as an image."""
-        from biapy_runner.images import read_image
+        from biapy_runner.io.images import read_image
 
         return read_image(path, ndim=ndim, axes=axes)
 
@@ -104,7 +104,7 @@ class Workflow(ABC):
 
     def list_gt(self, folder: Path) -> list[Path]:
         """The GT files in ``folder`` (DATA.TEST.GT_PATH); by default its images."""
-        from biapy_runner.images import list_images
+        from biapy_runner.io.images import list_images
 
         return list_images(folder)
 
@@ -114,13 +114,13 @@ class Workflow(ABC):
         By default GT files pair with images by file stem (``images.pair_by_stem``); workflows
         whose GT is not one file per image (classification) override this.
         """
-        from biapy_runner.images import pair_by_stem
+        from biapy_runner.io.images import pair_by_stem
 
         return pair_by_stem(images, gts)
 
     def load_gt(self, path: Path, image: Image) -> Any:
         """Read the ground truth paired with ``image``; by default an image of the same size."""
-        from biapy_runner.images import read_gt_image
+        from biapy_runner.io.images import read_gt_image
 
         return read_gt_image(path, image)
 

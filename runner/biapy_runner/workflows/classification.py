@@ -27,7 +27,7 @@ from skimage.transform import resize
 
 from biapy_runner import log
 from biapy_runner.errors import ConfigError, InputError
-from biapy_runner.images import Image, list_images, stem_of
+from biapy_runner.io.images import Image, list_images, stem_of
 from biapy_runner.workflows.base import Decoded, Predictor, Scored, Workflow, register
 
 _TABLE_EXTENSIONS = (".tsv", ".csv", ".txt", ".tabular")

@@ -19,10 +19,8 @@ import pandas as pd
 from scipy import ndimage
 
 from biapy_runner import log
-from biapy_runner.errors import ConfigError
-from biapy_runner.filters import configured_median_filter
-from biapy_runner.images import Image, stem_of
-from biapy_runner.points import (
+from biapy_runner.decode.filters import configured_median_filter
+from biapy_runner.decode.points import (
     AXIS_COLUMNS,
     Matching,
     PointSet,
@@ -37,6 +35,8 @@ from biapy_runner.points import (
     read_points_table,
     remove_close_points,
 )
+from biapy_runner.errors import ConfigError
+from biapy_runner.io.images import Image, stem_of
 from biapy_runner.workflows.base import Decoded, Scored, Workflow, register
 
 #: Suffixes of point tables (GT or predictions); anything else is read as an image.
@@ -269,7 +269,7 @@ class Detection(Workflow):
     def load_gt(self, path: Path, image: Image) -> PointSet:
         """GT points: a CSV/TSV table (BiaPy's ``axis-0``.. columns or ``z``/``y``/``x``) or a
         label / point image (the centroid of each object)."""
-        from biapy_runner.images import read_gt_image
+        from biapy_runner.io.images import read_gt_image
 
         if is_table(path):
             points = read_points_table(path, len(image.spatial_shape))

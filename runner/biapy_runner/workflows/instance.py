@@ -17,10 +17,17 @@ import numpy as np
 import pandas as pd
 
 from biapy_runner import log
-from biapy_runner.errors import ConfigError
-from biapy_runner.filters import configured_median_filter
-from biapy_runner.images import Image
-from biapy_runner.instance_decode import (
+from biapy_runner.decode.filters import configured_median_filter
+from biapy_runner.decode.postprocess import (
+    clear_border,
+    fill_holes,
+    measure_objects,
+    removal_mask,
+    remove_labels,
+    repair_large_blobs,
+    voronoi_on_mask,
+)
+from biapy_runner.decode.watershed import (
     BINARY_CHANNELS,
     LEGACY_CHANNELS,
     LIST_DIRECTIONS,
@@ -31,16 +38,9 @@ from biapy_runner.instance_decode import (
     label_dtype,
     parse_channels,
 )
-from biapy_runner.instance_postprocess import (
-    clear_border,
-    fill_holes,
-    measure_objects,
-    removal_mask,
-    remove_labels,
-    repair_large_blobs,
-    voronoi_on_mask,
-)
-from biapy_runner.matching import METRICS, aggregate_stats, label_overlap, match_overlap
+from biapy_runner.errors import ConfigError
+from biapy_runner.io.images import Image
+from biapy_runner.metrics.matching import METRICS, aggregate_stats, label_overlap, match_overlap
 from biapy_runner.workflows.base import Decoded, Scored, Workflow, register
 
 IS = "PROBLEM.INSTANCE_SEG."

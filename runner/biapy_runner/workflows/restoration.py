@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from biapy_runner import log, restoration_metrics
+from biapy_runner import log
 from biapy_runner.errors import ConfigError, InputError
-from biapy_runner.images import Image, read_image
+from biapy_runner.io.images import Image, read_image
+from biapy_runner.metrics import restoration as restoration_metrics
 from biapy_runner.workflows.base import Decoded, Predictor, Scored, Workflow, register
 
 #: ``TEST.OUTPUT_DTYPE`` values: keep the model's float32, cast, or rescale then cast.

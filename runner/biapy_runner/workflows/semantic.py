@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from biapy_runner.filters import configured_median_filter
-from biapy_runner.images import Image
+from biapy_runner.decode.filters import configured_median_filter
+from biapy_runner.io.images import Image
 from biapy_runner.workflows.base import Decoded, Scored, Workflow, register
 
 #: One-channel (sigmoid) outputs are binarized at this probability, as BiaPy does.

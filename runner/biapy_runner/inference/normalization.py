@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from biapy_runner.config import Config
+from biapy_runner.config.load import Config
 from biapy_runner.errors import ConfigError
 
 KEY = "DATA.NORMALIZATION"

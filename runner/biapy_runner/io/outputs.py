@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from biapy_runner.errors import InputError
-from biapy_runner.images import write_tiff
+from biapy_runner.io.images import write_tiff
 
 #: Top-level entries a run may create in the output folder.
 RESULT_ENTRIES = ("raw", "post_proc", "instances", "metrics", "stack_3d", "config.yaml")

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-from biapy_runner.config import Config
+from biapy_runner.config.load import Config
 from biapy_runner.errors import ConfigError
 
 _AXES_2D = {"xy": (1, 1), "yx": (1, 1)}

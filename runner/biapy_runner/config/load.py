@@ -2,7 +2,7 @@
 
 BiaPy writes tuples as strings (``"(256, 256, 1)"``) and floats in a form YAML reads as strings
 (``1.E-4``); both are accepted wherever the default is a tuple/list or a float. Every key is
-checked against the default tree of :mod:`biapy_runner.config_defaults`: an unknown key is an
+checked against the default tree of :mod:`biapy_runner.config.schema`: an unknown key is an
 error naming the file, the line and the nearest valid key; a value of the wrong type or outside
 the allowed values is an error naming the key, the value and what is expected. Keys that only
 matter to training are accepted and listed once as ignored.
@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from biapy_runner import log
-from biapy_runner.config_defaults import (
+from biapy_runner.config.schema import (
     ALIASES,
     CHOICES,
     DEFAULTS,

@@ -67,7 +67,7 @@ def voronoi_on_mask(
     distances). Each connected component of the mask is hole-filled and processed on its own
     bounding box, which keeps sparse volumes fast.
     """
-    from biapy_runner.instance_decode import _otsu, mask_components
+    from biapy_runner.decode.watershed import _otsu, mask_components
 
     spacing = _spacing(resolution, labels.ndim)
     th = float(threshold) if float(threshold) != 0 else _otsu(mask_prob)

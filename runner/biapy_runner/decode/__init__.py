@@ -1,0 +1,1 @@
+"""From a raw prediction to results: instance decoding, post-processing, filters, points."""

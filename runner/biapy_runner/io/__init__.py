@@ -1,0 +1,1 @@
+"""Reading and writing files: images and ground truth (images), staged atomic outputs (outputs)."""

@@ -1,0 +1,1 @@
+"""Scores against ground truth: instance matching and restoration metrics."""

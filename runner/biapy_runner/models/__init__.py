@@ -1,0 +1,1 @@
+"""BioImage.IO models: where a package comes from, what it describes, and running its weights."""
