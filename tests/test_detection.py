@@ -10,14 +10,13 @@ import pytest
 from biapy_runner.decode.points import (
     PointSet,
     find_peaks,
-    match_points,
     point_mask,
     points_from_image,
-    ratios,
     read_points_table,
     remove_close_points,
 )
 from biapy_runner.errors import ConfigError, InputError
+from biapy_runner.metrics.points import match_points, ratios
 from biapy_runner.workflows.detection import grow_instances
 
 

@@ -12,7 +12,8 @@ import pytest
 import torch
 from biapy_runner.errors import InputError, ModelError
 from biapy_runner.models import model as models
-from biapy_runner.models.model import classify_source, default_cache_dir, load_model, resolve_model
+from biapy_runner.models.model import load_model
+from biapy_runner.models.sources import classify_source, default_cache_dir, resolve_model
 from bmz_factory import make_model_package, serve_directory
 
 CONV = """
@@ -216,7 +217,7 @@ def test_forward_batch_and_postprocess(conv_model: models.BmzModel) -> None:
     batch = torch.zeros((3, 2, 24, 32))
     out = conv_model.forward(batch)
     assert out.shape == (3, 3, 24, 32)
-    bias = conv_model._runner.conv.bias.detach().numpy()
+    bias = conv_model._forward.conv.bias.detach().numpy()
     np.testing.assert_allclose(out[1, :, 5, 5].numpy(), bias, atol=1e-6)
     post = conv_model.postprocess(out[0].numpy())
     np.testing.assert_allclose(post[:, 5, 5], 1 / (1 + np.exp(-bias)), atol=1e-6)
@@ -308,7 +309,7 @@ def test_classifier_output_without_spatial_axes(
     np.testing.assert_allclose(_roundtrip(model), y, atol=1e-5)
     logits = model.forward(torch.ones(batch_shape))
     assert logits.shape == (batch_shape[0], 4)
-    fc = model._runner.fc
+    fc = model._forward.fc
     expected = (fc.weight.sum(dim=1) + fc.bias).detach().numpy()
     np.testing.assert_allclose(logits[1].numpy(), expected, atol=1e-6)
     probs = model.postprocess(logits[0].numpy())

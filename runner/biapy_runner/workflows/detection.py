@@ -22,21 +22,19 @@ from biapy_runner import log
 from biapy_runner.decode.filters import configured_median_filter
 from biapy_runner.decode.points import (
     AXIS_COLUMNS,
-    Matching,
     PointSet,
     check_inside,
     find_peaks,
-    match_points,
     otsu_thresholds,
     per_class,
     point_mask,
     points_from_image,
-    ratios,
     read_points_table,
     remove_close_points,
 )
 from biapy_runner.errors import ConfigError
 from biapy_runner.io.images import Image, stem_of
+from biapy_runner.metrics.points import Matching, match_points, ratios
 from biapy_runner.workflows.base import Decoded, Scored, Workflow, register
 
 #: Suffixes of point tables (GT or predictions); anything else is read as an image.
