@@ -4,7 +4,7 @@ All four output the model's image (``post_proc/<stem>.tif``): float32 by default
 input's dtype as ``TEST.OUTPUT_DTYPE`` says; super-resolution output is larger than the input by
 the model's scale, which must agree with ``PROBLEM.SUPER_RESOLUTION.UPSCALING``. With ground truth
 (an image of the output's shape, paired by stem) each image is scored with PSNR, SSIM, MAE and MSE
-(``restoration_metrics``; ``TEST.METRICS`` may choose among them) and the ``ALL`` row is the mean.
+(:mod:`biapy_runner.metrics.restoration`; ``TEST.METRICS`` may choose among them) and the ``ALL`` row is the mean.
 """
 
 from __future__ import annotations
