@@ -390,8 +390,8 @@ def check_axes_letters(axes: str, given_for: str) -> str:
     letters = axes.upper()
     if not letters or set(letters) - set("CZYXTS") or len(set(letters)) != len(letters):
         raise InputError(
-            f"The axes {axes!r} given for {given_for} must use the letters C, Z, Y, X, T, S, "
-            "each at most once. " + _AXES_HINT
+            f"The axes {axes!r} given for {given_for} use letters other than C, Z, Y, X, T, S, "
+            "or one twice. " + _AXES_HINT
         )
     return letters
 
