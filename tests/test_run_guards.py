@@ -2,7 +2,9 @@
 
 Each case asserts the exit code, that the message names the file or option, and what is (not)
 left in the output folder. Checks that must come before the model loads use a model path that
-does not exist: reaching the model would give exit 3 naming it instead.
+does not exist: reaching the model would give exit 3 naming it instead. The signal tests keep a
+run mid-way deterministically: its second input is a FIFO nobody writes, so the process blocks
+reading it after the first image's outputs are staged.
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ IMAGE = TEST_DATA / "dsb_nuclei.tif"
 FAST_MODEL = TEST_DATA / "intensity2d.zip"
 #: A fixed 80x80x80 3D instance model (BCM channels), with its BiaPy configuration.
 MODEL_3D = TEST_DATA / "cartocell_like.zip"
-CONFIG_3D = Path(__file__).parent / "data" / "configs" / "training-material__biapy__conf_cartocell_swam.yaml"
+CONFIG_3D = (
+    Path(__file__).parent / "data" / "configs" / "training-material__biapy__conf_cartocell_swam.yaml"
+)
 NO_MODEL = "/nonexistent/model.zip"
 
 
@@ -60,20 +64,24 @@ def _copy(source: Path, target: Path) -> Path:
 # --------------------------------------------------------------------------- stop signals
 
 
-def _start_run(tmp_path: Path, out: Path) -> tuple[subprocess.Popen[str], Path]:
-    """A real ``python -m biapy_runner run`` over two images, the second a FIFO that nobody
-    writes: the process is mid-run, blocked reading it, once the first image's outputs are
-    staged. Returns the process and the first image's staged raw output (glob pattern root)."""
+def _blocking_inputs(tmp_path: Path) -> tuple[Path, Path]:
+    """Two images, the second a FIFO that nobody writes: a run is mid-way, blocked reading it,
+    once the first image's outputs are staged (a deterministic "mid-run")."""
     first = _copy(IMAGE, tmp_path / "in" / "a_first.tif")
     fifo = tmp_path / "in" / "b_second.npy"
     os.mkfifo(fifo)
+    return first, fifo
+
+
+def _start_run(tmp_path: Path, out: Path) -> subprocess.Popen[str]:
+    """A real ``python -m biapy_runner run`` over the blocking inputs."""
+    first, fifo = _blocking_inputs(tmp_path)
     argv = [
         sys.executable, "-m", "biapy_runner", "run", "--config", str(CONFIG),
         "--model", str(FAST_MODEL), "--images", str(first), str(fifo), "--out", str(out),
         "--threads", "1",
     ]  # fmt: skip
-    process = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
-    return process, first
+    return subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
 
 
 def _wait_for_staged_output(process: subprocess.Popen[str], out: Path) -> Path:
@@ -94,7 +102,7 @@ def test_stop_signal_mid_run_removes_staging_and_exits_128_plus_signal(
     out = tmp_path / "out"
     if out_exists:  # as Galaxy's job script creates it
         out.mkdir()
-    process, _ = _start_run(tmp_path, out)
+    process = _start_run(tmp_path, out)
     try:
         stage = _wait_for_staged_output(process, out)
         assert stage.name.startswith(f".partial-{process.pid}@")
@@ -112,9 +120,7 @@ def test_stop_signal_mid_run_removes_staging_and_exits_128_plus_signal(
 
 def test_ctrl_c_in_process_is_the_same_clean_stop(tmp_path: Path, capsys) -> None:
     """SIGINT through ``main`` itself (cheap: no new interpreter); pytest's handler comes back."""
-    first = _copy(IMAGE, tmp_path / "in" / "a_first.tif")
-    fifo = tmp_path / "in" / "b_second.npy"
-    os.mkfifo(fifo)
+    first, fifo = _blocking_inputs(tmp_path)
     out = tmp_path / "out"
     before = signal.getsignal(signal.SIGINT)
 
@@ -138,7 +144,7 @@ def test_ctrl_c_in_process_is_the_same_clean_stop(tmp_path: Path, capsys) -> Non
 
 def test_stale_staging_of_a_killed_run_is_removed_by_the_next_run(tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
-    process, _ = _start_run(tmp_path, out)
+    process = _start_run(tmp_path, out)
     try:
         stale = _wait_for_staged_output(process, out)
         process.send_signal(signal.SIGKILL)  # cannot be caught: the staging folder stays
@@ -368,7 +374,8 @@ def test_config_records_the_files_that_ran_and_reruns_them(tmp_path: Path, monke
     text = (tmp_path / "out" / "config.yaml").read_text()
     assert "# Images (2): imgs/a.tif, imgs/b.tif" in text
     assert "# Ground truth (2): masks/a_mask.tif, masks/b_mask.tif" in text
-    assert f"# Re-run (from {tmp_path}): biapy-runner run --config config.yaml --out NEW_FOLDER\n" in text
+    rerun = "biapy-runner run --config config.yaml --out NEW_FOLDER\n"
+    assert f"# Re-run (from {tmp_path}): {rerun}" in text
     test = yaml.safe_load(text)["DATA"]["TEST"]
     assert (test["PATH"], test["GT_PATH"], test["LOAD_GT"]) == ("imgs", "masks", True)
     # the recorded configuration re-runs the same images without --images / --gt

@@ -184,7 +184,7 @@ def check_options(opts: RunOptions) -> None:
     if opts.axes is not None:
         check_axes_letters(opts.axes, "--axes")
     if opts.dataset is not None and not opts.dataset.strip("/ "):
-        raise InputError("--dataset is empty: give the path of the array inside the HDF5/Zarr file.")
+        raise InputError("--dataset is empty: give the path of the array in the HDF5/Zarr file.")
 
 
 def resolve_threads(requested: int | None, cfg: Config) -> tuple[int, str]:
