@@ -35,9 +35,8 @@ IMAGE = TEST_DATA / "dsb_nuclei.tif"
 FAST_MODEL = TEST_DATA / "intensity2d.zip"
 #: A fixed 80x80x80 3D instance model (BCM channels), with its BiaPy configuration.
 MODEL_3D = TEST_DATA / "cartocell_like.zip"
-CONFIG_3D = (
-    Path(__file__).parent / "data" / "configs" / "training-material__biapy__conf_cartocell_swam.yaml"
-)
+CONFIGS = Path(__file__).parent / "data" / "configs"
+CONFIG_3D = CONFIGS / "training-material__biapy__conf_cartocell_swam.yaml"
 NO_MODEL = "/nonexistent/model.zip"
 
 
