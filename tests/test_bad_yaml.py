@@ -145,3 +145,10 @@ def test_training_keys_at_their_default_are_not_listed_as_ignored(
     line = next(ln for ln in capsys.readouterr().err.splitlines() if "ignored" in ln)
     assert line.endswith("ignored for inference: AUGMENTOR.*")
     assert cfg.ignored == ["TRAIN.ENABLE", "AUGMENTOR.ENABLE"]
+
+
+def test_a_thread_count_torch_cannot_take_is_a_config_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    err = _run_config(tmp_path, "SYSTEM:\n  NUM_CPUS: " + "9" * 25 + "\n", capsys)
+    assert "SYSTEM.NUM_CPUS" in err and "line 2" in err and "-1 (all cores)" in err

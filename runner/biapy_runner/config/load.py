@@ -569,18 +569,23 @@ def _check_shape(cfg: Config, key: str, source: Path | str | None, line: int | N
     _check_ranges(key, value, source, line)
 
 
+#: The most CPU threads SYSTEM.NUM_CPUS may ask for (torch takes a C int).
+_MAX_CPUS = 4096
+
+
 def _check_ranges(key: str, value: Any, source: Path | str | None, line: int | None) -> None:
     problem = None
     if key == "DATA.PATCH_SIZE" and not all(isinstance(v, int) and v > 0 for v in value):
-        problem = "positive integers"
+        problem = "its values must be positive integers"
     if key == "DATA.TEST.PADDING" and not all(isinstance(v, int) and v >= 0 for v in value):
-        problem = "integers >= 0 (pixels)"
+        problem = "its values must be integers >= 0 (pixels)"
     if key == "DATA.TEST.OVERLAP" and not all(0 <= v < 1 for v in value):
-        problem = "fractions in [0, 1)"
+        problem = "its values must be fractions in [0, 1)"
+    if key == "SYSTEM.NUM_CPUS" and not -1 <= value <= _MAX_CPUS:
+        problem = f"it must be -1 (all cores) or a number of cores up to {_MAX_CPUS}"
     if problem:
         raise ConfigError(
-            f"Configuration key '{key}'{_where(source, line)} is {value!r}: its values must be "
-            f"{problem}."
+            f"Configuration key '{key}'{_where(source, line)} is {value!r}: {problem}."
         )
 
 

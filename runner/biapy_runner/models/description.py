@@ -191,9 +191,9 @@ def _parse_rdf(text: bytes, name: str, shown: str) -> dict[str, Any]:
         where = f" at line {mark.line + 1}" if mark is not None else ""
         problem = f"is not valid YAML{where} ({getattr(err, 'problem', None) or err})"
     else:
-        if isinstance(content, dict):
+        if isinstance(content, dict) and all(isinstance(key, str) for key in content):
             return content
-        problem = f"does not hold a mapping of fields (it holds a {type(content).__name__})"
+        problem = "does not hold a mapping of named fields (name: value)"
     raise ModelError(
         f"The rdf {name} of the model {shown!r} {problem}, so this is not a usable BioImage.IO "
         f"model. {_AGAIN}"
