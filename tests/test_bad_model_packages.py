@@ -141,7 +141,9 @@ def test_a_folder_without_rdf(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     _assert_refused(tmp_path, folder, capsys, "holds no rdf", "weights.pt")
 
 
-def test_a_damaged_member_names_the_cause(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_damaged_member_names_the_cause(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A zip whose rdf member is corrupt (bad CRC) is called damaged, not a Python error."""
     model = tmp_path / "model.zip"
     model.write_bytes(NUCLEI.read_bytes())

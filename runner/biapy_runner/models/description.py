@@ -127,21 +127,21 @@ def _read_local_rdf(path: Path, shown: str) -> tuple[dict[str, Any], Callable[[s
 
     try:
         if path.is_dir():
-            rdf = path / rdf_of([p.name for p in path.iterdir()])
-            text, root = rdf.read_bytes(), path
+            name = rdf_of([p.name for p in path.iterdir()])
+            text, root = (path / name).read_bytes(), path
         elif path.suffix.lower() in (".yaml", ".yml"):
-            text, root = path.read_bytes(), path.parent
+            name, text, root = path.name, path.read_bytes(), path.parent
         else:
             return _read_zip_rdf(path, shown, rdf_of)
     except OSError as err:
         raise ModelError(f"The model {shown!r} cannot be read ({err}).") from None
-    content = _parse_rdf(text, rdf.name if path.is_dir() else path.name, shown)
-    return content, lambda name: (root / name).is_file()
+    return _parse_rdf(text, name, shown), lambda relative: (root / relative).is_file()
 
 
 def _read_zip_rdf(
     path: Path, shown: str, rdf_of: Callable[[list[str]], str]
 ) -> tuple[dict[str, Any], Callable[[str], bool]]:
+    """:func:`_read_local_rdf` for a package zip: it must be a readable zip holding an rdf."""
     if not zipfile.is_zipfile(path):
         raise ModelError(_not_a_zip(path, shown))
     try:
