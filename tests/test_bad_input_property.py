@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -26,8 +27,11 @@ REAL_CONFIGS = [
 ]
 MODEL = TEST_DATA / "intensity2d.zip"  # small and quick to run when a garbling leaves it valid
 
+#: BIAPY_FUZZ_SCALE=50 runs 50 times more examples, with a fresh random seed (a bug hunt); the
+#: default is a quick, repeatable sample.
+SCALE = int(os.environ.get("BIAPY_FUZZ_SCALE", "1"))
 SETTINGS = settings(
-    max_examples=40, deadline=None, derandomize=True,
+    max_examples=40 * SCALE, deadline=None, derandomize=SCALE == 1,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
@@ -161,7 +165,7 @@ def garbled_packages(draw: st.DrawFn) -> bytes:
     return bytes(data)
 
 
-@settings(SETTINGS, max_examples=20)
+@settings(SETTINGS, max_examples=6 * SCALE)  # each one loads a model
 @given(garbled_packages())
 def test_any_garbled_model_package_ends_in_a_model_error_or_success(data: bytes) -> None:
     with tempfile.TemporaryDirectory() as tmp:
