@@ -340,7 +340,9 @@ class BmzModel:
             source.folder = Path(self._tmp.name)
         channel_axes = (self._in_roles.index("c") if "c" in self._in_roles else -1,
                         self._out_roles.index("c") if "c" in self._out_roles else -1)
-        builders = builders_for(source, x, len(self._out_roles), channel_axes)
+        builders = builders_for(
+            source, x, len(self._out_roles), channel_axes, batch_axis="b" in self._in_roles
+        )
         key = (f"{self.device}|threads={torch.get_num_threads()}|tile={tuple(x.shape)}|"
                f"torch={torch.__version__}")
         with torch.autocast(self.device.type, enabled=False):

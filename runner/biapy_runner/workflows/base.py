@@ -153,14 +153,18 @@ def register(cls: type[Workflow]) -> type[Workflow]:
 
 
 def workflow_for(cfg: Config) -> Workflow:
-    """Instantiate the workflow named by ``PROBLEM.TYPE``."""
-    import biapy_runner.workflows  # noqa: F401  (imports register the implementations)
+    """Instantiate the workflow named by ``PROBLEM.TYPE`` (importing only its module)."""
+    import importlib
+
+    from biapy_runner.workflows import MODULES
 
     problem = cfg.get("PROBLEM.TYPE")
+    if problem in MODULES:
+        importlib.import_module(f"biapy_runner.workflows.{MODULES[problem]}")
     if problem not in _REGISTRY:
         from biapy_runner.errors import ConfigError
 
-        known = ", ".join(sorted(_REGISTRY))
+        known = ", ".join(sorted(MODULES))
         raise ConfigError(
             f"PROBLEM.TYPE {problem!r} has no workflow in this runner yet; available: {known}."
         )

@@ -342,13 +342,17 @@ def reference_name(weight_format: str) -> str:
 
 
 def builders_for(
-    source: Source, example: torch.Tensor, out_rank: int, channel_axes: tuple[int, int]
+    source: Source,
+    example: torch.Tensor,
+    out_rank: int,
+    channel_axes: tuple[int, int],
+    batch_axis: bool = True,
 ) -> dict[str, Builder]:
     """Lazy builders of every candidate that applies to ``source``, by backend name.
 
     ``example`` is a tile in the model's own layout (traced and exported on), ``out_rank`` the
     rank of the model's output and ``channel_axes`` the channel axis of its input and output (the
-    axes an ONNX export keeps fixed)."""
+    axes an ONNX export keeps fixed); ``batch_axis``: the input's first axis is a batch axis."""
     from biapy_runner.models.backends import convert, onnx, openvino
 
     module = source.forward if isinstance(source.forward, torch.nn.Module) else None
@@ -377,6 +381,7 @@ def builders_for(
         builders["torchscript"] = lambda: convert.torchscript(module, example)
         builders["onnxruntime"] = lambda: onnx.session(onnx_model(), source.device, source.threads)
     builders["openvino"] = lambda: openvino.compile_onnx(
-        onnx_model(), source.device, source.threads, source.folder / "openvino"
+        onnx_model(), source.device, source.threads, source.folder / "openvino",
+        batch_axis=batch_axis,
     )
     return {name: builders[name] for name in BACKENDS if name in builders}
