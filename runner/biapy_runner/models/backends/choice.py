@@ -84,10 +84,17 @@ def _reset_peak() -> None:
         pass
 
 
-def measure(forward: Forward, x: torch.Tensor, repeats: int = 2) -> tuple[Any, float, int]:
+#: Timed runs after the warm-up: more for fast tiles, where one run is noisier.
+SHORT_TILE_S = 0.5
+
+
+def measure(
+    forward: Forward, x: torch.Tensor, repeats: int | None = None
+) -> tuple[Any, float, int]:
     """Run ``forward`` on ``x`` once (warm-up: compilation, allocation; its peak memory is
-    measured: GPU memory on CUDA, resident memory on CPU) then ``repeats`` times; returns the
-    output, the best time of the timed runs (of the warm-up when ``repeats`` is 0) and the peak."""
+    measured: GPU memory on CUDA, resident memory on CPU) then ``repeats`` times (default: 3 when
+    the warm-up took under :data:`SHORT_TILE_S`, else 1); returns the output, the best time of the
+    timed runs (of the warm-up when ``repeats`` is 0) and the peak."""
     on_gpu = x.device.type == "cuda"
     if on_gpu:
         torch.cuda.reset_peak_memory_stats(x.device)
@@ -100,6 +107,8 @@ def measure(forward: Forward, x: torch.Tensor, repeats: int = 2) -> tuple[Any, f
     _sync(x.device)
     best = time.perf_counter() - start
     peak = (torch.cuda.max_memory_allocated(x.device) if on_gpu else _rss("VmHWM")) - base
+    if repeats is None:
+        repeats = 3 if best < SHORT_TILE_S else 1
     for i in range(repeats):
         start = time.perf_counter()
         forward(x)
