@@ -3,6 +3,7 @@ conversions (channels-last, TorchScript, ONNX Runtime, OpenVINO) against torch e
 
 from __future__ import annotations
 
+import contextlib
 import json
 import zipfile
 from pathlib import Path
@@ -325,3 +326,18 @@ def test_host_buffers_alternate_on_cpu() -> None:
     first, second, third = buffers.next(), buffers.next(), buffers.next()
     assert first.data_ptr() != second.data_ptr() and first.data_ptr() == third.data_ptr()
     assert buffers.to_device(first) is first and buffers.events == [None, None]
+
+
+def test_half_precision_outputs_blend_in_float32() -> None:
+    """What AMP gives on a GPU (float16 outputs), blended on the device path (here the CPU)."""
+    from biapy_runner.inference.tiling import _autocast
+
+    assert isinstance(_autocast(torch.device("cpu"), True), contextlib.nullcontext)
+    image = np.random.default_rng(5).random((2, 10, 24, 24), dtype=np.float32)
+    net = _pixel_net(2, 3)
+    plan = TilePlan(patch=(6, 12, 12), padding=(1, 2, 2), overlap=(0.5, 0.5, 0.5), scale=(1,) * 3)
+    full = predict_tiled(image, net, plan, batch_size=2)
+    for blend_on in (None, torch.device("cpu")):
+        half = predict_tiled(image, lambda b: net(b).half(), plan, batch_size=2, blend_on=blend_on)
+        assert half.dtype == np.float32
+        np.testing.assert_allclose(half, full, atol=2e-3)
