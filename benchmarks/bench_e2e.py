@@ -196,7 +196,7 @@ class Run:
 _MARKS = [
     ("loaded", re.compile(r"running \S+ weights on")),
     ("chosen", re.compile(r": backend \S+")),
-    ("first_tile", re.compile(r"tiles of \(")),
+    ("first_tile", re.compile(r"tile\(s\) \(.*batches of")),
     ("tiles_done", re.compile(r"tiles (\d+)/\1 ")),
     ("written", re.compile(r"results written to")),
 ]
@@ -224,7 +224,7 @@ def run_runner(name: str, cached: Path, image: Path, out: Path, threads: int, ex
             run.backend = m.group(1)
             speed = re.search(r"([\d.]+)x the speed", line)
             run.speedup = float(speed.group(1)) if speed else None
-        if m := re.search(r"tiles of .* in batches of (\d+)", line):
+        if m := re.search(r"tile\(s\) \(.*, batches of (\d+)", line):
             run.batch = m.group(1)
         if "ERROR" in line or "Traceback" in line:
             print(line, end="", file=sys.stderr)

@@ -119,7 +119,7 @@ class TiledPredictor:
         return self.model.postprocess(output)
 
     def _batch(self, plan: Any, tiles: int, tile_bytes: int) -> int:
-        """--batch-size, else the batch that the free memory allows; logged with the tiles."""
+        """--batch-size, else the batch that the free memory allows; logged with the tile count."""
         size, why = self.batch_size, "--batch-size"
         if not size:
             from biapy_runner.inference.batching import auto_batch_size, free_memory
@@ -131,7 +131,10 @@ class TiledPredictor:
             size = auto_batch_size(tile_bytes, io_bytes, free, tiles, self.model.device.type)
             cost = f"{tile_bytes / 2**20:.0f} MiB measured" if tile_bytes else "not measured"
             why = f"{free / 2**30:.1f} GiB free on {self.model.device}, one tile {cost}"
-        log.info(f"  {tiles} tiles of {tuple(plan.patch)} in batches of {size} ({why})")
+        note = f"{tiles} tile(s) {tuple(plan.patch)}, batches of {size} ({why})"
+        if note not in self._noted:  # once per run, not once per TTA transform or image
+            self._noted.add(note)
+            log.info(f"  {note}")
         return size
 
     def _plan(self, spatial_shape: Sequence[int]) -> TilePlan:
