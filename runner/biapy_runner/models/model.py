@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from biapy_runner.errors import InputError, ModelError, real_cause
-from biapy_runner.log import warn
+from biapy_runner.log import info, warn
 from biapy_runner.models import store
 from biapy_runner.models.backends import WEIGHT_FORMATS, load_weights
 from biapy_runner.models.backends.choice import (
@@ -333,6 +333,7 @@ class BmzModel:
         source = self._source
         reference = reference_name(source.format)
         if self._wanted_backend == reference:
+            info(f"model {self.name}: backend {reference} (--backend {reference}: not probed)")
             self.choice = Choice(reference, source.forward)
             return
         if source.folder is None:
