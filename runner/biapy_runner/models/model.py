@@ -183,6 +183,7 @@ class BmzModel:
         self._wanted_backend = backend
         self._source = Source(self.weight_format, reference, descr, device, threads, folder)
         self.choice: Choice | None = None
+        self._tmp: tempfile.TemporaryDirectory | None = None  # conversions when no cache folder
 
     def _check_axes(self) -> None:
         if not self.spatial_axes or self.out_spatial_axes not in (self.spatial_axes, ()):
@@ -296,7 +297,7 @@ class BmzModel:
         x = _rearrange(batch, self._canonical(self._in_id), self._in_roles)
         with torch.inference_mode():
             if self.choice is None:
-                self._choose(x[:1])
+                self._choose(x[:1] if "b" in self._in_roles else x)
             y = self.choice.forward(x)  # type: ignore[union-attr]
         return self._from_model_layout(y)
 
