@@ -16,7 +16,7 @@ try:
     code = main(sys.argv[1:])
 except SystemExit as stop:
     code = stop.code
-heavy = ("torch", "onnxruntime", "openvino", "bioimageio.core", "scipy", "skimage")
+heavy = ("torch", "onnxruntime", "openvino", "bioimageio.core", "scipy", "skimage", "pandas")
 print(json.dumps({"code": code, "loaded": [m for m in heavy if m in sys.modules]}))
 """
 
