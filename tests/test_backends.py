@@ -341,3 +341,18 @@ def test_half_precision_outputs_blend_in_float32() -> None:
         half = predict_tiled(image, lambda b: net(b).half(), plan, batch_size=2, blend_on=blend_on)
         assert half.dtype == np.float32
         np.testing.assert_allclose(half, full, atol=2e-3)
+
+
+def test_probe_stops_after_a_clear_win(capsys) -> None:
+    _Fake.built = {}
+    builders = {name: _Fake.builder(name) for name in choice.BACKENDS}
+    picked = choice.choose(
+        "auto", builders, "torch", torch.zeros(1, 1, 2, 2), lambda y: y.numpy(),
+        store=choice.ChoiceStore(None), key="k", name="fake",
+        measure=_fake_measure({"torch": 1.0, "openvino": 0.4, "onnxruntime": 0.3}),
+    )
+    assert picked.name == "openvino"  # probed first on CPU, 2.5x: the others are not built
+    assert _Fake.built == {"torch": 1, "openvino": 1}
+    assert "not probed after a clear win: torch-channels-last, torchscript, onnxruntime" in (
+        capsys.readouterr().err
+    )

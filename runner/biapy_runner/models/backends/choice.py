@@ -37,6 +37,16 @@ TOLERANCE = 1e-4
 #: A candidate must be this fraction faster than the reference to replace it.
 MARGIN = 0.03
 STORE_NAME = "backends.json"
+#: Order in which candidates are probed after the reference, per device kind: the usual winners
+#: first, so that the probe can stop early.
+PROBE_ORDER = {
+    "cpu": ("openvino", "onnxruntime", "torch-channels-last", "torchscript", "torch"),
+    "cuda": ("torch-channels-last", "torchscript", "onnxruntime", "torch", "openvino"),
+}
+#: A candidate this many times faster than the reference ends the probe: the ones left could
+#: not repay their probe on a typical image (each costs a few tiles' time; a Galaxy job, whose
+#: cache lives in the job folder, pays the probe on every run).
+CLEAR_WIN = 2.0
 
 Builder = Callable[[], Forward]
 #: ``measure(forward, x) -> (output, seconds, peak bytes)``
@@ -140,15 +150,23 @@ def probe(
     compare: Callable[[Any], np.ndarray],
     *,
     measure: Measure = measure,
+    clear_win: float | None = None,
 ) -> tuple[list[Trial], dict[str, Forward]]:
-    """Build and run every candidate of ``builders`` on ``x``; ``reference`` (a key, run first)
-    gives the expected output. ``compare`` maps a raw output to the postprocessed array the
-    candidates are compared on. Returns the trials and the forwards of the accepted ones."""
-    order = [reference, *(n for n in builders if n != reference)]
+    """Build and run the candidates of ``builders`` on ``x`` (reference first, then in the
+    :data:`PROBE_ORDER` of ``x``'s device); ``reference`` gives the expected output. ``compare``
+    maps a raw output to the postprocessed array the candidates are compared on. With
+    ``clear_win``, a candidate that many times faster than the reference ends the probe.
+    Returns the trials of the candidates run and the forwards of the accepted ones."""
+    preferred = PROBE_ORDER.get(x.device.type, BACKENDS)
+    rest = sorted((n for n in builders if n != reference), key=lambda n: (
+        preferred.index(n) if n in preferred else len(preferred)
+    ))
     trials: list[Trial] = []
     forwards: dict[str, Forward] = {}
     expected: np.ndarray | None = None
-    for name in order:
+    for name in [reference, *rest]:
+        if clear_win and _clearly_won(trials, clear_win):
+            break
         trial = Trial(name)
         trials.append(trial)
         try:
@@ -171,6 +189,14 @@ def probe(
                 continue
         forwards[name] = forward
     return trials, forwards
+
+
+def _clearly_won(trials: list[Trial], factor: float) -> bool:
+    """Whether a candidate ran ``factor`` times faster than the reference (the first trial)."""
+    if not trials or not trials[0].ok:
+        return False
+    ref = trials[0].seconds
+    return any(t.ok and t.seconds * factor <= ref for t in trials[1:])  # type: ignore[operator]
 
 
 def pick(trials: list[Trial], reference: str) -> Trial:
@@ -244,13 +270,16 @@ def _record(trials: list[Trial], winner: Trial, reference: str) -> dict[str, Any
     }
 
 
-def _describe(trials: list[Trial]) -> str:
+def _describe(trials: list[Trial], candidates: Mapping[str, Builder]) -> str:
     parts = []
     for t in trials:
         if t.ok:
             parts.append(f"{t.name} {t.seconds:.3f}s")
         else:
             parts.append(f"{t.name} refused: {t.refused}")
+    skipped = [n for n in candidates if n not in {t.name for t in trials}]
+    if skipped:
+        parts.append(f"not probed after a clear win: {', '.join(skipped)}")
     return "; ".join(parts)
 
 
@@ -282,7 +311,10 @@ def choose(
     if wanted == reference:
         return Choice(reference, builders[reference]())
     subset = builders if wanted == "auto" else {k: builders[k] for k in (reference, wanted)}
-    trials, forwards = probe(subset, reference, x, compare, measure=measure)
+    trials, forwards = probe(
+        subset, reference, x, compare, measure=measure,
+        clear_win=CLEAR_WIN if wanted == "auto" else None,
+    )
     if reference not in forwards:
         raise next(_failure(t) for t in trials if t.name == reference)
     winner = pick(trials, reference) if wanted == "auto" else next(
@@ -299,7 +331,7 @@ def choose(
     info(
         f"model {name}: backend {winner.name}"
         + (f", {speedup:.2f}x the speed of {reference}" if speedup else "")
-        + f" (probe on one tile {tuple(x.shape)}: {_describe(trials)})"
+        + f" (probe on one tile {tuple(x.shape)}: {_describe(trials, subset)})"
     )
     return Choice(winner.name, forwards[winner.name], speedup, winner.peak_bytes)
 
