@@ -5,8 +5,9 @@ torch eager for ``pytorch_state_dict`` and ``torchscript``, ONNX Runtime for ``o
 what the runner makes of them: channels-last torch, frozen TorchScript, ONNX (the package's or our
 own export) run by ONNX Runtime and by OpenVINO. Each is built, run on the tile (one warm-up, then
 the best of a few timed runs) and its output, after the model's postprocessing, compared with the
-reference's: a difference above :data:`TOLERANCE` refuses it. The fastest accepted one wins (it
-must beat the reference by :data:`MARGIN`); the choice is stored in ``backends.json`` in the
+reference's: a difference above :data:`TOLERANCE` refuses it. Candidates go in the device's
+:data:`PROBE_ORDER` and one :data:`CLEAR_WIN` times faster than the reference ends the probe. The
+fastest accepted one wins (it must beat the reference by :data:`MARGIN`); the choice is stored in ``backends.json`` in the
 model's cache folder, with the ONNX export, so later runs skip the probe.
 """
 
