@@ -27,7 +27,7 @@ import torch
 
 from biapy_runner.errors import real_cause
 from biapy_runner.log import info, warn
-from biapy_runner.models.backends import BackendUnavailable, Forward
+from biapy_runner.models.backends import BackendUnavailable, Forward, remote_weights
 
 #: The backends ``--backend`` accepts besides ``auto``, in order of preference on ties.
 BACKENDS = ("torch", "torch-channels-last", "torchscript", "onnxruntime", "openvino")
@@ -404,7 +404,7 @@ def builders_for(
     def onnx_model() -> bytes | Path:
         if not onnx_file:
             packaged = getattr(source.descr.weights, "onnx", None)
-            if packaged is not None:
+            if packaged is not None and not remote_weights(source.descr, "onnx"):  # offline
                 onnx_file.append(packaged.get_reader().read())
             elif module is not None:
                 path = source.folder / "model.onnx"
