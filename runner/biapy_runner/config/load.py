@@ -1,5 +1,8 @@
 """Configuration: a BiaPy 3.x YAML file merged onto BiaPy's defaults, plus ``--set`` overrides.
 
+Older BiaPy spellings (in the file and in each override) are first converted to BiaPy 3.7.1's keys
+by :mod:`biapy_runner.config.convert`, as BiaPy's own converter does.
+
 BiaPy writes tuples as strings (``"(256, 256, 1)"``) and floats in a form YAML reads as strings
 (``1.E-4``); both are accepted wherever the default is a tuple/list or a float. Every key is
 checked against the default tree of :mod:`biapy_runner.config.schema`: an unknown key is an
@@ -20,14 +23,16 @@ from typing import Any
 import yaml
 
 from biapy_runner import log
+from biapy_runner.config.convert import convert, nested
 from biapy_runner.config.schema import (
     ALIASES,
     CHOICES,
     DEFAULTS,
     ELEMENT_CHOICES,
     FLEXIBLE,
-    SCALAR_SECTIONS,
+    SUPPORTED_BIAPY_VERSIONS,
     TRAINING_ONLY,
+    USED_FOR_INFERENCE,
 )
 from biapy_runner.errors import ConfigError
 
@@ -63,9 +68,13 @@ LEAVES: dict[str, Any] = _leaf_keys(DEFAULTS)
 SECTIONS: set[str] = _section_keys(DEFAULTS)
 
 
+def _under(key: str, prefixes: Sequence[str]) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
 def is_training_only(key: str) -> bool:
     """True when ``key`` (dotted) only matters to training and is ignored for inference."""
-    return any(key == p or key.startswith(p + ".") for p in TRAINING_ONLY)
+    return _under(key, TRAINING_ONLY) and not _under(key, USED_FOR_INFERENCE)
 
 
 def canonical_key(key: str) -> str:
@@ -99,7 +108,8 @@ def _unknown_key_error(key: str, source: Path | str | None, line: int | None) ->
     did_you_mean = f" Did you mean '{hint}'?" if hint else ""
     return ConfigError(
         f"Unknown configuration key '{key}'{_where(source, line)}.{did_you_mean} "
-        "Fix or remove the key: only BiaPy 3.x configuration keys are accepted."
+        f"Fix or remove the key: only the configuration keys of BiaPy {SUPPORTED_BIAPY_VERSIONS} "
+        "are accepted."
     )
 
 
@@ -288,20 +298,34 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
     def _check_unique_keys(self, node: yaml.MappingNode) -> None:
-        """Raise DuplicateKeyError for the first key written twice in ``node``; merge keys
-        (``<<``) are YAML's own way of combining mappings and are left to the loader."""
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
+        """Raise DuplicateKeyError for the first key written twice in ``node`` with another
+        value; the same value written twice (as in one of BiaPy's own paper templates) only
+        warns. Merge keys (``<<``) are YAML's own way of combining mappings and are left to the
+        loader."""
+        seen: dict[Any, tuple[int, yaml.Node]] = {}
+        for key_node, value_node in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
                 continue
             key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
             try:
-                if key in seen:
-                    raise DuplicateKeyError(node, key, seen[key], line)
-                seen[key] = line
+                if key not in seen:
+                    seen[key] = (line, value_node)
+                    continue
             except TypeError:  # an unhashable key: the loader itself refuses it
                 continue
+            first, first_value = seen[key]
+            if self._same_value(first_value, value_node):
+                log.warn(f"the key {key!r} is written twice with the same value (lines {first} "
+                         f"and {line}); one is kept")
+                continue
+            raise DuplicateKeyError(node, key, first, line)
+
+    def _same_value(self, a: yaml.Node, b: yaml.Node) -> bool:
+        """True when two value nodes hold equal scalars (sections are never the same value)."""
+        if not isinstance(a, yaml.ScalarNode) or not isinstance(b, yaml.ScalarNode):
+            return False
+        return bool(self.construct_object(a, deep=True) == self.construct_object(b, deep=True))
 
 
 def _key_path(node: yaml.Node | None, target: yaml.Node, prefix: str = "") -> str | None:
@@ -410,6 +434,8 @@ class Config:
         self.source: Path | None = source
         self.user_keys: set[str] = set()
         self.ignored: list[str] = []
+        #: notes on the older BiaPy spellings converted while loading
+        self.conversions: list[str] = []
         self._extra: dict[str, Any] = {}
 
     # -- access ---------------------------------------------------------------------------
@@ -439,8 +465,6 @@ class Config:
     ) -> None:
         """Set the dotted ``key`` to ``value`` after validating it (same rules as the file)."""
         name = canonical_key(key)
-        if name in SECTIONS and name in SCALAR_SECTIONS and not isinstance(value, dict):
-            name = f"{name}.{SCALAR_SECTIONS[name]}"
         if name in SECTIONS:
             if not isinstance(value, dict):
                 raise ConfigError(
@@ -469,19 +493,25 @@ class Config:
         node[last] = value
 
     def _set_training_value(self, name: str, value: Any) -> None:
-        """Training-only keys are not used: keep a well-typed value, else the raw one."""
+        """Training-only keys are not used: keep a well-typed value, else the raw one (older
+        releases wrote some of them in other shapes, which inference never reads)."""
         try:
             value = coerce_value(name, value)
         except ConfigError:
-            log.warn(f"training-only key {name} has an unusual value {value!r}; kept as given")
+            pass
         self._store(name, value)
 
     def _accept_unknown_training_key(self, name: str, value: Any) -> bool:
-        """Unknown keys inside training-only sections are kept (warned), never an error."""
-        parent = name.rsplit(".", 1)[0]
-        if not is_training_only(name) or parent not in SECTIONS:
+        """Unknown keys inside training-only sections (other releases' training options) are
+        kept and listed with the ignored keys, never an error."""
+        parents = name.split(".")[:-1]
+        known_parent = next(
+            (".".join(parents[:i]) for i in range(len(parents), 0, -1)
+             if ".".join(parents[:i]) in SECTIONS),
+            None,
+        )
+        if not is_training_only(name) or known_parent is None:
             return False
-        log.warn(f"unknown training-only key {name} (ignored for inference)")
         self._extra[name] = value
         self.user_keys.add(name)
         return True
@@ -495,7 +525,7 @@ class Config:
             *parents, last = name.split(".")
             node = out
             for part in parents:
-                node = node[part]
+                node = node.setdefault(part, {})
             node[last] = copy.deepcopy(value)
         return out
 
@@ -589,6 +619,35 @@ def _check_ranges(key: str, value: Any, source: Path | str | None, line: int | N
         )
 
 
+def voxel_spacing(resolution: Any, ndim: int) -> tuple[float, ...]:
+    """``DATA.TEST.RESOLUTION`` as the voxel size per spatial axis, in (z, y, x) order.
+
+    Parameters
+    ----------
+    resolution : sequence of float, float or None
+        The configured value; unset (BiaPy's ``(-1,)``, all -1, empty or None) means 1 per axis.
+    ndim : int
+        Number of spatial axes of the image it applies to.
+
+    Returns
+    -------
+    tuple of float
+        ``ndim`` positive sizes. Raises ConfigError for another length or a size <= 0.
+    """
+    if resolution is None:
+        resolution = ()
+    items = resolution if isinstance(resolution, (list, tuple)) else [resolution]
+    values = tuple(float(v) for v in items)
+    if not values or all(v == -1 for v in values):
+        return (1.0,) * ndim
+    if len(values) != ndim or min(values) <= 0:
+        raise ConfigError(
+            f"DATA.TEST.RESOLUTION is {tuple(items)!r}: for {ndim}D images give {ndim} positive "
+            "values in (z, y, x) order, or leave it unset (-1,) for isotropic pixels."
+        )
+    return values
+
+
 def _adapt_unset_shapes(cfg: Config) -> None:
     """Give PADDING/OVERLAP defaults the length of PROBLEM.NDIM when the user did not set them."""
     ndim = _ndim(cfg)
@@ -639,24 +698,36 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def load_config(path: Path | None, overrides: Sequence[str] = ()) -> Config:
-    """Read a BiaPy YAML file (or none), merge it onto the defaults, apply ``KEY=VALUE``
-    overrides and validate everything. Raises ConfigError on any problem."""
+    """Read a BiaPy YAML file (or none), convert older BiaPy spellings as BiaPy does, merge it
+    onto the defaults, apply ``KEY=VALUE`` overrides (converted the same way) and validate
+    everything. Raises ConfigError on any problem."""
     source = Path(path) if path is not None else None
     cfg = Config(source)
+    converted: dict[str, Any] = {}
     if source is not None:
         data, lines = _read_yaml(source)
-        _apply_user(cfg, data, lines, source)
+        converted, notes = convert(data)
+        cfg.conversions.extend(notes)
+        _apply_user(cfg, converted, lines, source)
     parsed = [(text, *parse_override(text)) for text in overrides]
     parsed.sort(key=lambda item: canonical_key(item[1]) != "PROBLEM.NDIM")
     for text, key, value in parsed:
-        if canonical_key(key) not in LEAVES and canonical_key(key) not in SECTIONS:
-            raise _unknown_key_error(key, "--set", None)
-        cfg.set(key, value, source=f"--set {text}")
+        tree, notes = convert(nested(key, value), context=converted)
+        cfg.conversions.extend(notes)
+        for name, item in _flatten_user(tree):
+            cfg.set(name, item, source=f"--set {text}")
     _adapt_unset_shapes(cfg)
     for key in (*_SHAPE_KEYS, *_OPTIONAL_SHAPE_KEYS):
         _check_shape(cfg, key, "the resolved configuration", None)
+    _report_conversions(cfg)
     _report_ignored(cfg)
     return cfg
+
+
+def _report_conversions(cfg: Config) -> None:
+    """Log once which older BiaPy spellings were converted (BiaPy's PRINT_OLD_KEY_CHANGES)."""
+    if cfg.conversions:
+        log.info("older BiaPy keys converted: " + "; ".join(dict.fromkeys(cfg.conversions)))
 
 
 def _line_of(lines: Mapping[str, int], key: str, original: str) -> int | None:

@@ -18,6 +18,8 @@ from typing import Any
 import yaml
 
 from biapy_runner import log
+from biapy_runner.config.convert import convert
+from biapy_runner.config.schema import GUIDED_INSTANCE_CHANNELS, LEGACY_THRESHOLD_DEFAULTS
 from biapy_runner.errors import InputError
 
 #: Wizard workflow names and the PROBLEM.TYPE they stand for.
@@ -32,8 +34,8 @@ PROBLEM_TYPES = {
     "image-to-image": "IMAGE_TO_IMAGE",
 }
 
-#: Instance channel sets BiaPy models are trained with (B, C, M, D, P, Dv2 combinations).
-INSTANCE_CHANNELS = ("B", "BC", "BCM", "BCD", "BCDv2", "BD", "BDv2", "BP", "Dv2", "C")
+#: Instance channel sets the guided mode offers (the Galaxy form's choices; schema's vocabulary).
+INSTANCE_CHANNELS = GUIDED_INSTANCE_CHANNELS
 
 #: Patch edge (pixels) when no object size is given: 2D / 3D.
 DEFAULT_PATCH = {2: 256, 3: 64}
@@ -63,11 +65,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="channels the model predicts (B binary, C contour, M mask, ...)")
     inst.add_argument("--threshold-mode", choices=("auto", "manual"), default="auto",
                       help="seed thresholds by Otsu (auto) or the values below (manual)")
-    inst.add_argument("--th-binary", type=float, default=0.5, help="seed threshold on B")
-    inst.add_argument("--th-contour", type=float, default=0.1, help="seed threshold on C")
-    inst.add_argument("--th-foreground", type=float, default=0.3,
+    th = LEGACY_THRESHOLD_DEFAULTS
+    inst.add_argument("--th-binary", type=float, default=th["DATA_MW_TH_BINARY_MASK"],
+                      help="seed threshold on B")
+    inst.add_argument("--th-contour", type=float, default=th["DATA_MW_TH_CONTOUR"],
+                      help="seed threshold on C")
+    inst.add_argument("--th-foreground", type=float, default=th["DATA_MW_TH_FOREGROUND"],
                       help="foreground threshold limiting the growth of seeds")
-    inst.add_argument("--th-distance", type=float, default=1.0, help="seed threshold on D")
+    inst.add_argument("--th-distance", type=float, default=th["DATA_MW_TH_DISTANCE"],
+                      help="seed threshold on D")
     inst.add_argument("--voronoi", action="store_true",
                       help="grow instances with Voronoi inside the foreground mask")
     inst.add_argument("--min-size", type=int, default=0,
@@ -112,7 +118,8 @@ def build_config(args: argparse.Namespace) -> dict[str, Any]:
     if args.ndim == "2D-stack":
         config["TEST"]["ANALIZE_2D_IMGS_AS_3D_STACK"] = True
     _merge(config, WORKFLOW_SETTINGS.get(args.workflow, _no_settings)(args))
-    return config
+    converted, _ = convert(config)  # the answers use BiaPy 3.6's words; write 3.7.1's keys
+    return converted
 
 
 def to_yaml(config: dict[str, Any]) -> str:
@@ -175,6 +182,9 @@ def _instance(args: argparse.Namespace) -> dict[str, Any]:
         "DATA_CHANNELS": args.instance_channels,
         "DATA_MW_TH_TYPE": args.threshold_mode,
         "DATA_REMOVE_SMALL_OBJ_BEFORE": args.min_size,
+        # the switch without which BiaPy ignores the size (seeds smaller than it are removed
+        # before the watershed, so no object smaller than it is grown)
+        "DATA_REMOVE_BEFORE_MW": args.min_size > 0,
     }
     if args.threshold_mode == "manual":
         seg.update({

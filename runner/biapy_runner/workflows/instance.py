@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from biapy_runner import log
+from biapy_runner.config.schema import INSTANCE_CHANNELS, LEGACY_CHANNEL_SETS, LEGACY_TO_LIST
 from biapy_runner.decode.filters import configured_median_filter
 from biapy_runner.decode.postprocess import (
     clear_border,
@@ -29,8 +30,6 @@ from biapy_runner.decode.postprocess import (
 )
 from biapy_runner.decode.watershed import (
     BINARY_CHANNELS,
-    LEGACY_CHANNELS,
-    LIST_DIRECTIONS,
     Channels,
     DecodeSettings,
     channel_targets,
@@ -40,6 +39,7 @@ from biapy_runner.decode.watershed import (
 )
 from biapy_runner.errors import ConfigError
 from biapy_runner.io.images import Image
+from biapy_runner.metrics.masks import binary_iou
 from biapy_runner.metrics.matching import METRICS, aggregate_stats, label_overlap, match_overlap
 from biapy_runner.workflows.base import Decoded, Scored, Workflow, register
 
@@ -51,12 +51,6 @@ DEFAULT_THS = (0.3, 0.5, 0.75)
 
 def _th_name(th: float) -> str:
     return f"{float(th):g}"
-
-
-def _binary_iou(pred: np.ndarray, target: np.ndarray) -> float:
-    """IoU of two boolean masks; 0 when both are empty (nothing to find, nothing found)."""
-    union = np.count_nonzero(pred | target)
-    return float(np.count_nonzero(pred & target) / union) if union else 0.0
 
 
 @register
@@ -76,40 +70,25 @@ class InstanceSegmentation(Workflow):
         value = self.cfg.get(key, default)
         return default if value is None else value
 
-    def _resolution(self) -> tuple[float, ...]:
-        res = self._get("DATA.TEST.RESOLUTION", (-1,))
-        res = tuple(float(r) for r in (res if isinstance(res, (list, tuple)) else [res]))
-        return () if not res or any(r <= 0 for r in res) else res
-
     def _settings(self) -> DecodeSettings:
-        g = self._get
-        th_type = str(g(IS + "DATA_MW_TH_TYPE", "auto")).lower()
-        if th_type not in ("auto", "manual"):
-            raise ConfigError(f"{IS}DATA_MW_TH_TYPE = {th_type!r} must be 'auto' or 'manual'.")
-        close = g(IS + "ERODE_AND_DILATE_FOREGROUND", False) or g(
-            IS + "ERODE_AND_DILATE_GROWTH_MASK", False
-        )
+        """The watershed's settings: BiaPy 3.7's WATERSHED keys (older spellings were converted
+        onto them when the configuration was loaded; the defaults are schema.py's)."""
+        ws = lambda key: self.cfg.get(IS + "WATERSHED." + key)  # noqa: E731
         return DecodeSettings(
-            th_auto=th_type == "auto",
-            th_binary_mask=float(g(IS + "DATA_MW_TH_BINARY_MASK", 0.5)),
-            th_contour=float(g(IS + "DATA_MW_TH_CONTOUR", 0.1)),
-            th_foreground=float(g(IS + "DATA_MW_TH_FOREGROUND", 0.3)),
-            th_distance=float(g(IS + "DATA_MW_TH_DISTANCE", 1.0)),
-            th_points=float(g(IS + "DATA_MW_TH_POINTS", 0.5)),
-            seed_channels=list(g(IS + "WATERSHED.SEED_CHANNELS", [])),
-            seed_thresholds=list(g(IS + "WATERSHED.SEED_CHANNELS_THRESH", [])),
-            surface_channel=str(g(IS + "WATERSHED.TOPOGRAPHIC_SURFACE_CHANNEL", "")),
-            growth_channels=_as_list(g(IS + "WATERSHED.GROWTH_MASK_CHANNELS", [])),
-            growth_thresholds=list(g(IS + "WATERSHED.GROWTH_MASK_CHANNELS_THRESH", [])),
-            remove_before=bool(g(IS + "DATA_REMOVE_BEFORE_MW", False)),
-            small_before=int(g(IS + "DATA_REMOVE_SMALL_OBJ_BEFORE", 10)),
-            seed_morph_sequence=list(g(IS + "SEED_MORPH_SEQUENCE", [])),
-            seed_morph_radius=[int(r) for r in g(IS + "SEED_MORPH_RADIUS", [])],
-            close_growth_mask=bool(close),
-            fore_erosion_radius=int(g(IS + "FORE_EROSION_RADIUS", 5)),
-            fore_dilation_radius=int(g(IS + "FORE_DILATION_RADIUS", 5)),
-            by_2d_slices=bool(g(IS + "WATERSHED_BY_2D_SLICES", False)),
-            resolution=self._resolution(),
+            seed_channels=list(ws("SEED_CHANNELS")),
+            seed_thresholds=list(ws("SEED_CHANNELS_THRESH")),
+            surface_channel=str(ws("TOPOGRAPHIC_SURFACE_CHANNEL")),
+            growth_channels=_as_list(ws("GROWTH_MASK_CHANNELS")),
+            growth_thresholds=list(ws("GROWTH_MASK_CHANNELS_THRESH")),
+            remove_before=bool(ws("DATA_REMOVE_BEFORE_MW")),
+            small_before=int(ws("DATA_REMOVE_SMALL_OBJ_BEFORE")),
+            seed_morph_sequence=list(ws("SEED_MORPH_SEQUENCE")),
+            seed_morph_radius=[int(r) for r in ws("SEED_MORPH_RADIUS")],
+            close_growth_mask=bool(ws("ERODE_AND_DILATE_GROWTH_MASK")),
+            fore_erosion_radius=int(ws("FORE_EROSION_RADIUS")),
+            fore_dilation_radius=int(ws("FORE_DILATION_RADIUS")),
+            by_2d_slices=bool(ws("BY_2D_SLICES")),
+            resolution=tuple(self.cfg.get("DATA.TEST.RESOLUTION")),
         )
 
     def check_model(self, out_channels: int, channel_names: Sequence[str]) -> None:
@@ -122,14 +101,18 @@ class InstanceSegmentation(Workflow):
                 f"{len(names)} ({', '.join(names)}). Set DATA_CHANNELS to the channels the model "
                 "was trained with (see its BioImage.IO description)."
             )
-        known = set(LIST_DIRECTIONS) | {n for v in LEGACY_CHANNELS.values() for n in v}
+        known = set(INSTANCE_CHANNELS) | {n for v in LEGACY_CHANNEL_SETS.values() for n in v}
         given = [str(n) for n in channel_names]
-        if given and all(n in known for n in given) and set(given) != set(names):
+        if not given or not all(n in known for n in given):
+            return
+        # a model exported by BiaPy < 3.7 names its outputs with the legacy letters (B, C, M)
+        spellings = [given, [LEGACY_TO_LIST.get(n, n) for n in given]]
+        if all(set(s) != set(names) for s in spellings):
             raise ConfigError(
                 f"The model's output channels are named {given} but {IS}DATA_CHANNELS "
                 f"configures {list(names)}."
             )
-        if given and all(n in known for n in given) and tuple(given) != names:
+        if all(tuple(s) != names for s in spellings):
             log.warn(f"model channel order {given} differs from DATA_CHANNELS {list(names)}")
 
     # ---- decoding -----------------------------------------------------------------------
@@ -149,11 +132,17 @@ class InstanceSegmentation(Workflow):
             f"({list(names)})."
         )
 
+    def _refinement(self, operation: str) -> bool:
+        """True when TEST.POST_PROCESSING.INSTANCE_REFINEMENT applies ``operation``."""
+        return bool(self._get(PP + "INSTANCE_REFINEMENT.ENABLE", False)) and operation in self._get(
+            PP + "INSTANCE_REFINEMENT.OPERATIONS", []
+        )
+
     def post_process(self, labels: np.ndarray, raw: np.ndarray | None) -> np.ndarray:
         """Apply the configured post-processing to instance ``labels`` (``raw``: probabilities)."""
         g = self._get
         out = labels
-        if g(PP + "FILL_HOLES", False):
+        if self._refinement("fill_holes"):
             out = fill_holes(out)
         size = int(g(PP + "REPARE_LARGE_BLOBS_SIZE", -1))
         if size != -1:
@@ -163,7 +152,7 @@ class InstanceSegmentation(Workflow):
                 raise ConfigError(f"{PP}VORONOI_ON_MASK needs the model's probabilities.")
             th = float(g(PP + "VORONOI_TH", 0.0))
             out = voronoi_on_mask(out, self._voronoi_mask(raw), th, self.settings.resolution)
-        if g(PP + "CLEAR_BORDER", False):
+        if self._refinement("clear_border"):
             out = clear_border(out)
         if g(RP + "ENABLE", False):
             table = measure_objects(out, self.settings.resolution)
@@ -248,7 +237,7 @@ class InstanceSegmentation(Workflow):
             return {}
         targets = channel_targets(gt, self.channels, contour_mode)
         return {
-            f"iou_{n}": _binary_iou(raw[self.channels.index(n)] > 0.5, targets[n])
+            f"iou_{n}": binary_iou(raw[self.channels.index(n)] > 0.5, targets[n])
             for n in names
             if n in targets
         }
