@@ -462,12 +462,13 @@ def run(opts: RunOptions) -> Path:
 
 
 def model_info(model: BmzModel, cfg: Config) -> dict[str, str]:
-    """Name, source, weights format and version of ``model`` for the report."""
+    """Name, source, weights format, backend and version of ``model`` for the report."""
     version = getattr(model.descr, "version", None)
     return {
         "name": model.name,
         "source": str(cfg.get("MODEL.BMZ.SOURCE_MODEL_ID")),
         "weights": str(model.weight_format),
+        "backend": str(model.backend or ""),
         "version": "" if version is None else str(version),
     }
 
