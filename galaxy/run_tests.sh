@@ -17,6 +17,7 @@
 #   GALAXY_VENV / PLANEMO_VENV   reuse existing installations
 #   GALAXY_TEST_INDEX    only run these tool tests (1-based, space separated, e.g. "1 3")
 #   GALAXY_SKIP_WORKFLOW=1       skip the workflow test
+#   GALAXY_SKIP_EVALUATE=1       skip the tests of biapy_evaluate.xml
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -175,7 +176,8 @@ main() {
     mkdir -p "$HOME"
     local planemo="$PLANEMO_VENV/bin/planemo" lint_failed=0
     say "planemo lint"
-    "$planemo" lint --fail_level warn --skip BioToolsValid "$ROOT/biapy.xml" || lint_failed=1
+    "$planemo" lint --fail_level warn --skip BioToolsValid "$ROOT/biapy.xml" "$ROOT/biapy_evaluate.xml" \
+        || lint_failed=1
 
     ADMIN_KEY="bootstrap-$(date +%s)-$RANDOM"
     PORT="$(free_port)"
@@ -196,6 +198,12 @@ main() {
         --test_output_json "$SCRATCH/reports/tool.json" \
         --test_output "$SCRATCH/reports/tool.html" "$ROOT/biapy.xml" || true
     reports+=("$SCRATCH/reports/tool.json")
+    if [ "${GALAXY_SKIP_EVALUATE:-0}" != "1" ]; then
+        say "planemo test biapy_evaluate.xml"
+        "$planemo" test "${common[@]}" --test_output_json "$SCRATCH/reports/evaluate.json" \
+            "$ROOT/biapy_evaluate.xml" || true
+        reports+=("$SCRATCH/reports/evaluate.json")
+    fi
     if [ "${GALAXY_SKIP_WORKFLOW:-0}" != "1" ]; then
         say "planemo test galaxy/workflows"
         for wf in "$ROOT"/galaxy/workflows/*.ga; do

@@ -12,6 +12,7 @@ import traceback
 from collections.abc import Iterator, Sequence
 from types import FrameType
 from pathlib import Path
+from typing import Any
 
 from biapy_runner import __version__, log
 from biapy_runner.config import wizard as make_config
@@ -53,17 +54,53 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
                    help="how the model runs (default auto: the fastest that gives the same "
                    "results, measured on the first tile and remembered in the model cache)")
+    p.add_argument("--workflow", choices=sorted(PROBLEM_TYPES),
+                   help="the workflow the configuration must run (checked against PROBLEM.TYPE)")
+    _add_common(p)
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--report", action=argparse.BooleanOptionalAction, default=True,
+        help="write report/index.html with previews and charts (default: on)",
+    )
+    p.add_argument(
+        "--gt-extra", choices=("error", "ignore"), default="error",
+        help="ground truth that pairs with no image: an error (default) or listed in the log "
+        "and ignored (a Galaxy job mapped over a collection sees every GT)",
+    )
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="score existing predictions against ground truth")
     p.add_argument("--workflow", choices=sorted(PROBLEM_TYPES), required=True)
-    p.add_argument("--pred", type=Path, nargs="+", required=True, help="predictions")
+    p.add_argument(
+        "--pred", type=Path, nargs="+", action="append", required=True,
+        help="predictions; repeat (each after its --pred-name) to compare several sets",
+    )
+    p.add_argument(
+        "--pred-name", action="append", default=[], metavar="NAME",
+        help="name of the next --pred set in the report and the comparison table",
+    )
     p.add_argument("--gt", type=Path, nargs="+", required=True, help="ground truth, by stem")
+    p.add_argument("--images", type=Path, nargs="+", default=[],
+                   help="the input images, drawn under the predictions in the report")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--config", type=Path, help="BiaPy YAML with the metric settings")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--axes", help="axes of the stored predictions, e.g. ZYX")
+    _add_common(p)
+
+
+def _add_galaxy(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("galaxy-stage", help="(Galaxy tool) link datasets named by identifier")
+    p.add_argument("--manifest", type=Path, required=True, help="identifier, path, ext per line")
+    p.add_argument("--into", type=Path, required=True, help="folder for the links")
+    p.add_argument("--group", help="only the manifest lines of this group (4th column)")
+    p = sub.add_parser("galaxy-collect", help="(Galaxy tool) gather outputs for collections")
+    p.add_argument("--manifest", type=Path, required=True, help="the images' manifest")
+    p.add_argument("--out", type=Path, required=True, help="the run's output folder")
+    p.add_argument("--into", type=Path, required=True, help="folder of the collections")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,12 +116,22 @@ def build_parser() -> argparse.ArgumentParser:
     make_config.add_arguments(
         sub.add_parser("make-config", help="write a BiaPy configuration from plain options")
     )
+    _add_galaxy(sub)
     return parser
 
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "make-config":
         return make_config.run(args)
+    if args.command.startswith("galaxy-"):
+        from biapy_runner import galaxy
+
+        entries = galaxy.read_manifest(args.manifest, getattr(args, "group", None))
+        if args.command == "galaxy-stage":
+            print("\n".join(str(p) for p in galaxy.stage(entries, args.into)))
+        else:
+            galaxy.collect(entries, args.out, args.into)
+        return 0
     from biapy_runner import pipeline  # imports torch: only for the commands that need it
 
     if args.command == "run":
@@ -93,12 +140,15 @@ def _dispatch(args: argparse.Namespace) -> int:
             overrides=args.overrides, device=args.device, threads=args.threads, axes=args.axes,
             dataset=args.dataset, cache_dir=args.cache_dir, batch_size=args.batch_size,
             amp=args.amp, backend=args.backend,
+            report=args.report, gt_extra=args.gt_extra,
+            workflow=PROBLEM_TYPES[args.workflow] if args.workflow else None,
         )
         pipeline.run(opts)
     else:
         pipeline.evaluate(
-            PROBLEM_TYPES[args.workflow], args.pred, args.gt, args.out,
-            config=args.config, overrides=args.overrides, axes=args.axes,
+            PROBLEM_TYPES[args.workflow], prediction_sets(args.pred, args.pred_name), args.gt,
+            args.out, config=args.config, overrides=args.overrides, axes=args.axes,
+            images=args.images, report=args.report, gt_extra=args.gt_extra,
         )
     return 0
 
@@ -123,6 +173,23 @@ def _stop_on_signals() -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def prediction_sets(preds: list[list[Path]], names: list[str]) -> list[Any]:
+    """``evaluate``'s prediction sets: each ``--pred`` group with its ``--pred-name`` (names
+    given for every group, or none for a single group)."""
+    from biapy_runner.errors import InputError
+    from biapy_runner.pipeline import PredictionSet
+
+    if not names and len(preds) > 1:
+        files = [p for group in preds for p in group]
+        return [PredictionSet(files)]
+    if names and len(names) != len(preds):
+        raise InputError(
+            f"{len(names)} --pred-name for {len(preds)} --pred set(s): name every set "
+            "(--pred-name swan --pred a.tif --pred-name buffalo --pred b.tif)."
+        )
+    return [PredictionSet(list(group), name) for group, name in zip(preds, names or [""])]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,4 +1,7 @@
-"""Progress messages on stderr, one line each, readable in a Galaxy job log."""
+"""Progress messages on stderr, one line each, readable in a Galaxy job log.
+
+Warnings are also kept (``warnings_since``) so that the report can list those of the run.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import sys
 import time
 
 _START = time.monotonic()
+_WARNINGS: list[str] = []
 
 
 def elapsed() -> str:
@@ -19,5 +23,16 @@ def info(message: str) -> None:
 
 
 def warn(message: str) -> None:
-    """Write one warning line to stderr."""
+    """Write one warning line to stderr and keep it for the report."""
+    _WARNINGS.append(message)
     print(f"{elapsed()} WARNING: {message}", file=sys.stderr, flush=True)
+
+
+def warning_count() -> int:
+    """How many warnings were written so far (a mark for ``warnings_since``)."""
+    return len(_WARNINGS)
+
+
+def warnings_since(mark: int) -> list[str]:
+    """The warnings written after ``mark`` (a value of ``warning_count``)."""
+    return list(_WARNINGS[mark:])

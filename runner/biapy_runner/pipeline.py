@@ -24,7 +24,9 @@ from biapy_runner.io.images import (
     check_finite,
     check_unique_stems,
     list_images,
+    pair_by_stem,
     read_image,
+    stem_of,
 )
 from biapy_runner.io.outputs import OutputStage, check_output_dir
 from biapy_runner.workflows.base import Workflow, workflow_for
@@ -32,6 +34,8 @@ from biapy_runner.workflows.base import Workflow, workflow_for
 if TYPE_CHECKING:  # torch and the model load only once the configuration and inputs are checked
     from biapy_runner.inference.tiling import TilePlan
     from biapy_runner.models.model import BmzModel
+    from biapy_runner.report.build import RunInfo
+    from biapy_runner.report.panels import Item, Reader, ResultSet
 
 
 @dataclass
@@ -52,6 +56,18 @@ class RunOptions:
     batch_size: int | None = None
     amp: bool = False
     backend: str = "auto"
+    report: bool = True
+    gt_extra: str = "error"
+    workflow: str | None = None
+
+
+@dataclass
+class PredictionSet:
+    """Predictions scored by ``evaluate``: their files and the name that tells them apart in
+    the report and the comparison table (empty when there is only one set)."""
+
+    files: list[Path]
+    name: str = ""
 
 
 class TiledPredictor:
@@ -312,16 +328,19 @@ def input_files(opts: RunOptions, cfg: Config, workflow: Workflow) -> tuple[list
     return images, gts
 
 
-def _pair(workflow: Workflow, images: list[Path], gts: list[Path]) -> list[tuple[Path, Any]]:
-    """Each image with its GT reference (``None`` without GT)."""
+def _pair(
+    workflow: Workflow, images: list[Path], gts: list[Path], gt_extra: str = "error"
+) -> list[tuple[Path, Any]]:
+    """Each image with its GT reference (``None`` without GT); ``gt_extra``: what GT without
+    image is (``"error"`` or ``"ignore"``)."""
     if not gts:
         return [(path, None) for path in images]
-    return workflow.pair_gt(images, gts)
+    return workflow.pair_gt(images, gts, gt_extra)
 
 
 def collect_inputs(opts: RunOptions, cfg: Config, workflow: Workflow) -> list[tuple[Path, Any]]:
     """The images to process, each with its GT reference (``None`` without GT)."""
-    return _pair(workflow, *input_files(opts, cfg, workflow))
+    return _pair(workflow, *input_files(opts, cfg, workflow), opts.gt_extra)
 
 
 def _common_folder(files: Sequence[Path]) -> Path | None:
@@ -370,6 +389,11 @@ def _configure(opts: RunOptions) -> Config:
         overrides += ["MODEL.SOURCE=bmz", f"MODEL.BMZ.SOURCE_MODEL_ID={opts.model}"]
     cfg = load_config(opts.config, overrides)
     check_implemented(cfg)
+    if opts.workflow and cfg.get("PROBLEM.TYPE") != opts.workflow:
+        raise ConfigError(
+            f"The configuration {opts.config} runs PROBLEM.TYPE {cfg.get('PROBLEM.TYPE')}, but "
+            f"{opts.workflow} was expected (--workflow); choose the workflow the file runs."
+        )
     if cfg.get("MODEL.SOURCE") != "bmz":
         raise ConfigError(
             f"MODEL.SOURCE is {cfg.get('MODEL.SOURCE')!r}: this runner runs BioImage.IO models "
@@ -390,11 +414,12 @@ def run(opts: RunOptions) -> Path:
     folder are checked before the model is loaded.
     """
     check_options(opts)
+    started, mark = time.monotonic(), log.warning_count()
     cfg = _configure(opts)
     workflow = workflow_for(cfg)
     check_output_dir(opts.out)
     images, gts = input_files(opts, cfg, workflow)
-    inputs = _pair(workflow, images, gts)
+    inputs = _pair(workflow, images, gts, opts.gt_extra)
     threads, origin = resolve_threads(opts.threads, cfg)
     log.info(
         f"{cfg.get('PROBLEM.TYPE')} {cfg.get('PROBLEM.NDIM')}: {len(inputs)} image(s), "
@@ -422,38 +447,143 @@ def run(opts: RunOptions) -> Path:
             return image, raw, workflow.decode(raw, image)
 
         config_text = ran_config(cfg, workflow, opts.config, images, gts)
-        _process(stage, cfg, workflow, inputs, predict, config_text)
+        items = _process(stage, cfg, workflow, inputs, predict, config_text)
+        if opts.report:
+            from biapy_runner.report.build import RunInfo
+            from biapy_runner.report.panels import Reader, ResultSet
+
+            info = RunInfo(
+                "run", str(cfg.get("PROBLEM.TYPE")), _ndim(cfg), 0.0, model_info(model, cfg),
+                str(model.device), str(cfg.source or ""),
+            )
+            reader = Reader(_ndim(cfg), opts.axes, opts.dataset)
+            _report(stage, info, (started, mark), items, [ResultSet("", stage.root)], reader)
+        stage.publish()
     log.info(f"results written to {opts.out}")
     return opts.out
 
 
+def model_info(model: BmzModel, cfg: Config) -> dict[str, str]:
+    """Name, source, weights format, backend and version of ``model`` for the report."""
+    version = getattr(model.descr, "version", None)
+    return {
+        "name": model.name,
+        "source": str(cfg.get("MODEL.BMZ.SOURCE_MODEL_ID")),
+        "weights": str(model.weight_format),
+        "backend": str(model.backend or ""),
+        "version": "" if version is None else str(version),
+    }
+
+
 def evaluate(
     workflow_type: str,
-    preds: Sequence[Path],
+    sets: Sequence[PredictionSet],
     gts: Sequence[Path],
     out: Path,
     config: Path | None = None,
     overrides: Sequence[str] = (),
     axes: str | None = None,
+    images: Sequence[Path] = (),
+    report: bool = True,
+    gt_extra: str = "error",
 ) -> Path:
-    """Score existing predictions against GT (paired by stem) without running a model."""
+    """Score existing predictions against GT (paired by stem) without running a model.
+
+    One set writes the usual layout; several (each with a distinct name) write their results
+    under ``predictions/<name>/`` and one ``metrics/metrics.tsv`` comparing them (a
+    ``prediction`` column first). ``images`` (optional, paired by stem) are drawn under the
+    predictions in the report.
+    """
+    started, mark = time.monotonic(), log.warning_count()
     cfg = load_config(config, [*overrides, f"PROBLEM.TYPE={workflow_type}"])
     check_implemented(cfg)
     workflow = workflow_for(cfg)
     check_output_dir(out)
-    opts = RunOptions(config=config, out=out, images=list(preds), gt=list(gts), axes=axes)
     if not gts:
         raise InputError("evaluate needs ground truth: give the GT files with --gt.")
-    inputs = collect_inputs(opts, cfg, workflow)
+    _check_sets(sets)
+    backgrounds = _images_by_stem(images, sets[0].files)
 
     def decode(path: Path) -> tuple[Image, np.ndarray | None, Any]:
         image = workflow.read_prediction(path, _ndim(cfg), axes)
         return image, None, workflow.decode_file(path, image)
 
+    named = len(sets) > 1
+    per_set = [
+        collect_inputs(
+            RunOptions(config=config, out=out, images=list(pset.files), gt=list(gts), axes=axes,
+                       gt_extra=gt_extra),
+            cfg, workflow,
+        )
+        for pset in sets
+    ]
+    from biapy_runner.report.panels import ResultSet
+
+    result_sets, rows, items = [], [], []
     with OutputStage(out) as stage:
-        _process(stage, cfg, workflow, inputs, decode, cfg.to_yaml())
+        for pset, inputs in zip(sets, per_set):
+            part = stage.under(f"predictions/{pset.name}/" if named else "")
+            if named:
+                log.info(f"prediction set {pset.name}: {len(inputs)} image(s)")
+            found = _process(
+                part, cfg, workflow, inputs, decode, cfg.to_yaml(), rows_out=rows, label=pset.name
+            )
+            items = items or found
+            result_sets.append(ResultSet(pset.name if named else "", part.folder))
+        if named:
+            stage.add_tables({"metrics/metrics.tsv": _table(rows)}, "")
+            stage.write_text("config.yaml", cfg.to_yaml())
+        if report:
+            from biapy_runner.report.build import RunInfo
+            from biapy_runner.report.panels import Reader
+
+            for item in items:
+                item.image = backgrounds.get(item.stem)
+            info = RunInfo("evaluate", str(cfg.get("PROBLEM.TYPE")), _ndim(cfg), 0.0,
+                           config=str(cfg.source or ""))
+            _report(stage, info, (started, mark), items, result_sets, Reader(_ndim(cfg), axes))
+        stage.publish()
     log.info(f"results written to {out}")
     return out
+
+
+def _report(
+    stage: OutputStage,
+    info: RunInfo,
+    since: tuple[float, int],
+    items: list[Item],
+    sets: list[ResultSet],
+    reader: Reader,
+) -> None:
+    """Write the staged tables, then the report from them; ``since``: the command's start
+    (``time.monotonic()``) and the warning count then, for the time and warnings it shows."""
+    from biapy_runner.report.build import write_report
+
+    stage.write_tables()
+    info.seconds = time.monotonic() - since[0]
+    info.warnings = log.warnings_since(since[1])
+    write_report(stage.root, info, items, sets, reader)
+
+
+def _check_sets(sets: Sequence[PredictionSet]) -> None:
+    """Several prediction sets need distinct names that are plain folder names."""
+    if len(sets) < 2:
+        return
+    names = [s.name for s in sets]
+    bad = [n for n in names if not n or n in (".", "..") or "/" in n or "\\" in n]
+    if bad or len(set(names)) != len(names):
+        raise InputError(
+            f"Prediction sets need distinct, non-empty names without '/' (got {names}); give "
+            "each --pred a --pred-name before it, e.g. --pred-name swan --pred a.tif."
+        )
+
+
+def _images_by_stem(images: Sequence[Path], preds: Sequence[Path]) -> dict[str, Path]:
+    """The images drawn under the predictions in the report, by the stem of the prediction
+    they pair with (same rule as GT pairing)."""
+    if not images:
+        return {}
+    return {stem_of(pred): image for pred, image in pair_by_stem(preds, images, "ignore")}
 
 
 class _Stack:
@@ -499,11 +629,17 @@ def _process(
     inputs: list[tuple[Path, Any]],
     produce: Callable[[Path], tuple[Image, np.ndarray | None, Any]],
     config_text: str,
-) -> None:
+    rows_out: list[dict[str, Any]] | None = None,
+    label: str = "",
+) -> list[Item]:
     """Produce, write and score every image, then the dataset tables and ``config.yaml``
-    (``config_text``), and publish the stage."""
+    (``config_text``); the images for the report. ``rows_out`` collects the metric rows (with
+    a ``prediction`` column = ``label``) for a table comparing several sets."""
+    from biapy_runner.report.panels import Item
+
     metric_rows: list[dict[str, Any]] = []
     summary_rows: list[dict[str, Any]] = []
+    items: list[Item] = []
     stacked = _ndim(cfg) == 2 and cfg.get("TEST.ANALIZE_2D_IMGS_AS_3D_STACK")
     stack = _Stack() if stacked and workflow.writes_raw else None
     for index, (path, gt_ref) in enumerate(inputs, start=1):
@@ -512,17 +648,20 @@ def _process(
         gt = None if gt_ref is None else workflow.load_gt(gt_ref, image)
         summary, scores = _write_result(stage, workflow, image, raw, decoded, gt)
         summary_rows.append(summary)
+        items.append(Item(image.stem, path, gt_ref if isinstance(gt_ref, Path) else None))
         if scores is not None:
             metric_rows.append(scores)
         if stack is not None and raw is not None:
             stack.add(image, raw, gt)
     stage.add_tables({"metrics/summary.tsv": _table(summary_rows)}, "")
     if metric_rows:
-        _write_metrics(stage, workflow, metric_rows, "metrics/metrics.tsv")
+        total = _write_metrics(stage, workflow, metric_rows, "metrics/metrics.tsv")
+        if rows_out is not None:
+            rows_out += [{"prediction": label, **r} for r in [*metric_rows, total]]
     if stack is not None and stack.raws:
         _write_stack(stage, workflow, stack)
     stage.write_text("config.yaml", config_text)
-    stage.publish()
+    return items
 
 
 def _write_result(
@@ -552,12 +691,14 @@ def _write_result(
 
 def _write_metrics(
     stage: OutputStage, workflow: Workflow, rows: list[dict[str, Any]], name: str
-) -> None:
-    """The metrics table ``name``: the per-image rows and the dataset (ALL) row."""
+) -> dict[str, Any]:
+    """The metrics table ``name``: the per-image rows and the dataset (ALL) row (returned)."""
     total = workflow.aggregate([{k: v for k, v in r.items() if k != "image"} for r in rows])
     stage.add_tables(total.tables, "ALL")
-    stage.add_tables({name: _table([*rows, {"image": "ALL", **total.row}])}, "")
+    all_row = {"image": "ALL", **total.row}
+    stage.add_tables({name: _table([*rows, all_row])}, "")
     log.info("dataset: " + _format_row(total.row))
+    return all_row
 
 
 def _write_stack(stage: OutputStage, workflow: Workflow, stack: _Stack) -> None:

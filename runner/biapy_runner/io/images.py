@@ -142,13 +142,18 @@ def check_unique_stems(paths: Sequence[Path], what: str) -> None:
         )
 
 
-def pair_by_stem(images: Sequence[Path], gts: Sequence[Path]) -> list[tuple[Path, Path]]:
+def pair_by_stem(
+    images: Sequence[Path], gts: Sequence[Path], extra_gt: str = "error"
+) -> list[tuple[Path, Path]]:
     """Pair each image with its ground truth by file stem, never by position.
 
     A GT file pairs with the image of the same stem (case-insensitive), or else with the image
     whose stem it extends by a suffix such as ``_mask``, ``_label(s)``, ``_gt``, ``_seg`` or
     ``-mask``. Any image or GT left unpaired, two GT for one image, or two images with one stem
-    is an ``InputError`` listing both sides. Returns the pairs in the order of ``images``.
+    is an ``InputError`` listing both sides. With ``extra_gt="ignore"`` (a Galaxy job mapped over
+    a collection sees one image and every GT) GT files that pair with no image are listed in the
+    log and left out; an image without GT is still an error. Returns the pairs in the order of
+    ``images``.
     """
     check_unique_stems(images, "images")
     by_stem = {stem_of(path).lower(): path for path in images}
@@ -171,6 +176,9 @@ def pair_by_stem(images: Sequence[Path], gts: Sequence[Path]) -> list[tuple[Path
             "image (GT is paired by file stem, optionally followed by _mask, _label, _gt, ...)."
         )
     unpaired_img = [by_stem[k] for k, v in matches.items() if not v]
+    if unpaired_gt and extra_gt == "ignore":
+        log.info(f"ground truth without image, ignored (--gt-extra ignore): {_names(unpaired_gt)}")
+        unpaired_gt = []
     if unpaired_img or unpaired_gt:
         raise InputError(
             "Images and ground truth could not all be paired by file stem (a GT file is named "

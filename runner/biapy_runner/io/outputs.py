@@ -9,6 +9,7 @@ loss) is removed by the next run into that folder once its process is gone.
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import re
 import shutil
@@ -31,7 +32,9 @@ if TYPE_CHECKING:  # pandas loads when tables are written, not for option or con
     import pandas as pd
 
 #: Top-level entries a run may create in the output folder.
-RESULT_ENTRIES = ("raw", "post_proc", "instances", "metrics", "stack_3d", "config.yaml")
+RESULT_ENTRIES = (
+    "raw", "post_proc", "instances", "metrics", "stack_3d", "predictions", "report", "config.yaml"
+)
 
 
 def check_output_dir(out: Path) -> None:
@@ -132,6 +135,7 @@ class OutputStage:
                 f"{err.strerror or err}); choose a folder you can write to, whose parent "
                 "folders are folders (not files)."
             ) from err
+        self.prefix = ""
         self._tables: dict[str, list[pd.DataFrame]] = {}
 
     def __enter__(self) -> OutputStage:  # noqa: PYI034
@@ -153,9 +157,21 @@ class OutputStage:
             with contextlib.suppress(OSError):
                 self.out.rmdir()  # fails unless empty: never removes anything but our folder
 
+    def under(self, prefix: str) -> OutputStage:
+        """The same stage writing every path under ``prefix`` (e.g. ``"predictions/a/"``);
+        tables are still published by this stage."""
+        view = copy.copy(self)
+        view.prefix = self.prefix + prefix
+        return view
+
+    @property
+    def folder(self) -> Path:
+        """Where this (possibly prefixed) stage writes."""
+        return self.root / self.prefix
+
     def write_image(self, folder: str, stem: str, array: np.ndarray, axes: str) -> Path:
         """Write ``array`` (with ``axes`` like ``"czyx"``) to ``<folder>/<stem>.tif``."""
-        path = self.root / folder / f"{stem}.tif"
+        path = self.folder / folder / f"{stem}.tif"
         path.parent.mkdir(parents=True, exist_ok=True)
         write_tiff(path, array, axes)
         return path
@@ -164,22 +180,27 @@ class OutputStage:
         """Write per-image tables (paths with ``{stem}``) now; keep the rest to concatenate."""
         for name, frame in tables.items():
             if "{stem}" in name:
-                write_table(self.root / name.format(stem=stem), frame)
+                write_table(self.folder / name.format(stem=stem), frame)
             else:
-                self._tables.setdefault(name, []).append(frame)
+                self._tables.setdefault(self.prefix + name, []).append(frame)
 
     def write_text(self, name: str, text: str) -> None:
         """Write a text file at ``name`` relative to the output folder."""
-        path = self.root / name
+        path = self.folder / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
 
-    def publish(self) -> list[Path]:
-        """Write the concatenated tables and move every staged entry into the output folder."""
+    def write_tables(self) -> None:
+        """Write the tables collected so far (the rows of all images concatenated)."""
         import pandas as pd
 
         for name, frames in self._tables.items():
             write_table(self.root / name, pd.concat(frames, ignore_index=True))
+        self._tables.clear()
+
+    def publish(self) -> list[Path]:
+        """Write the concatenated tables and move every staged entry into the output folder."""
+        self.write_tables()
         moved = []
         with _signals_held():
             for entry in sorted(self.root.iterdir()):

@@ -114,15 +114,18 @@ class Workflow(ABC):
         """The GT files a folder given to ``--gt`` stands for: by default ``list_gt``."""
         return self.list_gt(folder)
 
-    def pair_gt(self, images: Sequence[Path], gts: Sequence[Path]) -> list[tuple[Path, Any]]:
+    def pair_gt(
+        self, images: Sequence[Path], gts: Sequence[Path], extra_gt: str = "error"
+    ) -> list[tuple[Path, Any]]:
         """Pair every image with a reference to its ground truth (passed to ``load_gt``).
 
-        By default GT files pair with images by file stem (``images.pair_by_stem``); workflows
-        whose GT is not one file per image (classification) override this.
+        By default GT files pair with images by file stem (``images.pair_by_stem``; ``extra_gt``
+        says what GT without image is: ``"error"`` or ``"ignore"``); workflows whose GT is not
+        one file per image (classification) override this.
         """
         from biapy_runner.io.images import pair_by_stem
 
-        return pair_by_stem(images, gts)
+        return pair_by_stem(images, gts, extra_gt)
 
     def load_gt(self, path: Path, image: Image) -> Any:
         """Read the ground truth paired with ``image``; by default an image of the same size."""

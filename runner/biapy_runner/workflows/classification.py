@@ -88,9 +88,12 @@ class Classification(Workflow):
         """A folder given as GT is the class tree itself (``GT/<class>/<image>``)."""
         return [folder]
 
-    def pair_gt(self, images: Sequence[Path], gts: Sequence[Path]) -> list[tuple[Path, Any]]:
+    def pair_gt(
+        self, images: Sequence[Path], gts: Sequence[Path], extra_gt: str = "error"
+    ) -> list[tuple[Path, Any]]:
         """Each image with its true class number, looked up by stem in the class folders or
-        table(s) ``gts``; an image without a class is an ``InputError``."""
+        table(s) ``gts``; an image without a class is an ``InputError`` (classes of other images
+        are allowed whatever ``extra_gt`` says)."""
         classes, names = load_class_gt(gts)
         self.class_names = names
         missing = [p.name for p in images if stem_of(p) not in classes]
