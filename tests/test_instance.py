@@ -20,11 +20,13 @@ from biapy_runner.decode.postprocess import (
     repair_large_blobs,
     voronoi_on_mask,
 )
+from biapy_runner.config.load import load_config
+from biapy_runner.decode.channels import channel_targets, parse_channels
 from biapy_runner.decode.watershed import (
     DecodeSettings,
-    channel_targets,
     decode_instances,
-    parse_channels,
+    watershed_by_channels,
+    watershed_settings,
 )
 from biapy_runner.errors import ConfigError
 from biapy_runner.metrics.matching import matching
@@ -74,7 +76,9 @@ def test_bcm_decoding_finds_every_ball(balls: np.ndarray) -> None:
 
 def test_list_form_and_manual_thresholds_match_too(balls: np.ndarray) -> None:
     raw = bcm(balls)[:2]
-    auto = decode_instances(raw, parse_channels(["F", "C"]), DecodeSettings())
+    channels = parse_channels(["F", "C"])
+    cfg = load_config(None, ["PROBLEM.TYPE=INSTANCE_SEG", "PROBLEM.INSTANCE_SEG.DATA_CHANNELS=[F, C]"])
+    auto = watershed_by_channels(raw, channels, watershed_settings(cfg, channels))
     manual = decode_instances(
         bcm(balls),
         parse_channels("BCM"),
@@ -109,12 +113,10 @@ def test_seed_erosion_shrinks_seeds_but_growth_restores_objects(balls: np.ndarra
     result = decode_instances(bcm(balls), parse_channels("BCM"), st)
     (r,) = matching(balls, result.labels, (0.5,))
     assert r.stats["tp"] == 5
+    cfg = load_config(None, ["PROBLEM.TYPE=INSTANCE_SEG", "PROBLEM.INSTANCE_SEG.DATA_CHANNELS=[F, C]",
+                             "PROBLEM.INSTANCE_SEG.WATERSHED.SEED_MORPH_SEQUENCE=[erode]"])
     with pytest.raises(ConfigError, match="SEED_MORPH"):
-        decode_instances(
-            bcm(balls),
-            parse_channels("BCM"),
-            DecodeSettings(seed_morph_sequence=["erode"], seed_morph_radius=[]),
-        )
+        watershed_settings(cfg, parse_channels(["F", "C"]))
 
 
 def test_channel_parsing_errors() -> None:
@@ -122,8 +124,8 @@ def test_channel_parsing_errors() -> None:
     assert parse_channels(["F", "C"]).legacy is False
     with pytest.raises(ConfigError, match="DATA_CHANNELS"):
         parse_channels("XYZ")
-    with pytest.raises(ConfigError, match="decoder other"):
-        parse_channels(["F", "E"])
+    with pytest.raises(ConfigError, match="unknown channel 'Q'"):
+        parse_channels(["F", "Q"])
     with pytest.raises(ConfigError, match="3 channels"):
         decode_instances(np.zeros((3, 8, 8)), parse_channels("BC"), DecodeSettings())
 

@@ -27,17 +27,17 @@ from biapy_runner.decode.postprocess import (
     repair_large_blobs,
     voronoi_on_mask,
 )
-from biapy_runner.decode.watershed import (
+from biapy_runner.decode.channels import (
     BINARY_CHANNELS,
     LEGACY_CHANNELS,
-    LIST_DIRECTIONS,
     Channels,
-    DecodeSettings,
     channel_targets,
-    decode_instances,
-    label_dtype,
     parse_channels,
 )
+from biapy_runner.decode.postprocess import refine_instances
+from biapy_runner.decode.processes import check_process, create_instances
+from biapy_runner.decode.watershed import DecodeSettings, label_dtype
+from biapy_runner.config.schema import INSTANCE_CHANNELS
 from biapy_runner.errors import ConfigError
 from biapy_runner.io.images import Image
 from biapy_runner.metrics.matching import METRICS, aggregate_stats, label_overlap, match_overlap
@@ -68,7 +68,9 @@ class InstanceSegmentation(Workflow):
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)
         self.channels: Channels = parse_channels(cfg.get(IS + "DATA_CHANNELS", "BC"))
+        self.process = check_process(self.channels, cfg)
         self.settings = self._settings()
+        self.resolution = self._resolution()
         self.thresholds = [float(t) for t in cfg.get("TEST.MATCHING_STATS_THS", DEFAULT_THS)]
 
     # ---- configuration -------------------------------------------------------------------
@@ -82,13 +84,19 @@ class InstanceSegmentation(Workflow):
         return () if not res or any(r <= 0 for r in res) else res
 
     def _settings(self) -> DecodeSettings:
+        """The legacy (channel string) watershed settings; the list form reads WATERSHED.*."""
         g = self._get
         th_type = str(g(IS + "DATA_MW_TH_TYPE", "auto")).lower()
         if th_type not in ("auto", "manual"):
             raise ConfigError(f"{IS}DATA_MW_TH_TYPE = {th_type!r} must be 'auto' or 'manual'.")
-        close = g(IS + "ERODE_AND_DILATE_FOREGROUND", False) or g(
-            IS + "ERODE_AND_DILATE_GROWTH_MASK", False
-        )
+        ws = IS + "WATERSHED."
+        sequence = list(g(ws + "SEED_MORPH_SEQUENCE", []))
+        radius = [int(r) for r in g(ws + "SEED_MORPH_RADIUS", [])]
+        if len(sequence) != len(radius):
+            raise ConfigError(
+                f"{ws}SEED_MORPH_SEQUENCE and SEED_MORPH_RADIUS must have the same length "
+                f"(got {sequence} and {radius})."
+            )
         return DecodeSettings(
             th_auto=th_type == "auto",
             th_binary_mask=float(g(IS + "DATA_MW_TH_BINARY_MASK", 0.5)),
@@ -96,33 +104,36 @@ class InstanceSegmentation(Workflow):
             th_foreground=float(g(IS + "DATA_MW_TH_FOREGROUND", 0.3)),
             th_distance=float(g(IS + "DATA_MW_TH_DISTANCE", 1.0)),
             th_points=float(g(IS + "DATA_MW_TH_POINTS", 0.5)),
-            seed_channels=list(g(IS + "WATERSHED.SEED_CHANNELS", [])),
-            seed_thresholds=list(g(IS + "WATERSHED.SEED_CHANNELS_THRESH", [])),
-            surface_channel=str(g(IS + "WATERSHED.TOPOGRAPHIC_SURFACE_CHANNEL", "")),
-            growth_channels=_as_list(g(IS + "WATERSHED.GROWTH_MASK_CHANNELS", [])),
-            growth_thresholds=list(g(IS + "WATERSHED.GROWTH_MASK_CHANNELS_THRESH", [])),
-            remove_before=bool(g(IS + "DATA_REMOVE_BEFORE_MW", False)),
-            small_before=int(g(IS + "DATA_REMOVE_SMALL_OBJ_BEFORE", 10)),
-            seed_morph_sequence=list(g(IS + "SEED_MORPH_SEQUENCE", [])),
-            seed_morph_radius=[int(r) for r in g(IS + "SEED_MORPH_RADIUS", [])],
-            close_growth_mask=bool(close),
-            fore_erosion_radius=int(g(IS + "FORE_EROSION_RADIUS", 5)),
-            fore_dilation_radius=int(g(IS + "FORE_DILATION_RADIUS", 5)),
-            by_2d_slices=bool(g(IS + "WATERSHED_BY_2D_SLICES", False)),
-            resolution=self._resolution(),
+            remove_before=bool(g(ws + "DATA_REMOVE_BEFORE_MW", False)),
+            small_before=int(g(ws + "DATA_REMOVE_SMALL_OBJ_BEFORE", 10)),
+            seed_morph_sequence=sequence,
+            seed_morph_radius=radius,
+            close_growth_mask=bool(g(ws + "ERODE_AND_DILATE_GROWTH_MASK", False)),
+            fore_erosion_radius=int(g(ws + "FORE_EROSION_RADIUS", 5)),
+            fore_dilation_radius=int(g(ws + "FORE_DILATION_RADIUS", 5)),
+            by_2d_slices=bool(g(ws + "BY_2D_SLICES", False)),
         )
+
+    def _expected_channels(self) -> int:
+        """Model output channels DATA_CHANNELS implies (a discretized Db has 11 softmax bins)."""
+        extra = self._get(IS + "DATA_CHANNELS_EXTRA_OPTS", [{}]) or [{}]
+        opts = extra[0] if isinstance(extra, list) and isinstance(extra[0], dict) else {}
+        db = opts.get("Db") if isinstance(opts.get("Db"), dict) else {}
+        if self.channels.names == ("Db",) and db.get("val_type") == "discretize":
+            return 11
+        return len(self.channels.names)
 
     def check_model(self, out_channels: int, channel_names: Sequence[str]) -> None:
         """The model must output one channel per configured channel (names checked if BiaPy's)."""
         names = self.channels.names
-        if out_channels != len(names):
+        if out_channels != self._expected_channels() and self.process == "watershed":
             raise ConfigError(
                 f"The model outputs {out_channels} channel(s) but "
                 f"{IS}DATA_CHANNELS = {self.cfg.get(IS + 'DATA_CHANNELS', 'BC')!r} expects "
                 f"{len(names)} ({', '.join(names)}). Set DATA_CHANNELS to the channels the model "
                 "was trained with (see its BioImage.IO description)."
             )
-        known = set(LIST_DIRECTIONS) | {n for v in LEGACY_CHANNELS.values() for n in v}
+        known = set(INSTANCE_CHANNELS) | {n for v in LEGACY_CHANNELS.values() for n in v}
         given = [str(n) for n in channel_names]
         if given and all(n in known for n in given) and set(given) != set(names):
             raise ConfigError(
@@ -153,6 +164,12 @@ class InstanceSegmentation(Workflow):
         """Apply the configured post-processing to instance ``labels`` (``raw``: probabilities)."""
         g = self._get
         out = labels
+        if g(PP + "INSTANCE_REFINEMENT.ENABLE", False):
+            out = refine_instances(
+                out,
+                list(g(PP + "INSTANCE_REFINEMENT.OPERATIONS", [])),
+                list(g(PP + "INSTANCE_REFINEMENT.VALUES", [])),
+            )
         if g(PP + "FILL_HOLES", False):
             out = fill_holes(out)
         size = int(g(PP + "REPARE_LARGE_BLOBS_SIZE", -1))
@@ -162,11 +179,11 @@ class InstanceSegmentation(Workflow):
             if raw is None:
                 raise ConfigError(f"{PP}VORONOI_ON_MASK needs the model's probabilities.")
             th = float(g(PP + "VORONOI_TH", 0.0))
-            out = voronoi_on_mask(out, self._voronoi_mask(raw), th, self.settings.resolution)
+            out = voronoi_on_mask(out, self._voronoi_mask(raw), th, self.resolution)
         if g(PP + "CLEAR_BORDER", False):
             out = clear_border(out)
         if g(RP + "ENABLE", False):
-            table = measure_objects(out, self.settings.resolution)
+            table = measure_objects(out, self.resolution)
             if len(table):
                 drop = removal_mask(
                     table, g(RP + "PROPS", []), g(RP + "VALUES", []), g(RP + "SIGNS", [])
@@ -178,23 +195,26 @@ class InstanceSegmentation(Workflow):
     def _objects(self, labels: np.ndarray, raw: np.ndarray | None, stem: str) -> pd.DataFrame:
         fg = self.channels.foreground_channel
         prob = None if raw is None or fg is None else raw[self.channels.index(fg)]
-        table = measure_objects(labels, self.settings.resolution, prob)
+        table = measure_objects(labels, self.resolution, prob)
         table.insert(0, "image", stem)
         return table
 
     def decode(self, raw: np.ndarray, image: Image) -> Decoded:
         """Watershed the channels into instances, post-process, and measure the objects."""
         raw = configured_median_filter(np.asarray(raw, dtype=np.float32), self.cfg)
-        result = decode_instances(raw, self.channels, self.settings)
+        result = create_instances(raw, self.channels, self.cfg, self.settings)
         post = self.post_process(result.labels, raw)
         log.info(
-            f"instances: {int(result.labels.max())} from watershed, "
-            f"{np.unique(post).size - (1 if (post == 0).any() else 0)} after post-processing"
+            f"instances: {_count(result.labels)} from {self.process}, "
+            f"{_count(post)} after post-processing"
         )
+        images = {"instances": result.labels, "post_proc": post}
+        if self._get(IS + "WATERSHED.DATA_CHECK_MW", False):
+            images.update({f"watershed/{name}": m for name, m in result.maps.items()})
         return Decoded(
-            images={"instances": result.labels, "post_proc": post},
+            images=images,
             tables={"metrics/objects.tsv": self._objects(post, raw, image.stem)},
-            state={"raw": raw, "thresholds": result.thresholds},
+            state={"raw": raw},
         )
 
     def decode_file(self, path: Path, image: Image) -> Decoded:
@@ -202,7 +222,7 @@ class InstanceSegmentation(Workflow):
         data = np.asarray(image.data)
         labels = data[0] if data.ndim > 1 and data.shape[0] == 1 else data
         if labels.dtype.kind == "f" and np.any(np.mod(labels, 1) != 0):
-            if data.shape[0] == len(self.channels.names):
+            if data.shape[0] == self._expected_channels():
                 return self.decode(data, image)
             raise ConfigError(
                 f"{path} holds non-integer values and {data.shape[0]} channel(s); evaluate needs "
@@ -306,7 +326,7 @@ class InstanceSegmentation(Workflow):
         }
 
 
-def _as_list(value: Any) -> list[Any]:
-    if isinstance(value, str):
-        return [] if value in ("", "auto") else [value]
-    return list(value)
+def _count(labels: np.ndarray) -> int:
+    """Number of distinct non-zero labels."""
+    ids = np.unique(labels)
+    return int(ids.size - (1 if ids.size and ids[0] == 0 else 0))
