@@ -90,12 +90,12 @@ def _otsu(x: np.ndarray, bins: int = 256) -> float:
     """Otsu threshold over a ``bins``-bin histogram (bin centres, as scikit-image's).
 
     The histogram is an exact ``np.bincount`` of the quantized values, built block by block
-    (several times faster than ``skimage.filters.threshold_otsu`` on large volumes); 0.5 for a
-    constant channel.
+    (several times faster than ``skimage.filters.threshold_otsu`` on large volumes); the value
+    itself for a constant channel (as BiaPy 3.7).
     """
     lo, hi = float(x.min()), float(x.max())
     if hi <= lo:
-        return 0.5 if lo != 0.5 else lo
+        return lo
     width = (hi - lo) / bins
     flat = x.reshape(-1)
     hist = np.zeros(bins, dtype=np.int64)
@@ -489,7 +489,7 @@ def watershed_by_channels(
     if st.db_discretize:
         raw = (np.argmax(raw, axis=0)[np.newaxis] / 10.0).astype(np.float32)
         names = ["Db"]
-    elif raw.shape[0] != len(names):
+    elif names != ["A"] and raw.shape[0] != len(names):  # A: one channel per axis and offset
         raise ConfigError(
             f"The prediction has {raw.shape[0]} channels but {IS}DATA_CHANNELS names "
             f"{len(names)} ({', '.join(names)})."

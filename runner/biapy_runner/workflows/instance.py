@@ -126,7 +126,11 @@ class InstanceSegmentation(Workflow):
     def check_model(self, out_channels: int, channel_names: Sequence[str]) -> None:
         """The model must output one channel per configured channel (names checked if BiaPy's)."""
         names = self.channels.names
-        if out_channels != self._expected_channels() and self.process == "watershed":
+        if (
+            out_channels != self._expected_channels()
+            and self.process == "watershed"
+            and names != ("A",)  # affinities: one channel per axis and offset
+        ):
             raise ConfigError(
                 f"The model outputs {out_channels} channel(s) but "
                 f"{IS}DATA_CHANNELS = {self.cfg.get(IS + 'DATA_CHANNELS', 'BC')!r} expects "
