@@ -23,23 +23,21 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from biapy_runner.config.schema import INSTANCE_CHANNELS
+from biapy_runner.config.schema import BINARY_CHANNELS as LIST_BINARY_CHANNELS
+from biapy_runner.config.schema import (
+    INSTANCE_CHANNELS,
+    LEGACY_BINARY_CHANNELS,
+    LEGACY_CHANNEL_SETS,
+)
 from biapy_runner.errors import ConfigError
 
 KEY = "PROBLEM.INSTANCE_SEG.DATA_CHANNELS"
 
+#: legacy channel strings the legacy watershed decodes (the vocabulary is config/schema.py's)
 LEGACY_CHANNELS = {
-    "B": ("B",),
-    "C": ("C",),
-    "BC": ("B", "C"),
-    "BCM": ("B", "C", "M"),
-    "BCD": ("B", "C", "D"),
-    "BCDv2": ("B", "C", "Dv2"),
-    "BD": ("B", "D"),
-    "BDv2": ("B", "Dv2"),
-    "BP": ("B", "P"),
-    "BCP": ("B", "C", "P"),
-    "Dv2": ("Dv2",),
+    name: tokens
+    for name, tokens in LEGACY_CHANNEL_SETS.items()
+    if set(tokens) <= {"B", "C", "M", "D", "Dv2", "P"}
 }
 
 #: BiaPy 3.7's seed order: channels that make good starting seeds first (others after, by name).
@@ -96,7 +94,7 @@ WATERSHED_DEFAULTS: dict[frozenset[str], tuple[tuple[str, ...], str, tuple[str, 
     )
 }
 #: Channels whose model output is a probability (per-channel IoU against GT-derived targets).
-BINARY_CHANNELS = {"B", "C", "M", "F", "P"}
+BINARY_CHANNELS = set(LIST_BINARY_CHANNELS) | set(LEGACY_BINARY_CHANNELS)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from biapy_runner.config.load import Config
-from biapy_runner.config.schema import INSTANCE_CREATION_PROCESSES
+from biapy_runner.config.schema import INSTANCE_CREATION_PROCESSES, creation_process
 from biapy_runner.decode.channels import Channels
 from biapy_runner.decode.watershed import (
     DecodeResult,
@@ -41,9 +41,8 @@ MODULES = {
     "stardist": "stardist",
     "agglomeration": "agglomeration",
 }
-#: channels that decide the process whatever INSTANCE_CREATION_PROCESS says (BiaPy's order)
-BY_CHANNEL = (("R", "stardist"), ("E_offset", "embeddings"), ("Gv", "gradient-flow"),
-              ("Gh", "gradient-flow"), ("Gz", "gradient-flow"))
+#: processes whose channels decide, whatever INSTANCE_CREATION_PROCESS says (as BiaPy 3.7.1 runs)
+BY_CHANNELS = ("stardist", "embeddings", "gradient-flow")
 
 
 @dataclass
@@ -76,12 +75,8 @@ def resolve_process(channels: Channels, configured: str) -> str:
         )
     if channels.legacy:
         return "watershed"
-    for name, process in BY_CHANNEL:
-        if name in channels.names:
-            return process
-    if configured == "agglomeration" or (not configured and channels.names == ("A",)):
-        return "agglomeration"
-    return "watershed"
+    decided = creation_process(channels.names)
+    return decided if decided in BY_CHANNELS else configured or decided
 
 
 def decoder_for(process: str) -> Decoder:
