@@ -19,9 +19,9 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from biapy_runner.decode.postprocess import voronoi_on_mask
 from biapy_runner.decode.channels import parse_channels
-from biapy_runner.decode.watershed import DecodeSettings, decode_instances
+from biapy_runner.decode.postprocess import voronoi_on_mask
+from biapy_runner.decode.watershed_legacy import DecodeSettings, decode_instances
 from biapy_runner.metrics.matching import label_overlap, match_overlap
 from scipy import ndimage
 from skimage.segmentation import find_boundaries

@@ -38,8 +38,11 @@ def _norm(values: np.ndarray, obj: np.ndarray) -> np.ndarray:
 def boundary_distance(labels: np.ndarray) -> np.ndarray:
     """``Db``: distance to the instance's boundary, normalized per instance to [0, 1]."""
     return _per_instance(
-        labels, lambda obj, sl: _norm(ndimage.distance_transform_edt(np.pad(obj, 1))[
-            tuple(slice(1, -1) for _ in obj.shape)], obj)
+        labels,
+        lambda obj, sl: _norm(
+            ndimage.distance_transform_edt(np.pad(obj, 1))[tuple(slice(1, -1) for _ in obj.shape)],
+            obj,
+        ),
     )
 
 
@@ -108,7 +111,7 @@ def centres(labels: np.ndarray, radius: int = 2) -> np.ndarray:
     points = np.zeros(labels.shape, dtype=bool)
     ids = [i for i in range(1, int(labels.max()) + 1) if (labels == i).any()]
     for c in ndimage.center_of_mass(labels > 0, labels, ids):
-        points[tuple(int(round(v)) for v in c)] = True
+        points[tuple(round(float(v)) for v in c)] = True
     return ndimage.binary_dilation(points, iterations=radius) & (labels > 0)
 
 

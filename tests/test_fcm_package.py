@@ -13,13 +13,12 @@ import pytest
 import tifffile
 import torch
 from biapy_runner.metrics.matching import matching
+from instance_channels import balls
 from scipy import ndimage
 from skimage.filters import gaussian, threshold_otsu
 from skimage.measure import label
 from skimage.morphology import remove_small_objects
 from skimage.segmentation import relabel_sequential, watershed
-
-from instance_channels import balls
 
 PATCH = (32, 64, 64)
 PADDING = (8, 16, 16)

@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 import tifffile
 import torch
+from biapy_runner.config.load import load_config
+from biapy_runner.decode.channels import channel_targets, parse_channels
 from biapy_runner.decode.filters import median_filter_channels
 from biapy_runner.decode.postprocess import (
     clear_border,
@@ -20,14 +22,8 @@ from biapy_runner.decode.postprocess import (
     repair_large_blobs,
     voronoi_on_mask,
 )
-from biapy_runner.config.load import load_config
-from biapy_runner.decode.channels import channel_targets, parse_channels
-from biapy_runner.decode.watershed import (
-    DecodeSettings,
-    decode_instances,
-    watershed_by_channels,
-    watershed_settings,
-)
+from biapy_runner.decode.watershed import watershed_by_channels, watershed_settings
+from biapy_runner.decode.watershed_legacy import DecodeSettings, decode_instances
 from biapy_runner.errors import ConfigError
 from biapy_runner.metrics.matching import matching
 from scipy import ndimage
@@ -77,7 +73,9 @@ def test_bcm_decoding_finds_every_ball(balls: np.ndarray) -> None:
 def test_list_form_and_manual_thresholds_match_too(balls: np.ndarray) -> None:
     raw = bcm(balls)[:2]
     channels = parse_channels(["F", "C"])
-    cfg = load_config(None, ["PROBLEM.TYPE=INSTANCE_SEG", "PROBLEM.INSTANCE_SEG.DATA_CHANNELS=[F, C]"])
+    cfg = load_config(
+        None, ["PROBLEM.TYPE=INSTANCE_SEG", "PROBLEM.INSTANCE_SEG.DATA_CHANNELS=[F, C]"]
+    )
     auto = watershed_by_channels(raw, channels, watershed_settings(cfg, channels))
     manual = decode_instances(
         bcm(balls),
@@ -113,8 +111,14 @@ def test_seed_erosion_shrinks_seeds_but_growth_restores_objects(balls: np.ndarra
     result = decode_instances(bcm(balls), parse_channels("BCM"), st)
     (r,) = matching(balls, result.labels, (0.5,))
     assert r.stats["tp"] == 5
-    cfg = load_config(None, ["PROBLEM.TYPE=INSTANCE_SEG", "PROBLEM.INSTANCE_SEG.DATA_CHANNELS=[F, C]",
-                             "PROBLEM.INSTANCE_SEG.WATERSHED.SEED_MORPH_SEQUENCE=[erode]"])
+    cfg = load_config(
+        None,
+        [
+            "PROBLEM.TYPE=INSTANCE_SEG",
+            "PROBLEM.INSTANCE_SEG.DATA_CHANNELS=[F, C]",
+            "PROBLEM.INSTANCE_SEG.WATERSHED.SEED_MORPH_SEQUENCE=[erode]",
+        ],
+    )
     with pytest.raises(ConfigError, match="SEED_MORPH"):
         watershed_settings(cfg, parse_channels(["F", "C"]))
 

@@ -6,14 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from biapy_runner.config.load import load_config
+from biapy_runner.config.schema import INSTANCE_CHANNELS, INSTANCE_CREATION_PROCESSES
 from biapy_runner.decode.channels import WATERSHED_DEFAULTS, parse_channels
 from biapy_runner.decode.postprocess import refine_instances
 from biapy_runner.decode.processes import check_process, create_instances, resolve_process
 from biapy_runner.decode.watershed import watershed_by_channels, watershed_settings
-from biapy_runner.config.schema import INSTANCE_CHANNELS, INSTANCE_CREATION_PROCESSES
 from biapy_runner.errors import ConfigError
 from biapy_runner.metrics.matching import matching
-
 from instance_channels import affinities, balls, make_channels
 
 WS = "PROBLEM.INSTANCE_SEG.WATERSHED."
@@ -131,14 +130,24 @@ def test_custom_channel_set_needs_the_watershed_keys(touching) -> None:
     )
     assert_recovered(touching, result.labels, iou=0.85)
     with pytest.raises(ConfigError, match="not in PROBLEM.INSTANCE_SEG.DATA_CHANNELS"):
-        decode(raw, ["F", "T"], f"{WS}SEED_CHANNELS=[C]", f"{WS}TOPOGRAPHIC_SURFACE_CHANNEL=F",
-               f"{WS}GROWTH_MASK_CHANNELS=[F]")
+        decode(
+            raw,
+            ["F", "T"],
+            f"{WS}SEED_CHANNELS=[C]",
+            f"{WS}TOPOGRAPHIC_SURFACE_CHANNEL=F",
+            f"{WS}GROWTH_MASK_CHANNELS=[F]",
+        )
 
 
 def test_seed_channels_are_sorted_with_their_thresholds(touching) -> None:
     raw = make_channels(touching, ["F", "C"])
-    result = decode(raw, ["F", "C"], f"{WS}SEED_CHANNELS=[C, F]",
-                    f"{WS}SEED_CHANNELS_THRESH=[0.25, 0.75]", f"{WS}GROWTH_MASK_CHANNELS_THRESH=[0.4]")
+    result = decode(
+        raw,
+        ["F", "C"],
+        f"{WS}SEED_CHANNELS=[C, F]",
+        f"{WS}SEED_CHANNELS_THRESH=[0.25, 0.75]",
+        f"{WS}GROWTH_MASK_CHANNELS_THRESH=[0.4]",
+    )
     # F (first in BiaPy's order) takes 0.75, C 0.25; the growth mask its manual 0.4
     assert result.thresholds == {"seed C": 0.75, "seed F": 0.25, "growth F": 0.4} or (
         result.thresholds["growth F"] == 0.4
@@ -164,11 +173,14 @@ def test_watershed_options(touching) -> None:
     noisy = raw.copy()
     noisy[0, 2, 2, 2] = 1.0
     assert decode(noisy, ["F", "C"]).n_seeds == base.n_seeds + 1
-    cleaned = decode(noisy, ["F", "C"], f"{WS}DATA_REMOVE_BEFORE_MW=True",
-                     f"{WS}DATA_REMOVE_SMALL_OBJ_BEFORE=3")
+    cleaned = decode(
+        noisy, ["F", "C"], f"{WS}DATA_REMOVE_BEFORE_MW=True", f"{WS}DATA_REMOVE_SMALL_OBJ_BEFORE=3"
+    )
     assert cleaned.n_seeds == base.n_seeds
     # eroded seeds still grow back into the same objects
-    eroded = decode(raw, ["F", "C"], f"{WS}SEED_MORPH_SEQUENCE=[erode]", f"{WS}SEED_MORPH_RADIUS=[2]")
+    eroded = decode(
+        raw, ["F", "C"], f"{WS}SEED_MORPH_SEQUENCE=[erode]", f"{WS}SEED_MORPH_RADIUS=[2]"
+    )
     assert eroded.maps["seed_map"].astype(bool).sum() < base.maps["seed_map"].astype(bool).sum()
     assert_recovered(touching, eroded.labels)
     # a hole in the foreground is closed by the growth-mask closing
@@ -176,8 +188,13 @@ def test_watershed_options(touching) -> None:
     holed[0, 12, 30, 18] = 0.0
     opened = decode(holed, ["F", "C"])
     assert opened.labels[12, 30, 18] == 0
-    closed = decode(holed, ["F", "C"], f"{WS}ERODE_AND_DILATE_GROWTH_MASK=True",
-                    f"{WS}FORE_EROSION_RADIUS=2", f"{WS}FORE_DILATION_RADIUS=2")
+    closed = decode(
+        holed,
+        ["F", "C"],
+        f"{WS}ERODE_AND_DILATE_GROWTH_MASK=True",
+        f"{WS}FORE_EROSION_RADIUS=2",
+        f"{WS}FORE_DILATION_RADIUS=2",
+    )
     assert closed.labels[12, 30, 18] == closed.labels[12, 30, 17] != 0
     # slice by slice: same objects, grown within each plane
     by_slices = decode(raw, ["F", "C"], f"{WS}BY_2D_SLICES=True")
@@ -190,7 +207,9 @@ def test_discretized_boundary_distance(touching) -> None:
     bins = np.where(touching > 0, np.minimum(np.floor(db / 0.1), 9) + 1, 0).astype(int)
     raw = np.stack([(bins == k).astype(np.float32) for k in range(11)])
     ch = parse_channels(["Db"])
-    cfg = cfg_for(["Db"], "PROBLEM.INSTANCE_SEG.DATA_CHANNELS_EXTRA_OPTS=[{Db: {val_type: discretize}}]")
+    cfg = cfg_for(
+        ["Db"], "PROBLEM.INSTANCE_SEG.DATA_CHANNELS_EXTRA_OPTS=[{Db: {val_type: discretize}}]"
+    )
     st = watershed_settings(cfg, ch)
     assert st.db_discretize
     assert_recovered(touching, watershed_by_channels(raw, ch, st).labels, iou=0.5)
@@ -202,7 +221,9 @@ def test_defaults_and_processes_use_the_vocabulary() -> None:
         assert set(seeds) | {surface} | set(growth) <= key
     assert resolve_process(parse_channels(["Db", "R"]), "") == "stardist"
     assert resolve_process(parse_channels(["F", "Gv", "Gh"]), "watershed") == "gradient-flow"
-    assert resolve_process(parse_channels(["E_offset", "E_sigma", "E_seediness"]), "") == "embeddings"
+    assert (
+        resolve_process(parse_channels(["E_offset", "E_sigma", "E_seediness"]), "") == "embeddings"
+    )
     assert resolve_process(parse_channels(["A"]), "") == "agglomeration"
     assert resolve_process(parse_channels(["F", "C"]), "") == "watershed"
     assert resolve_process(parse_channels("BC"), "") == "watershed"

@@ -44,8 +44,26 @@ LEGACY_CHANNELS = {
 SEED_ORDER = {
     name: i
     for i, name in enumerate(
-        ("F", "B", "P", "C", "H", "V", "Z", "Db", "Dc", "Dn", "D", "T", "A", "E",
-         "E_offset", "E_sigma", "E_seediness", "M")
+        (
+            "F",
+            "B",
+            "P",
+            "C",
+            "H",
+            "V",
+            "Z",
+            "Db",
+            "Dc",
+            "Dn",
+            "D",
+            "T",
+            "A",
+            "E",
+            "E_offset",
+            "E_sigma",
+            "E_seediness",
+            "M",
+        )
     )
 }
 SEED_ORDER["R"] = 999

@@ -21,12 +21,8 @@ import numpy as np
 from biapy_runner.config.load import Config
 from biapy_runner.config.schema import INSTANCE_CREATION_PROCESSES, creation_process
 from biapy_runner.decode.channels import Channels
-from biapy_runner.decode.watershed import (
-    DecodeResult,
-    decode_instances,
-    watershed_by_channels,
-    watershed_settings,
-)
+from biapy_runner.decode.watershed import DecodeResult, watershed_by_channels, watershed_settings
+from biapy_runner.decode.watershed_legacy import decode_instances
 from biapy_runner.errors import ConfigError
 
 IS = "PROBLEM.INSTANCE_SEG."
@@ -113,7 +109,9 @@ def check_process(channels: Channels, cfg: Config) -> str:
     return process
 
 
-def create_instances(raw: np.ndarray, channels: Channels, cfg: Config, legacy_settings=None) -> Instances:
+def create_instances(
+    raw: np.ndarray, channels: Channels, cfg: Config, legacy_settings=None
+) -> Instances:
     """Instance labels from the prediction ``raw`` ``(C, *spatial)`` by the configured process.
 
     Parameters

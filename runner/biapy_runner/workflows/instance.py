@@ -17,16 +17,7 @@ import numpy as np
 import pandas as pd
 
 from biapy_runner import log
-from biapy_runner.decode.filters import configured_median_filter
-from biapy_runner.decode.postprocess import (
-    clear_border,
-    fill_holes,
-    measure_objects,
-    removal_mask,
-    remove_labels,
-    repair_large_blobs,
-    voronoi_on_mask,
-)
+from biapy_runner.config.schema import INSTANCE_CHANNELS
 from biapy_runner.decode.channels import (
     BINARY_CHANNELS,
     LEGACY_CHANNELS,
@@ -34,10 +25,21 @@ from biapy_runner.decode.channels import (
     channel_targets,
     parse_channels,
 )
-from biapy_runner.decode.postprocess import refine_instances
+from biapy_runner.decode.filters import configured_median_filter
+from biapy_runner.decode.layout import extra_opts
+from biapy_runner.decode.postprocess import (
+    clear_border,
+    fill_holes,
+    measure_objects,
+    refine_instances,
+    removal_mask,
+    remove_labels,
+    repair_large_blobs,
+    voronoi_on_mask,
+)
 from biapy_runner.decode.processes import check_process, create_instances
-from biapy_runner.decode.watershed import DecodeSettings, label_dtype
-from biapy_runner.config.schema import INSTANCE_CHANNELS
+from biapy_runner.decode.watershed import label_dtype
+from biapy_runner.decode.watershed_legacy import DecodeSettings
 from biapy_runner.errors import ConfigError
 from biapy_runner.io.images import Image
 from biapy_runner.metrics.matching import METRICS, aggregate_stats, label_overlap, match_overlap
@@ -116,9 +118,7 @@ class InstanceSegmentation(Workflow):
 
     def _expected_channels(self) -> int:
         """Model output channels DATA_CHANNELS implies (a discretized Db has 11 softmax bins)."""
-        extra = self._get(IS + "DATA_CHANNELS_EXTRA_OPTS", [{}]) or [{}]
-        opts = extra[0] if isinstance(extra, list) and isinstance(extra[0], dict) else {}
-        db = opts.get("Db") if isinstance(opts.get("Db"), dict) else {}
+        db = extra_opts(self.cfg, "Db")
         if self.channels.names == ("Db",) and db.get("val_type") == "discretize":
             return 11
         return len(self.channels.names)
