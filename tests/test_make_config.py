@@ -136,3 +136,26 @@ def test_cli_subcommand(tmp_path: Path) -> None:
     assert cfg.get("DATA.PATCH_SIZE") == (64, 64, 64, 1)
     assert main(["make-config", "--workflow", "detection", "--tolerance", "0", "--out",
                  str(out)]) == 2
+
+
+def test_guided_channel_sets_come_from_the_vocabulary(tmp_path: Path) -> None:
+    """Every channel set the guided mode offers loads, names its process, and the Galaxy form
+    offers exactly these sets."""
+    import re
+
+    from biapy_runner.config.schema import GUIDED_INSTANCE_CHANNELS, creation_process
+    from biapy_runner.decode.channels import parse_channels
+    from biapy_runner.decode.processes import resolve_process
+
+    for channels, process in GUIDED_INSTANCE_CHANNELS:
+        cfg = _write(tmp_path, "--workflow", "instance", "--ndim", "3D",
+                     "--instance-channels", ",".join(channels))
+        assert cfg.get("PROBLEM.INSTANCE_SEG.DATA_CHANNELS") == list(channels)
+        assert cfg.get("PROBLEM.INSTANCE_SEG.INSTANCE_CREATION_PROCESS") == process
+        assert creation_process(channels) == process or process == "watershed"
+        assert resolve_process(parse_channels(list(channels)), process) == process
+    xml = (Path(__file__).parents[1] / "biapy.xml").read_text()
+    block = xml[xml.index('<param name="instance_channels"'):]
+    block = block[: block.index("</param>")]
+    offered = re.findall(r'<option value="([^"]+)"', block)
+    assert offered == list(make_config.INSTANCE_CHANNELS)

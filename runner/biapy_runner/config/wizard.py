@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from biapy_runner import log
+from biapy_runner.config.schema import GUIDED_INSTANCE_CHANNELS, LEGACY_CHANNEL_SETS
 from biapy_runner.errors import InputError
 
 #: Wizard workflow names and the PROBLEM.TYPE they stand for.
@@ -30,8 +31,12 @@ PROBLEM_TYPES = {
     "image-to-image": "IMAGE_TO_IMAGE",
 }
 
-#: Instance channel sets BiaPy models are trained with (B, C, M, D, P, Dv2 combinations).
-INSTANCE_CHANNELS = ("B", "BC", "BCM", "BCD", "BCDv2", "BD", "BDv2", "BP", "Dv2", "C")
+#: Instance channel sets the guided mode offers: BiaPy 3.7's sets, written ``F,C,M`` (each with
+#: the process that decodes it), then the legacy strings of older models (``BC``, ``BCM``, ...).
+INSTANCE_CHANNELS = (
+    *(",".join(channels) for channels, _ in GUIDED_INSTANCE_CHANNELS),
+    *(name for name in LEGACY_CHANNEL_SETS if name != "A"),
+)
 
 #: Patch edge (pixels) when no object size is given: 2D / 3D.
 DEFAULT_PATCH = {2: 256, 3: 64}
@@ -58,7 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     inst = parser.add_argument_group("instance segmentation")
     inst.add_argument("--instance-channels", choices=INSTANCE_CHANNELS, default="BC",
-                      help="channels the model predicts (B binary, C contour, M mask, ...)")
+                      help="channels the model predicts, in its output order: BiaPy 3.7's "
+                      "F,C / F,C,M / Db,R (StarDist) / F,Gv,Gh (Cellpose flows) / A "
+                      "(affinities) ... or an older string (BC, BCM, ...)")
     inst.add_argument("--threshold-mode", choices=("auto", "manual"), default="auto",
                       help="seed thresholds by Otsu (auto) or the values below (manual)")
     inst.add_argument("--th-binary", type=float, default=0.5, help="seed threshold on B")
@@ -168,13 +175,26 @@ def _check(args: argparse.Namespace) -> None:
         log.warn("make-config: --slices only matters for 3D images; ignored")
 
 
+def _instance_channels(value: str) -> tuple[Any, str]:
+    """DATA_CHANNELS (a list for BiaPy 3.7's sets, the string for older ones) and the process."""
+    for channels, process in GUIDED_INSTANCE_CHANNELS:
+        if value == ",".join(channels):
+            return list(channels), process
+    return value, "watershed"
+
+
 def _instance(args: argparse.Namespace) -> dict[str, Any]:
+    channels, process = _instance_channels(args.instance_channels)
     seg: dict[str, Any] = {
-        "DATA_CHANNELS": args.instance_channels,
+        "DATA_CHANNELS": channels,
+        "INSTANCE_CREATION_PROCESS": process,
         "DATA_MW_TH_TYPE": args.threshold_mode,
         "DATA_REMOVE_SMALL_OBJ_BEFORE": args.min_size,
     }
-    if args.threshold_mode == "manual":
+    if isinstance(channels, list) and args.threshold_mode == "manual":
+        log.warn("make-config: manual thresholds apply to the older channel strings; "
+                 f"{args.instance_channels} uses BiaPy's automatic (Otsu) thresholds")
+    if args.threshold_mode == "manual" and not isinstance(channels, list):
         seg.update({
             "DATA_MW_TH_BINARY_MASK": args.th_binary,
             "DATA_MW_TH_CONTOUR": args.th_contour,

@@ -28,6 +28,7 @@ from biapy_runner.config.schema import (
     INSTANCE_CHANNELS,
     LEGACY_BINARY_CHANNELS,
     LEGACY_CHANNEL_SETS,
+    WATERSHED_DEFAULTS,
 )
 from biapy_runner.errors import ConfigError
 
@@ -81,36 +82,6 @@ GROWTH_HIGH = frozenset({"F", "Db", "D"})
 #: Topographic-surface channels used as they are (low inside); the others are negated.
 SURFACE_LOW = frozenset({"C", "B", "Dn", "Dc"})
 
-#: BiaPy 3.7's watershed defaults per channel set (``check_configuration``): seed channels,
-#: topographic surface, growth-mask channels. Other sets need the WATERSHED keys set.
-WATERSHED_DEFAULTS: dict[frozenset[str], tuple[tuple[str, ...], str, tuple[str, ...]]] = {
-    frozenset(k.split()): (tuple(s.split()), t, tuple(g.split()))
-    for k, s, t, g in (
-        ("C", "C", "C", "C"),
-        ("F", "F", "F", "F"),
-        ("F C", "F C", "F", "F"),
-        ("F P", "P", "F", "F"),
-        ("F D", "F D", "F", "F"),
-        ("F Dc", "F Dc", "F", "F"),
-        ("F Db", "F Db", "F", "F"),
-        ("F Dn", "F Dn", "F", "F"),
-        ("F V H", "F V H", "F", "F"),
-        ("Db V H", "Db V H", "Db", "Db"),
-        ("Dc V H", "Dc V H", "Dc", "Dc"),
-        ("D V H", "D V H", "D", "D"),
-        ("F C M", "F C", "F", "F"),
-        ("F Z V H", "F Z V H", "F", "F"),
-        ("Db Z V H", "Db Z V H", "Db", "Db"),
-        ("Dc Z V H", "Dc Z V H", "Dc", "Dc"),
-        ("D Z V H", "D Z V H", "D", "D"),
-        ("F C Dc", "F C Dc", "F", "F"),
-        ("F C Db", "F C Db", "F", "F"),
-        ("F C D", "F C D", "F", "F"),
-        ("A", "A", "A", "A"),
-        ("Dc", "Dc", "Dc", "Dc"),
-        ("Db", "Db", "Db", "Db"),
-    )
-}
 #: Channels whose model output is a probability (per-channel IoU against GT-derived targets).
 BINARY_CHANNELS = set(LIST_BINARY_CHANNELS) | set(LEGACY_BINARY_CHANNELS)
 

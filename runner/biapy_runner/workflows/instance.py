@@ -138,7 +138,8 @@ class InstanceSegmentation(Workflow):
                 "was trained with (see its BioImage.IO description)."
             )
         known = set(INSTANCE_CHANNELS) | {n for v in LEGACY_CHANNELS.values() for n in v}
-        given = [str(n) for n in channel_names]
+        # a name covering several outputs (A per offset, R per ray, ...) may repeat
+        given = [str(n) for i, n in enumerate(channel_names) if i == 0 or n != channel_names[i - 1]]
         if given and all(n in known for n in given) and set(given) != set(names):
             raise ConfigError(
                 f"The model's output channels are named {given} but {IS}DATA_CHANNELS "
