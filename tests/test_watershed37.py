@@ -6,8 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from biapy_runner.config.load import load_config
-from biapy_runner.config.schema import INSTANCE_CHANNELS, INSTANCE_CREATION_PROCESSES
-from biapy_runner.decode.channels import WATERSHED_DEFAULTS, parse_channels
+from biapy_runner.config.schema import (
+    INSTANCE_CHANNELS,
+    INSTANCE_CREATION_PROCESSES,
+    WATERSHED_DEFAULTS,
+)
+from biapy_runner.decode.channels import parse_channels
 from biapy_runner.decode.postprocess import refine_instances
 from biapy_runner.decode.processes import check_process, create_instances, resolve_process
 from biapy_runner.decode.watershed import watershed_by_channels, watershed_settings

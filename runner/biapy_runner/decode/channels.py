@@ -1,5 +1,6 @@
 """BiaPy's instance channels: parsing ``PROBLEM.INSTANCE_SEG.DATA_CHANNELS``, what each channel
-means to the watershed, BiaPy 3.7's per-channel-set watershed defaults and GT-derived targets.
+means to the watershed (BiaPy 3.7's defaults per channel set are ``config.schema.WATERSHED_DEFAULTS``)
+and GT-derived targets.
 
 Two spellings exist:
 
@@ -28,7 +29,6 @@ from biapy_runner.config.schema import (
     INSTANCE_CHANNELS,
     LEGACY_BINARY_CHANNELS,
     LEGACY_CHANNEL_SETS,
-    WATERSHED_DEFAULTS,
 )
 from biapy_runner.errors import ConfigError
 

@@ -23,6 +23,7 @@ from skimage.segmentation import relabel_sequential, watershed
 
 from biapy_runner import log
 from biapy_runner.config.load import Config
+from biapy_runner.config.schema import WATERSHED_DEFAULTS
 from biapy_runner.decode.channels import (
     GROWTH_HIGH,
     GROWTH_LOW,
@@ -31,7 +32,6 @@ from biapy_runner.decode.channels import (
     SEED_LOW,
     SEED_ORDER,
     SURFACE_LOW,
-    WATERSHED_DEFAULTS,
     Channels,
 )
 from biapy_runner.errors import ConfigError
@@ -125,14 +125,9 @@ def _resolve(
 
 
 @dataclass
-class WatershedSettings:
-    """BiaPy 3.7's ``PROBLEM.INSTANCE_SEG.WATERSHED`` options, resolved for one channel set."""
+class WatershedOptions:
+    """The ``PROBLEM.INSTANCE_SEG.WATERSHED`` options common to both channel spellings."""
 
-    seed_channels: list[str]
-    seed_thresholds: list[Any]
-    surface_channel: str
-    growth_channels: list[str]
-    growth_thresholds: list[Any]
     remove_before: bool = False
     small_before: int = 10
     seed_morph_sequence: list[str] = field(default_factory=list)
@@ -141,6 +136,50 @@ class WatershedSettings:
     fore_erosion_radius: int = 5
     fore_dilation_radius: int = 5
     by_2d_slices: bool = False
+
+
+def watershed_options(cfg: Config) -> dict[str, Any]:
+    """The ``WatershedOptions`` fields read from ``cfg`` (``ConfigError`` on a bad sequence).
+
+    Parameters
+    ----------
+    cfg
+        The configuration.
+
+    Returns
+    -------
+    dict
+        Keyword arguments of ``WatershedOptions`` (and its subclasses).
+    """
+    g = cfg.get
+    sequence = [str(op) for op in g(WS + "SEED_MORPH_SEQUENCE")]
+    radius = [int(r) for r in g(WS + "SEED_MORPH_RADIUS")]
+    if len(sequence) != len(radius):
+        raise ConfigError(
+            f"{WS}SEED_MORPH_SEQUENCE and {WS}SEED_MORPH_RADIUS must have the same length "
+            f"(got {sequence} and {radius})."
+        )
+    return {
+        "remove_before": bool(g(WS + "DATA_REMOVE_BEFORE_MW")),
+        "small_before": int(g(WS + "DATA_REMOVE_SMALL_OBJ_BEFORE")),
+        "seed_morph_sequence": sequence,
+        "seed_morph_radius": radius,
+        "close_growth_mask": bool(g(WS + "ERODE_AND_DILATE_GROWTH_MASK")),
+        "fore_erosion_radius": int(g(WS + "FORE_EROSION_RADIUS")),
+        "fore_dilation_radius": int(g(WS + "FORE_DILATION_RADIUS")),
+        "by_2d_slices": bool(g(WS + "BY_2D_SLICES")),
+    }
+
+
+@dataclass
+class WatershedSettings(WatershedOptions):
+    """BiaPy 3.7's ``PROBLEM.INSTANCE_SEG.WATERSHED`` options, resolved for one channel set."""
+
+    seed_channels: list[str] = field(default_factory=list)
+    seed_thresholds: list[Any] = field(default_factory=list)
+    surface_channel: str = ""
+    growth_channels: list[str] = field(default_factory=list)
+    growth_thresholds: list[Any] = field(default_factory=list)
     db_discretize: bool = False
 
 
@@ -199,13 +238,6 @@ def watershed_settings(cfg: Config, channels: Channels) -> WatershedSettings:
                 )
     if "E" in seeds:
         raise ConfigError(f"{WS}SEED_CHANNELS: BiaPy's watershed does not use embeddings ('E').")
-    sequence = [str(op) for op in g(WS + "SEED_MORPH_SEQUENCE")]
-    radius = [int(r) for r in g(WS + "SEED_MORPH_RADIUS")]
-    if len(sequence) != len(radius):
-        raise ConfigError(
-            f"{WS}SEED_MORPH_SEQUENCE and {WS}SEED_MORPH_RADIUS must have the same length "
-            f"(got {sequence} and {radius})."
-        )
     from biapy_runner.decode.layout import extra_opts  # layout imports this module
 
     return WatershedSettings(
@@ -214,14 +246,7 @@ def watershed_settings(cfg: Config, channels: Channels) -> WatershedSettings:
         surface_channel=surface,
         growth_channels=growth,
         growth_thresholds=growth_ths,
-        remove_before=bool(g(WS + "DATA_REMOVE_BEFORE_MW")),
-        small_before=int(g(WS + "DATA_REMOVE_SMALL_OBJ_BEFORE")),
-        seed_morph_sequence=sequence,
-        seed_morph_radius=radius,
-        close_growth_mask=bool(g(WS + "ERODE_AND_DILATE_GROWTH_MASK")),
-        fore_erosion_radius=int(g(WS + "FORE_EROSION_RADIUS")),
-        fore_dilation_radius=int(g(WS + "FORE_DILATION_RADIUS")),
-        by_2d_slices=bool(g(WS + "BY_2D_SLICES")),
+        **watershed_options(cfg),
         db_discretize="Db" in channels.names
         and extra_opts(cfg, "Db").get("val_type", "norm") == "discretize",
     )

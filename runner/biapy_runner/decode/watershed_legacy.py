@@ -10,7 +10,7 @@ channel inside the foreground.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from skimage.segmentation import relabel_sequential
@@ -19,6 +19,7 @@ from biapy_runner import log
 from biapy_runner.decode.channels import Channels
 from biapy_runner.decode.watershed import (
     DecodeResult,
+    WatershedOptions,
     _morph_planes,
     _otsu,
     grow_seeds,
@@ -40,8 +41,8 @@ class Condition:
 
 
 @dataclass
-class DecodeSettings:
-    """The legacy (channel string) watershed's settings (built from the config)."""
+class DecodeSettings(WatershedOptions):
+    """The legacy (channel string) watershed's thresholds (plus the common options)."""
 
     th_auto: bool = True
     th_binary_mask: float = 0.5
@@ -49,14 +50,6 @@ class DecodeSettings:
     th_foreground: float = 0.3
     th_distance: float = 1.0
     th_points: float = 0.5
-    remove_before: bool = False
-    small_before: int = 10
-    seed_morph_sequence: list[str] = field(default_factory=list)
-    seed_morph_radius: list[int] = field(default_factory=list)
-    close_growth_mask: bool = False
-    fore_erosion_radius: int = 5
-    fore_dilation_radius: int = 5
-    by_2d_slices: bool = False
 
 
 class _Plan:

@@ -38,7 +38,7 @@ from biapy_runner.decode.postprocess import (
     voronoi_on_mask,
 )
 from biapy_runner.decode.processes import check_process, create_instances
-from biapy_runner.decode.watershed import label_dtype
+from biapy_runner.decode.watershed import label_dtype, watershed_options
 from biapy_runner.decode.watershed_legacy import DecodeSettings
 from biapy_runner.errors import ConfigError
 from biapy_runner.io.images import Image
@@ -91,14 +91,6 @@ class InstanceSegmentation(Workflow):
         th_type = str(g(IS + "DATA_MW_TH_TYPE", "auto")).lower()
         if th_type not in ("auto", "manual"):
             raise ConfigError(f"{IS}DATA_MW_TH_TYPE = {th_type!r} must be 'auto' or 'manual'.")
-        ws = IS + "WATERSHED."
-        sequence = list(g(ws + "SEED_MORPH_SEQUENCE", []))
-        radius = [int(r) for r in g(ws + "SEED_MORPH_RADIUS", [])]
-        if len(sequence) != len(radius):
-            raise ConfigError(
-                f"{ws}SEED_MORPH_SEQUENCE and SEED_MORPH_RADIUS must have the same length "
-                f"(got {sequence} and {radius})."
-            )
         return DecodeSettings(
             th_auto=th_type == "auto",
             th_binary_mask=float(g(IS + "DATA_MW_TH_BINARY_MASK", 0.5)),
@@ -106,14 +98,7 @@ class InstanceSegmentation(Workflow):
             th_foreground=float(g(IS + "DATA_MW_TH_FOREGROUND", 0.3)),
             th_distance=float(g(IS + "DATA_MW_TH_DISTANCE", 1.0)),
             th_points=float(g(IS + "DATA_MW_TH_POINTS", 0.5)),
-            remove_before=bool(g(ws + "DATA_REMOVE_BEFORE_MW", False)),
-            small_before=int(g(ws + "DATA_REMOVE_SMALL_OBJ_BEFORE", 10)),
-            seed_morph_sequence=sequence,
-            seed_morph_radius=radius,
-            close_growth_mask=bool(g(ws + "ERODE_AND_DILATE_GROWTH_MASK", False)),
-            fore_erosion_radius=int(g(ws + "FORE_EROSION_RADIUS", 5)),
-            fore_dilation_radius=int(g(ws + "FORE_DILATION_RADIUS", 5)),
-            by_2d_slices=bool(g(ws + "BY_2D_SLICES", False)),
+            **watershed_options(self.cfg),
         )
 
     def _expected_channels(self) -> int:
