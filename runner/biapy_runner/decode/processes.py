@@ -22,7 +22,7 @@ from biapy_runner.config.load import Config
 from biapy_runner.config.schema import INSTANCE_CREATION_PROCESSES, creation_process
 from biapy_runner.decode.channels import Channels
 from biapy_runner.decode.watershed import DecodeResult, watershed_by_channels, watershed_settings
-from biapy_runner.decode.watershed_legacy import decode_instances
+from biapy_runner.decode.watershed_legacy import DecodeSettings, decode_instances
 from biapy_runner.errors import ConfigError
 
 IS = "PROBLEM.INSTANCE_SEG."
@@ -110,7 +110,10 @@ def check_process(channels: Channels, cfg: Config) -> str:
 
 
 def create_instances(
-    raw: np.ndarray, channels: Channels, cfg: Config, legacy_settings=None
+    raw: np.ndarray,
+    channels: Channels,
+    cfg: Config,
+    legacy_settings: DecodeSettings | None = None,
 ) -> Instances:
     """Instance labels from the prediction ``raw`` ``(C, *spatial)`` by the configured process.
 
@@ -133,7 +136,9 @@ def create_instances(
     process = resolve_process(channels, str(cfg.get(KEY) or ""))
     if process == "watershed":
         if channels.legacy:
-            result: DecodeResult = decode_instances(raw, channels, legacy_settings)
+            result: DecodeResult = decode_instances(
+                raw, channels, legacy_settings or DecodeSettings()
+            )
         else:
             result = watershed_by_channels(raw, channels, watershed_settings(cfg, channels))
         return Instances(result.labels, result.maps)
