@@ -16,7 +16,8 @@ from typing import Any
 import yaml
 
 from biapy_runner import log
-from biapy_runner.config.schema import GUIDED_INSTANCE_CHANNELS, LEGACY_CHANNEL_SETS
+from biapy_runner.config.convert import convert
+from biapy_runner.config.schema import GUIDED_INSTANCE_CHANNELS, GUIDED_LEGACY_CHANNELS
 from biapy_runner.errors import InputError
 
 #: Wizard workflow names and the PROBLEM.TYPE they stand for.
@@ -35,7 +36,7 @@ PROBLEM_TYPES = {
 #: the process that decodes it), then the legacy strings of older models (``BC``, ``BCM``, ...).
 INSTANCE_CHANNELS = (
     *(",".join(channels) for channels, _ in GUIDED_INSTANCE_CHANNELS),
-    *(name for name in LEGACY_CHANNEL_SETS if name != "A"),
+    *GUIDED_LEGACY_CHANNELS,
 )
 
 #: Patch edge (pixels) when no object size is given: 2D / 3D.
@@ -118,7 +119,8 @@ def build_config(args: argparse.Namespace) -> dict[str, Any]:
     if args.ndim == "2D-stack":
         config["TEST"]["ANALIZE_2D_IMGS_AS_3D_STACK"] = True
     _merge(config, WORKFLOW_SETTINGS.get(args.workflow, _no_settings)(args))
-    return config
+    converted, _ = convert(config)  # the answers use BiaPy 3.6's words; write 3.7.1's keys
+    return converted
 
 
 def to_yaml(config: dict[str, Any]) -> str:
@@ -190,6 +192,9 @@ def _instance(args: argparse.Namespace) -> dict[str, Any]:
         "INSTANCE_CREATION_PROCESS": process,
         "DATA_MW_TH_TYPE": args.threshold_mode,
         "DATA_REMOVE_SMALL_OBJ_BEFORE": args.min_size,
+        # the switch without which BiaPy ignores the size (seeds smaller than it are removed
+        # before the watershed, so no object smaller than it is grown)
+        "DATA_REMOVE_BEFORE_MW": args.min_size > 0,
     }
     if isinstance(channels, list) and args.threshold_mode == "manual":
         log.warn("make-config: manual thresholds apply to the older channel strings; "

@@ -28,8 +28,6 @@ from biapy_runner.decode.channels import (
 from biapy_runner.decode.filters import configured_median_filter
 from biapy_runner.decode.layout import extra_opts
 from biapy_runner.decode.postprocess import (
-    clear_border,
-    fill_holes,
     measure_objects,
     refine_instances,
     removal_mask,
@@ -160,8 +158,6 @@ class InstanceSegmentation(Workflow):
                 list(g(PP + "INSTANCE_REFINEMENT.OPERATIONS", [])),
                 list(g(PP + "INSTANCE_REFINEMENT.VALUES", [])),
             )
-        if g(PP + "FILL_HOLES", False):
-            out = fill_holes(out)
         size = int(g(PP + "REPARE_LARGE_BLOBS_SIZE", -1))
         if size != -1:
             out = repair_large_blobs(out, size)
@@ -170,8 +166,6 @@ class InstanceSegmentation(Workflow):
                 raise ConfigError(f"{PP}VORONOI_ON_MASK needs the model's probabilities.")
             th = float(g(PP + "VORONOI_TH", 0.0))
             out = voronoi_on_mask(out, self._voronoi_mask(raw), th, self.resolution)
-        if g(PP + "CLEAR_BORDER", False):
-            out = clear_border(out)
         if g(RP + "ENABLE", False):
             table = measure_objects(out, self.resolution)
             if len(table):
