@@ -2,18 +2,13 @@
 means to the watershed (BiaPy 3.7's defaults per channel set are ``config.schema.WATERSHED_DEFAULTS``)
 and GT-derived targets.
 
-Two spellings exist:
-
-- legacy strings (BiaPy < 3.7): ``B`` binary mask of each instance without its contour, ``C``
-  contour, ``M`` whole foreground mask, ``D`` distance to the contour, ``Dv2`` distance that also
-  covers the background, ``P`` central points; combined as ``BC``, ``BCM``, ``BCD``, ``BCDv2``,
-  ``BD``, ``BDv2``, ``BP``, ``BCP``, ``Dv2``.
-- the 3.7 list form, e.g. ``["F", "C", "M"]``; the names are those of ``config.schema``
-  (``INSTANCE_CHANNELS``). For the watershed: ``F`` foreground, ``B`` background, ``P`` central
-  part, ``C`` contour, ``T`` touching area, ``Db`` distance to the boundary (high inside), ``Dc``
-  distance to the centre (low inside), ``Dn`` distance to the neighbour, ``D`` signed distance,
-  ``H``/``V``/``Z`` HoVer-Net displacements (their Sobel edges separate touching objects), ``A``
-  affinities, ``M`` CartoCell's legacy mask (model output only: the watershed reads F and C).
+The names are those of ``config.schema`` (``INSTANCE_CHANNELS``); older strings (``BC``, ``BCM``,
+``BCDv2``, ...) are converted to the list form when the configuration is read. For the watershed:
+``F`` foreground, ``B`` background, ``P`` central part, ``C`` contour, ``T`` touching area, ``Db``
+distance to the boundary (high inside), ``Dc`` distance to the centre (low inside), ``Dn``
+distance to the neighbour, ``D`` signed distance, ``H``/``V``/``Z`` HoVer-Net displacements (their
+Sobel edges separate touching objects), ``A`` affinities, ``M`` CartoCell's legacy mask (model
+output only: the watershed reads F and C).
 """
 
 from __future__ import annotations
@@ -24,22 +19,14 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from biapy_runner.config.schema import BINARY_CHANNELS as LIST_BINARY_CHANNELS
 from biapy_runner.config.schema import (
     INSTANCE_CHANNELS,
-    LEGACY_BINARY_CHANNELS,
     LEGACY_CHANNEL_SETS,
+    legacy_channels_as_list,
 )
 from biapy_runner.errors import ConfigError
 
 KEY = "PROBLEM.INSTANCE_SEG.DATA_CHANNELS"
-
-#: legacy channel strings the legacy watershed decodes (the vocabulary is config/schema.py's)
-LEGACY_CHANNELS = {
-    name: tokens
-    for name, tokens in LEGACY_CHANNEL_SETS.items()
-    if set(tokens) <= {"B", "C", "M", "D", "Dv2", "P"}
-}
 
 #: BiaPy 3.7's seed order: channels that make good starting seeds first (others after, by name).
 SEED_ORDER = {
@@ -82,16 +69,12 @@ GROWTH_HIGH = frozenset({"F", "Db", "D"})
 #: Topographic-surface channels used as they are (low inside); the others are negated.
 SURFACE_LOW = frozenset({"C", "B", "Dn", "Dc"})
 
-#: Channels whose model output is a probability (per-channel IoU against GT-derived targets).
-BINARY_CHANNELS = set(LIST_BINARY_CHANNELS) | set(LEGACY_BINARY_CHANNELS)
-
 
 @dataclass(frozen=True)
 class Channels:
-    """The configured channels: one name per model output channel, and the spelling used."""
+    """The configured channels: one name per model output channel (a name may cover several)."""
 
     names: tuple[str, ...]
-    legacy: bool
 
     def index(self, name: str) -> int:
         """Position of channel ``name`` in the model output."""
@@ -100,7 +83,7 @@ class Channels:
     @property
     def foreground_channel(self) -> str | None:
         """The channel giving the probability of being inside an object (None if there is none)."""
-        for name in ("B", "M") if self.legacy else ("F", "M", "P"):
+        for name in ("F", "M", "P"):
             if name in self.names:
                 return name
         return None
@@ -112,22 +95,18 @@ def parse_channels(value: Any) -> Channels:
     Parameters
     ----------
     value
-        The configured value: a legacy string such as ``"BC"`` or a list such as ``["F", "C"]``.
+        The configured value: a list such as ``["F", "C"]`` (an older string such as ``"BC"`` is
+        read as BiaPy's converter reads it).
 
     Returns
     -------
     Channels
         The channel names in model-output order.
     """
-    if isinstance(value, str):
-        if value in LEGACY_CHANNELS:
-            return Channels(LEGACY_CHANNELS[value], legacy=True)
-        raise ConfigError(
-            f"{KEY} = {value!r} is not a channel set this runner can decode; use one of "
-            f"{', '.join(LEGACY_CHANNELS)} or a list such as ['F', 'C']."
-        )
+    if isinstance(value, str) and value in LEGACY_CHANNEL_SETS:
+        value = legacy_channels_as_list(value)
     if not isinstance(value, (list, tuple)) or not value:
-        raise ConfigError(f"{KEY} must be a string such as 'BC' or a list such as ['F', 'C'].")
+        raise ConfigError(f"{KEY} must be a list of channel names such as ['F', 'C'].")
     names = tuple(str(v) for v in value)
     for name in names:
         if name not in INSTANCE_CHANNELS:
@@ -137,7 +116,7 @@ def parse_channels(value: Any) -> Channels:
             )
     if len(set(names)) != len(names):
         raise ConfigError(f"{KEY} = {list(names)} repeats a channel.")
-    return Channels(names, legacy=False)
+    return Channels(names)
 
 
 def channel_targets(gt: np.ndarray, channels: Channels, contour_mode: str = "thick") -> dict:
@@ -150,32 +129,28 @@ def channel_targets(gt: np.ndarray, channels: Channels, contour_mode: str = "thi
     channels
         The configured channels.
     contour_mode
-        ``find_boundaries`` mode of the contours (``dense`` = every pixel outside ``B``).
+        ``find_boundaries`` mode of the contours (``dense``: the background rim of the objects).
 
     Returns
     -------
     dict
-        Channel name -> boolean target. Legacy: ``B`` = objects without their contour, ``C`` =
-        contours, ``M`` = all objects, ``P`` = the voxel nearest each object's centroid. List
-        form: ``F`` and ``M`` = objects, ``B`` = background, ``C`` and ``P`` as above.
+        Channel name -> boolean target: ``F`` and ``M`` the objects, ``B`` the background, ``C``
+        the contours, ``P`` the voxel nearest each object's centroid.
     """
     from skimage.segmentation import find_boundaries
 
     fg = gt > 0
     out: dict[str, np.ndarray] = {}
-    contour = None
-    if "C" in channels.names or channels.legacy:
-        mode = "thick" if contour_mode == "dense" else contour_mode
-        contour = find_boundaries(gt, mode=mode) & (fg if mode != "outer" else True)
-        if contour_mode == "dense":
-            contour = ~(fg & ~contour)
     for name in channels.names:
-        if name == "C":
-            out["C"] = contour
-        elif name == "M" or name == "F":
+        if name == "C" and contour_mode == "dense":  # the rim outside, plane by plane
+            structure = ndimage.generate_binary_structure(gt.ndim, 1)
+            if gt.ndim == 3:
+                structure[[0, 2]] = False
+            out["C"] = ndimage.binary_dilation(fg, structure) & ~fg
+        elif name == "C":
+            out["C"] = find_boundaries(gt, mode=contour_mode)
+        elif name in ("F", "M"):
             out[name] = fg
-        elif name == "B" and channels.legacy:
-            out["B"] = fg & ~contour if "C" in channels.names else fg
         elif name == "B":
             out["B"] = ~fg
         elif name == "P":

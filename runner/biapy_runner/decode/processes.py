@@ -21,8 +21,7 @@ import numpy as np
 from biapy_runner.config.load import Config
 from biapy_runner.config.schema import INSTANCE_CREATION_PROCESSES, creation_process
 from biapy_runner.decode.channels import Channels
-from biapy_runner.decode.watershed import DecodeResult, watershed_by_channels, watershed_settings
-from biapy_runner.decode.watershed_legacy import DecodeSettings, decode_instances
+from biapy_runner.decode.watershed import watershed_by_channels, watershed_settings
 from biapy_runner.errors import ConfigError
 
 IS = "PROBLEM.INSTANCE_SEG."
@@ -69,8 +68,6 @@ def resolve_process(channels: Channels, configured: str) -> str:
         raise ConfigError(
             f"{KEY} = {configured!r} is not one of {', '.join(INSTANCE_CREATION_PROCESSES)}."
         )
-    if channels.legacy:
-        return "watershed"
     decided = creation_process(channels.names)
     return decided if decided in BY_CHANNELS else configured or decided
 
@@ -102,7 +99,7 @@ def check_process(channels: Channels, cfg: Config) -> str:
         The process name.
     """
     process = resolve_process(channels, str(cfg.get(KEY) or ""))
-    if process == "watershed" and not channels.legacy:
+    if process == "watershed":
         watershed_settings(cfg, channels)
     elif process != "watershed":
         decoder_for(process)
@@ -113,7 +110,6 @@ def create_instances(
     raw: np.ndarray,
     channels: Channels,
     cfg: Config,
-    legacy_settings: DecodeSettings | None = None,
 ) -> Instances:
     """Instance labels from the prediction ``raw`` ``(C, *spatial)`` by the configured process.
 
@@ -125,8 +121,6 @@ def create_instances(
         The configured channels.
     cfg
         The configuration.
-    legacy_settings
-        ``DecodeSettings`` for legacy channel strings (BiaPy < 3.7 watershed rules).
 
     Returns
     -------
@@ -135,12 +129,7 @@ def create_instances(
     """
     process = resolve_process(channels, str(cfg.get(KEY) or ""))
     if process == "watershed":
-        if channels.legacy:
-            result: DecodeResult = decode_instances(
-                raw, channels, legacy_settings or DecodeSettings()
-            )
-        else:
-            result = watershed_by_channels(raw, channels, watershed_settings(cfg, channels))
+        result = watershed_by_channels(raw, channels, watershed_settings(cfg, channels))
         return Instances(result.labels, result.maps)
     labels = decoder_for(process)(np.asarray(raw, dtype=np.float32), list(channels.names), cfg)
     return Instances(np.asarray(labels))

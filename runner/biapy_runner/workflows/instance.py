@@ -17,10 +17,8 @@ import numpy as np
 import pandas as pd
 
 from biapy_runner import log
-from biapy_runner.config.schema import INSTANCE_CHANNELS
+from biapy_runner.config.schema import BINARY_CHANNELS, INSTANCE_CHANNELS
 from biapy_runner.decode.channels import (
-    BINARY_CHANNELS,
-    LEGACY_CHANNELS,
     Channels,
     channel_targets,
     parse_channels,
@@ -36,8 +34,7 @@ from biapy_runner.decode.postprocess import (
     voronoi_on_mask,
 )
 from biapy_runner.decode.processes import check_process, create_instances
-from biapy_runner.decode.watershed import label_dtype, watershed_options
-from biapy_runner.decode.watershed_legacy import DecodeSettings
+from biapy_runner.decode.watershed import label_dtype
 from biapy_runner.errors import ConfigError
 from biapy_runner.io.images import Image
 from biapy_runner.metrics.matching import METRICS, aggregate_stats, label_overlap, match_overlap
@@ -69,7 +66,6 @@ class InstanceSegmentation(Workflow):
         super().__init__(cfg)
         self.channels: Channels = parse_channels(cfg.get(IS + "DATA_CHANNELS", "BC"))
         self.process = check_process(self.channels, cfg)
-        self.settings = self._settings()
         self.resolution = self._resolution()
         self.thresholds = [float(t) for t in cfg.get("TEST.MATCHING_STATS_THS", DEFAULT_THS)]
 
@@ -82,22 +78,6 @@ class InstanceSegmentation(Workflow):
         res = self._get("DATA.TEST.RESOLUTION", (-1,))
         res = tuple(float(r) for r in (res if isinstance(res, (list, tuple)) else [res]))
         return () if not res or any(r <= 0 for r in res) else res
-
-    def _settings(self) -> DecodeSettings:
-        """The legacy (channel string) watershed settings; the list form reads WATERSHED.*."""
-        g = self._get
-        th_type = str(g(IS + "DATA_MW_TH_TYPE", "auto")).lower()
-        if th_type not in ("auto", "manual"):
-            raise ConfigError(f"{IS}DATA_MW_TH_TYPE = {th_type!r} must be 'auto' or 'manual'.")
-        return DecodeSettings(
-            th_auto=th_type == "auto",
-            th_binary_mask=float(g(IS + "DATA_MW_TH_BINARY_MASK", 0.5)),
-            th_contour=float(g(IS + "DATA_MW_TH_CONTOUR", 0.1)),
-            th_foreground=float(g(IS + "DATA_MW_TH_FOREGROUND", 0.3)),
-            th_distance=float(g(IS + "DATA_MW_TH_DISTANCE", 1.0)),
-            th_points=float(g(IS + "DATA_MW_TH_POINTS", 0.5)),
-            **watershed_options(self.cfg),
-        )
 
     def _expected_channels(self) -> int:
         """Model output channels DATA_CHANNELS implies (a discretized Db has 11 softmax bins)."""
@@ -120,7 +100,7 @@ class InstanceSegmentation(Workflow):
                 f"{len(names)} ({', '.join(names)}). Set DATA_CHANNELS to the channels the model "
                 "was trained with (see its BioImage.IO description)."
             )
-        known = set(INSTANCE_CHANNELS) | {n for v in LEGACY_CHANNELS.values() for n in v}
+        known = set(INSTANCE_CHANNELS)
         # a name covering several outputs (A per offset, R per ray, ...) may repeat
         given = [str(n) for i, n in enumerate(channel_names) if i == 0 or n != channel_names[i - 1]]
         if given and all(n in known for n in given) and set(given) != set(names):
@@ -133,18 +113,17 @@ class InstanceSegmentation(Workflow):
 
     # ---- decoding -----------------------------------------------------------------------
     def _voronoi_mask(self, raw: np.ndarray) -> np.ndarray:
-        """The foreground probability Voronoi grows into: M, else B/F (+ C), else 1 - background."""
+        """The foreground probability Voronoi grows into: M, else F (+ C), else 1 - B."""
         names = self.channels.names
-        fg = "B" if self.channels.legacy else "F"
         if "M" in names:
             return raw[names.index("M")]
-        if fg in names:
-            mask = raw[names.index(fg)].astype(np.float32)
+        if "F" in names:
+            mask = raw[names.index("F")].astype(np.float32)
             return mask + raw[names.index("C")] if "C" in names else mask
-        if not self.channels.legacy and "B" in names:
+        if "B" in names:
             return 1 - raw[names.index("B")]
         raise ConfigError(
-            f"{PP}VORONOI_ON_MASK needs a foreground channel (M, B/F) in {IS}DATA_CHANNELS "
+            f"{PP}VORONOI_ON_MASK needs a foreground channel (M, F or B) in {IS}DATA_CHANNELS "
             f"({list(names)})."
         )
 
@@ -186,7 +165,7 @@ class InstanceSegmentation(Workflow):
     def decode(self, raw: np.ndarray, image: Image) -> Decoded:
         """Watershed the channels into instances, post-process, and measure the objects."""
         raw = configured_median_filter(np.asarray(raw, dtype=np.float32), self.cfg)
-        result = create_instances(raw, self.channels, self.cfg, self.settings)
+        result = create_instances(raw, self.channels, self.cfg)
         post = self.post_process(result.labels, raw)
         log.info(
             f"instances: {_count(result.labels)} from {self.process}, "
@@ -246,7 +225,9 @@ class InstanceSegmentation(Workflow):
         return row, assoc
 
     def _channel_ious(self, raw: np.ndarray, gt: np.ndarray) -> dict[str, float]:
-        contour_mode = str(self._get(IS + "DATA_CONTOUR_MODE", "thick"))
+        contour_mode = str(
+            extra_opts(self.cfg, "C").get("mode") or self._get(IS + "DATA_CONTOUR_MODE", "thick")
+        )
         names = [n for n in self.channels.names if n in BINARY_CHANNELS]
         if not names:
             return {}
