@@ -135,10 +135,11 @@ def test_inputs_are_never_modified(tmp_path: Path) -> None:
 def test_threads_follow_option_then_config_then_galaxy_slots(monkeypatch) -> None:
     cfg = load_config(CONFIG)
     monkeypatch.setenv("GALAXY_SLOTS", "3")
-    assert resolve_threads(5, cfg) == 5
-    assert resolve_threads(None, cfg) == 3  # NUM_CPUS -1: not set
+    assert resolve_threads(5, cfg) == (5, "--threads")
+    assert resolve_threads(None, cfg) == (3, "$GALAXY_SLOTS")  # NUM_CPUS -1: not set
     cfg.set("SYSTEM.NUM_CPUS", 4)
-    assert resolve_threads(None, cfg) == 4
+    assert resolve_threads(None, cfg) == (4, "SYSTEM.NUM_CPUS")
     monkeypatch.delenv("GALAXY_SLOTS")
     cfg.set("SYSTEM.NUM_CPUS", -1)
-    assert resolve_threads(None, cfg) >= 1
+    threads, origin = resolve_threads(None, cfg)
+    assert threads >= 1 and origin == "all cores"

@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from types import FrameType
 from pathlib import Path
 
 from biapy_runner import __version__, log
 from biapy_runner.config import wizard as make_config
 from biapy_runner.config.wizard import PROBLEM_TYPES
-from biapy_runner.errors import RunnerError
+from biapy_runner.errors import RunnerError, Stopped
+
+#: Signals that stop a run cleanly (staging folder removed, exit 128 + signal): Ctrl-C, and the
+#: signals Galaxy, Slurm, Kubernetes and closing terminals use to stop a job.
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
@@ -84,17 +94,42 @@ def _dispatch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stop(signum: int, frame: FrameType | None) -> None:
+    """Turn a stop signal into ``Stopped``; later ones are ignored so that cleanup finishes."""
+    for other in STOP_SIGNALS:
+        signal.signal(other, signal.SIG_IGN)
+    raise Stopped(signum)
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """Raise ``Stopped`` on SIGINT, SIGTERM and SIGHUP while the command runs (main thread
+    only); the previous handlers are restored afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.signal(signum, _stop) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit code (0 ok, 2 input/config, 3 model, 1 other)."""
+    """Entry point; returns the exit code (0 ok, 2 input/config, 3 model, 1 other, 128 + signal
+    when stopped by SIGINT, SIGTERM or SIGHUP)."""
     args = build_parser().parse_args(argv)
     try:
-        return _dispatch(args)
+        with _stop_on_signals():
+            return _dispatch(args)
     except RunnerError as error:
         print(f"ERROR: {error}", file=sys.stderr, flush=True)
         return error.exit_code
-    except KeyboardInterrupt:
-        log.warn("interrupted")
-        return 130
+    except (Stopped, KeyboardInterrupt) as stop:
+        signum = stop.signum if isinstance(stop, Stopped) else signal.SIGINT
+        log.warn(f"stopped by {signal.Signals(signum).name}")
+        return 128 + signum
     except Exception:  # noqa: BLE001  (internal error: keep the traceback for the report)
         traceback.print_exc()
         print("ERROR: internal error in biapy-runner (traceback above); please report it.",

@@ -31,6 +31,19 @@ class ModelError(RunnerError):
     exit_code = 3
 
 
+class Stopped(BaseException):  # noqa: N818  (not an error: the job was told to stop)
+    """The process was told to stop by a signal (SIGINT, SIGTERM, SIGHUP); exit 128 + signal.
+
+    A ``BaseException`` so that no ``except Exception`` on the way swallows it: the output
+    stage's cleanup runs and the command line exits with the conventional code.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+
 def real_cause(err: BaseException) -> str:
     """The innermost useful message of an exception chain, for a one-paragraph error.
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import os
+import shlex
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,8 +19,16 @@ from biapy_runner import log
 from biapy_runner.config.load import Config, load_config
 from biapy_runner.errors import ConfigError, InputError, ModelError
 from biapy_runner.inference.normalization import normalize
-from biapy_runner.inference.tiling import plan_tiles, predict_tiled, predict_tta
-from biapy_runner.io.images import Image, list_images, read_image
+from biapy_runner.inference.tiling import TilePlan, plan_tiles, predict_tiled, predict_tta
+from biapy_runner.io.images import (
+    SUPPORTED_EXTENSIONS,
+    Image,
+    check_axes_letters,
+    check_finite,
+    check_unique_stems,
+    list_images,
+    read_image,
+)
 from biapy_runner.io.outputs import OutputStage, check_output_dir
 from biapy_runner.models.model import BmzModel, load_model
 from biapy_runner.workflows.base import Workflow, workflow_for
@@ -51,6 +61,7 @@ class TiledPredictor:
         self.cfg = cfg
         self.batch_size = batch_size
         self.amp = amp
+        self._noted: set[str] = set()
 
     def prepare(self, data: np.ndarray) -> np.ndarray:
         """The model's own preprocessing, after DATA.NORMALIZATION when the configuration sets
@@ -95,11 +106,12 @@ class TiledPredictor:
         )
         return self.model.postprocess(output)
 
-    def _plan(self, spatial_shape: Sequence[int]) -> Any:
+    def _plan(self, spatial_shape: Sequence[int]) -> TilePlan:
         """Tiles from DATA.PATCH_SIZE / TEST.PADDING / TEST.OVERLAP (per spatial axis, their
-        lengths checked against PROBLEM.NDIM by the config); padding covers the model's halo."""
+        lengths checked against PROBLEM.NDIM by the config); padding covers the model's halo. The
+        plan's notes (tile size changed, and why) are logged once per run."""
         halo = [int(np.ceil(h / s)) for h, s in zip(self.model.halo, self.model.scale)]
-        return plan_tiles(
+        plan = plan_tiles(
             tuple(spatial_shape),
             patch=tuple(self.cfg.get("DATA.PATCH_SIZE"))[:-1],
             padding=tuple(max(p, h) for p, h in zip(self.cfg.get("DATA.TEST.PADDING"), halo)),
@@ -107,8 +119,14 @@ class TiledPredictor:
             scale=tuple(round(s) for s in self.model.scale),
             reflect=bool(self.cfg.get("DATA.REFLECT_TO_COMPLETE_SHAPE")),
             valid_size=self.model.valid_size,
+            size_rule=self.model.size_rule,
             full_image=bool(self.cfg.get("TEST.FULL_IMG")),
         )
+        for note in plan.notes:
+            if note not in self._noted:  # once per run, not once per TTA transform or image
+                self._noted.add(note)
+                log.info(f"  {note}")
+        return plan
 
 
 class _BatchLogger:
@@ -143,17 +161,65 @@ def check_model_kind(workflow: Workflow, model: BmzModel) -> None:
     )
 
 
-def resolve_threads(requested: int | None, cfg: Config) -> int:
-    """--threads, else SYSTEM.NUM_CPUS (when positive), else $GALAXY_SLOTS, else all cores."""
+def check_options(opts: RunOptions) -> None:
+    """Refuse option values that cannot work before any file is read or model loaded.
+
+    Raises
+    ------
+    InputError
+        ``--threads`` or ``--batch-size`` below 1 (``--threads`` left out means
+        SYSTEM.NUM_CPUS, else $GALAXY_SLOTS, else all cores), ``--axes`` with letters other
+        than C, Z, Y, X, T, S or a repeated letter, an empty ``--dataset``.
+    """
+    if opts.threads is not None and opts.threads < 1:
+        raise InputError(
+            f"--threads {opts.threads}: give the number of CPU threads to use, at least 1; leave "
+            "--threads out to use SYSTEM.NUM_CPUS, else $GALAXY_SLOTS, else all cores."
+        )
+    if opts.batch_size < 1:
+        raise InputError(
+            f"--batch-size {opts.batch_size}: give the number of tiles per forward pass, at "
+            "least 1 (default 1)."
+        )
+    if opts.axes is not None:
+        check_axes_letters(opts.axes, "--axes")
+    if opts.dataset is not None and not opts.dataset.strip("/ "):
+        raise InputError("--dataset is empty: give the path of the array in the HDF5/Zarr file.")
+
+
+def resolve_threads(requested: int | None, cfg: Config) -> tuple[int, str]:
+    """The CPU threads to use and where the number comes from: --threads, else
+    SYSTEM.NUM_CPUS (when positive), else $GALAXY_SLOTS, else all cores."""
     if requested:
-        return requested
+        return requested, "--threads"
     configured = int(cfg.get("SYSTEM.NUM_CPUS"))
     if configured > 0:
-        return configured
+        return configured, "SYSTEM.NUM_CPUS"
     slots = os.environ.get("GALAXY_SLOTS", "")
     if slots.isdigit() and int(slots) > 0:
-        return int(slots)
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return int(slots), "$GALAXY_SLOTS"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return cores or 1, "all cores"
+
+
+def check_model_ndim(model: BmzModel, cfg: Config) -> None:
+    """A 2D model runs in a 2D run and a 3D model in a 3D run; checked once, before any image.
+
+    Raises
+    ------
+    ConfigError
+        Naming PROBLEM.NDIM and the value that fits the model.
+    """
+    model_ndim = len(model.spatial_axes)
+    if model_ndim == _ndim(cfg):
+        return
+    patch = "(z, y, x, channels)" if model_ndim == 3 else "(y, x, channels)"
+    raise ConfigError(
+        f"The model {model.name!r} is a {model_ndim}D model (spatial axes "
+        f"{', '.join(model.spatial_axes)}) but PROBLEM.NDIM is {cfg.get('PROBLEM.NDIM')}: set "
+        f"PROBLEM.NDIM to {model_ndim}D (e.g. --set PROBLEM.NDIM={model_ndim}D) with a "
+        f"{model_ndim}D DATA.PATCH_SIZE {patch}, or choose a {_ndim(cfg)}D model."
+    )
 
 
 def _ndim(cfg: Config) -> int:
@@ -175,21 +241,93 @@ def _folder_files(
     return files
 
 
-def collect_inputs(opts: RunOptions, cfg: Config, workflow: Workflow) -> list[tuple[Path, Any]]:
-    """The images to process, each with its GT reference (``None`` without GT)."""
-    images = list(opts.images) or _folder_files(cfg, "DATA.TEST.PATH")
-    for path in images:
+def _listed(paths: Sequence[Path], option: str, lister: Callable[[Path], list[Path]]) -> list[Path]:
+    """``paths`` with each folder replaced by the files ``lister`` finds in it (as the YAML's
+    DATA.TEST.PATH is read); a ``.zarr`` store is one image, not a folder of images."""
+    files: list[Path] = []
+    for path in paths:
         if not path.exists():
-            raise InputError(f"The image {path} does not exist; check the path given to --images.")
-    gts = list(opts.gt)
+            raise InputError(f"The file {path} given to {option} does not exist; check the path.")
+        if not path.is_dir() or path.name.lower().endswith(".zarr"):
+            files.append(path)
+            continue
+        found = lister(path)
+        if not found:
+            raise InputError(
+                f"The folder {path} given to {option} holds no file this runner can read "
+                f"({', '.join(SUPPORTED_EXTENSIONS)}); give image files or a folder of them."
+            )
+        if found != [path]:
+            log.info(f"{option} {path}: {len(found)} file(s) in the folder")
+        files += found
+    return files
+
+
+def input_files(opts: RunOptions, cfg: Config, workflow: Workflow) -> tuple[list[Path], list[Path]]:
+    """The image files and GT paths of a run: ``--images``/``--gt`` (folders replaced by their
+    files), else the YAML's DATA.TEST.PATH / GT_PATH folders. Two images with one name stem
+    (whose outputs would collide) are an ``InputError`` naming both."""
+    if opts.images:
+        images = _listed(opts.images, "--images", list_images)
+    else:
+        images = _folder_files(cfg, "DATA.TEST.PATH")
+    check_unique_stems(images, "images")
+    gts = _listed(opts.gt, "--gt", workflow.gt_files)
     if not gts and not opts.images and cfg.get("DATA.TEST.LOAD_GT"):
         gts = _folder_files(cfg, "DATA.TEST.GT_PATH", workflow.list_gt)
-    for path in gts:
-        if not path.exists():
-            raise InputError(f"The ground truth {path} does not exist; check the path given to --gt.")
+    return images, gts
+
+
+def _pair(workflow: Workflow, images: list[Path], gts: list[Path]) -> list[tuple[Path, Any]]:
+    """Each image with its GT reference (``None`` without GT)."""
     if not gts:
         return [(path, None) for path in images]
     return workflow.pair_gt(images, gts)
+
+
+def collect_inputs(opts: RunOptions, cfg: Config, workflow: Workflow) -> list[tuple[Path, Any]]:
+    """The images to process, each with its GT reference (``None`` without GT)."""
+    return _pair(workflow, *input_files(opts, cfg, workflow))
+
+
+def _common_folder(files: Sequence[Path]) -> Path | None:
+    """The one folder holding ``files`` (a single folder given as such: itself), else None."""
+    if len(files) == 1 and files[0].is_dir() and not files[0].name.lower().endswith(".zarr"):
+        return files[0]
+    folders = {path.parent for path in files}
+    return folders.pop() if len(folders) == 1 else None
+
+
+def ran_config(
+    cfg: Config, workflow: Workflow, config: Path | None, images: list[Path], gts: list[Path]
+) -> str:
+    """``config.yaml``: the resolved configuration with DATA.TEST.PATH / GT_PATH / LOAD_GT set
+    to what ran (the folder of the files when they share one, else empty), under a header that
+    lists the files and the command that re-runs exactly them (``cfg`` itself is unchanged)."""
+    cfg = copy.deepcopy(cfg)
+    image_folder, gt_folder = _common_folder(images), _common_folder(gts)
+    cfg.set("DATA.TEST.PATH", str(image_folder or ""))
+    cfg.set("DATA.TEST.LOAD_GT", bool(gts))
+    if gts:
+        cfg.set("DATA.TEST.GT_PATH", str(gt_folder or ""))
+    rerun = ["biapy-runner", "run", "--config", "config.yaml", "--out", "NEW_FOLDER"]
+    folders_suffice = image_folder is not None and set(list_images(image_folder)) == set(images)
+    if gts:
+        folders_suffice &= gt_folder is not None and set(workflow.list_gt(gt_folder)) == set(gts)
+    if not folders_suffice:
+        rerun += ["--images", *map(str, images)] + (["--gt", *map(str, gts)] if gts else [])
+    header = [
+        "# The configuration that ran: BiaPy's defaults"
+        + (f" + {config}" if config else "")
+        + " + the command line's overrides.",
+        "# DATA.TEST.PATH and GT_PATH name the folders of the files that ran (empty when they",
+        "# came from several folders).",
+        f"# Images ({len(images)}): " + ", ".join(map(str, images)),
+    ]
+    if gts:
+        header.append(f"# Ground truth ({len(gts)}): " + ", ".join(map(str, gts)))
+    header.append(f"# Re-run (from {Path.cwd()}): " + shlex.join(rerun))
+    return "\n".join(header) + "\n" + cfg.to_yaml()
 
 
 def _configure(opts: RunOptions) -> Config:
@@ -211,32 +349,43 @@ def _configure(opts: RunOptions) -> Config:
 
 
 def run(opts: RunOptions) -> Path:
-    """Run the configured workflow on the images and write every output under ``opts.out``."""
+    """Run the configured workflow on the images and write every output under ``opts.out``.
+
+    Options, configuration, inputs (existence, distinct name stems, GT pairing) and the output
+    folder are checked before the model is loaded.
+    """
+    check_options(opts)
     cfg = _configure(opts)
     workflow = workflow_for(cfg)
     check_output_dir(opts.out)
-    inputs = collect_inputs(opts, cfg, workflow)
-    threads = resolve_threads(opts.threads, cfg)
+    images, gts = input_files(opts, cfg, workflow)
+    inputs = _pair(workflow, images, gts)
+    threads, origin = resolve_threads(opts.threads, cfg)
     torch.set_num_threads(threads)
     log.info(
         f"{cfg.get('PROBLEM.TYPE')} {cfg.get('PROBLEM.NDIM')}: {len(inputs)} image(s), "
-        f"{'with' if inputs[0][1] is not None else 'without'} ground truth, {threads} CPU thread(s)"
+        f"{'with' if gts else 'without'} ground truth, {threads} CPU thread(s) ({origin})"
     )
-    model = load_model(
-        str(cfg.get("MODEL.BMZ.SOURCE_MODEL_ID")),
-        device=opts.device,
-        cache_dir=opts.cache_dir,
-    )
-    check_model_kind(workflow, model)
-    workflow.check_model(model.out_channels, model.out_channel_names)
-    predictor = TiledPredictor(model, cfg, opts.batch_size, opts.amp)
+    with OutputStage(opts.out) as stage:
+        model = load_model(
+            str(cfg.get("MODEL.BMZ.SOURCE_MODEL_ID")),
+            device=opts.device,
+            cache_dir=opts.cache_dir,
+        )
+        check_model_kind(workflow, model)
+        check_model_ndim(model, cfg)
+        workflow.check_model(model.out_channels, model.out_channel_names)
+        predictor = TiledPredictor(model, cfg, opts.batch_size, opts.amp)
 
-    def predict(path: Path) -> tuple[Image, np.ndarray | None, Any]:
-        image = read_image(path, ndim=_ndim(cfg), axes=opts.axes, dataset=opts.dataset)
-        raw = workflow.predict(image, predictor)
-        return image, raw, workflow.decode(raw, image)
+        def predict(path: Path) -> tuple[Image, np.ndarray | None, Any]:
+            image = read_image(path, ndim=_ndim(cfg), axes=opts.axes, dataset=opts.dataset)
+            check_finite(image)
+            raw = workflow.predict(image, predictor)
+            return image, raw, workflow.decode(raw, image)
 
-    _process(opts, cfg, workflow, inputs, predict)
+        config_text = ran_config(cfg, workflow, opts.config, images, gts)
+        _process(stage, cfg, workflow, inputs, predict, config_text)
+    log.info(f"results written to {opts.out}")
     return opts.out
 
 
@@ -262,7 +411,9 @@ def evaluate(
         image = workflow.read_prediction(path, _ndim(cfg), axes)
         return image, None, workflow.decode_file(path, image)
 
-    _process(opts, cfg, workflow, inputs, decode)
+    with OutputStage(out) as stage:
+        _process(stage, cfg, workflow, inputs, decode, cfg.to_yaml())
+    log.info(f"results written to {out}")
     return out
 
 
@@ -297,36 +448,36 @@ class _Stack:
 
 
 def _process(
-    opts: RunOptions,
+    stage: OutputStage,
     cfg: Config,
     workflow: Workflow,
     inputs: list[tuple[Path, Any]],
     produce: Callable[[Path], tuple[Image, np.ndarray | None, Any]],
+    config_text: str,
 ) -> None:
-    """Produce, write and score every image, then the dataset tables and the config."""
+    """Produce, write and score every image, then the dataset tables and ``config.yaml``
+    (``config_text``), and publish the stage."""
     metric_rows: list[dict[str, Any]] = []
     summary_rows: list[dict[str, Any]] = []
     stacked = _ndim(cfg) == 2 and cfg.get("TEST.ANALIZE_2D_IMGS_AS_3D_STACK")
     stack = _Stack() if stacked and workflow.writes_raw else None
-    with OutputStage(opts.out) as stage:
-        for index, (path, gt_ref) in enumerate(inputs, start=1):
-            log.info(f"image {index}/{len(inputs)}: {path.name}")
-            image, raw, decoded = produce(path)
-            gt = None if gt_ref is None else workflow.load_gt(gt_ref, image)
-            summary, scores = _write_result(stage, workflow, image, raw, decoded, gt)
-            summary_rows.append(summary)
-            if scores is not None:
-                metric_rows.append(scores)
-            if stack is not None and raw is not None:
-                stack.add(image, raw, gt)
-        stage.add_tables({"metrics/summary.tsv": pd.DataFrame(summary_rows)}, "")
-        if metric_rows:
-            _write_metrics(stage, workflow, metric_rows, "metrics/metrics.tsv")
-        if stack is not None and stack.raws:
-            _write_stack(stage, workflow, stack)
-        stage.write_text("config.yaml", cfg.to_yaml())
-        stage.publish()
-    log.info(f"results written to {opts.out}")
+    for index, (path, gt_ref) in enumerate(inputs, start=1):
+        log.info(f"image {index}/{len(inputs)}: {path.name}")
+        image, raw, decoded = produce(path)
+        gt = None if gt_ref is None else workflow.load_gt(gt_ref, image)
+        summary, scores = _write_result(stage, workflow, image, raw, decoded, gt)
+        summary_rows.append(summary)
+        if scores is not None:
+            metric_rows.append(scores)
+        if stack is not None and raw is not None:
+            stack.add(image, raw, gt)
+    stage.add_tables({"metrics/summary.tsv": pd.DataFrame(summary_rows)}, "")
+    if metric_rows:
+        _write_metrics(stage, workflow, metric_rows, "metrics/metrics.tsv")
+    if stack is not None and stack.raws:
+        _write_stack(stage, workflow, stack)
+    stage.write_text("config.yaml", config_text)
+    stage.publish()
 
 
 def _write_result(

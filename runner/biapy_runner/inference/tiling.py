@@ -20,12 +20,11 @@ import contextlib
 import itertools
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from biapy_runner import log
 from biapy_runner.errors import ConfigError, InputError, ModelError
 
 #: Maps a torch batch ``(B, C, *patch)`` to ``(B, C_out, *patch * scale)``.
@@ -46,7 +45,8 @@ class TilePlan:
     ``patch``: input tile size, context included. ``padding``: context per side of each tile whose
     output is discarded (input pixels). ``overlap``: fraction in [0, 1) by which neighbouring kept
     cores overlap. ``scale``: output pixels per input pixel. ``reflect``: pad image borders by
-    reflection, else with zeros.
+    reflection, else with zeros. ``notes``: what the plan changed from the configuration and why,
+    for the caller to log (once, not once per test-time-augmentation transform).
     """
 
     patch: tuple[int, ...]
@@ -54,6 +54,7 @@ class TilePlan:
     overlap: tuple[float, ...]
     scale: tuple[int, ...]
     reflect: bool = True
+    notes: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         n = len(self.patch)
@@ -120,6 +121,7 @@ def plan_tiles(
     scale: Sequence[int] | None = None,
     reflect: bool = True,
     valid_size: ValidSize | None = None,
+    size_rule: str = "",
     full_image: bool = False,
 ) -> TilePlan:
     """Plan the tiles for an image of spatial shape ``image_shape`` (a leading channel axis, one
@@ -129,10 +131,11 @@ def plan_tiles(
     ``overlap`` are DATA.TEST.PADDING / OVERLAP, ``reflect`` is DATA.REFLECT_TO_COMPLETE_SHAPE.
     Tiles never exceed what the image needs (image plus context), and are then changed to the
     nearest size ``valid_size`` accepts (a fixed-size model gets its size: smaller images are
-    padded, larger ones tiled). ``full_image`` (TEST.FULL_IMG) makes one tile of the whole image,
-    padded to the nearest valid size; if the model cannot take it whole, it is tiled with a warning.
-    An image whose spatial shape equals ``patch`` (and that the model accepts) is one tile without
-    padding or overlap, as BiaPy predicts it.
+    padded, larger ones tiled); ``size_rule`` says in words which sizes those are, for the plan's
+    notes. ``full_image`` (TEST.FULL_IMG) makes one tile of the whole image, padded to the nearest
+    valid size; if the model cannot take it whole, it is tiled (with a note saying so). An image
+    whose spatial shape equals ``patch`` (and that the model accepts) is one tile without padding
+    or overlap, as BiaPy predicts it.
     """
     patch = tuple(int(p) for p in patch)
     ndim = len(patch)
@@ -144,23 +147,34 @@ def plan_tiles(
         raise ConfigError(f"DATA.TEST.OVERLAP {overlap} must be fractions in [0, 1) on every axis.")
     _check_core(patch, padding)
     valid = valid_size or (lambda requested: requested)
+    notes = []
     if full_image:
         whole = _checked_valid(valid, shape)
         if all(w >= n for w, n in zip(whole, shape)):
             return TilePlan(whole, (0,) * ndim, (0.0,) * ndim, scale, reflect)
-        log.warn(
+        notes.append(
             f"TEST.FULL_IMG: the model accepts at most {whole} pixels, the image has {shape}; "
-            "predicting it in tiles instead."
+            "predicting it in tiles instead"
         )
     if shape == patch and _checked_valid(valid, shape) == shape:
         # BiaPy's rule: an image of exactly DATA.PATCH_SIZE is predicted as it is, in one
         # forward pass, without context padding or overlap
-        return TilePlan(patch, (0,) * ndim, (0.0,) * ndim, scale, reflect)
+        note = (
+            f"the image is exactly DATA.PATCH_SIZE {patch}: one forward pass without "
+            f"DATA.TEST.PADDING {padding}, as BiaPy predicts it"
+        )
+        return TilePlan(patch, (0,) * ndim, (0.0,) * ndim, scale, reflect, (note,) * any(padding))
     wanted = tuple(min(p, n + 2 * d) for p, n, d in zip(patch, shape, padding))
     tile = _checked_valid(valid, wanted)
     if tile != wanted:
-        log.info(f"tile size {wanted} changed to {tile}, the nearest size the model accepts")
-    return TilePlan(tile, padding, overlap, scale, reflect)
+        asked = (
+            f"DATA.PATCH_SIZE {patch}" if wanted == patch else
+            f"the image {shape} plus DATA.TEST.PADDING {padding} per side, within "
+            f"DATA.PATCH_SIZE {patch}"
+        )  # fmt: skip
+        why = size_rule or "the nearest size the model accepts"
+        notes.append(f"tiles of {tile} pixels, not {wanted} ({asked}): {why}")
+    return TilePlan(tile, padding, overlap, scale, reflect, tuple(notes))
 
 
 def _spatial_shape(image_shape: Sequence[int], ndim: int) -> tuple[int, ...]:

@@ -107,6 +107,29 @@ def _gt_key(path: Path) -> str:
     return _GT_SUFFIX.sub("", stem_of(path)).lower()
 
 
+def check_unique_stems(paths: Sequence[Path], what: str) -> None:
+    """Refuse two ``paths`` with one name stem (case-insensitive): their outputs and table rows,
+    named by the stem, would collide. ``what`` names them in the message (e.g. ``"images"``).
+
+    Raises
+    ------
+    InputError
+        Naming both files (or the one file given twice).
+    """
+    seen: dict[str, Path] = {}
+    for path in paths:
+        key = stem_of(path).lower()
+        first = seen.setdefault(key, path)
+        if first is path:
+            continue
+        if first.resolve() == path.resolve():
+            raise InputError(f"The file {path} is given twice among the {what}; give it once.")
+        raise InputError(
+            f"The {what} {first} and {path} have the same name stem {key!r}: outputs and table "
+            "rows are named by the stem, so one would overwrite the other; rename one of them."
+        )
+
+
 def pair_by_stem(images: Sequence[Path], gts: Sequence[Path]) -> list[tuple[Path, Path]]:
     """Pair each image with its ground truth by file stem, never by position.
 
@@ -115,15 +138,8 @@ def pair_by_stem(images: Sequence[Path], gts: Sequence[Path]) -> list[tuple[Path
     ``-mask``. Any image or GT left unpaired, two GT for one image, or two images with one stem
     is an ``InputError`` listing both sides. Returns the pairs in the order of ``images``.
     """
-    by_stem: dict[str, Path] = {}
-    for path in images:
-        key = stem_of(path).lower()
-        if key in by_stem:
-            raise InputError(
-                f"The images {by_stem[key]} and {path} have the same name stem {key!r}, so "
-                "ground truth cannot be paired with them; rename one of them."
-            )
-        by_stem[key] = path
+    check_unique_stems(images, "images")
+    by_stem = {stem_of(path).lower(): path for path in images}
     matches: dict[str, list[Path]] = {key: [] for key in by_stem}
     unpaired_gt = []
     for gt in gts:
@@ -363,14 +379,26 @@ def _guess_axes(path: Path, shape: tuple[int, ...], ndim: int) -> str:
     )
 
 
-def _check_axes_argument(path: Path, axes: str, shape: tuple[int, ...]) -> str:
+def check_axes_letters(axes: str, given_for: str) -> str:
+    """``axes`` in upper case when it uses only the letters C, Z, Y, X, T, S, each once.
+
+    Raises
+    ------
+    InputError
+        Naming ``axes`` and what it was given for (an option or a file).
+    """
     letters = axes.upper()
-    if not letters or set(letters) - set("CZYXTS"):
+    if not letters or set(letters) - set("CZYXTS") or len(set(letters)) != len(letters):
         raise InputError(
-            f"The axes {axes!r} given for {path} use letters other than C, Z, Y, X, T, S. "
-            + _AXES_HINT
+            f"The axes {axes!r} given for {given_for} use letters other than C, Z, Y, X, T, S, "
+            "or one twice. " + _AXES_HINT
         )
-    if len(letters) != len(shape) or len(set(letters)) != len(letters):
+    return letters
+
+
+def _check_axes_argument(path: Path, axes: str, shape: tuple[int, ...]) -> str:
+    letters = check_axes_letters(axes, str(path))
+    if len(letters) != len(shape):
         raise InputError(
             f"The axes {axes!r} given for {path} do not fit its shape {shape}: give one distinct "
             f"letter per dimension ({len(shape)} letters). " + _AXES_HINT
@@ -469,6 +497,27 @@ def read_image(
     )
     log.info(f"{path.name}: axes {source_axes} ({how}) -> {image.axes} {data.shape} {data.dtype}")
     return image
+
+
+def check_finite(image: Image) -> None:
+    """Refuse an image with NaN or infinite values: the model's output would be NaN there.
+
+    Raises
+    ------
+    InputError
+        Naming the file and how many values are NaN and infinite.
+    """
+    if image.data.dtype.kind not in "fc":
+        return
+    finite = np.isfinite(image.data)
+    bad = int(finite.size - np.count_nonzero(finite))
+    if bad:
+        nan = int(np.count_nonzero(np.isnan(image.data)))
+        raise InputError(
+            f"The image {image.path} holds {bad} non-finite value(s) of {image.data.size} ({nan} "
+            f"NaN, {bad - nan} infinite); a model cannot predict from them. Replace them (e.g. "
+            "with the background value) and run again."
+        )
 
 
 def read_gt_image(path: Path, image: Image) -> np.ndarray:

@@ -1,19 +1,29 @@
 """Writing results: everything goes to a staging folder that is moved into place on success.
 
-A run that fails leaves no half-written output behind: the staging folder ``.partial-*`` inside
-the output folder is removed, and nothing already in the output folder is touched.
+A run that fails or is stopped leaves no half-written output behind: the staging folder
+``.partial-<pid>@<host>-*`` inside the output folder is removed, and nothing already in the output
+folder is touched. A staging folder left by a process that was killed outright (SIGKILL, power
+loss) is removed by the next run into that folder once its process is gone.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
 import shutil
+import signal
+import socket
 import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
 import numpy as np
 import pandas as pd
 
+from biapy_runner import log
 from biapy_runner.errors import InputError
 from biapy_runner.io.images import write_tiff
 
@@ -33,6 +43,60 @@ def check_output_dir(out: Path) -> None:
         )
 
 
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "host"
+
+
+#: ``.partial-<pid>@<host>-<random>``: the staging folder of process ``pid`` on ``host``.
+_STAGE_NAME = re.compile(r"^\.partial-(\d+)@(.+)-[^-]+$")
+
+
+def _process_is_gone(pid: int) -> bool:
+    """Whether no process ``pid`` runs on this machine (one of another user still runs)."""
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def remove_stale_stages(out: Path) -> list[Path]:
+    """Remove the staging folders in ``out`` left by processes of this machine that no longer
+    run (killed with SIGKILL, out of memory, power loss); returns what was removed.
+
+    Staging folders of running processes, of other machines and of unknown origin are left
+    alone (they are never taken for results either).
+    """
+    removed = []
+    for entry in sorted(out.glob(".partial-*")):
+        match = _STAGE_NAME.match(entry.name)
+        if not (match and entry.is_dir() and match.group(2) == _host()):
+            continue
+        if _process_is_gone(int(match.group(1))):
+            shutil.rmtree(entry, ignore_errors=True)
+            log.info(f"removed {entry.name}, left in {out} by process {match.group(1)} (gone)")
+            removed.append(entry)
+    return removed
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold back stop signals (delivered right after) so that publishing is all or nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def write_table(path: Path, frame: pd.DataFrame) -> None:
     """Write ``frame`` as a tab-separated table with a header row (Galaxy ``tabular``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -40,16 +104,31 @@ def write_table(path: Path, frame: pd.DataFrame) -> None:
 
 
 class OutputStage:
-    """Collects a run's outputs under ``<out>/.partial-*`` and publishes them at the end.
+    """Collects a run's outputs under ``<out>/.partial-<pid>@<host>-*`` and publishes them at
+    the end.
 
-    Use as a context manager: on an exception the staging folder is deleted; ``publish()``
-    moves every staged entry into the output folder.
+    Created before any heavy work, so that an output folder that cannot be created or written
+    is reported at once (``InputError``); missing parent folders are created. Use as a context
+    manager: on an exception (or a stop signal) the staging folder is deleted, and so is the
+    output folder when this stage created it and it is still empty; ``publish()`` moves every
+    staged entry into the output folder.
     """
 
     def __init__(self, out: Path) -> None:
         self.out = out
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.root = Path(tempfile.mkdtemp(prefix=".partial-", dir=out))
+        self._created = not out.exists()
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            remove_stale_stages(out)
+            prefix = f".partial-{os.getpid()}@{_host()}-"
+            self.root = Path(tempfile.mkdtemp(prefix=prefix, dir=out))
+        except OSError as err:
+            self._remove_if_created()
+            raise InputError(
+                f"The output folder {out} cannot be created or written ({type(err).__name__}: "
+                f"{err.strerror or err}); choose a folder you can write to, whose parent "
+                "folders are folders (not files)."
+            ) from err
         self._tables: dict[str, list[pd.DataFrame]] = {}
 
     def __enter__(self) -> OutputStage:  # noqa: PYI034
@@ -62,6 +141,14 @@ class OutputStage:
         tb: TracebackType | None,
     ) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+        if exc_type is not None:
+            self._remove_if_created()
+
+    def _remove_if_created(self) -> None:
+        """Remove the output folder if this stage created it and it is still empty."""
+        if self._created:
+            with contextlib.suppress(OSError):
+                self.out.rmdir()  # fails unless empty: never removes anything but our folder
 
     def write_image(self, folder: str, stem: str, array: np.ndarray, axes: str) -> Path:
         """Write ``array`` (with ``axes`` like ``"czyx"``) to ``<folder>/<stem>.tif``."""
@@ -89,8 +176,9 @@ class OutputStage:
         for name, frames in self._tables.items():
             write_table(self.root / name, pd.concat(frames, ignore_index=True))
         moved = []
-        for entry in sorted(self.root.iterdir()):
-            target = self.out / entry.name
-            entry.replace(target)
-            moved.append(target)
+        with _signals_held():
+            for entry in sorted(self.root.iterdir()):
+                target = self.out / entry.name
+                entry.replace(target)
+                moved.append(target)
         return moved

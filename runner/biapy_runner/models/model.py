@@ -176,6 +176,13 @@ class BmzModel:
         names = {str(getattr(step, "id", None) or getattr(step, "name", "")) for step in steps}
         return bool(names - {"ensure_dtype"})
 
+    @property
+    def size_rule(self) -> str:
+        """The input sizes the model accepts, in words (its rdf's fixed shape or min and step)."""
+        if not any(self.step):
+            return f"the model takes a fixed input size {self.min_shape}"
+        return f"the model takes input sizes {self.min_shape} + n * {self.step} (step 0: fixed)"
+
     def valid_size(self, requested: Sequence[int]) -> tuple[int, ...]:
         """The smallest input size the model accepts that is >= ``requested`` on each spatial axis
         (the fixed size for fixed axes)."""

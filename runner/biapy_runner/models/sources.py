@@ -208,6 +208,9 @@ def _download(source: str, url: str, cache_dir: Path, key: str) -> Path:
             raise ModelError(
                 f"Cannot download the files of the model {source!r} from {url}: {real_cause(err)}."
             ) from err
+        except BaseException:  # stopped by a signal: no half-written zip left in the cache
+            partial.unlink(missing_ok=True)
+            raise
     final = cache_dir / f"{key}__{_rdf_sha256(partial)[:16]}.zip"
     os.replace(partial, final)
     info(f"model {source}: saved to the cache as {final}")

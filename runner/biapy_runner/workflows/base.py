@@ -108,6 +108,10 @@ class Workflow(ABC):
 
         return list_images(folder)
 
+    def gt_files(self, folder: Path) -> list[Path]:
+        """The GT files a folder given to ``--gt`` stands for: by default ``list_gt``."""
+        return self.list_gt(folder)
+
     def pair_gt(self, images: Sequence[Path], gts: Sequence[Path]) -> list[tuple[Path, Any]]:
         """Pair every image with a reference to its ground truth (passed to ``load_gt``).
 

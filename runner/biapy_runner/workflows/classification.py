@@ -84,6 +84,10 @@ class Classification(Workflow):
         """The predicted class of the image."""
         return {"class": decoded.state["class"]}
 
+    def gt_files(self, folder: Path) -> list[Path]:
+        """A folder given as GT is the class tree itself (``GT/<class>/<image>``)."""
+        return [folder]
+
     def pair_gt(self, images: Sequence[Path], gts: Sequence[Path]) -> list[tuple[Path, Any]]:
         """Each image with its true class number, looked up by stem in the class folders or
         table(s) ``gts``; an image without a class is an ``InputError``."""

@@ -17,7 +17,12 @@ import numpy as np
 import pandas as pd
 
 from biapy_runner import log
-from biapy_runner.config.schema import BINARY_CHANNELS, INSTANCE_CHANNELS
+from biapy_runner.config.schema import (
+    BINARY_CHANNELS,
+    INSTANCE_CHANNELS,
+    LEGACY_CHANNEL_SETS,
+    legacy_channels_as_list,
+)
 from biapy_runner.decode.channels import (
     Channels,
     channel_targets,
@@ -103,6 +108,9 @@ class InstanceSegmentation(Workflow):
         known = set(INSTANCE_CHANNELS)
         # a name covering several outputs (A per offset, R per ray, ...) may repeat
         given = [str(n) for i, n in enumerate(channel_names) if i == 0 or n != channel_names[i - 1]]
+        if set(given) != set(names) and "".join(given) in LEGACY_CHANNEL_SETS:
+            # named in older BiaPy's letters (B, C, M): compare with their 3.7 names
+            given = legacy_channels_as_list("".join(given))
         if given and all(n in known for n in given) and set(given) != set(names):
             raise ConfigError(
                 f"The model's output channels are named {given} but {IS}DATA_CHANNELS "
