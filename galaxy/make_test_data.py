@@ -10,7 +10,9 @@ rebuilt byte-different each time, so regenerate only the group you changed.
   cells and their instance labels.
 - ``cartocell_like.zip``: a BioImage.IO package shaped like the CartoCell models of the Galaxy
   tutorial (input 1x1x80x80x80 zyx with zero-mean-unit-variance, output B, C, M with a sigmoid),
-  with a 1x1x1 convolution as the network: B and M follow the intensity, C stays low.
+  with a 1x1x1 convolution as the network: B and M follow the intensity, C is low everywhere
+  and lowest inside the cells (a constant C would give BiaPy 3.7's watershed no seeds: its Otsu
+  threshold of a constant channel is that constant).
 - ``affinities3d.zip`` (group decoders): a 3D affinity model (channels ``A``: z, y, x) decoded
   by BiaPy 3.7's ``agglomeration``: a 3x3x3 convolution adding each voxel and its predecessor
   along the channel's axis, ``sigmoid(3 * (sum - 4))`` of the normalised volume (high when
@@ -65,7 +67,7 @@ def cells_volume() -> tuple[np.ndarray, np.ndarray]:
 def cartocell_like_model(out_dir: Path) -> Path:
     """The package zip of a fixed 80^3 B/C/M model (weights of a 1x1x1 convolution)."""
     state = {
-        "conv.weight": torch.tensor([4.0, 0.0, 4.0]).reshape(3, 1, 1, 1, 1),
+        "conv.weight": torch.tensor([4.0, -4.0, 4.0]).reshape(3, 1, 1, 1, 1),
         "conv.bias": torch.tensor([-1.0, -4.0, 1.0]),
     }
     test_input = np.zeros((1, 80, 80, 80), np.float32)  # a cube: the test tensors stay small
