@@ -14,6 +14,7 @@ import tifffile
 import torch
 from biapy_runner.metrics.matching import matching
 from instance_channels import balls
+from model_sources import CONV3D_3X3X3
 from scipy import ndimage
 from skimage.filters import gaussian, threshold_otsu
 from skimage.measure import label
@@ -69,20 +70,7 @@ TEST:
   MATCHING_STATS_THS: [0.3, 0.5, 0.75]
 """
 
-ARCHITECTURE = '''
-import torch
-
-
-class FixedFCM(torch.nn.Module):
-    """A fixed 3x3x3 convolution: foreground (F), inner contour (C) and mask (M) logits."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = torch.nn.Conv3d(1, 3, 3, padding=1, padding_mode="replicate")
-
-    def forward(self, x):
-        return self.conv(x)
-'''
+ARCHITECTURE = CONV3D_3X3X3
 
 LOW, HIGH = 20.0, 200.0
 
@@ -108,7 +96,7 @@ def fcm_weights() -> dict[str, torch.Tensor]:
 def module() -> torch.nn.Module:
     namespace: dict = {}
     exec(compile(ARCHITECTURE, "<architecture>", "exec"), namespace)  # noqa: S102
-    net = namespace["FixedFCM"]()
+    net = namespace["Conv3x3x3"]()
     net.load_state_dict(fcm_weights())
     return net.eval()
 
@@ -148,7 +136,7 @@ def make_package(tmp_path: Path) -> Path:
     return make_model_package(
         tmp_path / "model",
         architecture_source=ARCHITECTURE,
-        callable_name="FixedFCM",
+        callable_name="Conv3x3x3",
         kwargs={},
         state_dict=fcm_weights(),
         ndim=3,

@@ -25,6 +25,7 @@ from biapy_runner.decode.postprocess import (
 from biapy_runner.decode.watershed import watershed_by_channels, watershed_settings
 from biapy_runner.errors import ConfigError
 from biapy_runner.metrics.matching import matching
+from model_sources import CONV3D_3X3X3
 from scipy import ndimage
 from skimage.segmentation import find_boundaries
 
@@ -240,20 +241,7 @@ def test_median_filter_axes() -> None:
 
 # ---- the CartoCell configuration end to end ------------------------------------------------
 
-ARCHITECTURE = '''
-import torch
-
-
-class FixedBCM(torch.nn.Module):
-    """A fixed 3x3x3 convolution: foreground (M), inner part (B) and inner contour (C) logits."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = torch.nn.Conv3d(1, 3, 3, padding=1, padding_mode="replicate")
-
-    def forward(self, x):
-        return self.conv(x)
-'''
+ARCHITECTURE = CONV3D_3X3X3
 
 
 def _cartocell_weights(s_in: float, s_out: float) -> dict[str, torch.Tensor]:
@@ -289,7 +277,7 @@ def test_cartocell_config_end_to_end(tmp_path: Path) -> None:
     zip_path = make_model_package(
         tmp_path / "model",
         architecture_source=ARCHITECTURE,
-        callable_name="FixedBCM",
+        callable_name="Conv3x3x3",
         kwargs={},
         state_dict=_cartocell_weights(float(s_in), float(s_out)),
         ndim=3,
