@@ -24,7 +24,29 @@ PROBLEM_TYPES = (
 )
 
 #: instance channel letters of BiaPy >= 3.7 (list form of PROBLEM.INSTANCE_SEG.DATA_CHANNELS)
-INSTANCE_CHANNELS = ("F", "B", "P", "C", "H", "V", "Z", "Db", "Dc", "Dn", "D", "R", "T", "A", "E")
+INSTANCE_CHANNELS = (
+    "F",
+    "B",
+    "P",
+    "C",
+    "H",
+    "V",
+    "Z",
+    "Db",
+    "Dc",
+    "Dn",
+    "D",
+    "R",
+    "T",
+    "A",
+    "E",
+    "Gv",
+    "Gh",
+    "Gz",
+    "E_offset",
+    "E_sigma",
+    "E_seediness",
+)
 #: string form of PROBLEM.INSTANCE_SEG.DATA_CHANNELS (BiaPy < 3.7) and synapse channels
 INSTANCE_CHANNEL_STRINGS = (
     "B",
@@ -146,7 +168,31 @@ _INSTANCE_SEG = {
         "GROWTH_MASK_CHANNELS": [],
         "GROWTH_MASK_CHANNELS_THRESH": [],
     },
-    "STARDIST": {"PROB_THRESH": 0.4, "NMS_IOU_THRESH": 0.3},
+    "AGGLOMERATION": {
+        "FRAGMENT_SEED_TH": 0.9,
+        "FRAGMENT_GROWTH_TH": 0.1,
+        "MERGE_TH": 0.5,
+        "MERGE_QUANTILE": 50.0,
+        "MIN_EDGE_VOXELS": 5,
+    },
+    "STARDIST": {"PROB_THRESH": 0.4, "NMS_IOU_THRESH": 0.3, "GRID": []},
+    "CELLPOSE": {
+        "FG_THRESH": 0.5,
+        "FLOW_THRESHOLD": 0.4,
+        "N_STEPS": 200,
+        "DIAMETER": 0.0,
+        "DIAM_MEAN": 30.0,
+        "SCALE_RANGE": 0.5,
+        "TEST_DOUBLE_INFERENCE": True,
+    },
+    "OMNIPOSE": {"MASK_THRESHOLD": 0.0, "FLOW_THRESHOLD": 0.4, "NITER": 0},
+    "EMBEDSEG": {
+        "FG_THRESH": 0.5,
+        "SEED_THRESH": 0.9,
+        "MIN_MASK_SUM": 0,
+        "MIN_UNCLUSTERED_SUM": 0,
+        "GRID_SIZE": -1,
+    },
     "SYNAPSES": {
         "POSTSITE_DILATION": [2, 4, 4],
         "POSTSITE_DILATION_DISTANCE_CHANNELS": [3, 10, 10],
@@ -664,6 +710,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
         "watershed",
         "agglomeration",
         "stardist",
+        "embeddings",
+        "gradient-flow",
     ),
     "PROBLEM.SELF_SUPERVISED.PRETEXT_TASK": ("crappify", "masking"),
     "MODEL.SOURCE": ("biapy", "bmz", "torchvision"),
