@@ -7,7 +7,9 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def blobs(shape: Sequence[int], centres: Sequence[Sequence[float]], radii: Sequence[Sequence[float]]) -> np.ndarray:
+def blobs(
+    shape: Sequence[int], centres: Sequence[Sequence[float]], radii: Sequence[Sequence[float]]
+) -> np.ndarray:
     """Ellipses (2D) / ellipsoids (3D) labelled 1..N in order; later ones cover earlier ones."""
     grid = np.indices(tuple(shape), dtype=np.float64)
     labels = np.zeros(tuple(shape), dtype=np.int32)

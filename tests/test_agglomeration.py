@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from biapy_runner.config.load import load_config
 from biapy_runner.decode import agglomeration as ag
 from biapy_runner.errors import ConfigError
@@ -31,7 +30,14 @@ def _three_boxes() -> np.ndarray:
 
 def test_offsets_are_interleaved_per_group() -> None:
     opts = {"z_affinities": [1, 2], "y_affinities": [1, 3], "x_affinities": [1, 9]}
-    assert ag.affinity_offsets(opts, 3) == [(1, 0, 0), (0, 1, 0), (0, 0, 1), (2, 0, 0), (0, 3, 0), (0, 0, 9)]
+    assert ag.affinity_offsets(opts, 3) == [
+        (1, 0, 0),
+        (0, 1, 0),
+        (0, 0, 1),
+        (2, 0, 0),
+        (0, 3, 0),
+        (0, 0, 9),
+    ]
     assert ag.affinity_offsets({}, 2) == [(1, 0), (0, 1)]
 
 
@@ -54,7 +60,9 @@ def test_3d_weak_bands_split_fragments_that_merge_back() -> None:
     _, pairs = np.unique(np.stack([expected.ravel(), labels.ravel()]), axis=1, return_counts=True)
     assert len(pairs) == 4  # background + three one-to-one objects, nothing else
     assert labels.dtype == np.uint16 and int(labels.max()) == 3
-    high = ag.decode(aff, ["A"], load_config(None, ["PROBLEM.NDIM=3D", IS + "AGGLOMERATION.MERGE_TH=0.8"]))
+    high = ag.decode(
+        aff, ["A"], load_config(None, ["PROBLEM.NDIM=3D", IS + "AGGLOMERATION.MERGE_TH=0.8"])
+    )
     assert int(high.max()) == 6
 
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from known_labels import assert_recovered, blobs
-
 from biapy_runner.config.load import load_config
 from biapy_runner.decode import embeddings
 from biapy_runner.errors import ConfigError
+from known_labels import assert_recovered, blobs
 
 IS = "PROBLEM.INSTANCE_SEG."
 NAMES = ["E_offset", "E_sigma", "E_seediness"]
@@ -40,8 +39,11 @@ def test_coordinate_map_is_biapys_grid() -> None:
 
 
 def test_2d_embeddings_decode_back() -> None:
-    gt = blobs((64, 72), [(15, 15), (20, 40), (45, 25), (48, 55), (30, 62)],
-               [(9, 9), (8, 12), (12, 8), (10, 10), (6, 6)])
+    gt = blobs(
+        (64, 72),
+        [(15, 15), (20, 40), (45, 25), (48, 55), (30, 62)],
+        [(9, 9), (8, 12), (12, 8), (10, 10), (6, 6)],
+    )
     raw = _embedseg_output(gt, 80, (1, 1), sigma=0.55, jitter=1.0)
     labels = embeddings.decode(raw, NAMES, load_config(None, [IS + "EMBEDSEG.GRID_SIZE=80"]))
     assert labels.shape == gt.shape and labels.dtype == np.uint16
@@ -57,7 +59,9 @@ def test_sigma_sets_the_clustering_bandwidth() -> None:
 
 
 def test_3d_anisotropic_embeddings_decode_back_with_automatic_grid(capsys) -> None:
-    gt = blobs((16, 40, 40), [(5, 12, 12), (8, 14, 28), (10, 28, 20)], [(4, 8, 8), (4, 7, 9), (5, 9, 9)])
+    gt = blobs(
+        (16, 40, 40), [(5, 12, 12), (8, 14, 28), (10, 28, 20)], [(4, 8, 8), (4, 7, 9), (5, 9, 9)]
+    )
     raw = _embedseg_output(gt, 40, (2.0, 1.0, 1.0), sigma=0.5, jitter=0.5)
     cfg = load_config(None, ["PROBLEM.NDIM=3D", "DATA.TEST.RESOLUTION=(2,1,1)"])
     labels = embeddings.decode(raw, NAMES, cfg)
@@ -71,5 +75,6 @@ def test_grid_size_and_channel_checks() -> None:
     with pytest.raises(ConfigError, match="E_offset and E_sigma take 2 channels each"):
         embeddings.decode(np.zeros((4, 8, 8), np.float32), NAMES, load_config(None, []))
     with pytest.raises(ConfigError, match="E_sigma"):
-        embeddings.decode(np.zeros((3, 8, 8), np.float32), ["E_offset", "E_seediness"],
-                          load_config(None, []))
+        embeddings.decode(
+            np.zeros((3, 8, 8), np.float32), ["E_offset", "E_seediness"], load_config(None, [])
+        )

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from known_labels import assert_recovered, blobs
-from scipy import ndimage
-
 from biapy_runner.config.load import load_config
 from biapy_runner.decode import stardist as sd
 from biapy_runner.errors import ConfigError
+from known_labels import assert_recovered, blobs
+from scipy import ndimage
 
 IS = "PROBLEM.INSTANCE_SEG."
 GT2 = blobs(
@@ -65,12 +64,15 @@ def test_2d_lattice_output_with_grid() -> None:
 
 
 def test_3d_distances_decode_back() -> None:
-    gt = blobs((20, 40, 40), [(8, 12, 12), (10, 14, 28), (11, 28, 20)], [(6, 8, 8), (7, 7, 9), (8, 9, 9)])
+    gt = blobs(
+        (20, 40, 40), [(8, 12, 12), (10, 14, 28), (11, 28, 20)], [(6, 8, 8), (7, 7, 9), (8, 9, 9)]
+    )
     prob = _probability(gt)
     # distances where the probability reaches PROB_THRESH (0.4): the only ones decoding reads
     dist = sd.ray_distances(gt, sd.rays(96, 3), where=prob >= 0.4)
-    labels = sd.decode(np.concatenate([prob[None], dist]), ["Db", "R"],
-                       load_config(None, ["PROBLEM.NDIM=3D"]))
+    labels = sd.decode(
+        np.concatenate([prob[None], dist]), ["Db", "R"], load_config(None, ["PROBLEM.NDIM=3D"])
+    )
     assert min(assert_recovered(gt, labels)) > 0.91
 
 
@@ -95,5 +97,8 @@ def test_channel_checks() -> None:
     with pytest.raises(ConfigError, match=r"needs the channel\(s\) \['R'\]"):
         sd.decode(np.zeros((2, 8, 8), np.float32), ["Db", "F"], cfg)
     with pytest.raises(ConfigError, match="GRID"):
-        sd.decode(np.zeros((33, 8, 8), np.float32), ["Db", "R"],
-                  load_config(None, [IS + "STARDIST.GRID=[2, 2, 2]"]))
+        sd.decode(
+            np.zeros((33, 8, 8), np.float32),
+            ["Db", "R"],
+            load_config(None, [IS + "STARDIST.GRID=[2, 2, 2]"]),
+        )

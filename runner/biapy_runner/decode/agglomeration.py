@@ -93,7 +93,9 @@ def fragments(
     return watershed(surface, seeds, mask=mask)
 
 
-def _pair_slices(offset: Sequence[int]) -> tuple[tuple[slice, ...], tuple[slice, ...], tuple[slice, ...]]:
+def _pair_slices(
+    offset: Sequence[int],
+) -> tuple[tuple[slice, ...], tuple[slice, ...], tuple[slice, ...]]:
     lo, hi, val = [], [], []
     for d in offset:
         a = abs(d)
@@ -268,7 +270,9 @@ def agglomerate(
     if len(ids) <= 1:
         return (frags > 0).astype(np.int32)
     edges = region_graph(frags, affinities[:ndim], list(offsets)[:ndim])
-    root = merge(ids, edges, threshold=threshold, quantile=quantile, min_edge_voxels=min_edge_voxels)
+    root = merge(
+        ids, edges, threshold=threshold, quantile=quantile, min_edge_voxels=min_edge_voxels
+    )
     number = {r: k + 1 for k, r in enumerate(sorted(set(root.values())))}
     lut = np.zeros(int(frags.max()) + 1, dtype=np.int32)
     for i, r in root.items():
@@ -321,4 +325,3 @@ def decode(raw: np.ndarray, channels: Sequence[str], cfg: Config) -> np.ndarray:
         min_edge_voxels=int(cfg.get(g + "MIN_EDGE_VOXELS", 5)),
     )
     return as_labels(labels)
-

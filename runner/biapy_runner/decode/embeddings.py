@@ -52,7 +52,9 @@ def grid_size_for(shape: Sequence[int], configured: int) -> int:
     return (int(max(shape)) + 7) // 8 * 8
 
 
-def coordinate_map(shape: Sequence[int], grid_size: int, spacing_zyx: Sequence[float]) -> np.ndarray:
+def coordinate_map(
+    shape: Sequence[int], grid_size: int, spacing_zyx: Sequence[float]
+) -> np.ndarray:
     """EmbedSeg's coordinate of every pixel, channels in the order x, y[, z].
 
     Parameters
@@ -69,7 +71,6 @@ def coordinate_map(shape: Sequence[int], grid_size: int, spacing_zyx: Sequence[f
     numpy.ndarray
         ``(ndim, *shape)`` float32 coordinates.
     """
-    ndim = len(shape)
     norm = float(grid_size - 1)
     sp = [float(s) for s in spacing_zyx]
     ratios = [s / sp[-2] for s in sp]  # y carries ratio 1

@@ -22,8 +22,9 @@ define it:
    (0 disables);
 6. labels are resized back (nearest).
 
-Omnipose flows (``DATA_CHANNELS_EXTRA_OPTS[0]["Gv"]["gradient_type"] == "omnipose"``) need their
-own reconstruction and are refused with a clear error.
+Omnipose flows (``DATA_CHANNELS_EXTRA_OPTS[0]["Gv"]["gradient_type"] == "omnipose"``, with the
+distance channel ``Db``) are reconstructed by :mod:`biapy_runner.decode.omnipose`
+(``OMNIPOSE.*`` keys).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from skimage.transform import resize
 
 from biapy_runner.config.load import Config
 from biapy_runner.decode.layout import IS, as_labels, channel_slices, extra_opts, require, spacing
+from biapy_runner.decode.omnipose import decode_channels
 from biapy_runner.errors import ConfigError
 
 #: flow channels in array axis order (z, y, x)
@@ -266,7 +268,9 @@ def estimate_diameter(foreground: np.ndarray) -> float | None:
     sizes = sizes[sizes > 0].astype(np.float64)
     if n < 3 or len(sizes) < 3:
         return None
-    radii = (3.0 * sizes / (4.0 * np.pi)) ** (1 / 3) if foreground.ndim == 3 else np.sqrt(sizes / np.pi)
+    radii = (
+        (3.0 * sizes / (4.0 * np.pi)) ** (1 / 3) if foreground.ndim == 3 else np.sqrt(sizes / np.pi)
+    )
     return 2.0 * float(np.percentile(radii, 50))
 
 
@@ -311,12 +315,12 @@ def cellpose_instances(
     scale = float(diam_mean) / float(diameter)
     rescaled = abs(scale - 1.0) > 1e-3
     if rescaled:
-        work = tuple(max(1, int(round(s * scale))) for s in shape)
+        work = tuple(max(1, round(s * scale)) for s in shape)
         flows = np.stack([_resize(f, work, 1) for f in flows])
         foreground = _resize(foreground.astype(np.float32), work, 1) > 0.5
         if not foreground.any():
             return empty
-    n_steps = 200 if rescaled else max(1, int(round(200 / scale)))
+    n_steps = 200 if rescaled else max(1, round(200 / scale))
     unit = (flows * foreground / FLOW_SCALE).astype(np.float32)
     starts = np.stack(np.nonzero(foreground), axis=1)
     ends = follow_flows(unit, starts, n_steps, sp)
@@ -329,10 +333,14 @@ def cellpose_instances(
 
 
 def _resize(arr: np.ndarray, shape: Sequence[int], order: int) -> np.ndarray:
-    return resize(arr, tuple(shape), order=order, preserve_range=True, anti_aliasing=False, mode="edge")
+    return resize(
+        arr, tuple(shape), order=order, preserve_range=True, anti_aliasing=False, mode="edge"
+    )
 
 
-def _foreground(raw: np.ndarray, sl: dict[str, slice], flows: np.ndarray, thresh: float) -> np.ndarray:
+def _foreground(
+    raw: np.ndarray, sl: dict[str, slice], flows: np.ndarray, thresh: float
+) -> np.ndarray:
     for name in FOREGROUND_CHANNELS:
         if name in sl:
             prob = raw[sl[name]][0]
@@ -363,10 +371,19 @@ def decode(raw: np.ndarray, channels: Sequence[str], cfg: Config) -> np.ndarray:
     needed = FLOW_CHANNELS[-ndim:]
     require(sl, needed, "gradient-flow")
     gradient_type = extra_opts(cfg, "Gv").get("gradient_type", "cellpose")
+    if gradient_type == "omnipose":
+        require(sl, ("Db",), "gradient-flow (Omnipose)")
+        settings = {
+            "mask_threshold": float(cfg.get(IS + "OMNIPOSE.MASK_THRESHOLD", 0.0)),
+            "flow_threshold": float(cfg.get(IS + "OMNIPOSE.FLOW_THRESHOLD", 0.4)),
+            "niter": int(cfg.get(IS + "OMNIPOSE.NITER", 0)),
+        }
+        labels = decode_channels(raw, [sl[n] for n in needed], sl["Db"], settings)
+        return as_labels(labels)
     if gradient_type != "cellpose":
         raise ConfigError(
-            f"{IS}DATA_CHANNELS_EXTRA_OPTS Gv gradient_type '{gradient_type}': only Cellpose flows "
-            "('cellpose') are decoded by this runner; Omnipose reconstruction is not implemented."
+            f"{IS}DATA_CHANNELS_EXTRA_OPTS Gv gradient_type {gradient_type!r} must be 'cellpose' "
+            "or 'omnipose'."
         )
     flows = np.stack([raw[sl[name]][0] for name in needed]).astype(np.float32)
     fg = _foreground(raw, sl, flows, float(cfg.get(IS + "CELLPOSE.FG_THRESH", 0.5)))

@@ -81,9 +81,13 @@ def channel_slices(channels: Sequence[str], n_raw: int, ndim: int) -> dict[str, 
         n_variable = sum(w is None for w in fixed)
         rest = n_raw - sum(w or 0 for w in fixed)
         runs = [(n, rest if w is None else w) for n, w in zip(names, fixed)]
-        if len(set(names)) != len(names) or n_variable > 1 or rest < (1 if n_variable else 0):
-            runs = []
-        elif not n_variable and rest != 0:
+        if (
+            len(set(names)) != len(names)
+            or n_variable > 1
+            or rest < (1 if n_variable else 0)
+            or not n_variable
+            and rest != 0
+        ):
             runs = []
     if not runs:
         raise ConfigError(
