@@ -126,9 +126,9 @@ def follow_flows(
     numpy.ndarray
         ``(N, ndim)`` end points, kept inside the image.
     """
-    shape = np.asarray(flows.shape[1:], dtype=np.float64)
-    res = np.asarray(spacing_zyx, dtype=np.float64)
-    pos = starts.astype(np.float64).copy()
+    shape = np.asarray(flows.shape[1:], dtype=np.float32)
+    res = np.asarray(spacing_zyx, dtype=np.float32)
+    pos = starts.astype(np.float32).copy()
     for _ in range(n_steps):
         step = np.stack(
             [ndimage.map_coordinates(f, pos.T, order=1, mode="nearest") for f in flows], axis=1
@@ -251,7 +251,8 @@ def remove_bad_flow_masks(
 
 
 def estimate_diameter(foreground: np.ndarray) -> float | None:
-    """Median equivalent diameter of the foreground's components (None with fewer than three).
+    """Median equivalent diameter of the foreground's components (full connectivity; None with
+    fewer than three).
 
     Parameters
     ----------
@@ -263,7 +264,7 @@ def estimate_diameter(foreground: np.ndarray) -> float | None:
     float or None
         Diameter in pixels (disc in 2D, ball in 3D).
     """
-    comps, n = ndimage.label(foreground)
+    comps, n = ndimage.label(foreground, structure=np.ones((3,) * foreground.ndim))
     sizes = np.bincount(comps.ravel())[1:]
     sizes = sizes[sizes > 0].astype(np.float64)
     if n < 3 or len(sizes) < 3:
@@ -316,7 +317,7 @@ def cellpose_instances(
     rescaled = abs(scale - 1.0) > 1e-3
     if rescaled:
         work = tuple(max(1, round(s * scale)) for s in shape)
-        flows = np.stack([_resize(f, work, 1) for f in flows])
+        flows = np.stack([_resize(f, work, 1).astype(np.float32) for f in flows])
         foreground = _resize(foreground.astype(np.float32), work, 1) > 0.5
         if not foreground.any():
             return empty
