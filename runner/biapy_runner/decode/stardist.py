@@ -12,25 +12,26 @@ decodes as here:
    at lattice index ``i`` sits at pixel ``i * grid``;
 2. each candidate's shape has vertex ``centre + d_r * ray_r * spacing`` per ray (``spacing`` from
    ``DATA.TEST.RESOLUTION``, as BiaPy scales them); rays are evenly spaced angles in 2D and a
-   Fibonacci sphere in 3D (BiaPy's ``generate_rays``);
+   Fibonacci sphere in 3D (BiaPy's ``generate_rays``, float32 like BiaPy's arithmetic);
 3. greedy non-maximum suppression: a candidate is dropped when its IoU with a kept shape exceeds
-   ``STARDIST.NMS_IOU_THRESH``;
+   ``STARDIST.NMS_IOU_THRESH``; as in BiaPy, both shapes are rasterised in the intersection of
+   their bounding boxes (padded by 2 pixels), so the union only counts pixels inside it;
 4. kept shapes are painted from the lowest to the highest probability (the best wins overlaps).
 
-Shapes are rendered with ``skimage.draw.polygon`` in 2D; in 3D a voxel is inside when it lies in
-one of the tetrahedra (centre, three neighbouring vertices) of the star-convex polyhedron, the
-faces being the triangulation of the unit rays (their convex hull). BiaPy rasterises the convex
-hull of the 3D vertices instead: the two agree for convex objects.
+Shapes are rasterised as BiaPy does: in 2D the polygon (``skimage.draw.polygon``) of the vertices
+clipped to the raster; in 3D the convex hull of the vertices (``scipy.spatial.ConvexHull``; a
+voxel is inside when it is on the inner side of every facet). StarDist proper renders 3D shapes as
+star-convex polyhedra (tetrahedra on the ray triangulation); for convex objects the two agree up to
+the facets, and the convex hull is what BiaPy's numbers come from.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
-from scipy.spatial import ConvexHull
+from scipy.spatial import ConvexHull, QhullError
 from skimage.draw import polygon
 
 from biapy_runner.config.load import Config
@@ -51,18 +52,18 @@ def rays(n_rays: int, ndim: int) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        float64 unit vectors.
+        float32 unit vectors.
     """
-    i = np.arange(n_rays, dtype=np.float64)
     if ndim == 2:
-        angle = 2 * np.pi * i / n_rays
+        angle = np.linspace(0, 2 * np.pi, n_rays, endpoint=False, dtype=np.float32)
         return np.stack([np.sin(angle), np.cos(angle)], axis=1)
+    i = np.arange(n_rays, dtype=np.float32)
     golden = (1 + np.sqrt(5.0)) / 2
     z = 1 - 2 * (i + 0.5) / n_rays
     r = np.sqrt(np.maximum(0.0, 1 - z * z))
     theta = 2 * np.pi * i / golden
-    out = np.stack([z, r * np.sin(theta), r * np.cos(theta)], axis=1)
-    return out / np.linalg.norm(out, axis=1, keepdims=True)
+    out = np.stack([z, r * np.sin(theta), r * np.cos(theta)], axis=1).astype(np.float32)
+    return out / (np.linalg.norm(out, axis=1, keepdims=True) + 1e-12)
 
 
 def ray_distances(
@@ -113,60 +114,62 @@ def ray_distances(
     return out
 
 
-@dataclass
-class _Shape:
-    """One rendered candidate: its mask inside a box starting at ``origin``."""
-
-    origin: np.ndarray
-    mask: np.ndarray
-
-    def box(self) -> tuple[slice, ...]:
-        return tuple(slice(o, o + s) for o, s in zip(self.origin, self.mask.shape))
+def _roi(verts: np.ndarray, shape: Sequence[int], pad: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Inclusive box around ``verts`` padded by ``pad`` and clipped to ``shape``."""
+    lo = np.maximum(np.floor(verts.min(axis=0)).astype(int) - pad, 0)
+    hi = np.minimum(np.ceil(verts.max(axis=0)).astype(int) + pad, np.asarray(shape) - 1)
+    return lo, hi
 
 
-def _faces(directions: np.ndarray) -> np.ndarray:
-    """Triangles of neighbouring rays: the convex hull of the unit rays."""
-    return ConvexHull(directions).simplices
-
-
-def _render(
-    centre: np.ndarray, verts: np.ndarray, shape: Sequence[int], faces: np.ndarray | None
-) -> _Shape:
-    """Pixels of the star-convex shape with ``verts`` around ``centre``, clipped to ``shape``."""
-    lo = np.maximum(np.floor(verts.min(axis=0)).astype(int), 0)
-    hi = np.minimum(np.ceil(verts.max(axis=0)).astype(int) + 1, np.array(shape))
-    lo, hi = np.minimum(lo, hi), np.maximum(hi, lo)
-    size = tuple(int(s) for s in hi - lo)
+def _raster(verts: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """Pixels of the shape with ``verts`` (in the raster's coordinates) in a raster of ``size``."""
+    size = tuple(int(n) for n in size)
     mask = np.zeros(size, dtype=bool)
-    if min(size, default=0) <= 0:
-        return _Shape(lo, mask)
-    local = verts - lo
-    if faces is None:
-        rr, cc = polygon(local[:, 0], local[:, 1], shape=size)
+    if len(size) == 2:
+        clipped = [np.clip(verts[:, d], 0, size[d] - 1) for d in range(2)]
+        rr, cc = polygon(clipped[0], clipped[1], shape=size)
         mask[rr, cc] = True
-        return _Shape(lo, mask)
-    mats = np.stack([local[faces[:, k]] - (centre - lo) for k in range(3)], axis=2)  # (F, 3, 3)
-    ok = np.abs(np.linalg.det(mats)) > 1e-9
-    if not ok.any():
-        return _Shape(lo, mask)
-    inv = np.linalg.inv(mats[ok])
-    pts = np.indices(size).reshape(3, -1).T - (centre - lo)  # (P, 3)
-    lam = np.einsum("fij,pj->fpi", inv, pts)
-    inside = np.any(np.all(lam >= -1e-6, axis=2) & (lam.sum(axis=2) <= 1 + 1e-6), axis=0)
-    mask[...] = inside.reshape(size)
-    return _Shape(lo, mask)
+        return mask
+    try:
+        hull = ConvexHull(verts)
+    except QhullError:  # flat: no volume
+        return mask
+    pts = np.indices(size, dtype=np.float32).reshape(3, -1)
+    inside = np.all(hull.equations[:, :3] @ pts + hull.equations[:, 3:] <= 1e-6, axis=0)
+    return inside.reshape(size)
 
 
-def _iou(a: _Shape, b: _Shape) -> float:
-    lo = np.maximum(a.origin, b.origin)
-    hi = np.minimum(a.origin + a.mask.shape, b.origin + b.mask.shape)
-    if np.any(hi <= lo):
+def _render(verts: np.ndarray, shape: Sequence[int]) -> tuple[tuple[slice, ...], np.ndarray]:
+    """The shape painted into an image of ``shape``: its box and its mask there."""
+    lo, hi = _roi(verts, shape)
+    box = tuple(slice(a, b + 1) for a, b in zip(lo, hi))
+    if np.any(lo > hi):
+        return box, np.zeros((0,) * len(shape), dtype=bool)
+    return box, _raster(verts - lo, hi - lo + 1)
+
+
+def shape_iou(va: np.ndarray, vb: np.ndarray, shape: Sequence[int]) -> float:
+    """BiaPy's IoU of two shapes, both rasterised in the intersection of their padded boxes.
+
+    Parameters
+    ----------
+    va, vb : numpy.ndarray
+        ``(R, ndim)`` vertices in array axis order.
+    shape : sequence of int
+        Image shape (boxes are clipped to it).
+
+    Returns
+    -------
+    float
+        Intersection over union inside that region (0 when the boxes do not meet).
+    """
+    (la, ha), (lb, hb) = _roi(va, shape), _roi(vb, shape)
+    lo, hi = np.maximum(la, lb), np.minimum(ha, hb)
+    if np.any(lo > hi):
         return 0.0
-    sa = tuple(slice(l - o, h - o) for l, h, o in zip(lo, hi, a.origin))
-    sb = tuple(slice(l - o, h - o) for l, h, o in zip(lo, hi, b.origin))
-    inter = int(np.count_nonzero(a.mask[sa] & b.mask[sb]))
-    union = int(a.mask.sum()) + int(b.mask.sum()) - inter
-    return inter / union if union else 0.0
+    ma, mb = _raster(va - lo, hi - lo + 1), _raster(vb - lo, hi - lo + 1)
+    inter = int(np.count_nonzero(ma & mb))
+    return inter / int(np.count_nonzero(ma | mb)) if inter else 0.0
 
 
 def candidates(prob: np.ndarray, thresh: float) -> tuple[np.ndarray, np.ndarray]:
@@ -187,7 +190,7 @@ def candidates(prob: np.ndarray, thresh: float) -> tuple[np.ndarray, np.ndarray]
     peak = (prob == ndimage.maximum_filter(prob, size=3, mode="nearest")) & (prob >= thresh)
     pts = np.argwhere(peak)
     scores = prob[tuple(pts.T)]
-    order = np.argsort(-scores, kind="stable")
+    order = np.argsort(-scores)  # BiaPy's order (ties as NumPy's default sort leaves them)
     return pts[order], scores[order]
 
 
@@ -223,24 +226,20 @@ def star_instances(
         int32 labels of shape ``lattice * grid``; 1 = most probable object.
     """
     ndim = prob.ndim
-    g = np.asarray(grid if grid else (1,) * ndim, dtype=np.int64)
-    sp = np.asarray(spacing_zyx if spacing_zyx is not None else (1.0,) * ndim, dtype=np.float64)
-    shape = tuple(int(s) for s in np.asarray(prob.shape) * g)
-    directions = rays(dist.shape[0], ndim) * sp
-    faces = _faces(rays(dist.shape[0], ndim)) if ndim == 3 else None
-    kept: list[_Shape] = []
+    g = np.asarray(grid if grid else (1,) * ndim, dtype=np.float32)
+    an = np.asarray(spacing_zyx if spacing_zyx is not None else (1.0,) * ndim, dtype=np.float32)
+    shape = tuple(int(s) for s in np.asarray(prob.shape) * g.astype(int))
+    directions = rays(dist.shape[0], ndim) * an
+    kept: list[np.ndarray] = []
     for pt, _ in zip(*candidates(prob, prob_thresh)):
-        centre = (pt * g).astype(np.float64)
-        verts = centre + dist[(slice(None), *pt)][:, None] * directions
-        shape_k = _render(centre, verts, shape, faces)
-        if not shape_k.mask.any():
-            continue
-        if all(_iou(shape_k, other) <= nms_iou_thresh for other in kept):
-            kept.append(shape_k)
+        radii = dist[(slice(None), *pt)].astype(np.float32)
+        verts = pt.astype(np.float32) * g + radii[:, None] * directions
+        if all(shape_iou(verts, other, shape) <= nms_iou_thresh for other in kept):
+            kept.append(verts)
     labels = np.zeros(shape, dtype=np.int32)
     for k in range(len(kept) - 1, -1, -1):  # lowest probability first: the best is painted last
-        view = labels[kept[k].box()]
-        view[kept[k].mask] = k + 1
+        box, mask = _render(kept[k], shape)
+        labels[box][mask] = k + 1
     return labels
 
 
