@@ -23,18 +23,13 @@ from biapy_runner.decode import embeddings as emb
 from biapy_runner.decode import gradient_flow as gf
 from biapy_runner.decode import omnipose as om
 from biapy_runner.decode import stardist as sd
-from known_labels import blobs
-from scipy import ndimage
+from known_labels import FIVE_BLOBS, blobs, embedseg_targets, normalised_distance
 
 REFERENCE = Path(__file__).parent / "data" / "biapy371_decoders.npz"
 IS = "PROBLEM.INSTANCE_SEG."
 OMNI = IS + "DATA_CHANNELS_EXTRA_OPTS=[{Gv: {gradient_type: omnipose}}]"
 
-GT2 = blobs(
-    (64, 72),
-    [(15, 15), (20, 36), (45, 25), (48, 52), (30, 62)],
-    [(9, 9), (8, 12), (12, 8), (10, 10), (6, 6)],
-)
+GT2 = FIVE_BLOBS
 GT2_SMALL = blobs(
     (32, 32),
     [(8, 8), (8, 20), (20, 10), (22, 24), (14, 14)],
@@ -69,18 +64,9 @@ def _omnipose(gt: np.ndarray, seed: int) -> np.ndarray:
     return np.concatenate([dist[None], flows]).astype(np.float32)
 
 
-def _probability(gt: np.ndarray) -> np.ndarray:
-    prob = np.zeros(gt.shape, dtype=np.float32)
-    for k in range(1, int(gt.max()) + 1):
-        obj = gt == k
-        edt = ndimage.distance_transform_edt(obj)
-        prob[obj] = edt[obj] / edt.max()
-    return prob
-
-
 def _stardist(gt: np.ndarray, n_rays: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    prob = _probability(gt) + rng.normal(0, 0.05, gt.shape)
+    prob = normalised_distance(gt) + rng.normal(0, 0.05, gt.shape)
     # distances where the probability reaches PROB_THRESH: the only ones decoding reads
     dist = sd.ray_distances(gt, sd.rays(n_rays, gt.ndim), where=prob >= 0.4)
     dist *= rng.uniform(0.9, 1.1, (n_rays, *gt.shape))
@@ -90,14 +76,7 @@ def _stardist(gt: np.ndarray, n_rays: int, seed: int) -> np.ndarray:
 def _embedseg(gt: np.ndarray, spacing: tuple[float, ...], seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     coords = emb.coordinate_map(gt.shape, 80, spacing)
-    offsets = np.zeros_like(coords)
-    seediness = np.zeros(gt.shape)
-    for k in range(1, int(gt.max()) + 1):
-        obj = gt == k
-        centre = coords[:, obj].mean(axis=1, keepdims=True)
-        offsets[:, obj] = centre - coords[:, obj]
-        d = np.sqrt(((coords[:, obj] - centre) ** 2).sum(axis=0))
-        seediness[obj] = 1 - 0.4 * d / d.max()
+    offsets, seediness = embedseg_targets(gt, coords)
     offsets += rng.normal(0, 1.5 / 79, offsets.shape)
     sigma = 0.5 + rng.normal(0, 0.05, coords.shape)
     seediness += rng.normal(0, 0.05, gt.shape)
