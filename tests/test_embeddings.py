@@ -7,7 +7,7 @@ import pytest
 from biapy_runner.config.load import load_config
 from biapy_runner.decode import embeddings
 from biapy_runner.errors import ConfigError
-from known_labels import assert_recovered, blobs
+from known_labels import assert_recovered, blobs, embedseg_targets
 
 IS = "PROBLEM.INSTANCE_SEG."
 NAMES = ["E_offset", "E_sigma", "E_seediness"]
@@ -17,14 +17,7 @@ def _embedseg_output(gt: np.ndarray, grid: int, spacing: tuple, sigma: float, ji
     """Offsets to each object's centroid (+ noise in pixels), constant sigma, seediness 1 -> 0.6."""
     rng = np.random.default_rng(0)
     coords = embeddings.coordinate_map(gt.shape, grid, spacing)
-    offsets = np.zeros_like(coords)
-    seed = np.zeros(gt.shape, dtype=np.float32)
-    for k in range(1, int(gt.max()) + 1):
-        obj = gt == k
-        centre = coords[:, obj].mean(axis=1, keepdims=True)
-        offsets[:, obj] = centre - coords[:, obj]
-        dist = np.sqrt(((coords[:, obj] - centre) ** 2).sum(axis=0))
-        seed[obj] = 1 - 0.4 * dist / dist.max()
+    offsets, seed = embedseg_targets(gt, coords)
     offsets += rng.uniform(-jitter, jitter, offsets.shape) / (grid - 1) * (gt > 0)
     return np.concatenate([offsets, np.full_like(coords, sigma), seed[None]]).astype(np.float32)
 

@@ -8,15 +8,11 @@ from biapy_runner.config.load import load_config
 from biapy_runner.decode import gradient_flow as gf
 from biapy_runner.decode import omnipose as om
 from biapy_runner.errors import ConfigError
-from known_labels import assert_recovered, blobs
+from known_labels import FIVE_BLOBS, assert_recovered, blobs
 from scipy import ndimage
 
 IS = "PROBLEM.INSTANCE_SEG."
-GT2 = blobs(
-    (64, 72),
-    [(15, 15), (20, 36), (45, 25), (48, 52), (30, 62)],
-    [(9, 9), (8, 12), (12, 8), (10, 10), (6, 6)],
-)
+GT2 = FIVE_BLOBS
 GT3 = blobs(
     (12, 40, 40), [(4, 12, 12), (6, 14, 28), (7, 28, 20)], [(3, 8, 8), (3.5, 7, 9), (4, 9, 9)]
 )

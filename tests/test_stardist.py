@@ -7,25 +7,10 @@ import pytest
 from biapy_runner.config.load import load_config
 from biapy_runner.decode import stardist as sd
 from biapy_runner.errors import ConfigError
-from known_labels import assert_recovered, blobs
-from scipy import ndimage
+from known_labels import FIVE_BLOBS, assert_recovered, blobs, normalised_distance
 
 IS = "PROBLEM.INSTANCE_SEG."
-GT2 = blobs(
-    (64, 72),
-    [(15, 15), (20, 36), (45, 25), (48, 52), (30, 62)],
-    [(9, 9), (8, 12), (12, 8), (10, 10), (6, 6)],
-)
-
-
-def _probability(gt: np.ndarray) -> np.ndarray:
-    """BiaPy's Db 'norm': distance to the boundary normalised per object to [0, 1]."""
-    prob = np.zeros(gt.shape, dtype=np.float32)
-    for k in range(1, int(gt.max()) + 1):
-        obj = gt == k
-        edt = ndimage.distance_transform_edt(obj)
-        prob[obj] = edt[obj] / edt.max()
-    return prob
+GT2 = FIVE_BLOBS
 
 
 def test_rays_are_biapys() -> None:
@@ -48,7 +33,7 @@ def test_ray_distances_of_a_square() -> None:
 
 
 def test_2d_distances_decode_back() -> None:
-    raw = np.concatenate([_probability(GT2)[None], sd.ray_distances(GT2, sd.rays(32, 2))])
+    raw = np.concatenate([normalised_distance(GT2)[None], sd.ray_distances(GT2, sd.rays(32, 2))])
     labels = sd.decode(raw, ["Db", "R"], load_config(None, []))
     assert labels.shape == GT2.shape and labels.dtype == np.uint16
     assert min(assert_recovered(GT2, labels)) > 0.93
@@ -56,7 +41,7 @@ def test_2d_distances_decode_back() -> None:
 
 def test_2d_lattice_output_with_grid() -> None:
     """A stride-2 head: candidates at lattice index i sit at pixel 2i, the output is full size."""
-    raw = np.concatenate([_probability(GT2)[None], sd.ray_distances(GT2, sd.rays(32, 2))])
+    raw = np.concatenate([normalised_distance(GT2)[None], sd.ray_distances(GT2, sd.rays(32, 2))])
     cfg = load_config(None, [IS + "STARDIST.GRID=[2, 2]"])
     labels = sd.decode(raw[:, ::2, ::2], ["Db", "R"], cfg)
     assert labels.shape == GT2.shape
@@ -67,7 +52,7 @@ def test_3d_distances_decode_back() -> None:
     gt = blobs(
         (20, 40, 40), [(8, 12, 12), (10, 14, 28), (11, 28, 20)], [(6, 8, 8), (7, 7, 9), (8, 9, 9)]
     )
-    prob = _probability(gt)
+    prob = normalised_distance(gt)
     # distances where the probability reaches PROB_THRESH (0.4): the only ones decoding reads
     dist = sd.ray_distances(gt, sd.rays(96, 3), where=prob >= 0.4)
     labels = sd.decode(

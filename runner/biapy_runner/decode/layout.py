@@ -3,8 +3,9 @@
 BiaPy names a model's instance outputs with ``PROBLEM.INSTANCE_SEG.DATA_CHANNELS``; some names
 cover several output channels: ``E_offset`` and ``E_sigma`` one per spatial axis, ``R`` one per
 ray (``DATA_CHANNELS_EXTRA_OPTS[0]["R"]["nrays"]``), ``A`` one per affinity offset. The decoders
-accept either those configured names (a multi-channel name then takes its width) or one name per
-output channel (a run of equal names is one entry).
+accept either those configured names (a multi-channel name then takes its width; ``E`` stands for
+``E_offset``, ``E_sigma``, ``E_seediness`` as BiaPy expands it) or one name per output channel (a
+run of equal names is one entry).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ IS = "PROBLEM.INSTANCE_SEG."
 PER_AXIS = ("E_offset", "E_sigma")
 #: names whose width is configured (rays, affinity offsets): they take what the others leave
 VARIABLE = ("R", "A")
+#: BiaPy's shorthand channels and what they expand to
+EXPANSIONS = {"E": ("E_offset", "E_sigma", "E_seediness")}
 
 
 def _fixed_width(name: str, ndim: int) -> int | None:
@@ -72,7 +75,7 @@ def channel_slices(channels: Sequence[str], n_raw: int, ndim: int) -> dict[str, 
     ConfigError
         When the names cannot account for ``n_raw`` channels.
     """
-    names = [str(c) for c in channels]
+    names = [part for c in channels for part in EXPANSIONS.get(str(c), (str(c),))]
     per_channel = _runs(names)
     if len(names) == n_raw and _widths_ok(per_channel, ndim):
         runs = per_channel

@@ -134,9 +134,10 @@ def _raster(verts: np.ndarray, size: Sequence[int]) -> np.ndarray:
         hull = ConvexHull(verts)
     except QhullError:  # flat: no volume
         return mask
-    pts = np.indices(size, dtype=np.float32).reshape(3, -1)
-    inside = np.all(hull.equations[:, :3] @ pts + hull.equations[:, 3:] <= 1e-6, axis=0)
-    return inside.reshape(size)
+    grid = np.indices(size, dtype=np.float64).reshape(3, 1, -1)
+    eq = hull.equations[:, :, None]  # (facets, 4, 1): outward normal and offset
+    signed = eq[:, 0] * grid[0] + eq[:, 1] * grid[1] + eq[:, 2] * grid[2] + eq[:, 3]
+    return np.all(signed <= 1e-6, axis=0).reshape(size)
 
 
 def _render(verts: np.ndarray, shape: Sequence[int]) -> tuple[tuple[slice, ...], np.ndarray]:
