@@ -23,22 +23,168 @@ PROBLEM_TYPES = (
     "IMAGE_TO_IMAGE",
 )
 
-#: instance channel letters of BiaPy >= 3.7 (list form of PROBLEM.INSTANCE_SEG.DATA_CHANNELS)
-INSTANCE_CHANNELS = ("F", "B", "P", "C", "H", "V", "Z", "Db", "Dc", "Dn", "D", "R", "T", "A", "E")
-#: string form of PROBLEM.INSTANCE_SEG.DATA_CHANNELS (BiaPy < 3.7) and synapse channels
-INSTANCE_CHANNEL_STRINGS = (
-    "B",
-    "C",
-    "BC",
-    "BP",
-    "BD",
-    "BCM",
-    "BCD",
-    "BCDv2",
-    "Dv2",
-    "BDv2",
-    "A",
-    "BF",
+# --------------------------------------------------------------------------------------------
+# instance vocabulary (BiaPy 3.7): channel names, legacy spellings, creation processes
+# --------------------------------------------------------------------------------------------
+
+#: channel names of PROBLEM.INSTANCE_SEG.DATA_CHANNELS (3.7 list form, TYPE "regular"), with
+#: what each one holds (BiaPy 3.7.1's config.py and check_configuration)
+INSTANCE_CHANNEL_MEANINGS: dict[str, str] = {
+    "F": "foreground (each instance, binary)",
+    "B": "background (everything outside the instances, binary)",
+    "P": "central part (centroid or skeleton, binary or heatmap)",
+    "C": "contour (binary)",
+    "M": "whole foreground mask (CartoCell legacy, with F and C, 3D only)",
+    "H": "horizontal distance to the centroid (HoVer-Net, signed)",
+    "V": "vertical distance to the centroid (HoVer-Net, signed)",
+    "Z": "depth distance to the centroid (HoVer-Net, signed, 3D only)",
+    "Gv": "flow field, y component (Cellpose/Omnipose)",
+    "Gh": "flow field, x component (Cellpose/Omnipose)",
+    "Gz": "flow field, z component (Cellpose/Omnipose, 3D only)",
+    "Db": "distance to the boundary (inside the instances; high at the centre)",
+    "Dc": "distance to the centre (low at the centre)",
+    "Dn": "distance to the closest neighbour",
+    "D": "signed distance (positive inside, negative outside, tanh-normalised)",
+    "R": "radial distances along fixed rays (StarDist); nrays channels",
+    "T": "touching area between instances",
+    "A": "affinities, one (z, y, x) triple per offset (alone, 3D only)",
+    "E": "embeddings (alone; expands to E_offset, E_sigma, E_seediness)",
+    "E_offset": "spatial embedding offsets (EmbedSeg), one channel per spatial axis",
+    "E_sigma": "embedding clustering bandwidth (EmbedSeg), one channel per spatial axis",
+    "E_seediness": "seediness map (EmbedSeg), one channel",
+    "We": "weight map (added by BiaPy for training only)",
+    "I": "raw labels (added by BiaPy for training only, never a model output)",
+}
+#: every 3.7 list-form channel name, in BiaPy's order
+INSTANCE_CHANNELS: tuple[str, ...] = tuple(INSTANCE_CHANNEL_MEANINGS)
+#: channel names of PROBLEM.INSTANCE_SEG.TYPE "synapses"
+SYNAPSE_CHANNELS: tuple[str, ...] = ("F_pre", "F_post", "H", "V", "Z")
+#: channels BiaPy adds by itself for training; never model outputs
+AUXILIARY_CHANNELS: tuple[str, ...] = ("We", "I")
+
+#: string form of DATA_CHANNELS (BiaPy < 3.7): the string -> its legacy channel tokens
+LEGACY_CHANNEL_SETS: dict[str, tuple[str, ...]] = {
+    "B": ("B",),
+    "C": ("C",),
+    "BC": ("B", "C"),
+    "BCM": ("B", "C", "M"),
+    "BCD": ("B", "C", "D"),
+    "BCDv2": ("B", "C", "Dv2"),
+    "BD": ("B", "D"),
+    "BDv2": ("B", "Dv2"),
+    "BP": ("B", "P"),
+    "BCP": ("B", "C", "P"),
+    "Dv2": ("Dv2",),
+    "A": ("A",),
+}
+#: legacy token -> 3.7 list name (BiaPy's converter; the other tokens keep their name). Legacy
+#: "B" (instance body) is 3.7 "F"; legacy "D" (distance to the boundary) is "Db"; legacy "Dv2"
+#: (distance also over the background) is the signed distance "D".
+LEGACY_TO_LIST: dict[str, str] = {"B": "F", "D": "Db", "Dv2": "D"}
+#: string forms of the synapse channels (BiaPy < 3.7): "B" pre/post sites, "BF" pre sites + flows
+LEGACY_SYNAPSE_CHANNEL_SETS: tuple[str, ...] = ("B", "BF")
+#: every accepted string form (instances and synapses)
+INSTANCE_CHANNEL_STRINGS: tuple[str, ...] = tuple(
+    dict.fromkeys((*LEGACY_CHANNEL_SETS, *LEGACY_SYNAPSE_CHANNEL_SETS))
+)
+
+
+def legacy_channels_as_list(value: str) -> list[str]:
+    """The 3.7 list form of a legacy DATA_CHANNELS string (``"BCDv2"`` -> ``["F", "C", "D"]``).
+
+    Parameters
+    ----------
+    value : str
+        A key of ``LEGACY_CHANNEL_SETS``.
+
+    Returns
+    -------
+    list of str
+        The channel names BiaPy 3.7 uses for the same model outputs, in the same order.
+    """
+    return [LEGACY_TO_LIST.get(token, token) for token in LEGACY_CHANNEL_SETS[value]]
+
+
+#: values of PROBLEM.INSTANCE_SEG.INSTANCE_CREATION_PROCESS ("" = chosen from the channels)
+INSTANCE_CREATION_PROCESSES: tuple[str, ...] = (
+    "watershed",
+    "agglomeration",
+    "stardist",
+    "embeddings",
+    "gradient-flow",
+)
+#: the channel that selects a creation process when INSTANCE_CREATION_PROCESS is "" (first
+#: match wins; none matches: "watershed")
+CREATION_PROCESS_BY_CHANNEL: tuple[tuple[str, str], ...] = (
+    ("R", "stardist"),
+    ("Gv", "gradient-flow"),
+    ("E_offset", "embeddings"),
+    ("E", "embeddings"),
+    ("A", "agglomeration"),
+)
+#: channels each creation process accepts in BiaPy 3.7.1 (check_configuration)
+CREATION_PROCESS_CHANNELS: dict[str, frozenset[str]] = {
+    "watershed": frozenset(
+        {"F", "B", "P", "C", "M", "H", "V", "Z", "Db", "Dc", "Dn", "D", "T", "A"}
+    ),
+    "agglomeration": frozenset({"A"}),
+    "stardist": frozenset({"Db", "R"}),
+    "embeddings": frozenset({"E", "E_offset", "E_sigma", "E_seediness"}),
+    "gradient-flow": frozenset({"F", "Db", "Gv", "Gh", "Gz"}),
+}
+
+
+def creation_process(channels: list[str] | tuple[str, ...], configured: str = "") -> str:
+    """The instance creation process BiaPy uses for ``channels`` (3.7 list names).
+
+    Parameters
+    ----------
+    channels : sequence of str
+        DATA_CHANNELS in list form.
+    configured : str
+        PROBLEM.INSTANCE_SEG.INSTANCE_CREATION_PROCESS ("" = choose from the channels).
+
+    Returns
+    -------
+    str
+        One of ``INSTANCE_CREATION_PROCESSES``.
+    """
+    if configured:
+        return configured
+    for channel, process in CREATION_PROCESS_BY_CHANNEL:
+        if channel in channels:
+            return process
+    return "watershed"
+
+
+#: marker-controlled watershed: direction in which each channel means "inside an object"
+#: (``>``: high inside, ``<``: low inside)
+WATERSHED_CHANNEL_DIRECTIONS: dict[str, str] = {
+    "F": ">",
+    "P": ">",
+    "M": ">",
+    "Db": ">",
+    "D": ">",
+    "B": "<",
+    "C": "<",
+    "Dc": "<",
+}
+#: the channels whose model output is a probability (binary targets)
+BINARY_CHANNELS: frozenset[str] = frozenset({"F", "B", "P", "C", "M", "T"})
+#: legacy (string form) tokens whose output is a probability
+LEGACY_BINARY_CHANNELS: frozenset[str] = frozenset({"B", "C", "M", "P"})
+#: allowed values of WATERSHED.SEED_CHANNELS_THRESH / GROWTH_MASK_CHANNELS_THRESH items
+AUTO_THRESHOLD = "auto"
+#: number of StarDist rays when DATA_CHANNELS_EXTRA_OPTS does not set ``nrays``: by spatial ndim
+STARDIST_DEFAULT_RAYS: dict[int, int] = {2: 32, 3: 96}
+#: TEST.POST_PROCESSING.INSTANCE_REFINEMENT.OPERATIONS
+INSTANCE_REFINEMENT_OPERATIONS: tuple[str, ...] = (
+    "dilation",
+    "erosion",
+    "fill_holes",
+    "clear_border",
+    "remove_small_objects",
+    "remove_big_objects",
 )
 
 
@@ -113,15 +259,37 @@ _SYSTEM = {
     "PIN_MEM": True,
 }
 
+_WATERSHED = {
+    "SEED_CHANNELS": [],
+    "SEED_CHANNELS_THRESH": [],
+    "TOPOGRAPHIC_SURFACE_CHANNEL": "",
+    "GROWTH_MASK_CHANNELS": [],
+    "GROWTH_MASK_CHANNELS_THRESH": [],
+    "SEED_MORPH_SEQUENCE": [],
+    "SEED_MORPH_RADIUS": [],
+    "ERODE_AND_DILATE_GROWTH_MASK": False,
+    "FORE_EROSION_RADIUS": 5,
+    "FORE_DILATION_RADIUS": 5,
+    "DATA_CHECK_MW": False,
+    "DATA_REMOVE_SMALL_OBJ_BEFORE": 10,
+    "DATA_REMOVE_BEFORE_MW": False,
+    "BY_2D_SLICES": False,
+}
+
 _INSTANCE_SEG = {
     "TYPE": "regular",
-    "DATA_CHANNELS": "BC",
+    "DATA_CHANNELS": ["B", "C"],
     "DATA_CHANNELS_EXTRA_OPTS": [{}],
     "DATA_CHANNELS_LOSSES": [],
+    "CLASS_REBALANCE_WITHIN_CHANNELS": True,
+    "CHANNELS_PER_HEAD_INFO": [],
+    "SEPARATED_DECODERS_PER_HEAD": False,
+    "SEPARATED_DECODERS_DIVIDE_FEATURE_MAPS": False,
     "DATA_CHANNEL_WEIGHTS": (1, 1),
-    "DISTANCE_CHANNEL_MASK": True,
     "BORDER_EXTRA_WEIGHTS": "",
     "INSTANCE_CREATION_PROCESS": "",
+    # BiaPy < 3.6.6 (converted onto WATERSHED.* and the list form; see config/convert.py)
+    "DISTANCE_CHANNEL_MASK": True,
     "DATA_CONTOUR_MODE": "thick",
     "DATA_MW_TH_TYPE": "auto",
     "DATA_MW_TH_BINARY_MASK": 0.5,
@@ -130,27 +298,33 @@ _INSTANCE_SEG = {
     "DATA_MW_TH_DISTANCE": 1.0,
     "DATA_MW_TH_POINTS": 0.5,
     "DATA_MW_OPTIMIZE_THS": False,
-    "DATA_REMOVE_SMALL_OBJ_BEFORE": 10,
-    "DATA_REMOVE_BEFORE_MW": False,
-    "SEED_MORPH_SEQUENCE": [],
-    "SEED_MORPH_RADIUS": [],
-    "ERODE_AND_DILATE_GROWTH_MASK": False,
-    "FORE_EROSION_RADIUS": 5,
-    "FORE_DILATION_RADIUS": 5,
-    "DATA_CHECK_MW": False,
-    "WATERSHED_BY_2D_SLICES": False,
-    "WATERSHED": {
-        "SEED_CHANNELS": [],
-        "SEED_CHANNELS_THRESH": [],
-        "TOPOGRAPHIC_SURFACE_CHANNEL": "",
-        "GROWTH_MASK_CHANNELS": [],
-        "GROWTH_MASK_CHANNELS_THRESH": [],
+    "WATERSHED": _WATERSHED,
+    "AGGLOMERATION": {
+        "FRAGMENT_SEED_TH": 0.9,
+        "FRAGMENT_GROWTH_TH": 0.1,
+        "MERGE_TH": 0.5,
+        "MERGE_QUANTILE": 50.0,
+        "MIN_EDGE_VOXELS": 5,
     },
-    "STARDIST": {"PROB_THRESH": 0.4, "NMS_IOU_THRESH": 0.3},
+    "STARDIST": {"PROB_THRESH": 0.4, "NMS_IOU_THRESH": 0.3, "GRID": []},
+    "CELLPOSE": {
+        "FG_THRESH": 0.5,
+        "FLOW_THRESHOLD": 0.4,
+        "N_STEPS": 200,
+        "DIAMETER": 0.0,
+        "DIAM_MEAN": 30.0,
+        "SCALE_RANGE": 0.5,
+        "TEST_DOUBLE_INFERENCE": True,
+    },
+    "OMNIPOSE": {"MASK_THRESHOLD": 0.0, "FLOW_THRESHOLD": 0.4, "NITER": 0},
+    "EMBEDSEG": {
+        "FG_THRESH": 0.5,
+        "SEED_THRESH": 0.9,
+        "MIN_MASK_SUM": 0,
+        "MIN_UNCLUSTERED_SUM": 0,
+        "GRID_SIZE": -1,
+    },
     "SYNAPSES": {
-        "POSTSITE_DILATION": [2, 4, 4],
-        "POSTSITE_DILATION_DISTANCE_CHANNELS": [3, 10, 10],
-        "NORMALIZE_DISTANCES": False,
         "POINT_CREATION_FUNCTION": "peak_local_max",
         "PEAK_LOCAL_MAX_MIN_DISTANCE": 1,
         "TH_TYPE": "auto",
@@ -594,6 +768,8 @@ DEFAULTS: dict[str, Any] = {
     "LOG": _LOG,
 }
 
+_WS = "PROBLEM.INSTANCE_SEG.WATERSHED"
+
 #: older BiaPy 3.x names (dotted, key or section) -> current names; both are accepted
 ALIASES: dict[str, str] = {
     "MODEL.N_CLASSES": "DATA.N_CLASSES",
@@ -602,7 +778,16 @@ ALIASES: dict[str, str] = {
     "DATA.TEST.MASK_PATH": "DATA.TEST.GT_PATH",
     "TEST.STATS.FULL_IMG": "TEST.FULL_IMG",
     "MODEL.BMZ.SOURCE_MODEL_DOI": "MODEL.BMZ.SOURCE_MODEL_ID",
-    "PROBLEM.INSTANCE_SEG.ERODE_AND_DILATE_FOREGROUND": "PROBLEM.INSTANCE_SEG.ERODE_AND_DILATE_GROWTH_MASK",
+    "PROBLEM.INSTANCE_SEG.ERODE_AND_DILATE_FOREGROUND": f"{_WS}.ERODE_AND_DILATE_GROWTH_MASK",
+    "PROBLEM.INSTANCE_SEG.ERODE_AND_DILATE_GROWTH_MASK": f"{_WS}.ERODE_AND_DILATE_GROWTH_MASK",
+    "PROBLEM.INSTANCE_SEG.SEED_MORPH_SEQUENCE": f"{_WS}.SEED_MORPH_SEQUENCE",
+    "PROBLEM.INSTANCE_SEG.SEED_MORPH_RADIUS": f"{_WS}.SEED_MORPH_RADIUS",
+    "PROBLEM.INSTANCE_SEG.FORE_EROSION_RADIUS": f"{_WS}.FORE_EROSION_RADIUS",
+    "PROBLEM.INSTANCE_SEG.FORE_DILATION_RADIUS": f"{_WS}.FORE_DILATION_RADIUS",
+    "PROBLEM.INSTANCE_SEG.DATA_CHECK_MW": f"{_WS}.DATA_CHECK_MW",
+    "PROBLEM.INSTANCE_SEG.DATA_REMOVE_SMALL_OBJ_BEFORE": f"{_WS}.DATA_REMOVE_SMALL_OBJ_BEFORE",
+    "PROBLEM.INSTANCE_SEG.DATA_REMOVE_BEFORE_MW": f"{_WS}.DATA_REMOVE_BEFORE_MW",
+    "PROBLEM.INSTANCE_SEG.WATERSHED_BY_2D_SLICES": f"{_WS}.BY_2D_SLICES",
     "DATA.NORMALIZATION.CUSTOM_MEAN": "DATA.NORMALIZATION.ZERO_MEAN_UNIT_VAR.MEAN_VAL",
     "DATA.NORMALIZATION.CUSTOM_STD": "DATA.NORMALIZATION.ZERO_MEAN_UNIT_VAR.STD_VAL",
     "DATA.NORMALIZATION.PERC_LOWER": "DATA.NORMALIZATION.PERC_CLIP.LOWER_PERC",
@@ -631,7 +816,9 @@ FLEXIBLE: dict[str, tuple[str, ...]] = {
     "PROBLEM.INSTANCE_SEG.SYNAPSES.BLOB_LOG_MAX_SIGMA": ("int", "float", "list"),
     "PROBLEM.INSTANCE_SEG.SYNAPSES.REMOVE_CLOSE_PRE_POINTS_RADIUS": ("int", "float"),
     "PROBLEM.INSTANCE_SEG.SYNAPSES.REMOVE_CLOSE_POST_POINTS_RADIUS": ("int", "float"),
-    "PROBLEM.INSTANCE_SEG.DATA_REMOVE_SMALL_OBJ_BEFORE": ("int", "float"),
+    "PROBLEM.INSTANCE_SEG.WATERSHED.DATA_REMOVE_SMALL_OBJ_BEFORE": ("int", "float"),
+    "PROBLEM.INSTANCE_SEG.WATERSHED.SEED_CHANNELS_THRESH": ("anylist",),
+    "PROBLEM.INSTANCE_SEG.WATERSHED.GROWTH_MASK_CHANNELS_THRESH": ("anylist",),
     "PROBLEM.DETECTION.CENTRAL_POINT_DILATION": ("list", "int"),
     "PROBLEM.SELF_SUPERVISED.RESIZING_FACTOR": ("int", "float"),
     "DATA.TEST.RESOLUTION": ("tuple",),
@@ -659,12 +846,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "PROBLEM.INSTANCE_SEG.DATA_CHANNELS": INSTANCE_CHANNEL_STRINGS,
     "PROBLEM.INSTANCE_SEG.DATA_MW_TH_TYPE": ("auto", "manual"),
     "PROBLEM.INSTANCE_SEG.DATA_CONTOUR_MODE": ("thick", "inner", "outer", "subpixel", "dense"),
-    "PROBLEM.INSTANCE_SEG.INSTANCE_CREATION_PROCESS": (
-        "",
-        "watershed",
-        "agglomeration",
-        "stardist",
-    ),
+    "PROBLEM.INSTANCE_SEG.INSTANCE_CREATION_PROCESS": ("", *INSTANCE_CREATION_PROCESSES),
     "PROBLEM.SELF_SUPERVISED.PRETEXT_TASK": ("crappify", "masking"),
     "MODEL.SOURCE": ("biapy", "bmz", "torchvision"),
     "DATA.NORMALIZATION.TYPE": ("div", "scale_range", "zero_mean_unit_variance", "custom", ""),
@@ -679,8 +861,11 @@ CHOICES: dict[str, tuple[str, ...]] = {
 
 #: allowed items of list keys
 ELEMENT_CHOICES: dict[str, tuple[str, ...]] = {
-    "PROBLEM.INSTANCE_SEG.DATA_CHANNELS": INSTANCE_CHANNELS,
-    "PROBLEM.INSTANCE_SEG.SEED_MORPH_SEQUENCE": ("dilate", "erode"),
+    "PROBLEM.INSTANCE_SEG.DATA_CHANNELS": (*INSTANCE_CHANNELS, *SYNAPSE_CHANNELS),
+    "PROBLEM.INSTANCE_SEG.WATERSHED.SEED_MORPH_SEQUENCE": ("dilate", "erode"),
+    "PROBLEM.INSTANCE_SEG.WATERSHED.SEED_CHANNELS": INSTANCE_CHANNELS,
+    "PROBLEM.INSTANCE_SEG.WATERSHED.GROWTH_MASK_CHANNELS": INSTANCE_CHANNELS,
+    "TEST.POST_PROCESSING.INSTANCE_REFINEMENT.OPERATIONS": INSTANCE_REFINEMENT_OPERATIONS,
     "TEST.POST_PROCESSING.MEDIAN_FILTER_AXIS": ("xy", "yx", "zy", "yz", "zx", "xz", "z"),
 }
 

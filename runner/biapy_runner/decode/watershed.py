@@ -31,27 +31,27 @@ from skimage.morphology import disk
 from skimage.segmentation import relabel_sequential, watershed
 
 from biapy_runner import log
+from biapy_runner.config.schema import BINARY_CHANNELS as SCHEMA_BINARY
+from biapy_runner.config.schema import (
+    INSTANCE_CHANNELS,
+    LEGACY_BINARY_CHANNELS,
+    LEGACY_CHANNEL_SETS,
+    WATERSHED_CHANNEL_DIRECTIONS,
+)
 from biapy_runner.errors import ConfigError
 
+#: legacy channel strings this decoder understands (the vocabulary is config/schema.py's)
 LEGACY_CHANNELS = {
-    "B": ("B",),
-    "C": ("C",),
-    "BC": ("B", "C"),
-    "BCM": ("B", "C", "M"),
-    "BCD": ("B", "C", "D"),
-    "BCDv2": ("B", "C", "Dv2"),
-    "BD": ("B", "D"),
-    "BDv2": ("B", "Dv2"),
-    "BP": ("B", "P"),
-    "BCP": ("B", "C", "P"),
-    "Dv2": ("Dv2",),
+    name: tokens
+    for name, tokens in LEGACY_CHANNEL_SETS.items()
+    if set(tokens) <= {"B", "C", "M", "D", "Dv2", "P"}
 }
 #: 3.7 channel names this decoder understands, with the direction of "inside an object".
-LIST_DIRECTIONS = {"F": ">", "P": ">", "M": ">", "Db": ">", "D": ">", "B": "<", "C": "<", "Dc": "<"}
+LIST_DIRECTIONS = WATERSHED_CHANNEL_DIRECTIONS
 #: 3.7 channel names BiaPy knows but that need other decoders (embeddings, rays, affinities...).
-LIST_UNSUPPORTED = {"H", "V", "Z", "Dn", "R", "T", "A", "E"}
+LIST_UNSUPPORTED = set(INSTANCE_CHANNELS) - set(LIST_DIRECTIONS)
 #: Channels whose model output is a probability (per-channel IoU against GT-derived targets).
-BINARY_CHANNELS = {"B", "C", "M", "F", "P"}
+BINARY_CHANNELS = set(SCHEMA_BINARY) | set(LEGACY_BINARY_CHANNELS)
 
 
 @dataclass(frozen=True)
