@@ -359,13 +359,15 @@ def test_workflow_threshold_types() -> None:
         assert len(points) == expected, kind
 
 
-def test_workflow_rejects_mismatched_per_class_settings() -> None:
+def test_per_class_threshold_lists_become_their_first_value_as_in_biapy_37() -> None:
+    """BiaPy 3.7 converts the older per-class lists of DET_MIN_TH_TO_BE_PEAK / DET_TOLERANCE
+    to their first value; the runner converts them the same way."""
     from biapy_runner.workflows.base import workflow_for
 
-    wf = workflow_for(_cfg("TEST.DET_MIN_TH_TO_BE_PEAK=[0.5, 0.6, 0.7]"))
-    with pytest.raises(ConfigError, match="DET_MIN_TH_TO_BE_PEAK"):
-        wf.check_model(2, ["a", "b"])
-    wf.check_model(3, ["a", "b", "c"])
+    cfg = _cfg("TEST.DET_MIN_TH_TO_BE_PEAK=[0.5, 0.6, 0.7]", "TEST.DET_TOLERANCE=[4, 8]")
+    assert cfg.get("TEST.DET_MIN_TH_TO_BE_PEAK") == 0.5
+    assert cfg.get("TEST.DET_TOLERANCE") == 4
+    workflow_for(cfg).check_model(2, ["a", "b"])
 
 
 def test_gt_point_outside_image_is_an_input_error(tmp_path: Path) -> None:

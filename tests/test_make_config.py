@@ -55,22 +55,30 @@ def test_instance_3d_manual_thresholds(tmp_path: Path) -> None:
     # xy: 4 x 25 = 100 -> 128; z: at most the largest power of two <= 40 slices
     assert cfg.get("DATA.PATCH_SIZE") == (32, 128, 128, 1)
     assert cfg.get("DATA.TEST.PADDING") == (4, 16, 16)
-    assert cfg.get("PROBLEM.INSTANCE_SEG.DATA_CHANNELS") == "BCM"
-    assert cfg.get("PROBLEM.INSTANCE_SEG.DATA_MW_TH_TYPE") == "manual"
-    assert cfg.get("PROBLEM.INSTANCE_SEG.DATA_MW_TH_BINARY_MASK") == pytest.approx(0.6)
-    assert cfg.get("PROBLEM.INSTANCE_SEG.DATA_MW_TH_CONTOUR") == pytest.approx(0.2)
-    assert cfg.get("PROBLEM.INSTANCE_SEG.DATA_MW_TH_FOREGROUND") == pytest.approx(0.4)
-    assert cfg.get("PROBLEM.INSTANCE_SEG.DATA_REMOVE_SMALL_OBJ_BEFORE") == 15
+    # written in BiaPy 3.7.1's keys: the list form and the watershed's seed/growth thresholds
+    ws = "PROBLEM.INSTANCE_SEG.WATERSHED."
+    assert cfg.get("PROBLEM.INSTANCE_SEG.DATA_CHANNELS") == ["F", "C", "M"]
+    assert cfg.get(ws + "SEED_CHANNELS") == ["F", "C"]
+    assert cfg.get(ws + "SEED_CHANNELS_THRESH") == pytest.approx([0.6, 0.2])
+    assert cfg.get(ws + "GROWTH_MASK_CHANNELS") == ["F"]
+    assert cfg.get(ws + "GROWTH_MASK_CHANNELS_THRESH") == pytest.approx([0.4])
+    assert cfg.get(ws + "DATA_REMOVE_SMALL_OBJ_BEFORE") == 15
+    assert cfg.get(ws + "DATA_REMOVE_BEFORE_MW") is True  # the switch that makes the size count
     assert cfg.get("TEST.POST_PROCESSING.VORONOI_ON_MASK") is True
-    assert cfg.get("TEST.POST_PROCESSING.CLEAR_BORDER") is True
+    assert cfg.get("TEST.POST_PROCESSING.INSTANCE_REFINEMENT.ENABLE") is True
+    assert cfg.get("TEST.POST_PROCESSING.INSTANCE_REFINEMENT.OPERATIONS") == ["clear_border"]
 
 
 def test_instance_auto_thresholds_keep_defaults(tmp_path: Path) -> None:
     cfg = _write(tmp_path, "--workflow", "instance", "--th-binary", "0.9")
-    assert cfg.get("PROBLEM.INSTANCE_SEG.DATA_MW_TH_TYPE") == "auto"
-    # manual values are not written in auto mode: BiaPy's default stays
-    assert cfg.get("PROBLEM.INSTANCE_SEG.DATA_MW_TH_BINARY_MASK") == pytest.approx(0.5)
+    # auto: no thresholds written, BiaPy's Otsu defaults stay; no size filter switched on
+    ws = "PROBLEM.INSTANCE_SEG.WATERSHED."
+    assert cfg.get("PROBLEM.INSTANCE_SEG.DATA_CHANNELS") == ["F", "C"]
+    assert cfg.get(ws + "SEED_CHANNELS_THRESH") == []
+    assert cfg.get(ws + "GROWTH_MASK_CHANNELS_THRESH") == []
+    assert cfg.get(ws + "DATA_REMOVE_BEFORE_MW") is False
     assert cfg.get("TEST.POST_PROCESSING.VORONOI_ON_MASK") is False
+    assert cfg.get("TEST.POST_PROCESSING.INSTANCE_REFINEMENT.ENABLE") is False
 
 
 def test_detection_settings(tmp_path: Path) -> None:

@@ -20,14 +20,15 @@ from typing import Any
 import yaml
 
 from biapy_runner import log
+from biapy_runner.config.convert import convert, nested
 from biapy_runner.config.schema import (
     ALIASES,
     CHOICES,
     DEFAULTS,
     ELEMENT_CHOICES,
     FLEXIBLE,
-    SCALAR_SECTIONS,
     TRAINING_ONLY,
+    USED_FOR_INFERENCE,
 )
 from biapy_runner.errors import ConfigError
 
@@ -60,9 +61,13 @@ LEAVES: dict[str, Any] = _leaf_keys(DEFAULTS)
 SECTIONS: set[str] = _section_keys(DEFAULTS)
 
 
+def _under(key: str, prefixes: Sequence[str]) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
 def is_training_only(key: str) -> bool:
     """True when ``key`` (dotted) only matters to training and is ignored for inference."""
-    return any(key == p or key.startswith(p + ".") for p in TRAINING_ONLY)
+    return _under(key, TRAINING_ONLY) and not _under(key, USED_FOR_INFERENCE)
 
 
 def canonical_key(key: str) -> str:
@@ -326,6 +331,8 @@ class Config:
         self.source: Path | None = source
         self.user_keys: set[str] = set()
         self.ignored: list[str] = []
+        #: notes on the older BiaPy spellings converted while loading
+        self.conversions: list[str] = []
         self._extra: dict[str, Any] = {}
 
     # -- access ---------------------------------------------------------------------------
@@ -355,8 +362,6 @@ class Config:
     ) -> None:
         """Set the dotted ``key`` to ``value`` after validating it (same rules as the file)."""
         name = canonical_key(key)
-        if name in SECTIONS and name in SCALAR_SECTIONS and not isinstance(value, dict):
-            name = f"{name}.{SCALAR_SECTIONS[name]}"
         if name in SECTIONS:
             if not isinstance(value, dict):
                 raise ConfigError(
@@ -385,19 +390,25 @@ class Config:
         node[last] = value
 
     def _set_training_value(self, name: str, value: Any) -> None:
-        """Training-only keys are not used: keep a well-typed value, else the raw one."""
+        """Training-only keys are not used: keep a well-typed value, else the raw one (older
+        releases wrote some of them in other shapes, which inference never reads)."""
         try:
             value = coerce_value(name, value)
         except ConfigError:
-            log.warn(f"training-only key {name} has an unusual value {value!r}; kept as given")
+            pass
         self._store(name, value)
 
     def _accept_unknown_training_key(self, name: str, value: Any) -> bool:
-        """Unknown keys inside training-only sections are kept (warned), never an error."""
-        parent = name.rsplit(".", 1)[0]
-        if not is_training_only(name) or parent not in SECTIONS:
+        """Unknown keys inside training-only sections (other releases' training options) are
+        kept and listed with the ignored keys, never an error."""
+        parents = name.split(".")[:-1]
+        known_parent = next(
+            (".".join(parents[:i]) for i in range(len(parents), 0, -1)
+             if ".".join(parents[:i]) in SECTIONS),
+            None,
+        )
+        if not is_training_only(name) or known_parent is None:
             return False
-        log.warn(f"unknown training-only key {name} (ignored for inference)")
         self._extra[name] = value
         self.user_keys.add(name)
         return True
@@ -411,7 +422,7 @@ class Config:
             *parents, last = name.split(".")
             node = out
             for part in parents:
-                node = node[part]
+                node = node.setdefault(part, {})
             node[last] = copy.deepcopy(value)
         return out
 
@@ -546,24 +557,36 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def load_config(path: Path | None, overrides: Sequence[str] = ()) -> Config:
-    """Read a BiaPy YAML file (or none), merge it onto the defaults, apply ``KEY=VALUE``
-    overrides and validate everything. Raises ConfigError on any problem."""
+    """Read a BiaPy YAML file (or none), convert older BiaPy spellings as BiaPy does, merge it
+    onto the defaults, apply ``KEY=VALUE`` overrides (converted the same way) and validate
+    everything. Raises ConfigError on any problem."""
     source = Path(path) if path is not None else None
     cfg = Config(source)
+    converted: dict[str, Any] = {}
     if source is not None:
         data, lines = _read_yaml(source)
-        _apply_user(cfg, data, lines, source)
+        converted, notes = convert(data)
+        cfg.conversions.extend(notes)
+        _apply_user(cfg, converted, lines, source)
     parsed = [(text, *parse_override(text)) for text in overrides]
     parsed.sort(key=lambda item: canonical_key(item[1]) != "PROBLEM.NDIM")
     for text, key, value in parsed:
-        if canonical_key(key) not in LEAVES and canonical_key(key) not in SECTIONS:
-            raise _unknown_key_error(key, "--set", None)
-        cfg.set(key, value, source=f"--set {text}")
+        tree, notes = convert(nested(key, value), context=converted)
+        cfg.conversions.extend(notes)
+        for name, item in _flatten_user(tree):
+            cfg.set(name, item, source=f"--set {text}")
     _adapt_unset_shapes(cfg)
     for key in (*_SHAPE_KEYS, *_OPTIONAL_SHAPE_KEYS):
         _check_shape(cfg, key, "the resolved configuration", None)
+    _report_conversions(cfg)
     _report_ignored(cfg)
     return cfg
+
+
+def _report_conversions(cfg: Config) -> None:
+    """Log once which older BiaPy spellings were converted (BiaPy's PRINT_OLD_KEY_CHANGES)."""
+    if cfg.conversions:
+        log.info("older BiaPy keys converted: " + "; ".join(dict.fromkeys(cfg.conversions)))
 
 
 def _line_of(lines: Mapping[str, int], key: str, original: str) -> int | None:

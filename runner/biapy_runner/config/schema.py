@@ -1,16 +1,25 @@
-"""BiaPy 3.x configuration keys with their default values, as data.
+"""BiaPy's configuration vocabulary, as data: the key tree, defaults, names and allowed values.
 
-``DEFAULTS`` is the key tree every user YAML is merged onto: the union of the keys BiaPy 3.x
-releases accept (newest names; older names are in ``ALIASES``). The type of each default is the
-type a value must have (tuples accept BiaPy's ``"(1, 2)"`` strings, floats accept ``"1.E-4"``);
-``FLEXIBLE`` lists keys that accept more than one type, ``CHOICES`` / ``ELEMENT_CHOICES`` the
-allowed values of inference keys, ``TRAINING_ONLY`` the keys inference ignores.
-Defaults follow BiaPy's documented defaults; paths are relative placeholders.
+This module is the single source of truth for BiaPy's vocabulary in the runner: the config
+checker, the decoders, ``make-config`` and the Galaxy form's choices all read it (and
+``tests/test_vocabulary.py`` fails when one of them drifts).
+
+``DEFAULTS`` is BiaPy 3.7.1's complete key tree (585 keys, read from BiaPy's ``config.py``), with
+BiaPy's defaults; paths are relative placeholders. Older names of BiaPy 3.x releases are in
+``ALIASES`` (plain renames) and ``biapy_runner.config.convert`` (conversions of value or shape, as
+BiaPy's own converter does them). The type of each default is the type a value must have (tuples
+accept BiaPy's ``"(1, 2)"`` strings, floats accept ``"1.E-4"``); ``FLEXIBLE`` lists keys that accept
+more than one type, ``CHOICES`` / ``ELEMENT_CHOICES`` the allowed values, ``TRAINING_ONLY`` the keys
+inference ignores and ``NOT_IMPLEMENTED`` the keys that change inference results in BiaPy but that
+this runner does not implement (an error when set away from the default).
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+#: BiaPy releases whose configuration files this runner reads (3.0-3.3 share 3.4's keys)
+SUPPORTED_BIAPY_VERSIONS = "3.0 to 3.7.1"
 
 PROBLEM_TYPES = (
     "SEMANTIC_SEG",
@@ -77,6 +86,20 @@ LEGACY_CHANNEL_SETS: dict[str, tuple[str, ...]] = {
     "Dv2": ("Dv2",),
     "A": ("A",),
 }
+#: the channel sets the Galaxy form's guided mode offers (biapy.xml's instance_channels options,
+#: make-config --instance-channels), in the form's order
+GUIDED_INSTANCE_CHANNELS: tuple[str, ...] = (
+    "BC",
+    "BCM",
+    "BCD",
+    "BCDv2",
+    "BD",
+    "BDv2",
+    "BP",
+    "Dv2",
+    "B",
+    "C",
+)
 #: legacy token -> 3.7 list name (BiaPy's converter; the other tokens keep their name). Legacy
 #: "B" (instance body) is 3.7 "F"; legacy "D" (distance to the boundary) is "Db"; legacy "Dv2"
 #: (distance also over the background) is the signed distance "D".
@@ -188,70 +211,12 @@ INSTANCE_REFINEMENT_OPERATIONS: tuple[str, ...] = (
 )
 
 
-def _filter_samples() -> dict[str, Any]:
-    return {"ENABLE": False, "PROPS": [], "VALUES": [], "SIGNS": [], "NORM_BEFORE": False}
-
-
-def _zarr_multiple_data() -> dict[str, Any]:
-    return {
-        "INPUT_ZARR_MULTIPLE_DATA": False,
-        "INPUT_ZARR_MULTIPLE_DATA_RAW_PATH": "",
-        "INPUT_ZARR_MULTIPLE_DATA_GT_PATH": "",
-        "INPUT_ZARR_MULTIPLE_DATA_ID_PATH": "annotations.ids",
-        "INPUT_ZARR_MULTIPLE_DATA_PARTNERS_PATH": "annotations.presynaptic_site.partners",
-        "INPUT_ZARR_MULTIPLE_DATA_LOCATIONS_PATH": "annotations.locations",
-        "INPUT_ZARR_MULTIPLE_DATA_RESOLUTION_PATH": "volumes.raw",
-    }
-
-
-def _split_paths(split: str) -> dict[str, Any]:
-    """Per-split (train/val/test) data keys common to the three DATA subsections."""
-    return {
-        "IN_MEMORY": True,
-        "PATH": f"user_data/{split}/x",
-        "GT_PATH": f"user_data/{split}/y",
-        **_zarr_multiple_data(),
-        "INSTANCE_CHANNELS_DIR": f"user_data/{split}/x_BC",
-        "INSTANCE_CHANNELS_MASK_DIR": f"user_data/{split}/y_BC",
-        "DETECTION_MASK_DIR": f"user_data/{split}/y_detection_masks",
-        "SSL_SOURCE_DIR": f"user_data/{split}/x_ssl_source",
-        "OVERLAP": (0, 0),
-        "PADDING": (0, 0),
-        "RESOLUTION": (-1,),
-        "INPUT_IMG_AXES_ORDER": "TZCYX",
-        "INPUT_MASK_AXES_ORDER": "TZCYX",
-        "FILTER_SAMPLES": _filter_samples(),
-    }
-
-
-def _hrnet(z_down: bool, stages: dict[str, tuple[int, int, list[int], list[int], str]]) -> dict:
-    """One HRNet preset: stage name -> (modules, branches, blocks, channels, block type)."""
-    tree: dict[str, Any] = {"Z_DOWN": z_down}
-    for stage, (modules, branches, blocks, channels, block) in stages.items():
-        tree[stage] = {
-            "NUM_MODULES": modules,
-            "NUM_BRANCHES": branches,
-            "NUM_BLOCKS": blocks,
-            "NUM_CHANNELS": channels,
-            "BLOCK": block,
-        }
-    return tree
-
-
-def _hrnet_width(width: int) -> dict[str, Any]:
-    w = width
-    return _hrnet(
-        True,
-        {
-            "STAGE2": (1, 2, [4, 4], [w, 2 * w], "BASIC"),
-            "STAGE3": (4, 3, [4, 4, 4], [w, 2 * w, 4 * w], "BASIC"),
-            "STAGE4": (3, 4, [4, 4, 4, 4], [w, 2 * w, 4 * w, 8 * w], "BASIC"),
-        },
-    )
-
+# --------------------------------------------------------------------------------------------
+# BiaPy 3.7.1's key tree with its defaults (section by section, in config.py's order)
+# --------------------------------------------------------------------------------------------
 
 _SYSTEM = {
-    "NUM_CPUS": -1,  # -1: all CPUs
+    "NUM_CPUS": -1,
     "NUM_WORKERS": -1,
     "NUM_GPUS": 0,
     "DEVICE": "cpu",
@@ -259,96 +224,96 @@ _SYSTEM = {
     "PIN_MEM": True,
 }
 
-_WATERSHED = {
-    "SEED_CHANNELS": [],
-    "SEED_CHANNELS_THRESH": [],
-    "TOPOGRAPHIC_SURFACE_CHANNEL": "",
-    "GROWTH_MASK_CHANNELS": [],
-    "GROWTH_MASK_CHANNELS_THRESH": [],
-    "SEED_MORPH_SEQUENCE": [],
-    "SEED_MORPH_RADIUS": [],
-    "ERODE_AND_DILATE_GROWTH_MASK": False,
-    "FORE_EROSION_RADIUS": 5,
-    "FORE_DILATION_RADIUS": 5,
-    "DATA_CHECK_MW": False,
-    "DATA_REMOVE_SMALL_OBJ_BEFORE": 10,
-    "DATA_REMOVE_BEFORE_MW": False,
-    "BY_2D_SLICES": False,
-}
-
-_INSTANCE_SEG = {
-    "TYPE": "regular",
-    "DATA_CHANNELS": ["B", "C"],
-    "DATA_CHANNELS_EXTRA_OPTS": [{}],
-    "DATA_CHANNELS_LOSSES": [],
-    "CLASS_REBALANCE_WITHIN_CHANNELS": True,
-    "CHANNELS_PER_HEAD_INFO": [],
-    "SEPARATED_DECODERS_PER_HEAD": False,
-    "SEPARATED_DECODERS_DIVIDE_FEATURE_MAPS": False,
-    "DATA_CHANNEL_WEIGHTS": (1, 1),
-    "BORDER_EXTRA_WEIGHTS": "",
-    "INSTANCE_CREATION_PROCESS": "",
-    # BiaPy < 3.6.6 (converted onto WATERSHED.* and the list form; see config/convert.py)
-    "DISTANCE_CHANNEL_MASK": True,
-    "DATA_CONTOUR_MODE": "thick",
-    "DATA_MW_TH_TYPE": "auto",
-    "DATA_MW_TH_BINARY_MASK": 0.5,
-    "DATA_MW_TH_CONTOUR": 0.1,
-    "DATA_MW_TH_FOREGROUND": 0.3,
-    "DATA_MW_TH_DISTANCE": 1.0,
-    "DATA_MW_TH_POINTS": 0.5,
-    "DATA_MW_OPTIMIZE_THS": False,
-    "WATERSHED": _WATERSHED,
-    "AGGLOMERATION": {
-        "FRAGMENT_SEED_TH": 0.9,
-        "FRAGMENT_GROWTH_TH": 0.1,
-        "MERGE_TH": 0.5,
-        "MERGE_QUANTILE": 50.0,
-        "MIN_EDGE_VOXELS": 5,
-    },
-    "STARDIST": {"PROB_THRESH": 0.4, "NMS_IOU_THRESH": 0.3, "GRID": []},
-    "CELLPOSE": {
-        "FG_THRESH": 0.5,
-        "FLOW_THRESHOLD": 0.4,
-        "N_STEPS": 200,
-        "DIAMETER": 0.0,
-        "DIAM_MEAN": 30.0,
-        "SCALE_RANGE": 0.5,
-        "TEST_DOUBLE_INFERENCE": True,
-    },
-    "OMNIPOSE": {"MASK_THRESHOLD": 0.0, "FLOW_THRESHOLD": 0.4, "NITER": 0},
-    "EMBEDSEG": {
-        "FG_THRESH": 0.5,
-        "SEED_THRESH": 0.9,
-        "MIN_MASK_SUM": 0,
-        "MIN_UNCLUSTERED_SUM": 0,
-        "GRID_SIZE": -1,
-    },
-    "SYNAPSES": {
-        "POINT_CREATION_FUNCTION": "peak_local_max",
-        "PEAK_LOCAL_MAX_MIN_DISTANCE": 1,
-        "TH_TYPE": "auto",
-        "MIN_TH_TO_BE_PEAK": 0.2,
-        "EXCLUDE_BORDER": False,
-        "BLOB_LOG_MIN_SIGMA": 5,
-        "BLOB_LOG_MAX_SIGMA": 10,
-        "BLOB_LOG_NUM_SIGMA": 2,
-        "REMOVE_CLOSE_PRE_POINTS_RADIUS": 0,
-        "REMOVE_CLOSE_POST_POINTS_RADIUS": 0,
-        "REMOVE_CLOSE_POINTS_RADIUS_BY_MASK": False,
-    },
-}
-
 _PROBLEM = {
     "PRINT_OLD_KEY_CHANGES": True,
     "TYPE": "SEMANTIC_SEG",
     "NDIM": "2D",
-    "SEMANTIC_SEG": {"IGNORE_CLASS_ID": 0},
-    "INSTANCE_SEG": _INSTANCE_SEG,
+    "SEMANTIC_SEG": {
+        "IGNORE_CLASS_ID": 0,
+    },
+    "INSTANCE_SEG": {
+        "TYPE": "regular",
+        "DATA_CHANNELS": ["B", "C"],
+        "DATA_CHANNELS_EXTRA_OPTS": [{}],
+        "DATA_CHANNELS_LOSSES": [],
+        "CLASS_REBALANCE_WITHIN_CHANNELS": True,
+        "CHANNELS_PER_HEAD_INFO": [],
+        "SEPARATED_DECODERS_PER_HEAD": False,
+        "SEPARATED_DECODERS_DIVIDE_FEATURE_MAPS": False,
+        "DATA_CHANNEL_WEIGHTS": (1, 1),
+        "BORDER_EXTRA_WEIGHTS": "",
+        "INSTANCE_CREATION_PROCESS": "",
+        "WATERSHED": {
+            "SEED_CHANNELS": [],
+            "SEED_CHANNELS_THRESH": [],
+            "TOPOGRAPHIC_SURFACE_CHANNEL": "",
+            "GROWTH_MASK_CHANNELS": [],
+            "GROWTH_MASK_CHANNELS_THRESH": [],
+            "SEED_MORPH_SEQUENCE": [],
+            "SEED_MORPH_RADIUS": [],
+            "ERODE_AND_DILATE_GROWTH_MASK": False,
+            "FORE_EROSION_RADIUS": 5,
+            "FORE_DILATION_RADIUS": 5,
+            "DATA_CHECK_MW": False,
+            "DATA_REMOVE_SMALL_OBJ_BEFORE": 10,
+            "DATA_REMOVE_BEFORE_MW": False,
+            "BY_2D_SLICES": False,
+        },
+        "AGGLOMERATION": {
+            "FRAGMENT_SEED_TH": 0.9,
+            "FRAGMENT_GROWTH_TH": 0.1,
+            "MERGE_TH": 0.5,
+            "MERGE_QUANTILE": 50.0,
+            "MIN_EDGE_VOXELS": 5,
+        },
+        "STARDIST": {
+            "PROB_THRESH": 0.4,
+            "NMS_IOU_THRESH": 0.3,
+            "GRID": [],
+        },
+        "CELLPOSE": {
+            "FG_THRESH": 0.5,
+            "FLOW_THRESHOLD": 0.4,
+            "N_STEPS": 200,
+            "DIAMETER": 0.0,
+            "DIAM_MEAN": 30.0,
+            "SCALE_RANGE": 0.5,
+            "TEST_DOUBLE_INFERENCE": True,
+        },
+        "OMNIPOSE": {
+            "MASK_THRESHOLD": 0.0,
+            "FLOW_THRESHOLD": 0.4,
+            "NITER": 0,
+        },
+        "EMBEDSEG": {
+            "FG_THRESH": 0.5,
+            "SEED_THRESH": 0.9,
+            "MIN_MASK_SUM": 0,
+            "MIN_UNCLUSTERED_SUM": 0,
+            "GRID_SIZE": -1,
+        },
+        "SYNAPSES": {
+            "POINT_CREATION_FUNCTION": "peak_local_max",
+            "PEAK_LOCAL_MAX_MIN_DISTANCE": 1,
+            "TH_TYPE": "auto",
+            "MIN_TH_TO_BE_PEAK": 0.2,
+            "EXCLUDE_BORDER": False,
+            "BLOB_LOG_MIN_SIGMA": 5,
+            "BLOB_LOG_MAX_SIGMA": 10,
+            "BLOB_LOG_NUM_SIGMA": 2,
+            "REMOVE_CLOSE_PRE_POINTS_RADIUS": 0,
+            "REMOVE_CLOSE_POST_POINTS_RADIUS": 0,
+            "REMOVE_CLOSE_POINTS_RADIUS_BY_MASK": False,
+        },
+    },
     "DETECTION": {
         "CENTRAL_POINT_DILATION": [2],
         "CHECK_POINTS_CREATED": True,
         "DATA_CHECK_MW": False,
+        "SEPARATED_DECODERS_PER_HEAD": False,
+        "SEPARATED_DECODERS_DIVIDE_FEATURE_MAPS": False,
+        "CLASS_REBALANCE_WITHIN_CHANNELS": True,
+        "DATA_CHANNEL_WEIGHTS": (1, 1),
     },
     "DENOISING": {
         "N2V_PERC_PIX": 0.198,
@@ -357,74 +322,143 @@ _PROBLEM = {
         "N2V_STRUCTMASK": False,
         "LOAD_GT_DATA": False,
     },
-    "SUPER_RESOLUTION": {"UPSCALING": ()},
-    "SELF_SUPERVISED": {"PRETEXT_TASK": "crappify", "RESIZING_FACTOR": 4, "NOISE": 0.2},
-    "IMAGE_TO_IMAGE": {"MULTIPLE_RAW_ONE_TARGET_LOADER": False},
-}
-
-_PREPROCESS = {
-    "TRAIN": False,
-    "VAL": False,
-    "TEST": False,
-    "RESIZE": {
-        "ENABLE": False,
-        "OUTPUT_SHAPE": (512, 512),
-        "ORDER": 1,
-        "MODE": "reflect",
-        "CVAL": 0.0,
-        "CLIP": True,
-        "PRESERVE_RANGE": True,
-        "ANTI_ALIASING": False,
+    "SUPER_RESOLUTION": {
+        "UPSCALING": (),
     },
-    "ZOOM": {"ENABLE": False, "ZOOM_FACTOR": [1, 1, 1, 1, 1]},
-    "GAUSSIAN_BLUR": {"ENABLE": False, "SIGMA": 1, "MODE": "nearest", "CHANNEL_AXIS": None},
-    "MEDIAN_BLUR": {"ENABLE": False, "KERNEL_SIZE": (3, 3, 1)},
-    "MATCH_HISTOGRAM": {"ENABLE": False, "REFERENCE_PATH": "user_data/test/x"},
-    "CLAHE": {"ENABLE": False, "KERNEL_SIZE": None, "CLIP_LIMIT": 0.01},
-    "CANNY": {"ENABLE": False, "LOW_THRESHOLD": None, "HIGH_THRESHOLD": None},
+    "SELF_SUPERVISED": {
+        "PRETEXT_TASK": "crappify",
+        "RESIZING_FACTOR": 4,
+        "NOISE": 0.2,
+    },
+    "IMAGE_TO_IMAGE": {
+        "CHANNELS_PER_HEAD_INFO": [],
+        "SEPARATED_DECODERS_PER_HEAD": False,
+        "SEPARATED_DECODERS_DIVIDE_FEATURE_MAPS": False,
+        "OUTPUT_CHANNELS": 1,
+        "MULTIPLE_RAW_ONE_TARGET_LOADER": False,
+        "OUTPUT_CHANNEL_ACT": [],
+        "MEMBRANE_REPAIR": {
+            "ENABLE": False,
+            "SOURCE_CHANNELS": ["membrane", "raw"],
+            "DERIVED_CHANNELS": ["skeleton_dt", "hessian_blob", "meijering"],
+            "DERIVED_CHANNELS_EXTRA_OPTS": [{}],
+            "DATA_CHANNELS": ["A", "I"],
+            "DATA_CHANNELS_EXTRA_OPTS": [{}],
+            "POSTPROCESS": {
+                "METHOD": "agglomeration",
+                "FRAGMENT_SEED_TH": 0.9,
+                "FRAGMENT_GROWTH_TH": 0.1,
+                "MERGE_TH": 0.5,
+                "MERGE_QUANTILE": 50.0,
+                "MIN_EDGE_VOXELS": 5,
+            },
+            "GAP_AUG": {
+                "ENABLE": False,
+                "PROB": 0.5,
+                "LENGTH_RANGE": (0.3, 1.0),
+                "THICKNESS_RANGE": (4, 9),
+                "N_LINES": (1, 3),
+            },
+            "BRIDGE_AUG": {
+                "ENABLE": False,
+                "PROB": 0.3,
+                "LENGTH_RANGE": (0.3, 1.0),
+                "THICKNESS_RANGE": (4, 9),
+                "N_LINES": (1, 3),
+            },
+            "ARTIFACT_AUG": {
+                "ENABLE": False,
+                "PROB": 0.1,
+                "BAND_PROB": 0.5,
+                "BAND_THICKNESS_RANGE": (50, 70),
+                "BLOB_SIZE_RANGE": (0.1, 0.3),
+                "BLOB_N_RANGE": (1, 3),
+            },
+            "SKELETON_PERTURB_AUG": {
+                "ENABLE": False,
+                "PROB": 0.3,
+                "RADIUS_RANGE": (1, 2),
+            },
+            "SLICE_DROPOUT_AUG": {
+                "ENABLE": False,
+                "PROB": 0.3,
+            },
+        },
+    },
 }
 
 _DATA = {
     "CHECK_GENERATORS": False,
     "PATCH_SIZE": (256, 256, 1),
     "N_CLASSES": 2,
-    "EXTRACT_RANDOM_PATCH": False,
-    "PROBABILITY_MAP": False,
-    "W_FOREGROUND": 0.94,
-    "W_BACKGROUND": 0.06,
-    "REFLECT_TO_COMPLETE_SHAPE": False,
+    "REFLECT_TO_COMPLETE_SHAPE": True,
     "FORCE_RGB": False,
     "FILTER_BY_IMAGE": False,
     "SAVE_FILTERED_IMAGES": False,
     "SAVE_FILTERED_IMAGES_NUM": 3,
+    "RESOLUTION_NORM": {
+        "ENABLE": False,
+        "TARGET_RESOLUTION": (-1.0, -1.0, -1.0),
+    },
     "NORMALIZATION": {
-        "TYPE": "zero_mean_unit_variance",
-        "MEASURE_BY": "image",
         "PERC_CLIP": {
             "ENABLE": False,
             "LOWER_PERC": -1.0,
             "UPPER_PERC": -1.0,
-            "LOWER_VALUE": -1.0,
-            "UPPER_VALUE": -1.0,
+            "LOWER_VALUE": [-1.0],
+            "UPPER_VALUE": [-1.0],
         },
-        "ZERO_MEAN_UNIT_VAR": {"MEAN_VAL": -1.0, "STD_VAL": -1.0},
+        "TYPE": "zero_mean_unit_variance",
+        "ZERO_MEAN_UNIT_VAR": {
+            "MEAN_VAL": [-1.0],
+            "STD_VAL": [-1.0],
+        },
+        "TARGET": {
+            "ENABLE": False,
+            "TYPE": "",
+            "PERC_CLIP": {
+                "ENABLE": False,
+                "LOWER_VALUE": [-1.0],
+                "UPPER_VALUE": [-1.0],
+            },
+            "ZERO_MEAN_UNIT_VAR": {
+                "MEAN_VAL": [-1.0],
+                "STD_VAL": [-1.0],
+            },
+        },
     },
     "TRAIN": {
         "CHECK_DATA": True,
-        **_split_paths("train"),
+        "IN_MEMORY": True,
+        "PATH": "user_data/train/x",
+        "GT_PATH": "user_data/train/y",
+        "INPUT_ZARR_MULTIPLE_DATA": False,
+        "INPUT_ZARR_MULTIPLE_DATA_RAW_PATH": "",
+        "INPUT_ZARR_MULTIPLE_DATA_GT_PATH": "",
+        "INPUT_ZARR_MULTIPLE_DATA_ID_PATH": "annotations.ids",
+        "INPUT_ZARR_MULTIPLE_DATA_PARTNERS_PATH": "annotations.presynaptic_site.partners",
+        "INPUT_ZARR_MULTIPLE_DATA_LOCATIONS_PATH": "annotations.locations",
+        "INPUT_ZARR_MULTIPLE_DATA_RESOLUTION_PATH": "volumes.raw",
+        "INSTANCE_CHANNELS_MASK_DIR": "user_data/train/y_BC",
+        "DETECTION_MASK_DIR": "user_data/train/y_detection_masks",
+        "SSL_SOURCE_DIR": "user_data/train/x_ssl_source",
+        "EXTRACT_RANDOM_PATCH": False,
+        "PROBABILITY_MAP": False,
+        "W_FOREGROUND": 0.94,
+        "W_BACKGROUND": 0.06,
         "REPLICATE": 0,
-        "MINIMUM_FOREGROUND_PER": -1.0,
-    },
-    "PREPROCESS": _PREPROCESS,
-    "TEST": {
-        "CHECK_DATA": True,
-        **_split_paths("test"),
-        "IN_MEMORY": False,
-        "LOAD_GT": False,
-        "USE_VAL_AS_TEST": False,
-        "MEDIAN_PADDING": False,
-        "BINARY_MASKS": "user_data/test/bin_mask",
-        "ARGMAX_TO_OUTPUT": True,
+        "OVERLAP": (0, 0),
+        "PADDING": (0, 0),
+        "RESOLUTION": (-1,),
+        "INPUT_IMG_AXES_ORDER": "TZCYX",
+        "INPUT_MASK_AXES_ORDER": "TZCYX",
+        "FILTER_SAMPLES": {
+            "ENABLE": False,
+            "PROPS": [],
+            "VALUES": [],
+            "SIGNS": [],
+            "NORM_BEFORE": False,
+        },
     },
     "VAL": {
         "DIST_EVAL": True,
@@ -434,14 +468,145 @@ _DATA = {
         "CROSS_VAL_FOLD": 1,
         "SPLIT_TRAIN": 0.1,
         "RANDOM": True,
-        **_split_paths("val"),
-        "BINARY_MASKS": "user_data/val/bin_mask",
+        "IN_MEMORY": True,
+        "PATH": "user_data/val/x",
+        "GT_PATH": "user_data/val/y",
+        "INPUT_ZARR_MULTIPLE_DATA": False,
+        "INPUT_ZARR_MULTIPLE_DATA_RAW_PATH": "",
+        "INPUT_ZARR_MULTIPLE_DATA_GT_PATH": "",
+        "INPUT_ZARR_MULTIPLE_DATA_ID_PATH": "annotations.ids",
+        "INPUT_ZARR_MULTIPLE_DATA_PARTNERS_PATH": "annotations.presynaptic_site.partners",
+        "INPUT_ZARR_MULTIPLE_DATA_LOCATIONS_PATH": "annotations.locations",
+        "INPUT_ZARR_MULTIPLE_DATA_RESOLUTION_PATH": "volumes.raw",
+        "INSTANCE_CHANNELS_MASK_DIR": "user_data/val/y_BC",
+        "DETECTION_MASK_DIR": "user_data/val/y_detection_masks",
+        "SSL_SOURCE_DIR": "user_data/val/x_ssl_source",
+        "OVERLAP": (0, 0),
+        "PADDING": (0, 0),
+        "RESOLUTION": (-1,),
+        "INPUT_IMG_AXES_ORDER": "TZCYX",
+        "INPUT_MASK_AXES_ORDER": "TZCYX",
+        "FILTER_SAMPLES": {
+            "ENABLE": False,
+            "PROPS": [],
+            "VALUES": [],
+            "SIGNS": [],
+            "NORM_BEFORE": False,
+        },
+    },
+    "TEST": {
+        "CHECK_DATA": True,
+        "IN_MEMORY": False,
+        "LOAD_GT": False,
+        "USE_VAL_AS_TEST": False,
+        "PATH": "user_data/test/x",
+        "GT_PATH": "user_data/test/y",
+        "INSTANCE_CHANNELS_MASK_DIR": "user_data/test/y_BC",
+        "DETECTION_MASK_DIR": "user_data/test/y_detection_masks",
+        "SSL_SOURCE_DIR": "user_data/test/x_ssl_source",
+        "OVERLAP": (0, 0),
+        "PADDING": (0, 0),
+        "MEDIAN_PADDING": False,
+        "ROI_MASK": {
+            "ENABLE": False,
+            "PATH": "",
+            "AXES_ORDER": "",
+        },
+        "RESOLUTION": (-1,),
+        "INPUT_IMG_AXES_ORDER": "TZCYX",
+        "INPUT_MASK_AXES_ORDER": "TZCYX",
+        "INPUT_ZARR_MULTIPLE_DATA": False,
+        "INPUT_ZARR_MULTIPLE_DATA_RAW_PATH": "",
+        "INPUT_ZARR_MULTIPLE_DATA_GT_PATH": "",
+        "INPUT_ZARR_MULTIPLE_DATA_ID_PATH": "annotations.ids",
+        "INPUT_ZARR_MULTIPLE_DATA_PARTNERS_PATH": "annotations.presynaptic_site.partners",
+        "INPUT_ZARR_MULTIPLE_DATA_LOCATIONS_PATH": "annotations.locations",
+        "INPUT_ZARR_MULTIPLE_DATA_RESOLUTION_PATH": "volumes.raw",
+        "FILTER_SAMPLES": {
+            "ENABLE": False,
+            "PROPS": [],
+            "VALUES": [],
+            "SIGNS": [],
+            "NORM_BEFORE": False,
+        },
+    },
+    "PREPROCESS": {
+        "TRAIN": False,
+        "VAL": False,
+        "TEST": False,
+        "RESIZE": {
+            "ENABLE": False,
+            "OUTPUT_SHAPE": (512, 512),
+            "ORDER": 1,
+            "MODE": "reflect",
+            "CVAL": 0.0,
+            "CLIP": True,
+            "PRESERVE_RANGE": True,
+            "ANTI_ALIASING": False,
+        },
+        "ZOOM": {
+            "ENABLE": False,
+            "ZOOM_FACTOR": [1, 1, 1, 1, 1],
+        },
+        "GAUSSIAN_BLUR": {
+            "ENABLE": False,
+            "SIGMA": 1,
+            "MODE": "nearest",
+            "CHANNEL_AXIS": None,
+        },
+        "MEDIAN_BLUR": {
+            "ENABLE": False,
+            "KERNEL_SIZE": (3, 3, 1),
+        },
+        "MATCH_HISTOGRAM": {
+            "ENABLE": False,
+            "REFERENCE_PATH": "user_data/test/x",
+        },
+        "CLAHE": {
+            "ENABLE": False,
+            "KERNEL_SIZE": None,
+            "CLIP_LIMIT": 0.01,
+        },
+        "CANNY": {
+            "ENABLE": False,
+            "LOW_THRESHOLD": None,
+            "HIGH_THRESHOLD": None,
+        },
     },
 }
 
 _AUGMENTOR = {
     "ENABLE": False,
-    "DA_PROB": 0.5,
+    "ZOOM_PROB": 0.5,
+    "RANDOM_ROT_PROB": 0.5,
+    "ROT90_PROB": 0.5,
+    "SHEAR_PROB": 0.5,
+    "SHIFT_PROB": 0.5,
+    "VFLIP_PROB": 0.5,
+    "HFLIP_PROB": 0.5,
+    "ZFLIP_PROB": 0.5,
+    "ELASTIC_PROB": 0.5,
+    "G_BLUR_PROB": 0.5,
+    "MEDIAN_BLUR_PROB": 0.5,
+    "MOTION_BLUR_PROB": 0.5,
+    "GAMMA_CONTRAST_PROB": 0.5,
+    "BRIGHTNESS_PROB": 0.5,
+    "CONTRAST_PROB": 0.5,
+    "DROPOUT_PROB": 0.5,
+    "CUTOUT_PROB": 0.5,
+    "CUTBLUR_PROB": 0.5,
+    "CUTMIX_PROB": 0.5,
+    "CUTNOISE_PROB": 0.5,
+    "MISALIGNMENT_PROB": 0.5,
+    "MISSING_SECTIONS_PROB": 0.5,
+    "GRAYSCALE_PROB": 0.5,
+    "CHANNEL_SHUFFLE_PROB": 0.5,
+    "GRIDMASK_PROB": 0.5,
+    "GAUSSIAN_NOISE_PROB": 0.5,
+    "POISSON_NOISE_PROB": 0.5,
+    "SALT_PROB": 0.5,
+    "PEPPER_PROB": 0.5,
+    "SALT_AND_PEPPER_PROB": 0.5,
     "AUG_SAMPLES": True,
     "DRAW_GRID": True,
     "AUG_NUM_SAMPLES": 10,
@@ -453,7 +618,7 @@ _AUGMENTOR = {
     "SHEAR": False,
     "SHEAR_RANGE": (-20, 20),
     "ZOOM": False,
-    "ZOOM_RANGE": (0.8, 1.2),
+    "ZOOM_RANGE": (0.5, 1.5),
     "ZOOM_IN_Z": False,
     "SHIFT": False,
     "SHIFT_RANGE": (0.1, 0.2),
@@ -475,16 +640,8 @@ _AUGMENTOR = {
     "GC_GAMMA": (1.25, 1.75),
     "BRIGHTNESS": False,
     "BRIGHTNESS_FACTOR": (-0.1, 0.1),
-    "BRIGHTNESS_MODE": "3D",
     "CONTRAST": False,
     "CONTRAST_FACTOR": (-0.1, 0.1),
-    "CONTRAST_MODE": "3D",
-    "BRIGHTNESS_EM": False,
-    "BRIGHTNESS_EM_FACTOR": (-0.1, 0.1),
-    "BRIGHTNESS_EM_MODE": "3D",
-    "CONTRAST_EM": False,
-    "CONTRAST_EM_FACTOR": (-0.1, 0.1),
-    "CONTRAST_EM_MODE": "3D",
     "DROPOUT": False,
     "DROP_RANGE": (0, 0.2),
     "CUTOUT": False,
@@ -531,6 +688,84 @@ _AUGMENTOR = {
 
 _MODEL = {
     "SOURCE": "biapy",
+    "ARCHITECTURE": "unet",
+    "FEATURE_MAPS": [16, 32, 64, 128, 256],
+    "DROPOUT_VALUES": [0.0, 0.0, 0.0, 0.0, 0.0],
+    "NORMALIZATION": "in",
+    "KERNEL_SIZE": 3,
+    "UPSAMPLE_LAYER": "convtranspose",
+    "ACTIVATION": "elu",
+    "Z_DOWN": [0, 0, 0, 0],
+    "YX_DOWN": [0, 0, 0, 0],
+    "ISOTROPY": [True, True, True, True, True],
+    "LARGER_IO": False,
+    "CONV_LAYERS": [2, 2, 2, 2, 2],
+    "CONV_BLOCK_ORDER": "conv_norm_act",
+    "CONVNEXT_SD_PROB": 0.1,
+    "CONVNEXT_LAYER_SCALE": 1e-06,
+    "CONVNEXT_STEM_K_SIZE": 2,
+    "UNETR_VIT_MODEL": "custom",
+    "UNETR_VIT_HIDD_MULT": -1,
+    "UNETR_VIT_NUM_FILTERS": 16,
+    "UNET_SR_UPSAMPLE_POSITION": "pre",
+    "VIT_MODEL": "custom",
+    "VIT_PRETRAINED_WEIGHTS": "",
+    "VIT_TOKEN_SIZE": 16,
+    "VIT_EMBED_DIM": 768,
+    "VIT_NUM_LAYERS": 12,
+    "VIT_NUM_HEADS": 12,
+    "VIT_MLP_RATIO": 4.0,
+    "VIT_NORM_EPS": 1e-06,
+    "MAE_DEC_HIDDEN_SIZE": 512,
+    "MAE_DEC_NUM_LAYERS": 8,
+    "MAE_DEC_NUM_HEADS": 16,
+    "MAE_DEC_MLP_DIMS": 2048,
+    "MAE_MASK_TYPE": "grid",
+    "MAE_MASK_RATIO": 0.5,
+    "RCAN_RG_BLOCK_NUM": 10,
+    "RCAN_RCAB_BLOCK_NUM": 20,
+    "RCAN_CONV_FILTERS": 16,
+    "RCAN_REDUCTION_RATIO": 16,
+    "RCAN_UPSCALING_LAYER": True,
+    "HRNET": {
+        "VARIANT": "W48",
+        "Z_DOWN": [0, 0, 0],
+        "YX_DOWN": [0, 0, 0],
+        "BLOCK_TYPE": "BASIC",
+        "HEAD_TYPE": "FCN",
+        "NUM_STAGES": 3,
+        "NUM_MODULES": [1, 4, 3],
+        "NUM_BRANCHES": [2, 3, 4],
+        "NUM_BLOCKS": [[4, 4], [4, 4, 4], [4, 4, 4, 4]],
+        "NUM_CHANNELS": [[18, 36], [18, 36, 72], [18, 36, 72, 144]],
+    },
+    "STUNET": {
+        "VARIANT": "base",
+        "PRETRAINED": False,
+        "DEPTH": [1, 1, 1, 1, 1, 1],
+        "DIMS": [32, 64, 128, 256, 512, 512],
+        "POOL_OP_KERNEL_SIZES": [[2, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2], [1, 1, 1]],
+        "CONV_KERNEL_SIZES": [[3, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]],
+    },
+    "NAFNET": {
+        "MIDDLE_BLK_NUM": 12,
+        "ENC_BLK_NUMS": [2, 2, 4, 8],
+        "DEC_BLK_NUMS": [2, 2, 2, 2],
+        "DW_EXPAND": 2,
+        "FFN_EXPAND": 2,
+        "ARCHITECTURE_D": "patchgan",
+        "PATCHGAN": {
+            "BASE_FILTERS": 64,
+        },
+        "GENERATOR_BACKBONE": "nafnet",
+    },
+    "LOAD_CHECKPOINT": False,
+    "ITEMS_TO_LOAD_FROM_CHECKPOINT": ["weights", "norm", "model_arch"],
+    "LOAD_CHECKPOINT_EPOCH": "best_on_val",
+    "OUT_CHECKPOINT_FORMAT": "pth",
+    "SKIP_UNMATCHED_LAYERS": False,
+    "SAVE_CKPT_FREQ": -1,
+    "FREEZE_LAYERS_MATCHING": [],
     "BMZ": {
         "SOURCE_MODEL_ID": "",
         "EXPORT": {
@@ -548,150 +783,85 @@ _MODEL = {
         },
     },
     "TORCHVISION_MODEL_NAME": "",
-    "ARCHITECTURE": "unet",
-    "FEATURE_MAPS": [16, 32, 64, 128, 256],
-    "DROPOUT_VALUES": [0.0, 0.0, 0.0, 0.0, 0.0],
-    "NORMALIZATION": "bn",
-    "BATCH_NORMALIZATION": True,
-    "KERNEL_SIZE": 3,
-    "UPSAMPLE_LAYER": "convtranspose",
-    "ACTIVATION": "ELU",
-    "LAST_ACTIVATION": "sigmoid",
-    "Z_DOWN": [0, 0, 0, 0],
-    "ISOTROPY": [True, True, True, True, True],
-    "LARGER_IO": False,
-    "LOAD_CHECKPOINT": False,
-    "LOAD_CHECKPOINT_ONLY_WEIGHTS": True,
-    "LOAD_CHECKPOINT_EPOCH": "best_on_val",
-    "LOAD_MODEL_FROM_CHECKPOINT": True,
-    "OUT_CHECKPOINT_FORMAT": "pth",
-    "SKIP_UNMATCHED_LAYERS": False,
-    "SAVE_CKPT_FREQ": -1,
-    "CONVNEXT_LAYERS": [2, 2, 2, 2, 2],
-    "CONVNEXT_SD_PROB": 0.1,
-    "CONVNEXT_LAYER_SCALE": 1e-6,
-    "CONVNEXT_STEM_K_SIZE": 2,
-    "VIT_MODEL": "custom",
-    "VIT_TOKEN_SIZE": 16,
-    "VIT_EMBED_DIM": 768,
-    "VIT_NUM_LAYERS": 12,
-    "VIT_NUM_HEADS": 12,
-    "VIT_MLP_RATIO": 4.0,
-    "VIT_NORM_EPS": 1e-6,
-    "MAE_DEC_HIDDEN_SIZE": 512,
-    "MAE_DEC_NUM_LAYERS": 8,
-    "MAE_DEC_NUM_HEADS": 16,
-    "MAE_DEC_MLP_DIMS": 2048,
-    "MAE_MASK_TYPE": "grid",
-    "MAE_MASK_RATIO": 0.5,
-    "UNETR_VIT_HIDD_MULT": 3,
-    "UNETR_VIT_NUM_FILTERS": 16,
-    "UNETR_DEC_ACTIVATION": "relu",
-    "UNETR_DEC_KERNEL_SIZE": 3,
-    "UNET_SR_UPSAMPLE_POSITION": "pre",
-    "RCAN_RG_BLOCK_NUM": 10,
-    "RCAN_RCAB_BLOCK_NUM": 20,
-    "RCAN_CONV_FILTERS": 16,
-    "RCAN_REDUCTION_RATIO": 16,
-    "RCAN_UPSCALING_LAYER": True,
-    "HRNET_64": _hrnet_width(64),
-    "HRNET_48": _hrnet_width(48),
-    "HRNET_32": _hrnet_width(32),
-    "HRNET_18": _hrnet_width(18),
-    "HRNET2X_20": _hrnet(
-        True,
-        {
-            "STAGE1": (1, 2, [4, 4], [32, 64], "BOTTLENECK"),
-            "STAGE2": (1, 3, [4, 4, 4], [20, 40, 80], "BASIC"),
-            "STAGE3": (4, 4, [4, 4, 4, 4], [20, 40, 80, 160], "BASIC"),
-            "STAGE4": (3, 5, [4, 4, 4, 4, 4], [20, 40, 80, 160, 320], "BASIC"),
-        },
-    ),
 }
 
 _LOSS = {
-    "TYPE": "",
-    "WEIGHTS": [0.66, 0.34],
-    "CLASS_REBALANCE": False,
+    "TYPE": [],
+    "WEIGHTS": [],
+    "CLASS_REBALANCE": "none",
+    "CLASS_WEIGHTS": [],
     "IGNORE_INDEX": -1,
-    "CONTRAST": {"ENABLE": False, "MEMORY_SIZE": 5000, "PROJ_DIM": 256, "PIXEL_UPD_FREQ": 10},
+    "CONTRAST": {
+        "ENABLE": False,
+        "MEMORY_SIZE": 5000,
+        "PROJ_DIM": 256,
+        "PIXEL_UPD_FREQ": 10,
+    },
+    "GAN": {
+        "R1_GAMMA": 0.0,
+        "ADAPTIVE_GAN_WEIGHT": False,
+    },
 }
 
 _TRAIN = {
     "ENABLE": False,
     "VERBOSE": False,
-    "OPTIMIZER": "SGD",
-    "LR": 1.0e-4,
+    "OPTIMIZER": ["SGD"],
+    "LR": [0.0001],
     "W_DECAY": 0.02,
-    "OPT_BETAS": (0.9, 0.999),
+    "OPT_BETAS": [[0.9, 0.999]],
     "BATCH_SIZE": 2,
-    "ACCUM_ITER": 1,
     "EPOCHS": 360,
     "PATIENCE": -1,
     "METRICS": [],
+    "GRADIENT_CLIP_NORM": 0.0,
+    "CHECKPOINT_MONITOR": "val_loss",
+    "SAVE_TRAIN_PREDS_FREQ": -1,
+    "SAVE_TRAIN_PREDS_NUM_SAMPLES": 1,
+    "SAVE_TRAIN_PREDS_SHOW": False,
     "LR_SCHEDULER": {
         "NAME": "",
-        "MIN_LR": -1.0,
+        "MIN_LR": [-1.0],
         "REDUCEONPLATEAU_FACTOR": 0.5,
         "REDUCEONPLATEAU_PATIENCE": -1,
         "WARMUP_COSINE_DECAY_EPOCHS": -1,
+        "COSINE_DECAY_FRACTION": -1.0,
     },
-    "CHECKPOINT_MONITOR": "val_loss",
-}
-
-_POST_PROCESSING = {
-    "MEDIAN_FILTER": False,
-    "MEDIAN_FILTER_AXIS": [],
-    "MEDIAN_FILTER_SIZE": [],
-    "YZ_FILTERING": False,
-    "YZ_FILTERING_SIZE": 5,
-    "Z_FILTERING": False,
-    "Z_FILTERING_SIZE": 5,
-    "APPLY_MASK": False,
-    "MEASURE_PROPERTIES": {
-        "ENABLE": False,
-        "REMOVE_BY_PROPERTIES": {"ENABLE": False, "PROPS": [], "VALUES": [], "SIGNS": []},
-    },
-    "VORONOI_ON_MASK": False,
-    "VORONOI_TH": 0.0,
-    "REPARE_LARGE_BLOBS_SIZE": -1,
-    "CLEAR_BORDER": False,
-    "FILL_HOLES": False,
-    "REMOVE_CLOSE_POINTS": False,
-    "REMOVE_CLOSE_POINTS_RADIUS": 0,
-    "DET_WATERSHED": False,
-    "DET_WATERSHED_FIRST_DILATION": [-1, -1],
-    "DET_WATERSHED_DONUTS_CLASSES": [-1],
-    "DET_WATERSHED_DONUTS_PATCH": [13, 120, 120],
-    "DET_WATERSHED_DONUTS_NUCLEUS_DIAMETER": 30,
 }
 
 _TEST = {
     "ENABLE": False,
     "REDUCE_MEMORY": False,
-    "BY_CHUNKS": {
-        "ENABLE": False,
-        "FORMAT": "H5",
-        "SAVE_OUT_TIF": False,
-        "FLUSH_EACH": 100,
-        "INPUT_IMG_AXES_ORDER": "TZCYX",
-        "INPUT_MASK_AXES_ORDER": "TZCYX",
-        **_zarr_multiple_data(),
-        "WORKFLOW_PROCESS": {"ENABLE": True, "TYPE": "chunk_by_chunk"},
-    },
+    "METRICS_IN_CPU": False,
+    "SAVE_MODEL_RAW_OUTPUT": True,
     "VERBOSE": True,
     "AUGMENTATION": False,
     "AUGMENTATION_MODE": "mean",
-    "EVALUATE": True,
+    "AUGMENTATION_GROUP": "auto",
     "ANALIZE_2D_IMGS_AS_3D_STACK": False,
     "REUSE_PREDICTIONS": False,
     "FULL_IMG": False,
-    # runner key (restoration workflows): "float32", "input_cast" or "input_rescale"
-    "OUTPUT_DTYPE": "float32",
     "METRICS": [],
+    "EVAL_BORDER_CROP": [],
     "MATCHING_STATS": True,
     "MATCHING_STATS_THS": [0.3, 0.5, 0.75],
     "MATCHING_STATS_THS_COLORED_IMG": [],
+    "MATCHING_STATS_BY_IMAGE": True,
+    "BY_CHUNKS": {
+        "ENABLE": False,
+        "SAVE_OUT_TIF": False,
+        "FLUSH_EACH": 100,
+        "Z_START": -1,
+        "Z_END": -1,
+        "WRITE_RAW_PREDICTIONS": False,
+        "PHASES": ["prediction", "instance_creation", "instance_merging"],
+        "WORKFLOW_PROCESS": {
+            "ENABLE": True,
+            "TYPE": "chunk_by_chunk",
+            "PATCHES_PER_TILE": (1, 1, 1),
+            "INSTANCE_SEG_MERGE_IOU_TH": 0.3,
+        },
+    },
     "DET_POINT_CREATION_FUNCTION": "peak_local_max",
     "DET_PEAK_LOCAL_MAX_MIN_DISTANCE": 1,
     "DET_TH_TYPE": "manual",
@@ -701,82 +871,144 @@ _TEST = {
     "DET_BLOB_LOG_MAX_SIGMA": 10,
     "DET_BLOB_LOG_NUM_SIGMA": 2,
     "DET_TOLERANCE": 10,
-    "DET_IGNORE_POINTS_OUTSIDE_BOX": [],
-    "POST_PROCESSING": _POST_PROCESSING,
+    "POST_PROCESSING": {
+        "MEDIAN_FILTER": False,
+        "MEDIAN_FILTER_AXIS": [],
+        "MEDIAN_FILTER_SIZE": [],
+        "INSTANCE_REFINEMENT": {
+            "ENABLE": False,
+            "OPERATIONS": [],
+            "VALUES": [],
+        },
+        "MEASURE_PROPERTIES": {
+            "ENABLE": False,
+            "EXTRA_PROPS": [],
+            "REMOVE_BY_PROPERTIES": {
+                "ENABLE": False,
+                "PROPS": [],
+                "VALUES": [],
+                "SIGNS": [],
+            },
+        },
+        "VORONOI_ON_MASK": False,
+        "VORONOI_TH": 0.0,
+        "REPARE_LARGE_BLOBS_SIZE": -1,
+        "REMOVE_CLOSE_POINTS": False,
+        "REMOVE_CLOSE_POINTS_RADIUS": 0,
+        "DET_WATERSHED": False,
+        "DET_WATERSHED_FIRST_DILATION": [-1, -1],
+        "DET_WATERSHED_DONUTS_CLASSES": [-1],
+        "DET_WATERSHED_DONUTS_PATCH": [13, 120, 120],
+        "DET_WATERSHED_DONUTS_NUCLEUS_DIAMETER": 30,
+    },
 }
-
-_RESULT_DIR = "results"
 
 _PATHS = {
     "RESULT_DIR": {
-        "PATH": _RESULT_DIR,
-        "PER_IMAGE": f"{_RESULT_DIR}/per_image",
-        "PER_IMAGE_BIN": f"{_RESULT_DIR}/per_image_binarized",
-        "PER_IMAGE_INSTANCES": f"{_RESULT_DIR}/per_image_instances",
-        "PER_IMAGE_POST_PROCESSING": f"{_RESULT_DIR}/per_image_post_processing",
-        "FULL_IMAGE": f"{_RESULT_DIR}/full_image",
-        "FULL_IMAGE_BIN": f"{_RESULT_DIR}/full_image_binarized",
-        "FULL_IMAGE_INSTANCES": f"{_RESULT_DIR}/full_image_instances",
-        "FULL_IMAGE_POST_PROCESSING": f"{_RESULT_DIR}/full_image_post_processing",
-        "AS_3D_STACK": f"{_RESULT_DIR}/as_3d_stack",
-        "AS_3D_STACK_BIN": f"{_RESULT_DIR}/as_3d_stack_binarized",
-        "AS_3D_STACK_POST_PROCESSING": f"{_RESULT_DIR}/as_3d_stack_post_processing",
-        "DET_LOCAL_MAX_COORDS_CHECK": f"{_RESULT_DIR}/per_image_local_max_check",
-        "DET_LOCAL_MAX_COORDS_CHECK_POST_PROCESSING": f"{_RESULT_DIR}/per_image_local_max_check_post_processing",
-        "DET_ASSOC_POINTS": f"{_RESULT_DIR}/point_associations",
-        "INST_ASSOC_POINTS": f"{_RESULT_DIR}/instance_associations",
+        "PATH": "results",
+        "PER_IMAGE": "results/per_image",
+        "PER_IMAGE_BIN": "results/per_image_binarized",
+        "PER_IMAGE_INSTANCES": "results/per_image_instances",
+        "PER_IMAGE_POST_PROCESSING": "results/per_image_post_processing",
+        "FULL_IMAGE": "results/full_image",
+        "FULL_IMAGE_BIN": "results/full_image_binarized",
+        "FULL_IMAGE_INSTANCES": "results/full_image_instances",
+        "FULL_IMAGE_POST_PROCESSING": "results/full_image_post_processing",
+        "AS_3D_STACK": "results/as_3d_stack",
+        "AS_3D_STACK_BIN": "results/as_3d_stack_binarized",
+        "AS_3D_STACK_POST_PROCESSING": "results/as_3d_stack_post_processing",
+        "DET_LOCAL_MAX_COORDS_CHECK": "results/per_image_local_max_check",
+        "DET_LOCAL_MAX_COORDS_CHECK_POST_PROCESSING": "results/per_image_local_max_check_post_processing",
+        "DET_ASSOC_POINTS": "results/point_associations",
+        "INST_ASSOC_POINTS": "results/instance_associations",
     },
-    "BMZ_EXPORT_PATH": f"{_RESULT_DIR}/BMZ_files",
-    "PROFILER": f"{_RESULT_DIR}/profiler",
-    "CHARTS": f"{_RESULT_DIR}/charts",
-    "DA_SAMPLES": f"{_RESULT_DIR}/aug",
-    "GEN_CHECKS": f"{_RESULT_DIR}/gen_check",
-    "GEN_MASK_CHECKS": f"{_RESULT_DIR}/gen_mask_check",
-    "TRAIN_INSTANCE_CHANNELS_CHECK": f"{_RESULT_DIR}/train_BC_instance_channels",
-    "VAL_INSTANCE_CHANNELS_CHECK": f"{_RESULT_DIR}/val_BC_instance_channels",
-    "TEST_INSTANCE_CHANNELS_CHECK": f"{_RESULT_DIR}/test_BC_instance_channels",
-    "TEST_FULL_GT_H5": "user_data/test/y/h5",
+    "BMZ_EXPORT_PATH": "results/BMZ_files",
+    "PROFILER": "results/profiler",
+    "CHARTS": "results/charts",
+    "TRAIN_PRED_SAMPLES": "results/train_pred_samples",
+    "DA_SAMPLES": "results/aug",
+    "GEN_CHECKS": "results/gen_check",
+    "GEN_MASK_CHECKS": "results/gen_mask_check",
+    "TRAIN_INSTANCE_CHANNELS_CHECK": "results/train_BC_instance_channels",
+    "VAL_INSTANCE_CHANNELS_CHECK": "results/val_BC_instance_channels",
+    "TEST_INSTANCE_CHANNELS_CHECK": "results/test_BC_instance_channels",
     "CHECKPOINT": "checkpoints",
     "CHECKPOINT_FILE": "",
     "PROB_MAP_DIR": "prob_map",
     "PROB_MAP_FILENAME": "prob_map.npy",
-    "WATERSHED_DIR": f"{_RESULT_DIR}/watershed",
-    "MEAN_INFO_FILE": "checkpoints/normalization_mean_value.npy",
-    "STD_INFO_FILE": "checkpoints/normalization_std_value.npy",
-    "MAE_OUT_DIR": f"{_RESULT_DIR}/MAE_checks",
-    "FIL_SAMPLES_DIR": f"{_RESULT_DIR}/filtering_information",
+    "WATERSHED_DIR": "results/watershed",
+    "MAE_OUT_DIR": "results/MAE_checks",
+    "FIL_SAMPLES_DIR": "results/filtering_information",
 }
 
 _LOG = {
     "LOG_DIR": "train_logs",
-    "TENSORBOARD_LOG_DIR": f"{_RESULT_DIR}/tensorboard",
+    "TENSORBOARD_LOG_DIR": "results/tensorboard",
     "LOG_FILE_PREFIX": "",
     "CHART_CREATION_FREQ": 5,
 }
 
-#: the whole key tree with BiaPy's defaults
-DEFAULTS: dict[str, Any] = {
-    "SYSTEM": _SYSTEM,
-    "PROBLEM": _PROBLEM,
-    "DATA": _DATA,
-    "AUGMENTOR": _AUGMENTOR,
-    "MODEL": _MODEL,
-    "LOSS": _LOSS,
-    "TRAIN": _TRAIN,
-    "TEST": _TEST,
-    "PATHS": _PATHS,
-    "LOG": _LOG,
+
+# --------------------------------------------------------------------------------------------
+# keys the runner accepts beyond 3.7.1's tree
+# --------------------------------------------------------------------------------------------
+
+#: the runner's own keys, and the BiaPy < 3.7 keys it still reads (no 3.7.1 equivalent)
+_RUNNER_KEYS: dict[str, Any] = {
+    "PROBLEM": {
+        "INSTANCE_SEG": {
+            # BiaPy < 3.6.6: find_boundaries mode of the C channel's target (per-channel IoU)
+            "DATA_CONTOUR_MODE": "thick",
+        },
+    },
+    # BiaPy 3.7 made True the default; the runner keeps 3.6's zero padding until its tiling
+    # follows BiaPy's rule for images smaller than the patch (README: "Differences")
+    "DATA": {"REFLECT_TO_COMPLETE_SHAPE": False},
+    # restoration workflows: "float32", "input_cast" or "input_rescale"
+    "TEST": {"OUTPUT_DTYPE": "float32"},
+    # derived by BiaPy from DATA.TEST.GT_PATH; written into the configurations it saves
+    "PATHS": {"TEST_FULL_GT_H5": "user_data/test/y/h5"},
 }
 
-_WS = "PROBLEM.INSTANCE_SEG.WATERSHED"
 
-#: older BiaPy 3.x names (dotted, key or section) -> current names; both are accepted
+def _merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with the nested ``extra`` merged in (new dicts; neither argument changes)."""
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+#: the whole key tree with BiaPy's defaults
+DEFAULTS: dict[str, Any] = _merged(
+    {
+        "SYSTEM": _SYSTEM,
+        "PROBLEM": _PROBLEM,
+        "DATA": _DATA,
+        "AUGMENTOR": _AUGMENTOR,
+        "MODEL": _MODEL,
+        "LOSS": _LOSS,
+        "TRAIN": _TRAIN,
+        "TEST": _TEST,
+        "PATHS": _PATHS,
+        "LOG": _LOG,
+    },
+    _RUNNER_KEYS,
+)
+
+_WS = "PROBLEM.INSTANCE_SEG.WATERSHED"
+_PP = "TEST.POST_PROCESSING"
+
+#: older BiaPy 3.x names (dotted key or section) -> their 3.7.1 names, where BiaPy's converter
+#: only renames (the value is kept). Conversions of value or shape are in config/convert.py.
 ALIASES: dict[str, str] = {
     "MODEL.N_CLASSES": "DATA.N_CLASSES",
     "DATA.TRAIN.MASK_PATH": "DATA.TRAIN.GT_PATH",
     "DATA.VAL.MASK_PATH": "DATA.VAL.GT_PATH",
     "DATA.TEST.MASK_PATH": "DATA.TEST.GT_PATH",
-    "TEST.STATS.FULL_IMG": "TEST.FULL_IMG",
     "MODEL.BMZ.SOURCE_MODEL_DOI": "MODEL.BMZ.SOURCE_MODEL_ID",
     "PROBLEM.INSTANCE_SEG.ERODE_AND_DILATE_FOREGROUND": f"{_WS}.ERODE_AND_DILATE_GROWTH_MASK",
     "PROBLEM.INSTANCE_SEG.ERODE_AND_DILATE_GROWTH_MASK": f"{_WS}.ERODE_AND_DILATE_GROWTH_MASK",
@@ -788,54 +1020,140 @@ ALIASES: dict[str, str] = {
     "PROBLEM.INSTANCE_SEG.DATA_REMOVE_SMALL_OBJ_BEFORE": f"{_WS}.DATA_REMOVE_SMALL_OBJ_BEFORE",
     "PROBLEM.INSTANCE_SEG.DATA_REMOVE_BEFORE_MW": f"{_WS}.DATA_REMOVE_BEFORE_MW",
     "PROBLEM.INSTANCE_SEG.WATERSHED_BY_2D_SLICES": f"{_WS}.BY_2D_SLICES",
-    "DATA.NORMALIZATION.CUSTOM_MEAN": "DATA.NORMALIZATION.ZERO_MEAN_UNIT_VAR.MEAN_VAL",
-    "DATA.NORMALIZATION.CUSTOM_STD": "DATA.NORMALIZATION.ZERO_MEAN_UNIT_VAR.STD_VAL",
     "DATA.NORMALIZATION.PERC_LOWER": "DATA.NORMALIZATION.PERC_CLIP.LOWER_PERC",
     "DATA.NORMALIZATION.PERC_UPPER": "DATA.NORMALIZATION.PERC_CLIP.UPPER_PERC",
-    "DATA.NORMALIZATION.APPLICATION_MODE": "DATA.NORMALIZATION.MEASURE_BY",
-    "TEST.POST_PROCESSING.REMOVE_BY_PROPERTIES": "TEST.POST_PROCESSING.MEASURE_PROPERTIES.REMOVE_BY_PROPERTIES",
-    "TEST.POST_PROCESSING.REMOVE_BY_PROPERTIES_VALUES": "TEST.POST_PROCESSING.MEASURE_PROPERTIES.REMOVE_BY_PROPERTIES.VALUES",
-    "TEST.POST_PROCESSING.REMOVE_BY_PROPERTIES_SIGN": "TEST.POST_PROCESSING.MEASURE_PROPERTIES.REMOVE_BY_PROPERTIES.SIGNS",
-    "TEST.POST_PROCESSING.MEASURE_PROPERTIES.REMOVE_BY_PROPERTIES.SIGN": "TEST.POST_PROCESSING.MEASURE_PROPERTIES.REMOVE_BY_PROPERTIES.SIGNS",
+    "DATA.EXTRACT_RANDOM_PATCH": "DATA.TRAIN.EXTRACT_RANDOM_PATCH",
+    "DATA.PROBABILITY_MAP": "DATA.TRAIN.PROBABILITY_MAP",
+    "DATA.W_FOREGROUND": "DATA.TRAIN.W_FOREGROUND",
+    "DATA.W_BACKGROUND": "DATA.TRAIN.W_BACKGROUND",
+    **{
+        f"TEST.BY_CHUNKS.{key}": f"DATA.TEST.{key}"
+        for key in (
+            "INPUT_IMG_AXES_ORDER",
+            "INPUT_MASK_AXES_ORDER",
+            "INPUT_ZARR_MULTIPLE_DATA",
+            "INPUT_ZARR_MULTIPLE_DATA_RAW_PATH",
+            "INPUT_ZARR_MULTIPLE_DATA_GT_PATH",
+            "INPUT_ZARR_MULTIPLE_DATA_ID_PATH",
+            "INPUT_ZARR_MULTIPLE_DATA_PARTNERS_PATH",
+            "INPUT_ZARR_MULTIPLE_DATA_LOCATIONS_PATH",
+            "INPUT_ZARR_MULTIPLE_DATA_RESOLUTION_PATH",
+        )
+    },
+    "TEST.DET_IGNORE_POINTS_OUTSIDE_BOX": "TEST.EVAL_BORDER_CROP",
+    f"{_PP}.MEASURE_PROPERTIES.REMOVE_BY_PROPERTIES.SIGN": f"{_PP}.MEASURE_PROPERTIES.REMOVE_BY_PROPERTIES.SIGNS",
+    "MODEL.CONVNEXT_LAYERS": "MODEL.CONV_LAYERS",
+    "MODEL.UNETR_DEC_ACTIVATION": "MODEL.ACTIVATION",
+    "MODEL.UNETR_DEC_KERNEL_SIZE": "MODEL.KERNEL_SIZE",
 }
 
-#: sections that older releases wrote as a single value: section -> the sub-key it sets
-SCALAR_SECTIONS: dict[str, str] = {
-    "DATA.NORMALIZATION.PERC_CLIP": "ENABLE",
-    "TEST.POST_PROCESSING.MEASURE_PROPERTIES.REMOVE_BY_PROPERTIES": "PROPS",
+#: older keys BiaPy's converter deletes (their value has no 3.7.1 place); dropped with a note
+DROPPED: tuple[str, ...] = (
+    "TEST.EVALUATE",
+    "TRAIN.ACCUM_ITER",
+    "DATA.VAL.BINARY_MASKS",
+    "DATA.TEST.ARGMAX_TO_OUTPUT",
+    "DATA.NORMALIZATION.MEASURE_BY",
+    "DATA.NORMALIZATION.APPLICATION_MODE",
+    "DATA.NORMALIZATION.CUSTOM_MODE",
+    "DATA.TRAIN.INSTANCE_CHANNELS_DIR",
+    "DATA.VAL.INSTANCE_CHANNELS_DIR",
+    "DATA.TEST.INSTANCE_CHANNELS_DIR",
+    "DATA.TRAIN.MINIMUM_FOREGROUND_PER",
+    "AUGMENTOR.DA_PROB",
+    "AUGMENTOR.BRIGHTNESS_MODE",
+    "AUGMENTOR.CONTRAST_MODE",
+    "AUGMENTOR.BRIGHTNESS_EM",
+    "AUGMENTOR.BRIGHTNESS_EM_FACTOR",
+    "AUGMENTOR.BRIGHTNESS_EM_MODE",
+    "AUGMENTOR.CONTRAST_EM",
+    "AUGMENTOR.CONTRAST_EM_FACTOR",
+    "AUGMENTOR.CONTRAST_EM_MODE",
+    "MODEL.LAST_ACTIVATION",
+    "MODEL.BATCH_NORMALIZATION",
+    "MODEL.LOAD_MODEL_FROM_CHECKPOINT",
+    "MODEL.LOAD_CHECKPOINT_ONLY_WEIGHTS",
+    "TEST.BY_CHUNKS.FORMAT",
+    "TEST.BY_CHUNKS.WORKFLOW_PROCESS.INSTANCE_SEG_HALO",
+    "PROBLEM.INSTANCE_SEG.DISTANCE_CHANNEL_MASK",
+    "PROBLEM.INSTANCE_SEG.DATA_MW_OPTIMIZE_THS",
+    "PROBLEM.INSTANCE_SEG.SYNAPSES.NORMALIZE_DISTANCES",
+    "PROBLEM.INSTANCE_SEG.SYNAPSES.POSTSITE_DILATION",
+    "PROBLEM.INSTANCE_SEG.SYNAPSES.POSTSITE_DILATION_DISTANCE_CHANNELS",
+    "PATHS.MEAN_INFO_FILE",
+    "PATHS.STD_INFO_FILE",
+    "PATHS.LWR_X_FILE",
+    "PATHS.UPR_X_FILE",
+    "PATHS.LWR_Y_FILE",
+    "PATHS.UPR_Y_FILE",
+    "PATHS.RESULT_DIR.BMZ_BUILD",
+)
+
+#: the watershed thresholds of BiaPy < 3.6.6 (DATA_MW_TH_TYPE "manual"): old key -> the channels
+#: (first present wins) whose seed threshold it becomes, as BiaPy's converter does it
+LEGACY_SEED_THRESHOLDS: dict[str, tuple[str, ...]] = {
+    "DATA_MW_TH_BINARY_MASK": ("F",),
+    "DATA_MW_TH_CONTOUR": ("C",),
+    "DATA_MW_TH_DISTANCE": ("Dc", "D", "Db"),
+    "DATA_MW_TH_POINTS": ("P",),
 }
+#: ... and the one that becomes the growth-mask threshold of F
+LEGACY_GROWTH_THRESHOLD = "DATA_MW_TH_FOREGROUND"
 
 #: keys whose value may take several types (tried in order); "any" accepts everything
 FLEXIBLE: dict[str, tuple[str, ...]] = {
-    "PROBLEM.INSTANCE_SEG.DATA_CHANNELS": ("str", "list"),
+    "PROBLEM.INSTANCE_SEG.DATA_CHANNELS": ("list", "str"),
     "PROBLEM.INSTANCE_SEG.DATA_CHANNELS_EXTRA_OPTS": ("any",),
     "PROBLEM.INSTANCE_SEG.DATA_CHANNEL_WEIGHTS": ("tuple",),
-    "PROBLEM.INSTANCE_SEG.WATERSHED.GROWTH_MASK_CHANNELS": ("list", "str"),
-    "PROBLEM.INSTANCE_SEG.WATERSHED.TOPOGRAPHIC_SURFACE_CHANNEL": ("str", "list"),
+    "PROBLEM.INSTANCE_SEG.CHANNELS_PER_HEAD_INFO": ("anylist",),
+    f"{_WS}.SEED_CHANNELS_THRESH": ("anylist",),
+    f"{_WS}.GROWTH_MASK_CHANNELS_THRESH": ("anylist",),
+    f"{_WS}.GROWTH_MASK_CHANNELS": ("list", "str"),
+    f"{_WS}.TOPOGRAPHIC_SURFACE_CHANNEL": ("str", "list"),
+    f"{_WS}.DATA_REMOVE_SMALL_OBJ_BEFORE": ("int", "float"),
+    f"{_WS}.SEED_MORPH_RADIUS": ("anylist",),
+    "PROBLEM.INSTANCE_SEG.STARDIST.GRID": ("anylist",),
+    "PROBLEM.INSTANCE_SEG.AGGLOMERATION.MERGE_QUANTILE": ("float",),
     "PROBLEM.INSTANCE_SEG.SYNAPSES.BLOB_LOG_MIN_SIGMA": ("int", "float", "list"),
     "PROBLEM.INSTANCE_SEG.SYNAPSES.BLOB_LOG_MAX_SIGMA": ("int", "float", "list"),
     "PROBLEM.INSTANCE_SEG.SYNAPSES.REMOVE_CLOSE_PRE_POINTS_RADIUS": ("int", "float"),
     "PROBLEM.INSTANCE_SEG.SYNAPSES.REMOVE_CLOSE_POST_POINTS_RADIUS": ("int", "float"),
-    "PROBLEM.INSTANCE_SEG.WATERSHED.DATA_REMOVE_SMALL_OBJ_BEFORE": ("int", "float"),
-    "PROBLEM.INSTANCE_SEG.WATERSHED.SEED_CHANNELS_THRESH": ("anylist",),
-    "PROBLEM.INSTANCE_SEG.WATERSHED.GROWTH_MASK_CHANNELS_THRESH": ("anylist",),
     "PROBLEM.DETECTION.CENTRAL_POINT_DILATION": ("list", "int"),
     "PROBLEM.SELF_SUPERVISED.RESIZING_FACTOR": ("int", "float"),
+    "PROBLEM.SUPER_RESOLUTION.UPSCALING": ("tuple",),
     "DATA.TEST.RESOLUTION": ("tuple",),
+    "DATA.NORMALIZATION.PERC_CLIP.LOWER_PERC": ("float", "list"),
+    "DATA.NORMALIZATION.PERC_CLIP.UPPER_PERC": ("float", "list"),
+    "DATA.NORMALIZATION.PERC_CLIP.LOWER_VALUE": ("list", "float"),
+    "DATA.NORMALIZATION.PERC_CLIP.UPPER_VALUE": ("list", "float"),
+    "DATA.NORMALIZATION.ZERO_MEAN_UNIT_VAR.MEAN_VAL": ("list", "float"),
+    "DATA.NORMALIZATION.ZERO_MEAN_UNIT_VAR.STD_VAL": ("list", "float"),
+    "DATA.TEST.FILTER_SAMPLES.PROPS": ("anylist",),
+    "DATA.TEST.FILTER_SAMPLES.VALUES": ("anylist",),
+    "DATA.TEST.FILTER_SAMPLES.SIGNS": ("anylist",),
     "TEST.DET_MIN_TH_TO_BE_PEAK": ("float", "list"),
     "TEST.DET_TOLERANCE": ("int", "float", "list"),
     "TEST.DET_BLOB_LOG_MIN_SIGMA": ("int", "float", "list"),
     "TEST.DET_BLOB_LOG_MAX_SIGMA": ("int", "float", "list"),
-    "TEST.DET_IGNORE_POINTS_OUTSIDE_BOX": ("list",),
-    "TEST.POST_PROCESSING.REMOVE_CLOSE_POINTS_RADIUS": ("int", "float", "list"),
-    "TEST.POST_PROCESSING.DET_WATERSHED_FIRST_DILATION": ("anylist",),
-    "TEST.POST_PROCESSING.REPARE_LARGE_BLOBS_SIZE": ("int", "float"),
-    "TEST.POST_PROCESSING.VORONOI_TH": ("float",),
-    "TEST.POST_PROCESSING.MEDIAN_FILTER_SIZE": ("anylist",),
+    "TEST.EVAL_BORDER_CROP": ("anylist",),
+    "TEST.BY_CHUNKS.WORKFLOW_PROCESS.PATCHES_PER_TILE": ("tuple",),
+    f"{_PP}.REMOVE_CLOSE_POINTS_RADIUS": ("int", "float", "list"),
+    f"{_PP}.DET_WATERSHED_FIRST_DILATION": ("anylist",),
+    f"{_PP}.DET_WATERSHED_DONUTS_PATCH": ("anylist",),
+    f"{_PP}.REPARE_LARGE_BLOBS_SIZE": ("int", "float"),
+    f"{_PP}.VORONOI_TH": ("float",),
+    f"{_PP}.MEDIAN_FILTER_SIZE": ("anylist",),
+    f"{_PP}.INSTANCE_REFINEMENT.VALUES": ("anylist",),
+    f"{_PP}.MEASURE_PROPERTIES.REMOVE_BY_PROPERTIES.PROPS": ("anylist",),
+    f"{_PP}.MEASURE_PROPERTIES.REMOVE_BY_PROPERTIES.VALUES": ("anylist",),
+    f"{_PP}.MEASURE_PROPERTIES.REMOVE_BY_PROPERTIES.SIGNS": ("anylist",),
     "MODEL.BMZ.SOURCE_MODEL_ID": ("str",),
-    "MODEL.DROPOUT_VALUES": ("anylist",),
     "DATA.PREPROCESS.GAUSSIAN_BLUR.SIGMA": ("int", "float", "list"),
     "DATA.PREPROCESS.CLAHE.KERNEL_SIZE": ("any",),
+    "DATA.PREPROCESS.CANNY.LOW_THRESHOLD": ("any",),
+    "DATA.PREPROCESS.CANNY.HIGH_THRESHOLD": ("any",),
+    "DATA.PREPROCESS.GAUSSIAN_BLUR.CHANNEL_AXIS": ("any",),
+    "DATA.RESOLUTION_NORM.TARGET_RESOLUTION": ("tuple",),
 }
 
 #: allowed values of string keys
@@ -844,57 +1162,96 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "PROBLEM.NDIM": ("2D", "3D"),
     "PROBLEM.INSTANCE_SEG.TYPE": ("regular", "synapses"),
     "PROBLEM.INSTANCE_SEG.DATA_CHANNELS": INSTANCE_CHANNEL_STRINGS,
-    "PROBLEM.INSTANCE_SEG.DATA_MW_TH_TYPE": ("auto", "manual"),
     "PROBLEM.INSTANCE_SEG.DATA_CONTOUR_MODE": ("thick", "inner", "outer", "subpixel", "dense"),
     "PROBLEM.INSTANCE_SEG.INSTANCE_CREATION_PROCESS": ("", *INSTANCE_CREATION_PROCESSES),
     "PROBLEM.SELF_SUPERVISED.PRETEXT_TASK": ("crappify", "masking"),
     "MODEL.SOURCE": ("biapy", "bmz", "torchvision"),
-    "DATA.NORMALIZATION.TYPE": ("div", "scale_range", "zero_mean_unit_variance", "custom", ""),
-    "DATA.NORMALIZATION.MEASURE_BY": ("image", "patch", "dataset"),
+    "DATA.NORMALIZATION.TYPE": ("div", "scale_range", "zero_mean_unit_variance", ""),
     "TEST.AUGMENTATION_MODE": ("mean", "min", "max"),
+    "TEST.AUGMENTATION_GROUP": ("auto", "full", "flips", "none"),
     "TEST.OUTPUT_DTYPE": ("float32", "input_cast", "input_rescale"),
     "TEST.DET_POINT_CREATION_FUNCTION": ("peak_local_max", "blob_log"),
     "TEST.DET_TH_TYPE": ("auto", "manual", "relative", "relative_by_patch"),
-    "TEST.BY_CHUNKS.FORMAT": ("H5", "Zarr", "h5", "zarr"),
     "TEST.BY_CHUNKS.WORKFLOW_PROCESS.TYPE": ("chunk_by_chunk", "entire_pred"),
 }
 
 #: allowed items of list keys
 ELEMENT_CHOICES: dict[str, tuple[str, ...]] = {
     "PROBLEM.INSTANCE_SEG.DATA_CHANNELS": (*INSTANCE_CHANNELS, *SYNAPSE_CHANNELS),
-    "PROBLEM.INSTANCE_SEG.WATERSHED.SEED_MORPH_SEQUENCE": ("dilate", "erode"),
-    "PROBLEM.INSTANCE_SEG.WATERSHED.SEED_CHANNELS": INSTANCE_CHANNELS,
-    "PROBLEM.INSTANCE_SEG.WATERSHED.GROWTH_MASK_CHANNELS": INSTANCE_CHANNELS,
-    "TEST.POST_PROCESSING.INSTANCE_REFINEMENT.OPERATIONS": INSTANCE_REFINEMENT_OPERATIONS,
-    "TEST.POST_PROCESSING.MEDIAN_FILTER_AXIS": ("xy", "yx", "zy", "yz", "zx", "xz", "z"),
+    f"{_WS}.SEED_MORPH_SEQUENCE": ("dilate", "erode"),
+    f"{_WS}.SEED_CHANNELS": INSTANCE_CHANNELS,
+    f"{_WS}.GROWTH_MASK_CHANNELS": INSTANCE_CHANNELS,
+    f"{_PP}.INSTANCE_REFINEMENT.OPERATIONS": INSTANCE_REFINEMENT_OPERATIONS,
+    f"{_PP}.MEDIAN_FILTER_AXIS": ("xy", "yx", "zy", "yz", "zx", "xz", "z"),
 }
 
-#: dotted keys or sections that only matter to training: accepted, listed once, not used
+#: dotted keys or sections that only matter to training (or to building a model from BiaPy's
+#: own checkpoints, which the BioImage.IO package replaces): accepted, listed once, not used.
+#: ``USED_FOR_INFERENCE`` names the exceptions inside these sections.
 TRAINING_ONLY: tuple[str, ...] = (
     "TRAIN",
     "AUGMENTOR",
     "LOSS",
     "LOG",
+    "MODEL",
     "DATA.TRAIN",
     "DATA.VAL",
     "DATA.PREPROCESS.TRAIN",
     "DATA.PREPROCESS.VAL",
     "DATA.CHECK_GENERATORS",
-    "DATA.EXTRACT_RANDOM_PATCH",
-    "DATA.PROBABILITY_MAP",
-    "DATA.W_FOREGROUND",
-    "DATA.W_BACKGROUND",
+    "DATA.NORMALIZATION.TARGET",
     "PROBLEM.DENOISING.N2V_PERC_PIX",
     "PROBLEM.DENOISING.N2V_MANIPULATOR",
     "PROBLEM.DENOISING.N2V_NEIGHBORHOOD_RADIUS",
     "PROBLEM.DENOISING.N2V_STRUCTMASK",
+    "PROBLEM.DETECTION.CENTRAL_POINT_DILATION",
+    "PROBLEM.DETECTION.CHECK_POINTS_CREATED",
+    "PROBLEM.DETECTION.SEPARATED_DECODERS_PER_HEAD",
+    "PROBLEM.DETECTION.SEPARATED_DECODERS_DIVIDE_FEATURE_MAPS",
+    "PROBLEM.DETECTION.CLASS_REBALANCE_WITHIN_CHANNELS",
+    "PROBLEM.DETECTION.DATA_CHANNEL_WEIGHTS",
     "PROBLEM.INSTANCE_SEG.DATA_CHANNEL_WEIGHTS",
     "PROBLEM.INSTANCE_SEG.DATA_CHANNELS_LOSSES",
     "PROBLEM.INSTANCE_SEG.BORDER_EXTRA_WEIGHTS",
-    "PROBLEM.INSTANCE_SEG.DISTANCE_CHANNEL_MASK",
-    "PROBLEM.INSTANCE_SEG.DATA_MW_OPTIMIZE_THS",
-    "MODEL.SAVE_CKPT_FREQ",
-    "MODEL.OUT_CHECKPOINT_FORMAT",
-    "MODEL.LOAD_CHECKPOINT_ONLY_WEIGHTS",
-    "MODEL.BMZ.EXPORT",
+    "PROBLEM.INSTANCE_SEG.CLASS_REBALANCE_WITHIN_CHANNELS",
+    "PROBLEM.INSTANCE_SEG.CHANNELS_PER_HEAD_INFO",
+    "PROBLEM.INSTANCE_SEG.SEPARATED_DECODERS_PER_HEAD",
+    "PROBLEM.INSTANCE_SEG.SEPARATED_DECODERS_DIVIDE_FEATURE_MAPS",
+    "PROBLEM.INSTANCE_SEG.CELLPOSE.SCALE_RANGE",
+    "PROBLEM.IMAGE_TO_IMAGE.CHANNELS_PER_HEAD_INFO",
+    "PROBLEM.IMAGE_TO_IMAGE.SEPARATED_DECODERS_PER_HEAD",
+    "PROBLEM.IMAGE_TO_IMAGE.SEPARATED_DECODERS_DIVIDE_FEATURE_MAPS",
+    "PROBLEM.IMAGE_TO_IMAGE.MULTIPLE_RAW_ONE_TARGET_LOADER",
+    "PROBLEM.IMAGE_TO_IMAGE.MEMBRANE_REPAIR.GAP_AUG",
+    "PROBLEM.IMAGE_TO_IMAGE.MEMBRANE_REPAIR.BRIDGE_AUG",
+    "PROBLEM.IMAGE_TO_IMAGE.MEMBRANE_REPAIR.ARTIFACT_AUG",
+    "PROBLEM.IMAGE_TO_IMAGE.MEMBRANE_REPAIR.SKELETON_PERTURB_AUG",
+    "PROBLEM.IMAGE_TO_IMAGE.MEMBRANE_REPAIR.SLICE_DROPOUT_AUG",
 )
+#: keys inside ``TRAINING_ONLY`` sections that inference does use
+USED_FOR_INFERENCE: tuple[str, ...] = ("MODEL.SOURCE", "MODEL.BMZ.SOURCE_MODEL_ID")
+
+#: keys that change inference results in BiaPy but that this runner does not implement: key ->
+#: (values the runner implements, what the key does). Any other value is an error at run time
+#: (the configuration still loads, so that it can be inspected and converted).
+NOT_IMPLEMENTED: dict[str, tuple[tuple[Any, ...], str]] = {
+    "DATA.PREPROCESS.TEST": ((False,), "pre-processing of the test images (resize, blur, CLAHE...)"),
+    "DATA.RESOLUTION_NORM.ENABLE": ((False,), "rescaling the images to a target resolution"),
+    "DATA.TEST.ROI_MASK.ENABLE": ((False,), "restricting the results to a region-of-interest mask"),
+    "DATA.TEST.FILTER_SAMPLES.ENABLE": ((False,), "skipping test images by their properties"),
+    "DATA.FILTER_BY_IMAGE": ((False,), "filtering samples by whole-image properties"),
+    "DATA.FORCE_RGB": ((False,), "converting the images to RGB"),
+    "DATA.TEST.MEDIAN_PADDING": ((False,), "padding the test images with their median"),
+    "DATA.TEST.INPUT_ZARR_MULTIPLE_DATA": ((False,), "raw and GT read from one Zarr/H5 file"),
+    "TEST.BY_CHUNKS.ENABLE": ((False,), "chunk-by-chunk inference of large Zarr/H5 volumes"),
+    "TEST.AUGMENTATION_GROUP": (("auto", "full"), "a smaller set of test-time augmentations"),
+    "TEST.EVAL_BORDER_CROP": (([],), "ignoring a border of the image in the metrics"),
+    f"{_PP}.MEASURE_PROPERTIES.EXTRA_PROPS": (([],), "extra per-object measurements"),
+    f"{_PP}.DET_WATERSHED_DONUTS_CLASSES": (([-1],), "the detection watershed's donut classes"),
+    "PROBLEM.INSTANCE_SEG.CELLPOSE.DIAMETER": ((0.0, 0), "rescaling the images to a cell diameter"),
+    "PROBLEM.IMAGE_TO_IMAGE.MEMBRANE_REPAIR.ENABLE": ((False,), "membrane repair post-processing"),
+}
+#: INSTANCE_CREATION_PROCESS values the runner decodes (others are refused at run time)
+IMPLEMENTED_CREATION_PROCESSES: tuple[str, ...] = ("watershed",)
+#: INSTANCE_REFINEMENT operations the runner applies
+IMPLEMENTED_REFINEMENT_OPERATIONS: tuple[str, ...] = ("clear_border", "fill_holes")

@@ -16,6 +16,8 @@ from typing import Any
 import yaml
 
 from biapy_runner import log
+from biapy_runner.config.convert import convert
+from biapy_runner.config.schema import GUIDED_INSTANCE_CHANNELS
 from biapy_runner.errors import InputError
 
 #: Wizard workflow names and the PROBLEM.TYPE they stand for.
@@ -30,8 +32,8 @@ PROBLEM_TYPES = {
     "image-to-image": "IMAGE_TO_IMAGE",
 }
 
-#: Instance channel sets BiaPy models are trained with (B, C, M, D, P, Dv2 combinations).
-INSTANCE_CHANNELS = ("B", "BC", "BCM", "BCD", "BCDv2", "BD", "BDv2", "BP", "Dv2", "C")
+#: Instance channel sets the guided mode offers (the Galaxy form's choices; schema's vocabulary).
+INSTANCE_CHANNELS = GUIDED_INSTANCE_CHANNELS
 
 #: Patch edge (pixels) when no object size is given: 2D / 3D.
 DEFAULT_PATCH = {2: 256, 3: 64}
@@ -111,7 +113,8 @@ def build_config(args: argparse.Namespace) -> dict[str, Any]:
     if args.ndim == "2D-stack":
         config["TEST"]["ANALIZE_2D_IMGS_AS_3D_STACK"] = True
     _merge(config, WORKFLOW_SETTINGS.get(args.workflow, _no_settings)(args))
-    return config
+    converted, _ = convert(config)  # the answers use BiaPy 3.6's words; write 3.7.1's keys
+    return converted
 
 
 def to_yaml(config: dict[str, Any]) -> str:
@@ -173,6 +176,9 @@ def _instance(args: argparse.Namespace) -> dict[str, Any]:
         "DATA_CHANNELS": args.instance_channels,
         "DATA_MW_TH_TYPE": args.threshold_mode,
         "DATA_REMOVE_SMALL_OBJ_BEFORE": args.min_size,
+        # the switch without which BiaPy ignores the size (seeds smaller than it are removed
+        # before the watershed, so no object smaller than it is grown)
+        "DATA_REMOVE_BEFORE_MW": args.min_size > 0,
     }
     if args.threshold_mode == "manual":
         seg.update({

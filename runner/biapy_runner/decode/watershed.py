@@ -316,7 +316,7 @@ def _default_surface(ch: Channels) -> str:
 
 
 def _default_growth(ch: Channels) -> list[str]:
-    for name in ("M", "F", "B", "D", "C"):
+    for name in ("F", "M", "B", "D", "C"):  # BiaPy 3.7: F before M (F+C+M grows in F)
         if name in ch.names:
             return [name]
     return []

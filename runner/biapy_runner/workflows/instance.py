@@ -149,11 +149,17 @@ class InstanceSegmentation(Workflow):
             f"({list(names)})."
         )
 
+    def _refinement(self, operation: str) -> bool:
+        """True when TEST.POST_PROCESSING.INSTANCE_REFINEMENT applies ``operation``."""
+        return bool(self._get(PP + "INSTANCE_REFINEMENT.ENABLE", False)) and operation in self._get(
+            PP + "INSTANCE_REFINEMENT.OPERATIONS", []
+        )
+
     def post_process(self, labels: np.ndarray, raw: np.ndarray | None) -> np.ndarray:
         """Apply the configured post-processing to instance ``labels`` (``raw``: probabilities)."""
         g = self._get
         out = labels
-        if g(PP + "FILL_HOLES", False):
+        if self._refinement("fill_holes"):
             out = fill_holes(out)
         size = int(g(PP + "REPARE_LARGE_BLOBS_SIZE", -1))
         if size != -1:
@@ -163,7 +169,7 @@ class InstanceSegmentation(Workflow):
                 raise ConfigError(f"{PP}VORONOI_ON_MASK needs the model's probabilities.")
             th = float(g(PP + "VORONOI_TH", 0.0))
             out = voronoi_on_mask(out, self._voronoi_mask(raw), th, self.settings.resolution)
-        if g(PP + "CLEAR_BORDER", False):
+        if self._refinement("clear_border"):
             out = clear_border(out)
         if g(RP + "ENABLE", False):
             table = measure_objects(out, self.settings.resolution)
