@@ -1253,5 +1253,7 @@ NOT_IMPLEMENTED: dict[str, tuple[tuple[Any, ...], str]] = {
 }
 #: INSTANCE_CREATION_PROCESS values the runner decodes (others are refused at run time)
 IMPLEMENTED_CREATION_PROCESSES: tuple[str, ...] = ("watershed",)
+#: channels the runner's marker-controlled watershed decodes
+IMPLEMENTED_WATERSHED_CHANNELS: frozenset[str] = frozenset(WATERSHED_CHANNEL_DIRECTIONS)
 #: INSTANCE_REFINEMENT operations the runner applies
 IMPLEMENTED_REFINEMENT_OPERATIONS: tuple[str, ...] = ("clear_border", "fill_holes")
