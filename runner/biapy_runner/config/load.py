@@ -511,6 +511,35 @@ def _check_ranges(key: str, value: Any, source: Path | str | None, line: int | N
         )
 
 
+def voxel_spacing(resolution: Any, ndim: int) -> tuple[float, ...]:
+    """``DATA.TEST.RESOLUTION`` as the voxel size per spatial axis, in (z, y, x) order.
+
+    Parameters
+    ----------
+    resolution : sequence of float, float or None
+        The configured value; unset (BiaPy's ``(-1,)``, all -1, empty or None) means 1 per axis.
+    ndim : int
+        Number of spatial axes of the image it applies to.
+
+    Returns
+    -------
+    tuple of float
+        ``ndim`` positive sizes. Raises ConfigError for another length or a size <= 0.
+    """
+    if resolution is None:
+        resolution = ()
+    items = resolution if isinstance(resolution, (list, tuple)) else [resolution]
+    values = tuple(float(v) for v in items)
+    if not values or all(v == -1 for v in values):
+        return (1.0,) * ndim
+    if len(values) != ndim or min(values) <= 0:
+        raise ConfigError(
+            f"DATA.TEST.RESOLUTION is {tuple(items)!r}: for {ndim}D images give {ndim} positive "
+            "values in (z, y, x) order, or leave it unset (-1,) for isotropic pixels."
+        )
+    return values
+
+
 def _adapt_unset_shapes(cfg: Config) -> None:
     """Give PADDING/OVERLAP defaults the length of PROBLEM.NDIM when the user did not set them."""
     ndim = _ndim(cfg)

@@ -1099,6 +1099,14 @@ LEGACY_SEED_THRESHOLDS: dict[str, tuple[str, ...]] = {
 }
 #: ... and the one that becomes the growth-mask threshold of F
 LEGACY_GROWTH_THRESHOLD = "DATA_MW_TH_FOREGROUND"
+#: BiaPy 3.4-3.6's defaults of those thresholds (the guided mode's manual values start there)
+LEGACY_THRESHOLD_DEFAULTS: dict[str, float] = {
+    "DATA_MW_TH_BINARY_MASK": 0.5,
+    "DATA_MW_TH_CONTOUR": 0.1,
+    "DATA_MW_TH_FOREGROUND": 0.3,
+    "DATA_MW_TH_DISTANCE": 1.0,
+    "DATA_MW_TH_POINTS": 0.5,
+}
 
 #: keys whose value may take several types (tried in order); "any" accepts everything
 FLEXIBLE: dict[str, tuple[str, ...]] = {

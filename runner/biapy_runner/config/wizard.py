@@ -17,7 +17,7 @@ import yaml
 
 from biapy_runner import log
 from biapy_runner.config.convert import convert
-from biapy_runner.config.schema import GUIDED_INSTANCE_CHANNELS
+from biapy_runner.config.schema import GUIDED_INSTANCE_CHANNELS, LEGACY_THRESHOLD_DEFAULTS
 from biapy_runner.errors import InputError
 
 #: Wizard workflow names and the PROBLEM.TYPE they stand for.
@@ -63,11 +63,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="channels the model predicts (B binary, C contour, M mask, ...)")
     inst.add_argument("--threshold-mode", choices=("auto", "manual"), default="auto",
                       help="seed thresholds by Otsu (auto) or the values below (manual)")
-    inst.add_argument("--th-binary", type=float, default=0.5, help="seed threshold on B")
-    inst.add_argument("--th-contour", type=float, default=0.1, help="seed threshold on C")
-    inst.add_argument("--th-foreground", type=float, default=0.3,
+    th = LEGACY_THRESHOLD_DEFAULTS
+    inst.add_argument("--th-binary", type=float, default=th["DATA_MW_TH_BINARY_MASK"],
+                      help="seed threshold on B")
+    inst.add_argument("--th-contour", type=float, default=th["DATA_MW_TH_CONTOUR"],
+                      help="seed threshold on C")
+    inst.add_argument("--th-foreground", type=float, default=th["DATA_MW_TH_FOREGROUND"],
                       help="foreground threshold limiting the growth of seeds")
-    inst.add_argument("--th-distance", type=float, default=1.0, help="seed threshold on D")
+    inst.add_argument("--th-distance", type=float, default=th["DATA_MW_TH_DISTANCE"],
+                      help="seed threshold on D")
     inst.add_argument("--voronoi", action="store_true",
                       help="grow instances with Voronoi inside the foreground mask")
     inst.add_argument("--min-size", type=int, default=0,

@@ -38,7 +38,9 @@ from biapy_runner.config.schema import (
     LEGACY_CHANNEL_SETS,
     WATERSHED_CHANNEL_DIRECTIONS,
 )
+from biapy_runner.decode.thresholds import otsu
 from biapy_runner.errors import ConfigError
+from biapy_runner.io.images import label_dtype
 
 #: legacy channel strings this decoder understands (the vocabulary is config/schema.py's)
 LEGACY_CHANNELS = {
@@ -149,42 +151,6 @@ class DecodeResult:
     n_seeds: int
 
 
-#: Voxels per block in whole-volume passes (the temporaries stay in the CPU cache).
-CHUNK = 1 << 18
-
-
-def _otsu(x: np.ndarray, bins: int = 256) -> float:
-    """Otsu threshold over a ``bins``-bin histogram (bin centres, as scikit-image's).
-
-    The histogram is an exact ``np.bincount`` of the quantized values, built block by block
-    (several times faster than ``skimage.filters.threshold_otsu`` on large volumes); 0.5 for a
-    constant channel.
-    """
-    lo, hi = float(x.min()), float(x.max())
-    if hi <= lo:
-        return 0.5 if lo != 0.5 else lo
-    width = (hi - lo) / bins
-    flat = x.reshape(-1)
-    hist = np.zeros(bins, dtype=np.int64)
-    for start in range(0, flat.size, CHUNK):
-        q = flat[start : start + CHUNK] - lo
-        q /= width
-        # bin trunc(q) (q >= 0), capped at bins - 1; the lowest bin (q < 1, most of the
-        # background) is only counted
-        above = q >= 1
-        hist[0] += q.size - np.count_nonzero(above)
-        q = np.minimum(q[above], bins - 1)
-        hist += np.bincount(q.astype(np.intp), minlength=bins)
-    hist = hist.astype(np.float64)
-    centers = lo + width * (np.arange(bins) + 0.5)
-    w1 = np.cumsum(hist)
-    w2 = np.cumsum(hist[::-1])[::-1]
-    m1 = np.cumsum(hist * centers) / np.maximum(w1, 1)
-    m2 = (np.cumsum((hist * centers)[::-1]) / np.maximum(w2[::-1], 1))[::-1]
-    between = w1[:-1] * w2[1:] * (m1[:-1] - m2[1:]) ** 2
-    return float(centers[int(np.argmax(between))])
-
-
 class _Plan:
     """Seeds, surface and growth mask of one channel set, evaluated on one prediction."""
 
@@ -203,7 +169,7 @@ class _Plan:
 
     def threshold(self, cond: Condition) -> np.ndarray:
         x = self.get(cond.channel)
-        th = _otsu(x) if cond.threshold is None else float(cond.threshold)
+        th = otsu(x) if cond.threshold is None else float(cond.threshold)
         self.used[cond.name or f"{cond.channel}{cond.op}"] = th
         return x > th if cond.op == ">" else x < th
 
@@ -225,13 +191,13 @@ def _legacy_thresholds(plan: _Plan) -> dict[str, float | None]:
             "dist": st.th_distance,
             "pt": st.th_points,
         }
-    bm = _otsu(plan.get("B")) if "B" in names else None
+    bm = otsu(plan.get("B")) if "B" in names else None
     return {
         "bm": bm,
-        "ct": _otsu(plan.get("C")) if "C" in names else None,
+        "ct": otsu(plan.get("C")) if "C" in names else None,
         "fg": bm / 2 if bm is not None else None,
         "dist": st.th_distance,
-        "pt": _otsu(plan.get("P")) if "P" in names else None,
+        "pt": otsu(plan.get("P")) if "P" in names else None,
     }
 
 
@@ -241,7 +207,7 @@ def _legacy_plan(plan: _Plan) -> tuple[np.ndarray, np.ndarray, np.ndarray | None
     names = plan.ch.names
     if names == ("C",):
         c = plan.get("C")
-        bm = _otsu(1 - c) if plan.st.th_auto else t["bm"]
+        bm = otsu(1 - c) if plan.st.th_auto else t["bm"]
         ct = t["ct"]
         fg = bm / 2 if plan.st.th_auto else t["fg"]
         plan.used.update({"TH_BINARY_MASK": bm, "TH_CONTOUR": ct, "TH_FOREGROUND": fg})
@@ -264,7 +230,7 @@ def _legacy_plan(plan: _Plan) -> tuple[np.ndarray, np.ndarray, np.ndarray | None
     seeds = plan.all_of(seed_conds)
     fg = t["fg"] if t["fg"] is not None else t["bm"]
     if names == ("B", "P") and plan.st.th_auto:
-        fg = _otsu(plan.get("B"))
+        fg = otsu(plan.get("B"))
     growth = plan.threshold(Condition("B", ">", fg, "TH_FOREGROUND"))
     surface = -plan.get("Dv2") if "Dv2" in names else plan.get("B")
     return seeds, surface, growth
@@ -329,8 +295,8 @@ def _growth_mask(plan: _Plan, names: Sequence[str], ths: Sequence[Any]) -> np.nd
     mask = None
     for cond in conds:
         if cond.threshold is None:
-            otsu = _otsu(plan.get(cond.channel))
-            cond.threshold = otsu / 2 if cond.op == ">" else otsu
+            auto = otsu(plan.get(cond.channel))
+            cond.threshold = auto / 2 if cond.op == ">" else auto
         cond.name = f"growth {cond.channel}{cond.op}"
         part = plan.threshold(cond)
         mask = part if mask is None else mask | part
@@ -382,11 +348,6 @@ def _seed_morphology(seeds: np.ndarray, st: DecodeSettings) -> np.ndarray:
                 f"PROBLEM.INSTANCE_SEG.SEED_MORPH_SEQUENCE: {op!r} must be 'dilate' or 'erode'."
             )
     return _morph_slices(seeds, list(zip(st.seed_morph_sequence, st.seed_morph_radius)))
-
-
-def label_dtype(max_label: int) -> type[np.unsignedinteger]:
-    """uint16 when every label fits, else uint32."""
-    return np.uint16 if max_label < 65536 else np.uint32
 
 
 def label_components(mask: np.ndarray, connectivity: int) -> tuple[np.ndarray, int]:

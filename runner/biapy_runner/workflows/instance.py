@@ -40,6 +40,7 @@ from biapy_runner.decode.watershed import (
 )
 from biapy_runner.errors import ConfigError
 from biapy_runner.io.images import Image
+from biapy_runner.metrics.masks import binary_iou
 from biapy_runner.metrics.matching import METRICS, aggregate_stats, label_overlap, match_overlap
 from biapy_runner.workflows.base import Decoded, Scored, Workflow, register
 
@@ -51,12 +52,6 @@ DEFAULT_THS = (0.3, 0.5, 0.75)
 
 def _th_name(th: float) -> str:
     return f"{float(th):g}"
-
-
-def _binary_iou(pred: np.ndarray, target: np.ndarray) -> float:
-    """IoU of two boolean masks; 0 when both are empty (nothing to find, nothing found)."""
-    union = np.count_nonzero(pred | target)
-    return float(np.count_nonzero(pred & target) / union) if union else 0.0
 
 
 @register
@@ -76,40 +71,25 @@ class InstanceSegmentation(Workflow):
         value = self.cfg.get(key, default)
         return default if value is None else value
 
-    def _resolution(self) -> tuple[float, ...]:
-        res = self._get("DATA.TEST.RESOLUTION", (-1,))
-        res = tuple(float(r) for r in (res if isinstance(res, (list, tuple)) else [res]))
-        return () if not res or any(r <= 0 for r in res) else res
-
     def _settings(self) -> DecodeSettings:
-        g = self._get
-        th_type = str(g(IS + "DATA_MW_TH_TYPE", "auto")).lower()
-        if th_type not in ("auto", "manual"):
-            raise ConfigError(f"{IS}DATA_MW_TH_TYPE = {th_type!r} must be 'auto' or 'manual'.")
-        close = g(IS + "ERODE_AND_DILATE_FOREGROUND", False) or g(
-            IS + "ERODE_AND_DILATE_GROWTH_MASK", False
-        )
+        """The watershed's settings: BiaPy 3.7's WATERSHED keys (older spellings were converted
+        onto them when the configuration was loaded; the defaults are schema.py's)."""
+        ws = lambda key: self.cfg.get(IS + "WATERSHED." + key)  # noqa: E731
         return DecodeSettings(
-            th_auto=th_type == "auto",
-            th_binary_mask=float(g(IS + "DATA_MW_TH_BINARY_MASK", 0.5)),
-            th_contour=float(g(IS + "DATA_MW_TH_CONTOUR", 0.1)),
-            th_foreground=float(g(IS + "DATA_MW_TH_FOREGROUND", 0.3)),
-            th_distance=float(g(IS + "DATA_MW_TH_DISTANCE", 1.0)),
-            th_points=float(g(IS + "DATA_MW_TH_POINTS", 0.5)),
-            seed_channels=list(g(IS + "WATERSHED.SEED_CHANNELS", [])),
-            seed_thresholds=list(g(IS + "WATERSHED.SEED_CHANNELS_THRESH", [])),
-            surface_channel=str(g(IS + "WATERSHED.TOPOGRAPHIC_SURFACE_CHANNEL", "")),
-            growth_channels=_as_list(g(IS + "WATERSHED.GROWTH_MASK_CHANNELS", [])),
-            growth_thresholds=list(g(IS + "WATERSHED.GROWTH_MASK_CHANNELS_THRESH", [])),
-            remove_before=bool(g(IS + "DATA_REMOVE_BEFORE_MW", False)),
-            small_before=int(g(IS + "DATA_REMOVE_SMALL_OBJ_BEFORE", 10)),
-            seed_morph_sequence=list(g(IS + "SEED_MORPH_SEQUENCE", [])),
-            seed_morph_radius=[int(r) for r in g(IS + "SEED_MORPH_RADIUS", [])],
-            close_growth_mask=bool(close),
-            fore_erosion_radius=int(g(IS + "FORE_EROSION_RADIUS", 5)),
-            fore_dilation_radius=int(g(IS + "FORE_DILATION_RADIUS", 5)),
-            by_2d_slices=bool(g(IS + "WATERSHED_BY_2D_SLICES", False)),
-            resolution=self._resolution(),
+            seed_channels=list(ws("SEED_CHANNELS")),
+            seed_thresholds=list(ws("SEED_CHANNELS_THRESH")),
+            surface_channel=str(ws("TOPOGRAPHIC_SURFACE_CHANNEL")),
+            growth_channels=_as_list(ws("GROWTH_MASK_CHANNELS")),
+            growth_thresholds=list(ws("GROWTH_MASK_CHANNELS_THRESH")),
+            remove_before=bool(ws("DATA_REMOVE_BEFORE_MW")),
+            small_before=int(ws("DATA_REMOVE_SMALL_OBJ_BEFORE")),
+            seed_morph_sequence=list(ws("SEED_MORPH_SEQUENCE")),
+            seed_morph_radius=[int(r) for r in ws("SEED_MORPH_RADIUS")],
+            close_growth_mask=bool(ws("ERODE_AND_DILATE_GROWTH_MASK")),
+            fore_erosion_radius=int(ws("FORE_EROSION_RADIUS")),
+            fore_dilation_radius=int(ws("FORE_DILATION_RADIUS")),
+            by_2d_slices=bool(ws("BY_2D_SLICES")),
+            resolution=tuple(self.cfg.get("DATA.TEST.RESOLUTION")),
         )
 
     def check_model(self, out_channels: int, channel_names: Sequence[str]) -> None:
@@ -254,7 +234,7 @@ class InstanceSegmentation(Workflow):
             return {}
         targets = channel_targets(gt, self.channels, contour_mode)
         return {
-            f"iou_{n}": _binary_iou(raw[self.channels.index(n)] > 0.5, targets[n])
+            f"iou_{n}": binary_iou(raw[self.channels.index(n)] > 0.5, targets[n])
             for n in names
             if n in targets
         }
