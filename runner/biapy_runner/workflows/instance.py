@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from biapy_runner import log
+from biapy_runner.config.schema import INSTANCE_CHANNELS, LEGACY_CHANNEL_SETS, LEGACY_TO_LIST
 from biapy_runner.decode.filters import configured_median_filter
 from biapy_runner.decode.postprocess import (
     clear_border,
@@ -29,8 +30,6 @@ from biapy_runner.decode.postprocess import (
 )
 from biapy_runner.decode.watershed import (
     BINARY_CHANNELS,
-    LEGACY_CHANNELS,
-    LIST_DIRECTIONS,
     Channels,
     DecodeSettings,
     channel_targets,
@@ -102,14 +101,18 @@ class InstanceSegmentation(Workflow):
                 f"{len(names)} ({', '.join(names)}). Set DATA_CHANNELS to the channels the model "
                 "was trained with (see its BioImage.IO description)."
             )
-        known = set(LIST_DIRECTIONS) | {n for v in LEGACY_CHANNELS.values() for n in v}
+        known = set(INSTANCE_CHANNELS) | {n for v in LEGACY_CHANNEL_SETS.values() for n in v}
         given = [str(n) for n in channel_names]
-        if given and all(n in known for n in given) and set(given) != set(names):
+        if not given or not all(n in known for n in given):
+            return
+        # a model exported by BiaPy < 3.7 names its outputs with the legacy letters (B, C, M)
+        spellings = [given, [LEGACY_TO_LIST.get(n, n) for n in given]]
+        if all(set(s) != set(names) for s in spellings):
             raise ConfigError(
                 f"The model's output channels are named {given} but {IS}DATA_CHANNELS "
                 f"configures {list(names)}."
             )
-        if given and all(n in known for n in given) and tuple(given) != names:
+        if all(tuple(s) != names for s in spellings):
             log.warn(f"model channel order {given} differs from DATA_CHANNELS {list(names)}")
 
     # ---- decoding -----------------------------------------------------------------------
