@@ -215,6 +215,36 @@ INSTANCE_REFINEMENT_OPERATIONS: tuple[str, ...] = (
 # BiaPy 3.7.1's key tree with its defaults (section by section, in config.py's order)
 # --------------------------------------------------------------------------------------------
 
+
+def _zarr_multiple_data() -> dict[str, Any]:
+    """Raw and GT from one Zarr/H5 file: the keys each DATA split repeats."""
+    return {
+        "INPUT_ZARR_MULTIPLE_DATA": False,
+        "INPUT_ZARR_MULTIPLE_DATA_RAW_PATH": "",
+        "INPUT_ZARR_MULTIPLE_DATA_GT_PATH": "",
+        "INPUT_ZARR_MULTIPLE_DATA_ID_PATH": "annotations.ids",
+        "INPUT_ZARR_MULTIPLE_DATA_PARTNERS_PATH": "annotations.presynaptic_site.partners",
+        "INPUT_ZARR_MULTIPLE_DATA_LOCATIONS_PATH": "annotations.locations",
+        "INPUT_ZARR_MULTIPLE_DATA_RESOLUTION_PATH": "volumes.raw",
+    }
+
+
+def _tiles_and_axes() -> dict[str, Any]:
+    """Overlap, padding, resolution and axes orders: the keys each DATA split repeats."""
+    return {
+        "OVERLAP": (0, 0),
+        "PADDING": (0, 0),
+        "RESOLUTION": (-1,),
+        "INPUT_IMG_AXES_ORDER": "TZCYX",
+        "INPUT_MASK_AXES_ORDER": "TZCYX",
+    }
+
+
+def _filter_samples() -> dict[str, Any]:
+    """Filtering samples by their properties: the section each DATA split repeats."""
+    return {"ENABLE": False, "PROPS": [], "VALUES": [], "SIGNS": [], "NORM_BEFORE": False}
+
+
 _SYSTEM = {
     "NUM_CPUS": -1,
     "NUM_WORKERS": -1,
@@ -432,13 +462,7 @@ _DATA = {
         "IN_MEMORY": True,
         "PATH": "user_data/train/x",
         "GT_PATH": "user_data/train/y",
-        "INPUT_ZARR_MULTIPLE_DATA": False,
-        "INPUT_ZARR_MULTIPLE_DATA_RAW_PATH": "",
-        "INPUT_ZARR_MULTIPLE_DATA_GT_PATH": "",
-        "INPUT_ZARR_MULTIPLE_DATA_ID_PATH": "annotations.ids",
-        "INPUT_ZARR_MULTIPLE_DATA_PARTNERS_PATH": "annotations.presynaptic_site.partners",
-        "INPUT_ZARR_MULTIPLE_DATA_LOCATIONS_PATH": "annotations.locations",
-        "INPUT_ZARR_MULTIPLE_DATA_RESOLUTION_PATH": "volumes.raw",
+        **_zarr_multiple_data(),
         "INSTANCE_CHANNELS_MASK_DIR": "user_data/train/y_BC",
         "DETECTION_MASK_DIR": "user_data/train/y_detection_masks",
         "SSL_SOURCE_DIR": "user_data/train/x_ssl_source",
@@ -447,18 +471,8 @@ _DATA = {
         "W_FOREGROUND": 0.94,
         "W_BACKGROUND": 0.06,
         "REPLICATE": 0,
-        "OVERLAP": (0, 0),
-        "PADDING": (0, 0),
-        "RESOLUTION": (-1,),
-        "INPUT_IMG_AXES_ORDER": "TZCYX",
-        "INPUT_MASK_AXES_ORDER": "TZCYX",
-        "FILTER_SAMPLES": {
-            "ENABLE": False,
-            "PROPS": [],
-            "VALUES": [],
-            "SIGNS": [],
-            "NORM_BEFORE": False,
-        },
+        **_tiles_and_axes(),
+        "FILTER_SAMPLES": _filter_samples(),
     },
     "VAL": {
         "DIST_EVAL": True,
@@ -471,28 +485,12 @@ _DATA = {
         "IN_MEMORY": True,
         "PATH": "user_data/val/x",
         "GT_PATH": "user_data/val/y",
-        "INPUT_ZARR_MULTIPLE_DATA": False,
-        "INPUT_ZARR_MULTIPLE_DATA_RAW_PATH": "",
-        "INPUT_ZARR_MULTIPLE_DATA_GT_PATH": "",
-        "INPUT_ZARR_MULTIPLE_DATA_ID_PATH": "annotations.ids",
-        "INPUT_ZARR_MULTIPLE_DATA_PARTNERS_PATH": "annotations.presynaptic_site.partners",
-        "INPUT_ZARR_MULTIPLE_DATA_LOCATIONS_PATH": "annotations.locations",
-        "INPUT_ZARR_MULTIPLE_DATA_RESOLUTION_PATH": "volumes.raw",
+        **_zarr_multiple_data(),
         "INSTANCE_CHANNELS_MASK_DIR": "user_data/val/y_BC",
         "DETECTION_MASK_DIR": "user_data/val/y_detection_masks",
         "SSL_SOURCE_DIR": "user_data/val/x_ssl_source",
-        "OVERLAP": (0, 0),
-        "PADDING": (0, 0),
-        "RESOLUTION": (-1,),
-        "INPUT_IMG_AXES_ORDER": "TZCYX",
-        "INPUT_MASK_AXES_ORDER": "TZCYX",
-        "FILTER_SAMPLES": {
-            "ENABLE": False,
-            "PROPS": [],
-            "VALUES": [],
-            "SIGNS": [],
-            "NORM_BEFORE": False,
-        },
+        **_tiles_and_axes(),
+        "FILTER_SAMPLES": _filter_samples(),
     },
     "TEST": {
         "CHECK_DATA": True,
@@ -515,20 +513,8 @@ _DATA = {
         "RESOLUTION": (-1,),
         "INPUT_IMG_AXES_ORDER": "TZCYX",
         "INPUT_MASK_AXES_ORDER": "TZCYX",
-        "INPUT_ZARR_MULTIPLE_DATA": False,
-        "INPUT_ZARR_MULTIPLE_DATA_RAW_PATH": "",
-        "INPUT_ZARR_MULTIPLE_DATA_GT_PATH": "",
-        "INPUT_ZARR_MULTIPLE_DATA_ID_PATH": "annotations.ids",
-        "INPUT_ZARR_MULTIPLE_DATA_PARTNERS_PATH": "annotations.presynaptic_site.partners",
-        "INPUT_ZARR_MULTIPLE_DATA_LOCATIONS_PATH": "annotations.locations",
-        "INPUT_ZARR_MULTIPLE_DATA_RESOLUTION_PATH": "volumes.raw",
-        "FILTER_SAMPLES": {
-            "ENABLE": False,
-            "PROPS": [],
-            "VALUES": [],
-            "SIGNS": [],
-            "NORM_BEFORE": False,
-        },
+        **_zarr_multiple_data(),
+        "FILTER_SAMPLES": _filter_samples(),
     },
     "PREPROCESS": {
         "TRAIN": False,
