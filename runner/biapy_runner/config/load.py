@@ -1,5 +1,8 @@
 """Configuration: a BiaPy 3.x YAML file merged onto BiaPy's defaults, plus ``--set`` overrides.
 
+Older BiaPy spellings (in the file and in each override) are first converted to BiaPy 3.7.1's keys
+by :mod:`biapy_runner.config.convert`, as BiaPy's own converter does.
+
 BiaPy writes tuples as strings (``"(256, 256, 1)"``) and floats in a form YAML reads as strings
 (``1.E-4``); both are accepted wherever the default is a tuple/list or a float. Every key is
 checked against the default tree of :mod:`biapy_runner.config.schema`: an unknown key is an
@@ -27,6 +30,7 @@ from biapy_runner.config.schema import (
     DEFAULTS,
     ELEMENT_CHOICES,
     FLEXIBLE,
+    SUPPORTED_BIAPY_VERSIONS,
     TRAINING_ONLY,
     USED_FOR_INFERENCE,
 )
@@ -101,7 +105,8 @@ def _unknown_key_error(key: str, source: Path | str | None, line: int | None) ->
     did_you_mean = f" Did you mean '{hint}'?" if hint else ""
     return ConfigError(
         f"Unknown configuration key '{key}'{_where(source, line)}.{did_you_mean} "
-        "Fix or remove the key: only BiaPy 3.x configuration keys are accepted."
+        f"Fix or remove the key: only the configuration keys of BiaPy {SUPPORTED_BIAPY_VERSIONS} "
+        "are accepted."
     )
 
 
