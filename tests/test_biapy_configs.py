@@ -213,3 +213,18 @@ def test_conversion_does_not_modify_its_input() -> None:
     converted, notes = convert(tree)
     assert tree == {"TEST": {"STATS": {"FULL_IMG": True}}}
     assert converted == {"TEST": {"FULL_IMG": True}} and len(notes) == 1
+
+
+def test_run_refuses_not_implemented_keys_before_any_image(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from biapy_runner.cli import main
+
+    out = tmp_path / "out"
+    code = main(["run", "--config", str(COLLECTION / "ovarian_reserve_inference.yaml"),
+                 "--images", str(tmp_path / "missing.tif"), "--model", str(tmp_path / "m.zip"),
+                 "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "TEST.BY_CHUNKS.ENABLE = True" in err and "DATA.TEST.FILTER_SAMPLES.ENABLE" in err
+    assert "Traceback" not in err and not out.exists()
