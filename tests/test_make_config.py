@@ -167,3 +167,69 @@ def test_guided_channel_sets_come_from_the_vocabulary(tmp_path: Path) -> None:
     block = block[: block.index("</param>")]
     offered = re.findall(r'<option value="([^"]+)"', block)
     assert offered == list(make_config.INSTANCE_CHANNELS)
+
+
+FIXED_FC = '''
+import torch
+
+
+class FixedFC(torch.nn.Module):
+    """A 1x1 convolution: foreground logit from the intensity, a low contour logit."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 2, 1)
+
+    def forward(self, x):
+        return self.conv(x)
+'''
+
+
+@pytest.mark.slow
+def test_min_size_really_removes_small_objects_in_a_run(tmp_path: Path) -> None:
+    """The form's "Remove objects smaller than": make-config writes the size and the switch that
+    enables it, and the run's objects are all at least that large."""
+    import numpy as np
+    import pandas as pd
+    import tifffile
+    import torch
+    from biapy_runner.cli import main
+    from bmz_factory import make_model_package
+
+    yy, xx = np.indices((128, 128))
+    gt = np.zeros((128, 128), np.uint16)
+    discs = [((30, 30), 9), ((30, 95), 9), ((95, 60), 9), ((100, 110), 2), ((70, 20), 2)]
+    for i, ((cy, cx), r) in enumerate(discs, start=1):
+        gt[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = i
+    image = np.where(gt > 0, 200, 20).astype(np.uint8)
+    s_in, s_out = (np.array([200.0, 20.0]) - image.mean()) / image.std()  # normalised levels
+    # F: +-10 logits inside / outside the discs; C: low, lowest inside the discs (a constant C
+    # would leave BiaPy 3.7's watershed no seeds: its Otsu threshold is the constant itself)
+    weights = {
+        "conv.weight": torch.tensor([[[[20.0 / (s_in - s_out)]]], [[[-2.0]]]]),
+        "conv.bias": torch.tensor([-10.0 * (s_in + s_out) / (s_in - s_out), -10.0]),
+    }
+    model = make_model_package(
+        tmp_path / "model", architecture_source=FIXED_FC, callable_name="FixedFC", kwargs={},
+        state_dict=weights, ndim=2, in_channels=1, out_channels=2, size=64,
+        preprocessing=[{"id": "zero_mean_unit_variance"}],
+        postprocessing=[{"id": "sigmoid"}], name="fixed fc",
+        test_input=image[None, :64, :64].astype(np.float32), tags=["instance-segmentation"],
+    )
+    tifffile.imwrite(tmp_path / "discs.tif", image)
+    counts = {}
+    for min_size in (0, 50):
+        cfg = tmp_path / f"cfg{min_size}.yaml"
+        assert main(["make-config", "--workflow", "instance", "--object-size", "16",
+                     "--instance-channels", "BC", "--min-size", str(min_size),
+                     "--out", str(cfg)]) == 0
+        out = tmp_path / f"out{min_size}"
+        assert main(["run", "--config", str(cfg), "--images", str(tmp_path / "discs.tif"),
+                     "--model", str(model), "--out", str(out), "--threads", "1"]) == 0
+        post = tifffile.imread(out / "post_proc" / "discs.tif")
+        sizes = np.bincount(post.ravel())[1:]
+        counts[min_size] = (int((sizes > 0).sum()), int(sizes[sizes > 0].min()))
+        objects = pd.read_csv(out / "metrics" / "objects.tsv", sep="\t")
+        assert len(objects) == counts[min_size][0]
+    assert counts[0][0] == 5 and counts[0][1] < 50  # the two small discs (13 pixels) are found
+    assert counts[50][0] == 3 and counts[50][1] >= 50  # ... and removed with --min-size 50

@@ -17,6 +17,7 @@ import torch
 
 from biapy_runner import log
 from biapy_runner.config.load import Config, load_config
+from biapy_runner.config.support import check_implemented
 from biapy_runner.errors import ConfigError, InputError, ModelError
 from biapy_runner.inference.normalization import normalize
 from biapy_runner.inference.tiling import TilePlan, plan_tiles, predict_tiled, predict_tta
@@ -335,6 +336,7 @@ def _configure(opts: RunOptions) -> Config:
     if opts.model:
         overrides += ["MODEL.SOURCE=bmz", f"MODEL.BMZ.SOURCE_MODEL_ID={opts.model}"]
     cfg = load_config(opts.config, overrides)
+    check_implemented(cfg)
     if cfg.get("MODEL.SOURCE") != "bmz":
         raise ConfigError(
             f"MODEL.SOURCE is {cfg.get('MODEL.SOURCE')!r}: this runner runs BioImage.IO models "
@@ -400,6 +402,7 @@ def evaluate(
 ) -> Path:
     """Score existing predictions against GT (paired by stem) without running a model."""
     cfg = load_config(config, [*overrides, f"PROBLEM.TYPE={workflow_type}"])
+    check_implemented(cfg)
     workflow = workflow_for(cfg)
     check_output_dir(out)
     opts = RunOptions(config=config, out=out, images=list(preds), gt=list(gts), axes=axes)

@@ -110,6 +110,38 @@ class _Conversion:
 # --------------------------------------------------------------------------------------------
 
 
+#: BiaPy < 3.4 watershed thresholds (DATA.MW_TH1-5 before 3.0, PROBLEM.INSTANCE_SEG.DATA_MW_TH1-5
+#: in 3.0-3.3; always manual) -> the 3.4-3.6 names (TH5, D's growth limit, has no later name)
+_NUMBERED_THRESHOLDS = {
+    "1": "DATA_MW_TH_BINARY_MASK",
+    "2": "DATA_MW_TH_CONTOUR",
+    "3": "DATA_MW_TH_FOREGROUND",
+    "4": "DATA_MW_TH_DISTANCE",
+}
+
+
+def _numbered_thresholds(c: _Conversion) -> None:
+    """``DATA.CHANNELS`` / ``DATA.MW_TH1-5`` (BiaPy < 3.0) and ``DATA_MW_TH1-5`` (3.0-3.3) ->
+    ``PROBLEM.INSTANCE_SEG.DATA_CHANNELS`` and the named manual thresholds of 3.4-3.6."""
+    data = _node(c.tree, ("DATA",))
+    seg = _node(c.tree, _IS, create=data is not None and "CHANNELS" in data)
+    if data is not None and "CHANNELS" in data and seg is not None:
+        seg["DATA_CHANNELS"] = data.pop("CHANNELS")
+        c.note("DATA.CHANNELS -> PROBLEM.INSTANCE_SEG.DATA_CHANNELS")
+    found = False
+    for section, prefix in ((data, "MW_TH"), (seg, "DATA_MW_TH")):
+        for number in "12345":
+            if section is None or f"{prefix}{number}" not in section:
+                continue
+            value = section.pop(f"{prefix}{number}")
+            found = True
+            if number in _NUMBERED_THRESHOLDS:
+                _put(c.tree, f"PROBLEM.INSTANCE_SEG.{_NUMBERED_THRESHOLDS[number]}", value)
+    if found:
+        _put(c.tree, "PROBLEM.INSTANCE_SEG.DATA_MW_TH_TYPE", "manual")
+        c.note("MW_TH1-4 -> DATA_MW_TH_BINARY_MASK/CONTOUR/FOREGROUND/DISTANCE (manual; TH5 dropped)")
+
+
 def _test_stats(c: _Conversion) -> None:
     """``TEST.STATS.FULL_IMG`` -> ``TEST.FULL_IMG``; the other ``TEST.STATS`` keys are gone."""
     if not _has(c.tree, "TEST.STATS"):
@@ -310,6 +342,7 @@ def _renames_and_drops(c: _Conversion) -> None:
 
 
 _STEPS: tuple[Callable[[_Conversion], None], ...] = (
+    _numbered_thresholds,
     _test_stats,
     _axis_filters,
     _remove_by_properties,

@@ -1,5 +1,8 @@
 """Configuration: a BiaPy 3.x YAML file merged onto BiaPy's defaults, plus ``--set`` overrides.
 
+Older BiaPy spellings (in the file and in each override) are first converted to BiaPy 3.7.1's keys
+by :mod:`biapy_runner.config.convert`, as BiaPy's own converter does.
+
 BiaPy writes tuples as strings (``"(256, 256, 1)"``) and floats in a form YAML reads as strings
 (``1.E-4``); both are accepted wherever the default is a tuple/list or a float. Every key is
 checked against the default tree of :mod:`biapy_runner.config.schema`: an unknown key is an
@@ -27,6 +30,7 @@ from biapy_runner.config.schema import (
     DEFAULTS,
     ELEMENT_CHOICES,
     FLEXIBLE,
+    SUPPORTED_BIAPY_VERSIONS,
     TRAINING_ONLY,
     USED_FOR_INFERENCE,
 )
@@ -101,7 +105,8 @@ def _unknown_key_error(key: str, source: Path | str | None, line: int | None) ->
     did_you_mean = f" Did you mean '{hint}'?" if hint else ""
     return ConfigError(
         f"Unknown configuration key '{key}'{_where(source, line)}.{did_you_mean} "
-        "Fix or remove the key: only BiaPy 3.x configuration keys are accepted."
+        f"Fix or remove the key: only the configuration keys of BiaPy {SUPPORTED_BIAPY_VERSIONS} "
+        "are accepted."
     )
 
 
@@ -509,6 +514,35 @@ def _check_ranges(key: str, value: Any, source: Path | str | None, line: int | N
             f"Configuration key '{key}'{_where(source, line)} is {value!r}: its values must be "
             f"{problem}."
         )
+
+
+def voxel_spacing(resolution: Any, ndim: int) -> tuple[float, ...]:
+    """``DATA.TEST.RESOLUTION`` as the voxel size per spatial axis, in (z, y, x) order.
+
+    Parameters
+    ----------
+    resolution : sequence of float, float or None
+        The configured value; unset (BiaPy's ``(-1,)``, all -1, empty or None) means 1 per axis.
+    ndim : int
+        Number of spatial axes of the image it applies to.
+
+    Returns
+    -------
+    tuple of float
+        ``ndim`` positive sizes. Raises ConfigError for another length or a size <= 0.
+    """
+    if resolution is None:
+        resolution = ()
+    items = resolution if isinstance(resolution, (list, tuple)) else [resolution]
+    values = tuple(float(v) for v in items)
+    if not values or all(v == -1 for v in values):
+        return (1.0,) * ndim
+    if len(values) != ndim or min(values) <= 0:
+        raise ConfigError(
+            f"DATA.TEST.RESOLUTION is {tuple(items)!r}: for {ndim}D images give {ndim} positive "
+            "values in (z, y, x) order, or leave it unset (-1,) for isotropic pixels."
+        )
+    return values
 
 
 def _adapt_unset_shapes(cfg: Config) -> None:

@@ -279,6 +279,36 @@ INSTANCE_REFINEMENT_OPERATIONS: tuple[str, ...] = (
 # BiaPy 3.7.1's key tree with its defaults (section by section, in config.py's order)
 # --------------------------------------------------------------------------------------------
 
+
+def _zarr_multiple_data() -> dict[str, Any]:
+    """Raw and GT from one Zarr/H5 file: the keys each DATA split repeats."""
+    return {
+        "INPUT_ZARR_MULTIPLE_DATA": False,
+        "INPUT_ZARR_MULTIPLE_DATA_RAW_PATH": "",
+        "INPUT_ZARR_MULTIPLE_DATA_GT_PATH": "",
+        "INPUT_ZARR_MULTIPLE_DATA_ID_PATH": "annotations.ids",
+        "INPUT_ZARR_MULTIPLE_DATA_PARTNERS_PATH": "annotations.presynaptic_site.partners",
+        "INPUT_ZARR_MULTIPLE_DATA_LOCATIONS_PATH": "annotations.locations",
+        "INPUT_ZARR_MULTIPLE_DATA_RESOLUTION_PATH": "volumes.raw",
+    }
+
+
+def _tiles_and_axes() -> dict[str, Any]:
+    """Overlap, padding, resolution and axes orders: the keys each DATA split repeats."""
+    return {
+        "OVERLAP": (0, 0),
+        "PADDING": (0, 0),
+        "RESOLUTION": (-1,),
+        "INPUT_IMG_AXES_ORDER": "TZCYX",
+        "INPUT_MASK_AXES_ORDER": "TZCYX",
+    }
+
+
+def _filter_samples() -> dict[str, Any]:
+    """Filtering samples by their properties: the section each DATA split repeats."""
+    return {"ENABLE": False, "PROPS": [], "VALUES": [], "SIGNS": [], "NORM_BEFORE": False}
+
+
 _SYSTEM = {
     "NUM_CPUS": -1,
     "NUM_WORKERS": -1,
@@ -496,13 +526,7 @@ _DATA = {
         "IN_MEMORY": True,
         "PATH": "user_data/train/x",
         "GT_PATH": "user_data/train/y",
-        "INPUT_ZARR_MULTIPLE_DATA": False,
-        "INPUT_ZARR_MULTIPLE_DATA_RAW_PATH": "",
-        "INPUT_ZARR_MULTIPLE_DATA_GT_PATH": "",
-        "INPUT_ZARR_MULTIPLE_DATA_ID_PATH": "annotations.ids",
-        "INPUT_ZARR_MULTIPLE_DATA_PARTNERS_PATH": "annotations.presynaptic_site.partners",
-        "INPUT_ZARR_MULTIPLE_DATA_LOCATIONS_PATH": "annotations.locations",
-        "INPUT_ZARR_MULTIPLE_DATA_RESOLUTION_PATH": "volumes.raw",
+        **_zarr_multiple_data(),
         "INSTANCE_CHANNELS_MASK_DIR": "user_data/train/y_BC",
         "DETECTION_MASK_DIR": "user_data/train/y_detection_masks",
         "SSL_SOURCE_DIR": "user_data/train/x_ssl_source",
@@ -511,18 +535,8 @@ _DATA = {
         "W_FOREGROUND": 0.94,
         "W_BACKGROUND": 0.06,
         "REPLICATE": 0,
-        "OVERLAP": (0, 0),
-        "PADDING": (0, 0),
-        "RESOLUTION": (-1,),
-        "INPUT_IMG_AXES_ORDER": "TZCYX",
-        "INPUT_MASK_AXES_ORDER": "TZCYX",
-        "FILTER_SAMPLES": {
-            "ENABLE": False,
-            "PROPS": [],
-            "VALUES": [],
-            "SIGNS": [],
-            "NORM_BEFORE": False,
-        },
+        **_tiles_and_axes(),
+        "FILTER_SAMPLES": _filter_samples(),
     },
     "VAL": {
         "DIST_EVAL": True,
@@ -535,28 +549,12 @@ _DATA = {
         "IN_MEMORY": True,
         "PATH": "user_data/val/x",
         "GT_PATH": "user_data/val/y",
-        "INPUT_ZARR_MULTIPLE_DATA": False,
-        "INPUT_ZARR_MULTIPLE_DATA_RAW_PATH": "",
-        "INPUT_ZARR_MULTIPLE_DATA_GT_PATH": "",
-        "INPUT_ZARR_MULTIPLE_DATA_ID_PATH": "annotations.ids",
-        "INPUT_ZARR_MULTIPLE_DATA_PARTNERS_PATH": "annotations.presynaptic_site.partners",
-        "INPUT_ZARR_MULTIPLE_DATA_LOCATIONS_PATH": "annotations.locations",
-        "INPUT_ZARR_MULTIPLE_DATA_RESOLUTION_PATH": "volumes.raw",
+        **_zarr_multiple_data(),
         "INSTANCE_CHANNELS_MASK_DIR": "user_data/val/y_BC",
         "DETECTION_MASK_DIR": "user_data/val/y_detection_masks",
         "SSL_SOURCE_DIR": "user_data/val/x_ssl_source",
-        "OVERLAP": (0, 0),
-        "PADDING": (0, 0),
-        "RESOLUTION": (-1,),
-        "INPUT_IMG_AXES_ORDER": "TZCYX",
-        "INPUT_MASK_AXES_ORDER": "TZCYX",
-        "FILTER_SAMPLES": {
-            "ENABLE": False,
-            "PROPS": [],
-            "VALUES": [],
-            "SIGNS": [],
-            "NORM_BEFORE": False,
-        },
+        **_tiles_and_axes(),
+        "FILTER_SAMPLES": _filter_samples(),
     },
     "TEST": {
         "CHECK_DATA": True,
@@ -579,20 +577,8 @@ _DATA = {
         "RESOLUTION": (-1,),
         "INPUT_IMG_AXES_ORDER": "TZCYX",
         "INPUT_MASK_AXES_ORDER": "TZCYX",
-        "INPUT_ZARR_MULTIPLE_DATA": False,
-        "INPUT_ZARR_MULTIPLE_DATA_RAW_PATH": "",
-        "INPUT_ZARR_MULTIPLE_DATA_GT_PATH": "",
-        "INPUT_ZARR_MULTIPLE_DATA_ID_PATH": "annotations.ids",
-        "INPUT_ZARR_MULTIPLE_DATA_PARTNERS_PATH": "annotations.presynaptic_site.partners",
-        "INPUT_ZARR_MULTIPLE_DATA_LOCATIONS_PATH": "annotations.locations",
-        "INPUT_ZARR_MULTIPLE_DATA_RESOLUTION_PATH": "volumes.raw",
-        "FILTER_SAMPLES": {
-            "ENABLE": False,
-            "PROPS": [],
-            "VALUES": [],
-            "SIGNS": [],
-            "NORM_BEFORE": False,
-        },
+        **_zarr_multiple_data(),
+        "FILTER_SAMPLES": _filter_samples(),
     },
     "PREPROCESS": {
         "TRAIN": False,
@@ -1163,6 +1149,14 @@ LEGACY_SEED_THRESHOLDS: dict[str, tuple[str, ...]] = {
 }
 #: ... and the one that becomes the growth-mask threshold of F
 LEGACY_GROWTH_THRESHOLD = "DATA_MW_TH_FOREGROUND"
+#: BiaPy 3.4-3.6's defaults of those thresholds (the guided mode's manual values start there)
+LEGACY_THRESHOLD_DEFAULTS: dict[str, float] = {
+    "DATA_MW_TH_BINARY_MASK": 0.5,
+    "DATA_MW_TH_CONTOUR": 0.1,
+    "DATA_MW_TH_FOREGROUND": 0.3,
+    "DATA_MW_TH_DISTANCE": 1.0,
+    "DATA_MW_TH_POINTS": 0.5,
+}
 
 #: keys whose value may take several types (tried in order); "any" accepts everything
 FLEXIBLE: dict[str, tuple[str, ...]] = {
@@ -1316,6 +1310,8 @@ NOT_IMPLEMENTED: dict[str, tuple[tuple[Any, ...], str]] = {
     "PROBLEM.IMAGE_TO_IMAGE.MEMBRANE_REPAIR.ENABLE": ((False,), "membrane repair post-processing"),
 }
 #: INSTANCE_CREATION_PROCESS values the runner decodes (others are refused at run time)
-IMPLEMENTED_CREATION_PROCESSES: tuple[str, ...] = ("watershed",)
+IMPLEMENTED_CREATION_PROCESSES: tuple[str, ...] = INSTANCE_CREATION_PROCESSES
+#: channels the runner's marker-controlled watershed decodes
+IMPLEMENTED_WATERSHED_CHANNELS: frozenset[str] = CREATION_PROCESS_CHANNELS["watershed"]
 #: INSTANCE_REFINEMENT operations the runner applies
-IMPLEMENTED_REFINEMENT_OPERATIONS: tuple[str, ...] = ("clear_border", "fill_holes")
+IMPLEMENTED_REFINEMENT_OPERATIONS: tuple[str, ...] = INSTANCE_REFINEMENT_OPERATIONS

@@ -17,7 +17,11 @@ import yaml
 
 from biapy_runner import log
 from biapy_runner.config.convert import convert
-from biapy_runner.config.schema import GUIDED_INSTANCE_CHANNELS, GUIDED_LEGACY_CHANNELS
+from biapy_runner.config.schema import (
+    GUIDED_INSTANCE_CHANNELS,
+    GUIDED_LEGACY_CHANNELS,
+    LEGACY_THRESHOLD_DEFAULTS,
+)
 from biapy_runner.errors import InputError
 
 #: Wizard workflow names and the PROBLEM.TYPE they stand for.
@@ -32,13 +36,12 @@ PROBLEM_TYPES = {
     "image-to-image": "IMAGE_TO_IMAGE",
 }
 
-#: Instance channel sets the guided mode offers: BiaPy 3.7's sets, written ``F,C,M`` (each with
-#: the process that decodes it), then the legacy strings of older models (``BC``, ``BCM``, ...).
-INSTANCE_CHANNELS = tuple(
-    dict.fromkeys(
-        (*(",".join(channels) for channels, _ in GUIDED_INSTANCE_CHANNELS), *GUIDED_LEGACY_CHANNELS)
-    )
-)
+#: Instance channel sets the guided mode offers (the Galaxy form's choices; schema's vocabulary):
+#: BiaPy 3.7's sets, written ``F,C,M`` (each with the process that decodes it), then the older
+#: strings (``BC``, ``BCM``, ...).
+INSTANCE_CHANNELS = tuple(dict.fromkeys((
+    *(",".join(channels) for channels, _ in GUIDED_INSTANCE_CHANNELS), *GUIDED_LEGACY_CHANNELS
+)))
 
 #: Patch edge (pixels) when no object size is given: 2D / 3D.
 DEFAULT_PATCH = {2: 256, 3: 64}
@@ -53,79 +56,46 @@ CLASSIFICATION_PATCH = 224
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the wizard's options to ``parser`` (the ``make-config`` subcommand)."""
     parser.add_argument("--out", type=Path, required=True, help="YAML file to write")
-    parser.add_argument(
-        "--ndim",
-        choices=("2D", "3D", "2D-stack"),
-        default="2D",
-        help="2D images, 3D volumes, or 2D slices processed as one stack",
-    )
+    parser.add_argument("--ndim", choices=("2D", "3D", "2D-stack"), default="2D",
+                        help="2D images, 3D volumes, or 2D slices processed as one stack")
     parser.add_argument("--workflow", choices=sorted(PROBLEM_TYPES), required=True)
     parser.add_argument("--model", help="BioImage.IO model id, DOI, URL or package path")
-    parser.add_argument(
-        "--object-size",
-        type=int,
-        metavar="PIXELS",
-        help="typical object diameter; the patch is a power of two >= 4x it",
-    )
+    parser.add_argument("--object-size", type=int, metavar="PIXELS",
+                        help="typical object diameter; the patch is a power of two >= 4x it")
     parser.add_argument("--slices", type=int, help="number of slices of the 3D images")
     parser.add_argument("--channels", type=int, default=1, help="channels of the images")
     parser.add_argument("--tta", action="store_true", help="test-time augmentation")
 
     inst = parser.add_argument_group("instance segmentation")
-    inst.add_argument(
-        "--instance-channels",
-        choices=INSTANCE_CHANNELS,
-        default="BC",
-        help="channels the model predicts, in its output order: BiaPy 3.7's "
-        "F,C / F,C,M / Db,R (StarDist) / F,Gv,Gh (Cellpose flows) / A "
-        "(affinities) ... or an older string (BC, BCM, ...)",
-    )
-    inst.add_argument(
-        "--threshold-mode",
-        choices=("auto", "manual"),
-        default="auto",
-        help="seed thresholds by Otsu (auto) or the values below (manual)",
-    )
-    inst.add_argument("--th-binary", type=float, default=0.5, help="seed threshold on B")
-    inst.add_argument("--th-contour", type=float, default=0.1, help="seed threshold on C")
-    inst.add_argument(
-        "--th-foreground",
-        type=float,
-        default=0.3,
-        help="foreground threshold limiting the growth of seeds",
-    )
-    inst.add_argument("--th-distance", type=float, default=1.0, help="seed threshold on D")
-    inst.add_argument(
-        "--voronoi",
-        action="store_true",
-        help="grow instances with Voronoi inside the foreground mask",
-    )
-    inst.add_argument(
-        "--min-size",
-        type=int,
-        default=0,
-        help="remove objects smaller than this many pixels (0 keeps all)",
-    )
-    inst.add_argument(
-        "--clear-border", action="store_true", help="remove objects touching the image border"
-    )
+    inst.add_argument("--instance-channels", choices=INSTANCE_CHANNELS, default="BC",
+                      help="channels the model predicts, in its output order: BiaPy 3.7's "
+                      "F,C / F,C,M / Db,R (StarDist) / F,Gv,Gh (Cellpose flows) / A "
+                      "(affinities) ... or an older string (BC, BCM, ...)")
+    inst.add_argument("--threshold-mode", choices=("auto", "manual"), default="auto",
+                      help="seed thresholds by Otsu (auto) or the values below (manual)")
+    th = LEGACY_THRESHOLD_DEFAULTS
+    inst.add_argument("--th-binary", type=float, default=th["DATA_MW_TH_BINARY_MASK"],
+                      help="seed threshold on B")
+    inst.add_argument("--th-contour", type=float, default=th["DATA_MW_TH_CONTOUR"],
+                      help="seed threshold on C")
+    inst.add_argument("--th-foreground", type=float, default=th["DATA_MW_TH_FOREGROUND"],
+                      help="foreground threshold limiting the growth of seeds")
+    inst.add_argument("--th-distance", type=float, default=th["DATA_MW_TH_DISTANCE"],
+                      help="seed threshold on D")
+    inst.add_argument("--voronoi", action="store_true",
+                      help="grow instances with Voronoi inside the foreground mask")
+    inst.add_argument("--min-size", type=int, default=0,
+                      help="remove objects smaller than this many pixels (0 keeps all)")
+    inst.add_argument("--clear-border", action="store_true",
+                      help="remove objects touching the image border")
 
     det = parser.add_argument_group("detection")
-    det.add_argument(
-        "--peak-threshold",
-        type=float,
-        default=0.2,
-        help="minimum probability of a peak to be a detection",
-    )
-    det.add_argument(
-        "--min-distance", type=int, default=1, help="minimum distance between peaks (pixels)"
-    )
-    det.add_argument(
-        "--tolerance",
-        type=float,
-        default=10,
-        help="maximum distance to a GT point to count as a match (pixels)",
-    )
+    det.add_argument("--peak-threshold", type=float, default=0.2,
+                     help="minimum probability of a peak to be a detection")
+    det.add_argument("--min-distance", type=int, default=1,
+                     help="minimum distance between peaks (pixels)")
+    det.add_argument("--tolerance", type=float, default=10,
+                     help="maximum distance to a GT point to count as a match (pixels)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -172,9 +142,8 @@ def to_yaml(config: dict[str, Any]) -> str:
     return header + yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
 
 
-def patch_size(
-    spatial: int, object_size: int | None, slices: int | None, workflow: str
-) -> tuple[int, ...]:
+def patch_size(spatial: int, object_size: int | None, slices: int | None,
+               workflow: str) -> tuple[int, ...]:
     """Patch shape (z, y, x) or (y, x): a power of two >= 4x the object size, within limits.
 
     In 3D the z edge is at most the number of slices (the largest power of two not above it).
@@ -236,38 +205,30 @@ def _instance(args: argparse.Namespace) -> dict[str, Any]:
         "DATA_REMOVE_BEFORE_MW": args.min_size > 0,
     }
     if isinstance(channels, list) and args.threshold_mode == "manual":
-        log.warn(
-            "make-config: manual thresholds apply to the older channel strings; "
-            f"{args.instance_channels} uses BiaPy's automatic (Otsu) thresholds"
-        )
+        log.warn("make-config: manual thresholds apply to the older channel strings; "
+                 f"{args.instance_channels} uses BiaPy's automatic (Otsu) thresholds")
     if args.threshold_mode == "manual" and not isinstance(channels, list):
-        seg.update(
-            {
-                "DATA_MW_TH_BINARY_MASK": args.th_binary,
-                "DATA_MW_TH_CONTOUR": args.th_contour,
-                "DATA_MW_TH_FOREGROUND": args.th_foreground,
-                "DATA_MW_TH_DISTANCE": args.th_distance,
-            }
-        )
+        seg.update({
+            "DATA_MW_TH_BINARY_MASK": args.th_binary,
+            "DATA_MW_TH_CONTOUR": args.th_contour,
+            "DATA_MW_TH_FOREGROUND": args.th_foreground,
+            "DATA_MW_TH_DISTANCE": args.th_distance,
+        })
     return {
         "PROBLEM": {"INSTANCE_SEG": seg},
-        "TEST": {
-            "POST_PROCESSING": {
-                "VORONOI_ON_MASK": bool(args.voronoi),
-                "CLEAR_BORDER": bool(args.clear_border),
-            }
-        },
+        "TEST": {"POST_PROCESSING": {
+            "VORONOI_ON_MASK": bool(args.voronoi),
+            "CLEAR_BORDER": bool(args.clear_border),
+        }},
     }
 
 
 def _detection(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "TEST": {
-            "DET_MIN_TH_TO_BE_PEAK": args.peak_threshold,
-            "DET_PEAK_LOCAL_MAX_MIN_DISTANCE": args.min_distance,
-            "DET_TOLERANCE": args.tolerance,
-        }
-    }
+    return {"TEST": {
+        "DET_MIN_TH_TO_BE_PEAK": args.peak_threshold,
+        "DET_PEAK_LOCAL_MAX_MIN_DISTANCE": args.min_distance,
+        "DET_TOLERANCE": args.tolerance,
+    }}
 
 
 def _no_settings(args: argparse.Namespace) -> dict[str, Any]:

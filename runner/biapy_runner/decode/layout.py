@@ -15,10 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from biapy_runner.config.load import Config
-from biapy_runner.decode.postprocess import _spacing
-from biapy_runner.decode.watershed import label_dtype
+from biapy_runner.config.load import Config, voxel_spacing
 from biapy_runner.errors import ConfigError
+from biapy_runner.io.images import label_dtype
 
 IS = "PROBLEM.INSTANCE_SEG."
 #: names whose width is the number of spatial axes
@@ -128,7 +127,7 @@ def extra_opts(cfg: Config, name: str) -> dict[str, Any]:
 def spacing(cfg: Config, ndim: int) -> tuple[float, ...]:
     """Voxel size per spatial axis from ``DATA.TEST.RESOLUTION`` (ones when unset)."""
     res = tuple(cfg.get("DATA.TEST.RESOLUTION", (-1,)) or ())
-    return _spacing(res[-ndim:] if len(res) > ndim else res, ndim)
+    return voxel_spacing(res[-ndim:] if len(res) > ndim else res, ndim)
 
 
 def as_labels(labels: np.ndarray) -> np.ndarray:

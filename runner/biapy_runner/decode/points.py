@@ -20,7 +20,9 @@ import pandas as pd
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from biapy_runner.decode.thresholds import otsu
 from biapy_runner.errors import InputError
+from biapy_runner.io.images import class_dtype
 
 #: Coordinate column names of BiaPy's (napari's) point tables, in array axis order.
 AXIS_COLUMNS = ("axis-0", "axis-1", "axis-2")
@@ -149,13 +151,12 @@ def sort_points(points: PointSet) -> PointSet:
 
 
 def otsu_thresholds(prob: np.ndarray) -> list[float]:
-    """One Otsu threshold per channel (BiaPy's ``TEST.DET_TH_TYPE: auto``)."""
-    from skimage.filters import threshold_otsu
-
+    """One Otsu threshold per channel (BiaPy's ``TEST.DET_TH_TYPE: auto``); a constant channel's
+    own value (no peak rises above it)."""
     out = []
     for channel in prob:
         flat = np.asarray(channel, dtype=np.float32)
-        out.append(float(threshold_otsu(flat)) if flat.min() < flat.max() else float(flat.max()))
+        out.append(otsu(flat) if flat.min() < flat.max() else float(flat.max()))
     return out
 
 
@@ -201,7 +202,7 @@ def point_mask(points: PointSet, shape: Sequence[int], radius: int = 1) -> np.nd
     """An image of ``shape`` with a small square mark (side ``2*radius+1`` in y and x, one plane
     in z) of value class id at each point; uint8 (uint16 beyond 255 classes)."""
     top = int(points.classes.max()) if len(points) else 0
-    mask = np.zeros(tuple(shape), dtype=np.uint8 if top < 256 else np.uint16)
+    mask = np.zeros(tuple(shape), dtype=class_dtype(top))
     if not len(points):
         return mask
     centres = np.clip(np.round(points.coords).astype(np.int64), 0, np.asarray(shape) - 1)

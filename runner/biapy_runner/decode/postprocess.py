@@ -23,6 +23,8 @@ from scipy import ndimage
 from skimage.measure import marching_cubes, mesh_surface_area, regionprops
 from skimage.segmentation import clear_border as _sk_clear_border
 
+from biapy_runner.config.load import voxel_spacing
+from biapy_runner.decode.thresholds import otsu
 from biapy_runner.errors import ConfigError
 
 PROPERTIES = (
@@ -43,18 +45,6 @@ _SIGNS = {
 }
 
 
-def _spacing(resolution: Sequence[float] | None, ndim: int) -> tuple[float, ...]:
-    """Voxel size per spatial axis; (1, ...) when the resolution is unset (BiaPy's ``(-1,)``)."""
-    if not resolution or any(float(r) <= 0 for r in resolution):
-        return (1.0,) * ndim
-    res = tuple(float(r) for r in resolution)
-    if len(res) != ndim:
-        raise ConfigError(
-            f"DATA.TEST.RESOLUTION {list(res)} must have {ndim} values ({'zyx'[-ndim:]} order)."
-        )
-    return res
-
-
 def voronoi_on_mask(
     labels: np.ndarray,
     mask_prob: np.ndarray,
@@ -68,10 +58,10 @@ def voronoi_on_mask(
     distances). Each connected component of the mask is hole-filled and processed on its own
     bounding box, which keeps sparse volumes fast.
     """
-    from biapy_runner.decode.watershed import _otsu, mask_components
+    from biapy_runner.decode.watershed import mask_components
 
-    spacing = _spacing(resolution, labels.ndim)
-    th = float(threshold) if float(threshold) != 0 else _otsu(mask_prob)
+    spacing = voxel_spacing(resolution, labels.ndim)
+    th = float(threshold) if float(threshold) != 0 else otsu(mask_prob)
     comps, boxes = mask_components(mask_prob > th)
     out = np.zeros_like(labels)
     faces = ndimage.generate_binary_structure(labels.ndim, 1)
@@ -178,7 +168,7 @@ def measure_objects(
     mean of ``probability`` (e.g. the foreground channel) over the object when given.
     """
     ndim = labels.ndim
-    spacing = _spacing(resolution, ndim)
+    spacing = voxel_spacing(resolution, ndim)
     axes = "zyx"[-ndim:]
     rows = []
     for rp in regionprops(labels, intensity_image=probability, spacing=spacing):

@@ -34,7 +34,9 @@ from biapy_runner.decode.channels import (
     SURFACE_LOW,
     Channels,
 )
+from biapy_runner.decode.thresholds import otsu
 from biapy_runner.errors import ConfigError
+from biapy_runner.io.images import label_dtype
 
 IS = "PROBLEM.INSTANCE_SEG."
 WS = IS + "WATERSHED."
@@ -51,40 +53,11 @@ class DecodeResult:
     maps: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-#: Voxels per block in whole-volume passes (the temporaries stay in the CPU cache).
-CHUNK = 1 << 18
-
-
-def _otsu(x: np.ndarray, bins: int = 256) -> float:
-    """Otsu threshold over a ``bins``-bin histogram (bin centres, as scikit-image's).
-
-    The histogram is an exact ``np.bincount`` of the quantized values, built block by block
-    (several times faster than ``skimage.filters.threshold_otsu`` on large volumes); the value
-    itself for a constant channel (as BiaPy 3.7).
-    """
-    lo, hi = float(x.min()), float(x.max())
-    if hi <= lo:
-        return lo
-    width = (hi - lo) / bins
-    flat = x.reshape(-1)
-    hist = np.zeros(bins, dtype=np.int64)
-    for start in range(0, flat.size, CHUNK):
-        q = flat[start : start + CHUNK] - lo
-        q /= width
-        # bin trunc(q) (q >= 0), capped at bins - 1; the lowest bin (q < 1, most of the
-        # background) is only counted
-        above = q >= 1
-        hist[0] += q.size - np.count_nonzero(above)
-        q = np.minimum(q[above], bins - 1)
-        hist += np.bincount(q.astype(np.intp), minlength=bins)
-    hist = hist.astype(np.float64)
-    centers = lo + width * (np.arange(bins) + 0.5)
-    w1 = np.cumsum(hist)
-    w2 = np.cumsum(hist[::-1])[::-1]
-    m1 = np.cumsum(hist * centers) / np.maximum(w1, 1)
-    m2 = (np.cumsum((hist * centers)[::-1]) / np.maximum(w2[::-1], 1))[::-1]
-    between = w1[:-1] * w2[1:] * (m1[:-1] - m2[1:]) ** 2
-    return float(centers[int(np.argmax(between))])
+def _otsu(x: np.ndarray) -> float:
+    """BiaPy 3.7's automatic threshold: Otsu (``decode.thresholds.otsu``), and the value itself
+    for a constant channel (nothing passes a strict comparison with it)."""
+    lo = float(x.min())
+    return lo if float(x.max()) <= lo else otsu(x)
 
 
 def _as_threshold(value: Any, key: str) -> float | None:
@@ -449,11 +422,6 @@ def watershed_by_channels(
         n_seeds,
         {"seed_map": seed_map, "topographic_surface": surface, "growth_mask": growth},
     )
-
-
-def label_dtype(max_label: int) -> type[np.unsignedinteger]:
-    """uint16 when every label fits, else uint32."""
-    return np.uint16 if max_label < 65536 else np.uint32
 
 
 def label_components(mask: np.ndarray, connectivity: int) -> tuple[np.ndarray, int]:

@@ -69,6 +69,18 @@ class Image:
 # --------------------------------------------------------------------------- names and pairing
 
 
+def label_dtype(max_label: int) -> type[np.unsignedinteger]:
+    """The dtype of a label image (instances, points) whose largest label is ``max_label``:
+    uint16 when it fits (what BiaPy writes), else uint32."""
+    return np.uint16 if max_label < 2**16 else np.uint32
+
+
+def class_dtype(max_class: int) -> type[np.unsignedinteger]:
+    """The dtype of a class map (semantic classes, point classes) whose largest class id is
+    ``max_class``: uint8 when it fits, else uint16."""
+    return np.uint8 if max_class < 2**8 else np.uint16
+
+
 def stem_of(path: Path | str) -> str:
     """The name of ``path`` without its image extension (``a.ome.tiff`` -> ``a``)."""
     name = Path(path).name

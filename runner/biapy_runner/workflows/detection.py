@@ -32,8 +32,9 @@ from biapy_runner.decode.points import (
     read_points_table,
     remove_close_points,
 )
+from biapy_runner.config.load import voxel_spacing
 from biapy_runner.errors import ConfigError
-from biapy_runner.io.images import Image, stem_of
+from biapy_runner.io.images import Image, label_dtype, stem_of
 from biapy_runner.metrics.points import Matching, match_points, ratios
 from biapy_runner.workflows.base import Decoded, Scored, Workflow, register
 
@@ -63,7 +64,7 @@ def grow_instances(
     from skimage.segmentation import watershed
 
     best = np.max(prob, axis=0).astype(np.float32)
-    dtype = np.uint16 if len(points) < 2**16 else np.uint32
+    dtype = label_dtype(len(points))
     if not len(points):
         return np.zeros(best.shape, dtype=dtype)
     seeds = np.zeros(best.shape, dtype=np.int64)
@@ -139,15 +140,7 @@ class Detection(Workflow):
     # -- configuration -----------------------------------------------------------------------
 
     def _resolution(self, ndim: int) -> tuple[float, ...]:
-        value = tuple(self.cfg.get("DATA.TEST.RESOLUTION") or ())
-        if value in ((), (-1,)):
-            return (1.0,) * ndim
-        if len(value) != ndim or min(value) <= 0:
-            raise ConfigError(
-                f"DATA.TEST.RESOLUTION is {value!r}: for {ndim}D images give {ndim} positive "
-                "values in (z, y, x) order, or leave it unset (-1,) for isotropic pixels."
-            )
-        return tuple(float(v) for v in value)
+        return voxel_spacing(self.cfg.get("DATA.TEST.RESOLUTION"), ndim)
 
     def _thresholds(self, prob: np.ndarray) -> list[float]:
         """Peak thresholds per channel for ``TEST.DET_TH_TYPE``: ``auto`` (Otsu), ``manual``

@@ -39,9 +39,9 @@ from biapy_runner.decode.postprocess import (
     voronoi_on_mask,
 )
 from biapy_runner.decode.processes import check_process, create_instances
-from biapy_runner.decode.watershed import label_dtype
 from biapy_runner.errors import ConfigError
-from biapy_runner.io.images import Image
+from biapy_runner.io.images import Image, label_dtype
+from biapy_runner.metrics.masks import binary_iou
 from biapy_runner.metrics.matching import METRICS, aggregate_stats, label_overlap, match_overlap
 from biapy_runner.workflows.base import Decoded, Scored, Workflow, register
 
@@ -55,12 +55,6 @@ def _th_name(th: float) -> str:
     return f"{float(th):g}"
 
 
-def _binary_iou(pred: np.ndarray, target: np.ndarray) -> float:
-    """IoU of two boolean masks; 0 when both are empty (nothing to find, nothing found)."""
-    union = np.count_nonzero(pred | target)
-    return float(np.count_nonzero(pred & target) / union) if union else 0.0
-
-
 @register
 class InstanceSegmentation(Workflow):
     """BiaPy's instance segmentation from B/C/M/D/P-style channels."""
@@ -71,18 +65,13 @@ class InstanceSegmentation(Workflow):
         super().__init__(cfg)
         self.channels: Channels = parse_channels(cfg.get(IS + "DATA_CHANNELS", "BC"))
         self.process = check_process(self.channels, cfg)
-        self.resolution = self._resolution()
+        self.resolution = tuple(self.cfg.get("DATA.TEST.RESOLUTION"))
         self.thresholds = [float(t) for t in cfg.get("TEST.MATCHING_STATS_THS", DEFAULT_THS)]
 
     # ---- configuration -------------------------------------------------------------------
     def _get(self, key: str, default: Any) -> Any:
         value = self.cfg.get(key, default)
         return default if value is None else value
-
-    def _resolution(self) -> tuple[float, ...]:
-        res = self._get("DATA.TEST.RESOLUTION", (-1,))
-        res = tuple(float(r) for r in (res if isinstance(res, (list, tuple)) else [res]))
-        return () if not res or any(r <= 0 for r in res) else res
 
     def _expected_channels(self) -> int:
         """Model output channels DATA_CHANNELS implies (a discretized Db has 11 softmax bins)."""
@@ -133,6 +122,12 @@ class InstanceSegmentation(Workflow):
         raise ConfigError(
             f"{PP}VORONOI_ON_MASK needs a foreground channel (M, F or B) in {IS}DATA_CHANNELS "
             f"({list(names)})."
+        )
+
+    def _refinement(self, operation: str) -> bool:
+        """True when TEST.POST_PROCESSING.INSTANCE_REFINEMENT applies ``operation``."""
+        return bool(self._get(PP + "INSTANCE_REFINEMENT.ENABLE", False)) and operation in self._get(
+            PP + "INSTANCE_REFINEMENT.OPERATIONS", []
         )
 
     def post_process(self, labels: np.ndarray, raw: np.ndarray | None) -> np.ndarray:
@@ -241,7 +236,7 @@ class InstanceSegmentation(Workflow):
             return {}
         targets = channel_targets(gt, self.channels, contour_mode)
         return {
-            f"iou_{n}": _binary_iou(raw[self.channels.index(n)] > 0.5, targets[n])
+            f"iou_{n}": binary_iou(raw[self.channels.index(n)] > 0.5, targets[n])
             for n in names
             if n in targets
         }

@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 
 from biapy_runner.decode.filters import configured_median_filter
-from biapy_runner.io.images import Image
+from biapy_runner.io.images import Image, class_dtype
+from biapy_runner.metrics.masks import binary_iou
 from biapy_runner.workflows.base import Decoded, Scored, Workflow, register
 
 #: One-channel (sigmoid) outputs are binarized at this probability, as BiaPy does.
@@ -19,16 +20,7 @@ def class_labels(raw: np.ndarray) -> np.ndarray:
     """Binary mask (one channel, > 0.5) or argmax class labels (several channels), uint8/16."""
     if raw.shape[0] == 1:
         return (raw[0] > BINARY_THRESHOLD).astype(np.uint8)
-    dtype = np.uint8 if raw.shape[0] <= 256 else np.uint16
-    return np.argmax(raw, axis=0).astype(dtype)
-
-
-def iou(pred: np.ndarray, gt: np.ndarray) -> float:
-    """Intersection over union of two boolean masks; 1.0 when both are empty."""
-    union = np.count_nonzero(pred | gt)
-    if union == 0:
-        return 1.0
-    return float(np.count_nonzero(pred & gt) / union)
+    return np.argmax(raw, axis=0).astype(class_dtype(raw.shape[0] - 1))
 
 
 @register
@@ -55,8 +47,8 @@ class SemanticSegmentation(Workflow):
         classes = decoded.state.get("classes", int(labels.max()) + 1)
         gt = np.asarray(gt)
         if classes <= 2:
-            return Scored(row={"iou": iou(labels > 0, gt > 0)})
-        per_class = {f"iou_class_{k}": iou(labels == k, gt == k) for k in range(classes)}
+            return Scored(row={"iou": binary_iou(labels > 0, gt > 0)})
+        per_class = {f"iou_class_{k}": binary_iou(labels == k, gt == k) for k in range(classes)}
         return Scored(row={"iou": float(np.mean(list(per_class.values()))), **per_class})
 
     def summarize(self, decoded: Decoded, image: Image) -> dict[str, Any]:
