@@ -38,6 +38,9 @@ from biapy_runner.errors import ConfigError
 
 _MISSING = object()
 
+#: Errors PyYAML lets through from values it cannot build (a 5000-digit integer, deep nesting).
+_VALUE_ERRORS = (ValueError, OverflowError, RecursionError, MemoryError)
+
 
 def _leaf_keys(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """Flatten a nested dict into ``{"A.B.C": default}`` for its leaves."""
@@ -124,7 +127,7 @@ def _parse_literal(text: str) -> Any:
         pass
     try:
         return yaml.safe_load(stripped)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, *_VALUE_ERRORS):
         return text
 
 
@@ -274,18 +277,77 @@ def _line_numbers(node: yaml.Node | None, prefix: str = "") -> dict[str, int]:
     return lines
 
 
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping names the same key twice (plain YAML loading keeps only the last value)."""
+
+    def __init__(self, mapping: yaml.MappingNode, key: Any, first: int, second: int) -> None:
+        super().__init__(f"the key {key!r} appears twice (lines {first} and {second})")
+        self.mapping, self.key, self.first, self.second = mapping, key, first, second
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """Safe loading that refuses a key repeated within one mapping, at any depth.
+
+    Pure Python on purpose: libyaml (CSafeLoader) overflows the C stack on deeply nested input,
+    where Python raises RecursionError.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            self._check_unique_keys(node)
+        return super().construct_mapping(node, deep=deep)
+
+    def _check_unique_keys(self, node: yaml.MappingNode) -> None:
+        """Raise DuplicateKeyError for the first key written twice in ``node``; merge keys
+        (``<<``) are YAML's own way of combining mappings and are left to the loader."""
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise DuplicateKeyError(node, key, seen[key], line)
+                seen[key] = line
+            except TypeError:  # an unhashable key: the loader itself refuses it
+                continue
+
+
+def _key_path(node: yaml.Node | None, target: yaml.Node, prefix: str = "") -> str | None:
+    """Dotted path of the mapping ``target`` inside the document ``node`` ("" at the top)."""
+    if node is target:
+        return prefix
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            found = _key_path(value_node, target, f"{prefix}{key_node.value}.")
+            if found is not None:
+                return found
+    if isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            found = _key_path(item, target, prefix)
+            if found is not None:
+                return found
+    return None
 
 
 def _parse_yaml(text: str) -> tuple[Any, dict[str, int]]:
-    """Safe-load ``text`` once, keeping the node tree for the line numbers of the keys."""
-    loader = _LOADER(text)
+    """Safe-load ``text`` once, keeping the node tree for the line numbers of the keys.
+
+    Raises DuplicateKeyError (with the dotted path of the repeated key in ``key``) when a
+    mapping repeats a key.
+    """
+    loader = _StrictLoader(text)
+    node = None
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
+        return data, _line_numbers(node)
+    except DuplicateKeyError as dup:
+        dup.key = f"{_key_path(node, dup.mapping) or ''}{dup.key}"
+        raise
     finally:
         loader.dispose()
-    return data, _line_numbers(node)
 
 
 def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
@@ -296,10 +358,25 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
         raise ConfigError(
             f"Configuration file {path} does not exist. Give the path of a BiaPy YAML file."
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except IsADirectoryError:
+        raise ConfigError(
+            f"Configuration file {path} is a folder; give the path of a BiaPy YAML file."
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"Configuration file {path} is not UTF-8 text (byte {exc.start} cannot be decoded): "
+            "give a BiaPy YAML file, saved as UTF-8."
+        ) from None
+    except OSError as exc:
         raise ConfigError(f"Configuration file {path} cannot be read ({exc}).") from None
     try:
         data, lines = _parse_yaml(text)
+    except DuplicateKeyError as dup:
+        raise ConfigError(
+            f"Configuration file {path} sets the key '{dup.key}' twice, on line {dup.first} "
+            f"and on line {dup.second}; YAML would silently keep only the last one. Keep one "
+            "of them (merge the two blocks into one)."
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
@@ -307,6 +384,13 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
         raise ConfigError(
             f"Configuration file {path} is not valid YAML{where}: {problem}. "
             "Check the indentation and the ':' after each key."
+        ) from None
+    except _VALUE_ERRORS as exc:
+        raise ConfigError(
+            f"Configuration file {path} holds a value that cannot be read "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else exc!r}). Check "
+            "for numbers with thousands of digits, deeply nested brackets or an alias (*name) "
+            "that contains itself."
         ) from None
     if data is None:
         return {}, lines
@@ -501,18 +585,23 @@ def _check_shape(cfg: Config, key: str, source: Path | str | None, line: int | N
     _check_ranges(key, value, source, line)
 
 
+#: The most CPU threads SYSTEM.NUM_CPUS may ask for (torch takes a C int).
+_MAX_CPUS = 4096
+
+
 def _check_ranges(key: str, value: Any, source: Path | str | None, line: int | None) -> None:
     problem = None
     if key == "DATA.PATCH_SIZE" and not all(isinstance(v, int) and v > 0 for v in value):
-        problem = "positive integers"
+        problem = "its values must be positive integers"
     if key == "DATA.TEST.PADDING" and not all(isinstance(v, int) and v >= 0 for v in value):
-        problem = "integers >= 0 (pixels)"
+        problem = "its values must be integers >= 0 (pixels)"
     if key == "DATA.TEST.OVERLAP" and not all(0 <= v < 1 for v in value):
-        problem = "fractions in [0, 1)"
+        problem = "its values must be fractions in [0, 1)"
+    if key == "SYSTEM.NUM_CPUS" and not -1 <= value <= _MAX_CPUS:
+        problem = f"it must be -1 (all cores) or a number of cores up to {_MAX_CPUS}"
     if problem:
         raise ConfigError(
-            f"Configuration key '{key}'{_where(source, line)} is {value!r}: its values must be "
-            f"{problem}."
+            f"Configuration key '{key}'{_where(source, line)} is {value!r}: {problem}."
         )
 
 
@@ -584,8 +673,12 @@ def parse_override(text: str) -> tuple[str, Any]:
             "'(16, 16)')."
         )
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+        value = yaml.load(raw, Loader=_StrictLoader) if raw.strip() else ""
+    except DuplicateKeyError as dup:
+        raise ConfigError(
+            f"Override {text!r} sets the key {dup.key!r} twice; give each key once."
+        ) from None
+    except (yaml.YAMLError, *_VALUE_ERRORS):
         value = raw
     return key.strip(), value
 
@@ -653,9 +746,12 @@ def _original_names(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]
 
 
 def _report_ignored(cfg: Config) -> None:
-    """Log once which training-only parts of the file are ignored."""
+    """Log once which training-only parts of the file are ignored; keys left at BiaPy's
+    default (``TRAIN.ENABLE: false``) change nothing and are not listed."""
     groups: list[str] = []
     for key in cfg.ignored:
+        if key in LEAVES and cfg.get(key) == LEAVES[key]:
+            continue
         prefix = next(p for p in TRAINING_ONLY if key == p or key.startswith(p + "."))
         label = prefix if prefix in LEAVES else f"{prefix}.*"
         if label not in groups:

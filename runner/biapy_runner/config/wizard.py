@@ -2,8 +2,10 @@
 
 The options mirror the questions of the tool's guided mode: dimensionality, workflow, model,
 typical object size (which chooses the patch size), channels and the decoding settings users
-actually tune per workflow. The written file is an ordinary BiaPy 3.x configuration: it runs with
-``biapy-runner run --config`` and can be edited and re-used in the tool's configuration-file mode.
+actually tune per workflow. The written file is an ordinary BiaPy 3.x configuration for inference
+(training keys are left at BiaPy's defaults, which do not train): it runs with
+``biapy-runner run --config`` and can be edited and re-used in the Galaxy tool's
+configuration-file mode.
 """
 
 from __future__ import annotations
@@ -119,7 +121,6 @@ def build_config(args: argparse.Namespace) -> dict[str, Any]:
             "TEST": {"PADDING": _tuple(tuple(p // 8 for p in patch))},
         },
         "MODEL": {"SOURCE": "bmz"},
-        "TRAIN": {"ENABLE": False},
         "TEST": {"ENABLE": True, "AUGMENTATION": bool(args.tta)},
     }
     if args.model:
@@ -137,7 +138,8 @@ def to_yaml(config: dict[str, Any]) -> str:
 
     header = (
         f"# BiaPy configuration written by biapy-runner {__version__} make-config.\n"
-        "# Edit it and run it again with the tool's configuration-file mode.\n"
+        "# Edit it if needed, then run it with `biapy-runner run --config <this file>`, or give\n"
+        "# it to the Galaxy BiaPy tool's configuration-file mode, or to BiaPy itself.\n"
     )
     return header + yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
 

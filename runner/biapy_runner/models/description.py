@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator, Sequence
+import zipfile
+import zlib
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from biapy_runner.errors import ModelError, real_cause
+from biapy_runner.log import info
 
 #: Spatial axes in the runner's order.
 SPATIAL_ORDER = ("z", "y", "x")
@@ -36,14 +39,26 @@ def bioimageio_settings(**values: Any) -> Iterator[None]:
 
 
 def load_description(src: str | Path, shown: str) -> Any:
-    """Load and validate a model description (format 0.4 or 0.5); ModelError otherwise."""
+    """Load and validate a model description (format 0.4 or 0.5); ModelError otherwise.
+
+    A local package (``Path``: zip, folder or rdf file) is opened here first, so that a file that
+    is no package, a damaged zip, or a package without rdf or weight files gets a message of its
+    own. Weights the rdf lists at a URL (or whose file is missing) are not fetched to validate the
+    package: only the format that is loaded must be readable (see :mod:`.backends`), so that a
+    package whose other formats are inside it works offline.
+    """
     from bioimageio.spec import InvalidDescr
     from bioimageio.spec import load_description as bioimageio_load
     from bioimageio.spec.model import v0_4, v0_5
 
+    unavailable = _check_local_package(Path(src), shown) if isinstance(src, Path) else {}
+    for fmt, why in unavailable.items():
+        info(f"model {shown}: its {fmt} weights {why}; they are used only if no other format runs")
     with bioimageio_settings(collection_http_pattern="", id_map=""):
         try:
-            descr = bioimageio_load(src, format_version="discover")
+            descr = bioimageio_load(
+                src, format_version="discover", perform_io_checks=not unavailable
+            )
         except Exception as err:
             raise ModelError(f"Cannot read the model {shown!r}: {real_cause(err)}.") from err
     if isinstance(descr, InvalidDescr):
@@ -54,6 +69,135 @@ def load_description(src: str | Path, shown: str) -> Any:
             f"{shown!r} is not a BioImage.IO model (its rdf describes a {kind!r}); give a model."
         )
     return descr
+
+
+_AGAIN = (
+    "Download the package again (or export it again), or give its unpacked folder or its rdf "
+    "(.yaml) file."
+)
+
+
+def _check_local_package(path: Path, shown: str) -> dict[str, str]:
+    """Open the rdf of a local package and check that its weight files are there.
+
+    Returns ``{weight format: why it is not in the package}`` for formats whose weights are a
+    URL or a missing file; raises ModelError when the package cannot be read or holds no weight
+    file at all.
+    """
+    content, has_file = _read_local_rdf(path, shown)
+    weights = content.get("weights")
+    if content.get("type") != "model" or not isinstance(weights, dict) or not weights:
+        return {}  # bioimageio's validation names what is wrong
+    sources = {
+        str(fmt): entry["source"].strip()
+        for fmt, entry in weights.items()
+        if isinstance(entry, dict) and isinstance(entry.get("source"), str)
+    }
+    unavailable = {
+        fmt: f"are at {source}"
+        for fmt, source in sources.items()
+        if source.lower().startswith(("http://", "https://"))
+    }
+    missing = {f: s for f, s in sources.items() if f not in unavailable and not has_file(s)}
+    if missing and len(missing) == len(sources):
+        listed = ", ".join(f"{fmt} ({source})" for fmt, source in missing.items())
+        raise ModelError(
+            f"The model package {shown!r} holds no weight file: its rdf lists {listed}, and "
+            f"none of these files is in the package. {_AGAIN}"
+        )
+    unavailable.update({f: f"file {s} is not in the package" for f, s in missing.items()})
+    return unavailable
+
+
+def _read_local_rdf(path: Path, shown: str) -> tuple[dict[str, Any], Callable[[str], bool]]:
+    """The rdf content of a local zip, folder or rdf file, and a test whether a file the rdf
+    names (relative to it) is in the package."""
+    from bioimageio.spec.utils import identify_bioimageio_yaml_file_name
+
+    def rdf_of(names: list[str]) -> str:
+        try:
+            return identify_bioimageio_yaml_file_name(names)
+        except ValueError:
+            shown_names = ", ".join(sorted(names)[:8]) + (", ..." if len(names) > 8 else "")
+            raise ModelError(
+                f"The model package {shown!r} holds no rdf (rdf.yaml or bioimageio.yaml), so it "
+                f"is not a BioImage.IO model package (it holds: {shown_names or 'nothing'}). "
+                f"{_AGAIN}"
+            ) from None
+
+    try:
+        if path.is_dir():
+            name = rdf_of([p.name for p in path.iterdir()])
+            text, root = (path / name).read_bytes(), path
+        elif path.suffix.lower() in (".yaml", ".yml"):
+            name, text, root = path.name, path.read_bytes(), path.parent
+        else:
+            return _read_zip_rdf(path, shown, rdf_of)
+    except OSError as err:
+        raise ModelError(f"The model {shown!r} cannot be read ({err}).") from None
+    return _parse_rdf(text, name, shown), lambda relative: (root / relative).is_file()
+
+
+def _read_zip_rdf(
+    path: Path, shown: str, rdf_of: Callable[[list[str]], str]
+) -> tuple[dict[str, Any], Callable[[str], bool]]:
+    """:func:`_read_local_rdf` for a package zip: it must be a readable zip holding an rdf."""
+    if not zipfile.is_zipfile(path):
+        raise ModelError(_not_a_zip(path, shown))
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            rdf = rdf_of(names)
+            text = archive.read(rdf)
+    except (zipfile.BadZipFile, EOFError, NotImplementedError, ValueError, zlib.error) as err:
+        raise ModelError(
+            f"The model package {shown!r} is a damaged zip ({err}). {_AGAIN}"
+        ) from None
+    members = set(names)
+    return _parse_rdf(text, rdf, shown), lambda name: _member(name) in members
+
+
+def _member(name: str) -> str:
+    """A relative file name as a zip member name (``./a/b`` -> ``a/b``)."""
+    return name.replace("\\", "/").removeprefix("./")
+
+
+def _not_a_zip(path: Path, shown: str) -> str:
+    """Why the file ``path`` is not a zip package, in words."""
+    with path.open("rb") as handle:
+        head = handle.read(64)
+    if not head:
+        what = "is empty (0 bytes): the download or copy did not finish"
+    elif head.startswith(b"PK"):
+        what = ("is an incomplete or damaged zip (the end of the archive is missing or broken, "
+                "as after an interrupted download or copy)")
+    elif head.lstrip().lower().startswith((b"<!doctype", b"<html", b"<?xml")):
+        what = "is a web page, not a zip (the download saved an error or login page)"
+    else:
+        what = "is not a zip archive, the form BioImage.IO model packages come in"
+    return f"The model file {shown!r} {what}. {_AGAIN}"
+
+
+def _parse_rdf(text: bytes, name: str, shown: str) -> dict[str, Any]:
+    """The rdf's YAML mapping (read as bioimageio reads it); ModelError when it is not one."""
+    from bioimageio.spec.utils import read_yaml
+
+    try:
+        content = read_yaml(text.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        problem = f"is not UTF-8 text (byte {err.start})"
+    except Exception as err:  # noqa: BLE001 - any YAML parser error: the rdf is not YAML
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = f"is not valid YAML{where} ({getattr(err, 'problem', None) or err})"
+    else:
+        if isinstance(content, dict) and all(isinstance(key, str) for key in content):
+            return content
+        problem = "does not hold a mapping of named fields (name: value)"
+    raise ModelError(
+        f"The rdf {name} of the model {shown!r} {problem}, so this is not a usable BioImage.IO "
+        f"model. {_AGAIN}"
+    )
 
 
 def _invalid_message(descr: Any, shown: str) -> str:
@@ -72,7 +216,9 @@ def _invalid_message(descr: Any, shown: str) -> str:
         )
     if any(e.loc[:1] == ("type",) for e in errors):
         return f"{shown!r} is not a BioImage.IO model: {errors[0].msg}"
-    listed = "; ".join(f"{'.'.join(map(str, e.loc))}: {e.msg}" for e in errors[:5])
+    listed = "; ".join(
+        f"{'.'.join(map(str, e.loc))}: {e.msg.removeprefix('Value error, ')}" for e in errors[:5]
+    )
     return f"{shown!r} is not a valid BioImage.IO model: {listed}."
 
 

@@ -145,8 +145,9 @@ class BmzModel:
         self.offset = tuple(int(geometry[a][2]) for a in self.out_spatial_axes)
         self._pre, self._post = self._processing()
         self._stat: dict[Any, Any] = {}
+        shown = self.name if source == self.name else f"{self.name} from {source}"
         self.weight_format, self._forward = load_weights(
-            descr, self.name, device, weight_format, threads
+            descr, shown, device, weight_format, threads
         )
 
     def _check_axes(self) -> None:

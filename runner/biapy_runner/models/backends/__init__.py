@@ -73,7 +73,9 @@ def load_weights(
     present = [
         f for f in (*WEIGHT_FORMATS, *_UNSUPPORTED_FORMATS) if getattr(descr.weights, f, None)
     ]
-    order = [wanted] if wanted else [f for f in WEIGHT_FORMATS if f in present]
+    # formats whose weights are in the package first: a URL may be unreachable (offline nodes)
+    runnable = [f for f in WEIGHT_FORMATS if f in present]
+    order = [wanted] if wanted else sorted(runnable, key=lambda f: bool(remote_weights(descr, f)))
     if wanted and wanted not in present:
         raise ModelError(
             f"The model {name!r} has no {wanted} weights; it has: {', '.join(present)}."
@@ -89,23 +91,46 @@ def load_weights(
         except Exception as err:  # noqa: BLE001 - reported below with its cause
             module = _missing_module(err)
             missing = module or missing
-            reasons[fmt] = (
-                f"its architecture code imports the package {module!r}, which is not installed"
-                if module
-                else f"failed to load ({real_cause(err)})"
-            )
+            reasons[fmt] = _failure(descr, fmt, err, module)
             continue
         skipped = [f"{f}: {reasons[f]}" for f in present if f in reasons]
         note = f" (skipped {'; '.join(skipped)})" if skipped else ""
         info(f"model {name}: running {fmt} weights on {device}{note}")
         return fmt, loaded
-    raise ModelError(_no_runnable_message(name, present, reasons, missing))
+    fetch_failed = all(remote_weights(descr, f) for f in order)
+    raise ModelError(_no_runnable_message(name, present, reasons, missing, fetch_failed))
+
+
+def remote_weights(descr: Any, fmt: str) -> str | None:
+    """The URL of the ``fmt`` weights when the rdf gives them as a URL (not in the package)."""
+    source = str(getattr(getattr(descr.weights, fmt, None), "source", ""))
+    return source if source.lower().startswith(("http://", "https://")) else None
+
+
+def _failure(descr: Any, fmt: str, err: BaseException, module: str | None) -> str:
+    """Why the ``fmt`` weights failed to load, in words."""
+    if module:
+        return f"its architecture code imports the package {module!r}, which is not installed"
+    url = remote_weights(descr, fmt)
+    if url is not None:
+        return (
+            f"its weights are not in the package but at {url}, which could not be fetched "
+            f"({real_cause(err)}); run once with network access or give a package that holds "
+            "them"
+        )
+    return f"failed to load ({real_cause(err)})"
 
 
 def _no_runnable_message(
-    name: str, present: Sequence[str], reasons: dict[str, str], missing: str | None
+    name: str,
+    present: Sequence[str],
+    reasons: dict[str, str],
+    missing: str | None,
+    fetch_failed: bool,
 ) -> str:
     details = "; ".join(f"{f}: {reasons.get(f, 'not tried')}" for f in present)
+    if fetch_failed:  # the reasons already say what to do
+        return f"No weight format of the model {name!r} can run here ({details})."
     hint = (
         f" Install {missing!r} next to the runner (pip install {missing}), or run the runner's "
         "container, which ships torchvision and the runner's own dependencies."
