@@ -244,22 +244,8 @@ GUIDED_INSTANCE_CHANNELS: tuple[tuple[tuple[str, ...], str], ...] = (
 )
 
 
-#: marker-controlled watershed: direction in which each channel means "inside an object"
-#: (``>``: high inside, ``<``: low inside)
-WATERSHED_CHANNEL_DIRECTIONS: dict[str, str] = {
-    "F": ">",
-    "P": ">",
-    "M": ">",
-    "Db": ">",
-    "D": ">",
-    "B": "<",
-    "C": "<",
-    "Dc": "<",
-}
 #: the channels whose model output is a probability (binary targets)
 BINARY_CHANNELS: frozenset[str] = frozenset({"F", "B", "P", "C", "M", "T"})
-#: legacy (string form) tokens whose output is a probability
-LEGACY_BINARY_CHANNELS: frozenset[str] = frozenset({"B", "C", "M", "P"})
 #: allowed values of WATERSHED.SEED_CHANNELS_THRESH / GROWTH_MASK_CHANNELS_THRESH items
 AUTO_THRESHOLD = "auto"
 #: number of StarDist rays when DATA_CHANNELS_EXTRA_OPTS does not set ``nrays``: by spatial ndim
