@@ -51,3 +51,14 @@ def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_data() -> Path:
     """The repository's ``test-data/`` folder (shipped with the Galaxy tool)."""
     return TEST_DATA
+
+
+@pytest.fixture(scope="session")
+def _session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("model-cache")
+
+
+@pytest.fixture(autouse=True)
+def _model_cache(monkeypatch: pytest.MonkeyPatch, _session_cache: Path) -> None:
+    """Keep what runs remember about models (backend choices) out of the user's cache."""
+    monkeypatch.setenv("BIAPY_RUNNER_CACHE", str(_session_cache))

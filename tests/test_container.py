@@ -85,7 +85,6 @@ def test_lock_pins_every_runtime_dependency() -> None:
     project = _pyproject()["project"]
     pins = _lock()
     requirements = [Requirement(r) for r in project["dependencies"]]
-    requirements += [Requirement(r) for r in project["optional-dependencies"]["onnx"]]
     for requirement in requirements:
         name = canonicalize_name(requirement.name)
         assert name in pins, f"{requirement.name} (pyproject.toml) is not pinned in the lock"

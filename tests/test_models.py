@@ -217,7 +217,7 @@ def test_forward_batch_and_postprocess(conv_model: models.BmzModel) -> None:
     batch = torch.zeros((3, 2, 24, 32))
     out = conv_model.forward(batch)
     assert out.shape == (3, 3, 24, 32)
-    bias = conv_model._forward.conv.bias.detach().numpy()
+    bias = conv_model.reference.conv.bias.detach().numpy()
     np.testing.assert_allclose(out[1, :, 5, 5].numpy(), bias, atol=1e-6)
     post = conv_model.postprocess(out[0].numpy())
     np.testing.assert_allclose(post[:, 5, 5], 1 / (1 + np.exp(-bias)), atol=1e-6)
@@ -243,7 +243,9 @@ def test_folder_and_rdf_path(conv_zip: Path, tmp_path: Path, cache: Path) -> Non
         model = load_model(str(source), device="cpu", cache_dir=cache)
         assert model.out_channel_names == ("a", "b", "c")
         np.testing.assert_allclose(_roundtrip(model), model.test_tensors()[1], atol=1e-5)
-    assert not cache.exists()
+    # local packages are used in place: the cache keeps only the backend choice, under local/
+    assert not list(cache.glob("*.zip"))
+    assert {p.name for p in cache.glob("local/*/*")} >= {"backends.json"}
 
 
 def test_fixed_size_3d_and_upsampling(tmp_path: Path) -> None:
@@ -309,7 +311,7 @@ def test_classifier_output_without_spatial_axes(
     np.testing.assert_allclose(_roundtrip(model), y, atol=1e-5)
     logits = model.forward(torch.ones(batch_shape))
     assert logits.shape == (batch_shape[0], 4)
-    fc = model._forward.fc
+    fc = model.reference.fc
     expected = (fc.weight.sum(dim=1) + fc.bias).detach().numpy()
     np.testing.assert_allclose(logits[1].numpy(), expected, atol=1e-6)
     probs = model.postprocess(logits[0].numpy())

@@ -1,5 +1,5 @@
 """Allow ``python -m biapy_runner``."""
 
-from biapy_runner.cli import main
+from biapy_runner.cli import entry
 
-raise SystemExit(main())
+entry()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -22,6 +23,10 @@ from biapy_runner.errors import RunnerError, Stopped
 STOP_SIGNALS = tuple(
     getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
 )
+
+#: ``--backend`` values (models/backends/choice.py's CHOICES; spelled here so that parsing the
+#: command line does not import torch; tests/test_backends.py checks they agree).
+BACKEND_CHOICES = ("auto", "torch", "torch-channels-last", "torchscript", "onnxruntime", "openvino")
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
@@ -42,8 +47,12 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", help="dataset path inside HDF5 / Zarr inputs")
     p.add_argument("--cache-dir", type=Path, help="model cache (default $BIAPY_RUNNER_CACHE or "
                    "~/.cache/biapy-runner/models)")
-    p.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass")
-    p.add_argument("--amp", action="store_true", help="mixed precision on CUDA")
+    p.add_argument("--batch-size", type=int, help="tiles per forward pass (default: as many as "
+                   "half the free memory holds, at most 4 on CPU and 32 on a GPU)")
+    p.add_argument("--amp", action="store_true", help="mixed precision (float16) on CUDA")
+    p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
+                   help="how the model runs (default auto: the fastest that gives the same "
+                   "results, measured on the first tile and remembered in the model cache)")
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
@@ -83,7 +92,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             config=args.config, out=args.out, images=args.images, gt=args.gt, model=args.model,
             overrides=args.overrides, device=args.device, threads=args.threads, axes=args.axes,
             dataset=args.dataset, cache_dir=args.cache_dir, batch_size=args.batch_size,
-            amp=args.amp,
+            amp=args.amp, backend=args.backend,
         )
         pipeline.run(opts)
     else:
@@ -135,3 +144,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("ERROR: internal error in biapy-runner (traceback above); please report it.",
               file=sys.stderr)
         return 1
+
+
+def entry() -> None:
+    """The console script: :func:`main`, then an immediate exit once everything is written and
+    flushed, skipping the interpreter's teardown of torch and the other runtimes (about a second
+    on a quiet machine, several on a loaded one)."""
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

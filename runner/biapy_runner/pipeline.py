@@ -9,18 +9,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
-import torch
 
 from biapy_runner import log
 from biapy_runner.config.load import Config, load_config
 from biapy_runner.config.support import check_implemented
 from biapy_runner.errors import ConfigError, InputError, ModelError
-from biapy_runner.inference.normalization import normalize
-from biapy_runner.inference.tiling import TilePlan, plan_tiles, predict_tiled, predict_tta
 from biapy_runner.io.images import (
     SUPPORTED_EXTENSIONS,
     Image,
@@ -31,8 +27,11 @@ from biapy_runner.io.images import (
     read_image,
 )
 from biapy_runner.io.outputs import OutputStage, check_output_dir
-from biapy_runner.models.model import BmzModel, load_model
 from biapy_runner.workflows.base import Workflow, workflow_for
+
+if TYPE_CHECKING:  # torch and the model load only once the configuration and inputs are checked
+    from biapy_runner.inference.tiling import TilePlan
+    from biapy_runner.models.model import BmzModel
 
 
 @dataclass
@@ -50,14 +49,17 @@ class RunOptions:
     axes: str | None = None
     dataset: str | None = None
     cache_dir: Path | None = None
-    batch_size: int = 1
+    batch_size: int | None = None
     amp: bool = False
+    backend: str = "auto"
 
 
 class TiledPredictor:
-    """Runs a loaded model over whole images as the configuration asks (``Predictor``)."""
+    """Runs a loaded model over whole images as the configuration asks (``Predictor``).
 
-    def __init__(self, model: BmzModel, cfg: Config, batch_size: int, amp: bool) -> None:
+    ``batch_size`` None: chosen per image from the free memory and the tile's measured cost."""
+
+    def __init__(self, model: BmzModel, cfg: Config, batch_size: int | None, amp: bool) -> None:
         self.model = model
         self.cfg = cfg
         self.batch_size = batch_size
@@ -70,6 +72,8 @@ class TiledPredictor:
 
         A model whose rdf has no normalisation and a configuration that does not ask for one get
         the image as it is: such a model declares that it takes raw intensities."""
+        from biapy_runner.inference.normalization import normalize
+
         wanted = any(key.startswith("DATA.NORMALIZATION.") for key in self.cfg.user_keys)
         if wanted and not self.model.normalizes_input:
             data = normalize(data, self.cfg)
@@ -78,6 +82,8 @@ class TiledPredictor:
     def tiled(self, data: np.ndarray) -> np.ndarray:
         """Whole-image preprocessing, tiled prediction (with test-time augmentation when
         TEST.AUGMENTATION is set) and the model's postprocessing."""
+        from biapy_runner.inference.tiling import predict_tta
+
         prepared = self.prepare(data)
         if not self.cfg.get("TEST.AUGMENTATION"):
             return self._predict_one(prepared)
@@ -87,6 +93,8 @@ class TiledPredictor:
 
     def whole(self, data: np.ndarray) -> np.ndarray:
         """One forward pass on ``data`` as it is, with the model's pre- and postprocessing."""
+        import torch
+
         prepared = self.prepare(data)
         batch = torch.from_numpy(np.ascontiguousarray(prepared[None])).to(self.model.device)
         with torch.inference_mode():
@@ -94,23 +102,48 @@ class TiledPredictor:
         return self.model.postprocess(output)
 
     def _predict_one(self, prepared: np.ndarray) -> np.ndarray:
+        from biapy_runner.inference.tiling import first_tile, predict_tiled, tile_grid
+
         plan = self._plan(prepared.shape[1:])
+        choice = self.model.select_backend(first_tile(prepared, plan))
+        tiles = tile_grid(prepared.shape[1:], plan).count
         output = predict_tiled(
             prepared,
             self.model.forward,
             plan,
             out_channels=self.model.out_channels,
-            batch_size=self.batch_size,
+            batch_size=self._batch(plan, tiles, choice.peak_bytes),
             device=self.model.device,
             amp=self.amp,
             on_batch=_BatchLogger(),
         )
         return self.model.postprocess(output)
 
+    def _batch(self, plan: Any, tiles: int, tile_bytes: int) -> int:
+        """--batch-size, else the batch that the free memory allows; logged with the tile count."""
+        size, why = self.batch_size, "--batch-size"
+        if not size:
+            from biapy_runner.inference.batching import auto_batch_size, free_memory
+
+            voxels = int(np.prod(plan.patch))
+            out_voxels = voxels * int(np.prod(plan.scale))
+            io_bytes = 4 * (self.model.in_channels * voxels + self.model.out_channels * out_voxels)
+            free = free_memory(self.model.device)
+            size = auto_batch_size(tile_bytes, io_bytes, free, tiles, self.model.device.type)
+            cost = f"{tile_bytes / 2**20:.0f} MiB measured" if tile_bytes else "not measured"
+            why = f"{free / 2**30:.1f} GiB free on {self.model.device}, one tile {cost}"
+        note = f"{tiles} tile(s) {tuple(plan.patch)}, batches of {size} ({why})"
+        if note not in self._noted:  # once per run, not once per TTA transform or image
+            self._noted.add(note)
+            log.info(f"  {note}")
+        return size
+
     def _plan(self, spatial_shape: Sequence[int]) -> TilePlan:
         """Tiles from DATA.PATCH_SIZE / TEST.PADDING / TEST.OVERLAP (per spatial axis, their
         lengths checked against PROBLEM.NDIM by the config); padding covers the model's halo. The
         plan's notes (tile size changed, and why) are logged once per run."""
+        from biapy_runner.inference.tiling import plan_tiles
+
         halo = [int(np.ceil(h / s)) for h, s in zip(self.model.halo, self.model.scale)]
         plan = plan_tiles(
             tuple(spatial_shape),
@@ -177,10 +210,10 @@ def check_options(opts: RunOptions) -> None:
             f"--threads {opts.threads}: give the number of CPU threads to use, at least 1; leave "
             "--threads out to use SYSTEM.NUM_CPUS, else $GALAXY_SLOTS, else all cores."
         )
-    if opts.batch_size < 1:
+    if opts.batch_size is not None and opts.batch_size < 1:
         raise InputError(
             f"--batch-size {opts.batch_size}: give the number of tiles per forward pass, at "
-            "least 1 (default 1)."
+            "least 1 (leave it out to size batches from the free memory)."
         )
     if opts.axes is not None:
         check_axes_letters(opts.axes, "--axes")
@@ -363,16 +396,19 @@ def run(opts: RunOptions) -> Path:
     images, gts = input_files(opts, cfg, workflow)
     inputs = _pair(workflow, images, gts)
     threads, origin = resolve_threads(opts.threads, cfg)
-    torch.set_num_threads(threads)
     log.info(
         f"{cfg.get('PROBLEM.TYPE')} {cfg.get('PROBLEM.NDIM')}: {len(inputs)} image(s), "
         f"{'with' if gts else 'without'} ground truth, {threads} CPU thread(s) ({origin})"
     )
+    from biapy_runner.models.model import load_model  # torch: only once the inputs are checked
+
     with OutputStage(opts.out) as stage:
         model = load_model(
             str(cfg.get("MODEL.BMZ.SOURCE_MODEL_ID")),
             device=opts.device,
             cache_dir=opts.cache_dir,
+            threads=threads,
+            backend=opts.backend,
         )
         check_model_kind(workflow, model)
         check_model_ndim(model, cfg)
@@ -450,6 +486,12 @@ class _Stack:
         return image, raw, np.stack(self.gts) if with_gt else None
 
 
+def _table(rows: list[dict[str, Any]]) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame(rows)
+
+
 def _process(
     stage: OutputStage,
     cfg: Config,
@@ -474,7 +516,7 @@ def _process(
             metric_rows.append(scores)
         if stack is not None and raw is not None:
             stack.add(image, raw, gt)
-    stage.add_tables({"metrics/summary.tsv": pd.DataFrame(summary_rows)}, "")
+    stage.add_tables({"metrics/summary.tsv": _table(summary_rows)}, "")
     if metric_rows:
         _write_metrics(stage, workflow, metric_rows, "metrics/metrics.tsv")
     if stack is not None and stack.raws:
@@ -514,7 +556,7 @@ def _write_metrics(
     """The metrics table ``name``: the per-image rows and the dataset (ALL) row."""
     total = workflow.aggregate([{k: v for k, v in r.items() if k != "image"} for r in rows])
     stage.add_tables(total.tables, "ALL")
-    stage.add_tables({name: pd.DataFrame([*rows, {"image": "ALL", **total.row}])}, "")
+    stage.add_tables({name: _table([*rows, {"image": "ALL", **total.row}])}, "")
     log.info("dataset: " + _format_row(total.row))
 
 
@@ -525,7 +567,7 @@ def _write_stack(stage: OutputStage, workflow: Workflow, stack: _Stack) -> None:
     summary, scores = _write_result(
         stage, workflow, image, raw, workflow.decode(raw, image), gt, prefix="stack_3d/"
     )
-    stage.add_tables({"stack_3d/summary.tsv": pd.DataFrame([summary])}, "")
+    stage.add_tables({"stack_3d/summary.tsv": _table([summary])}, "")
     if scores is not None:
         _write_metrics(stage, workflow, [scores], "stack_3d/metrics.tsv")
 

@@ -16,11 +16,14 @@ up to one tile and cropped back.
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import contextlib
 import itertools
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -327,41 +330,77 @@ def _batches(items: Iterable, size: int) -> Iterator[list]:
 
 
 def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager:
+    """float16 autocast on CUDA when ``amp`` (the backend choice is probed outside it)."""
     if amp and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.float16)
     return contextlib.nullcontext()
 
 
-def _batch_buffer(shape: tuple[int, ...], device: torch.device) -> np.ndarray:
-    """Reusable host buffer for one batch (page-locked when it goes to a GPU)."""
-    pinned = device.type == "cuda" and torch.cuda.is_available()
-    return torch.empty(shape, dtype=torch.float32, pin_memory=pinned).numpy()
+class _HostBuffers:
+    """Two reusable host buffers for batches, page-locked when they go to a GPU; a buffer is
+    handed out again only once its non-blocking copy to the device has completed."""
+
+    def __init__(self, shape: tuple[int, ...], device: torch.device) -> None:
+        self.device = device
+        pinned = device.type == "cuda" and torch.cuda.is_available()
+        self.buffers = [torch.empty(shape, dtype=torch.float32, pin_memory=pinned) for _ in "ab"]
+        self.events: list[Any] = [None, None]
+        self.turn = 0
+
+    def next(self) -> torch.Tensor:
+        """The next free buffer (waits for its previous copy to the device)."""
+        self.turn ^= 1
+        if self.events[self.turn] is not None:
+            self.events[self.turn].synchronize()
+        return self.buffers[self.turn]
+
+    def to_device(self, batch: torch.Tensor) -> torch.Tensor:
+        """``batch`` (a view of the current buffer) on the device, copied without blocking."""
+        if self.device.type == "cpu":
+            return batch
+        moved = batch.to(self.device, non_blocking=True)
+        if self.device.type == "cuda":
+            event = torch.cuda.Event()
+            event.record()
+            self.events[self.turn] = event
+        return moved
 
 
 def _run_forward(
-    forward: Forward, batch: np.ndarray, device: torch.device, expected: tuple[int, ...]
-) -> np.ndarray:
-    """Run one batch; return the output as a float32 numpy array ``(B, C_out, *expected)``."""
-    tensor = torch.from_numpy(batch)
-    if device.type != "cpu":
-        tensor = tensor.to(device, non_blocking=True)
+    forward: Forward, tensor: torch.Tensor, expected: tuple[int, ...], on_host: bool
+) -> Any:
+    """Run one batch; return its float32 output ``(B, C_out, *expected)``: a writable numpy
+    array of its own when blending on the host, else a torch tensor on the device."""
     try:
         out = forward(tensor)
     except RuntimeError as exc:
         raise ModelError(
-            f"The model failed on a batch of tiles of shape {tuple(batch.shape)}: {exc}. If "
+            f"The model failed on a batch of tiles of shape {tuple(tensor.shape)}: {exc}. If "
             "memory ran out, lower --batch-size or DATA.PATCH_SIZE."
         ) from exc
-    out = out.detach().to("cpu", torch.float32).numpy() if torch.is_tensor(out) else out
-    out = np.asarray(out, dtype=np.float32)
-    if not out.flags.writeable:  # the window is applied in place
-        out = out.copy()
-    if out.ndim != batch.ndim or out.shape[0] != batch.shape[0] or out.shape[2:] != expected:
+    if not on_host:
+        out = out.detach().float()
+    else:
+        out = out.detach().to("cpu", torch.float32).numpy() if torch.is_tensor(out) else out
+        out = np.asarray(out, dtype=np.float32)
+        # blended in place, possibly while the next batch is cut into the input buffer
+        aliased = tensor.device.type == "cpu" and np.shares_memory(out, tensor.numpy())
+        if not out.flags.writeable or aliased:
+            out = out.copy()
+    if out.ndim != tensor.ndim or out.shape[0] != tensor.shape[0] or out.shape[2:] != expected:
         raise ModelError(
-            f"The model turned tiles of shape {tuple(batch.shape)} into {tuple(out.shape)}; "
+            f"The model turned tiles of shape {tuple(tensor.shape)} into {tuple(out.shape)}; "
             f"expected (batch, channels, *{expected}). Check the model's output axes and scale."
         )
     return out
+
+
+def first_tile(image: np.ndarray, plan: TilePlan) -> np.ndarray:
+    """The first tile ``predict_tiled`` runs for ``image`` ``(C, *spatial)`` under ``plan``
+    (float32, context included): what a backend is chosen on."""
+    grid = tile_grid(image.shape[1:], plan)
+    padded = grid.pad(np.asarray(image, dtype=np.float32))
+    return np.ascontiguousarray(padded[grid.input_slices(next(grid.starts()))])
 
 
 def predict_tiled(
@@ -374,14 +413,18 @@ def predict_tiled(
     device: torch.device = CPU,
     amp: bool = False,
     on_batch: OnBatch | None = None,
+    blend_on: torch.device | None = None,
 ) -> np.ndarray:
     """Predict ``image`` ``(C, *spatial)`` tile by tile; returns float32 ``(C_out, *spatial *
     scale)``.
 
     Tiles are cut from the border-padded image, run in batches of ``batch_size`` under
     ``torch.inference_mode`` (with float16 autocast on CUDA when ``amp``), stripped of their
-    padding and blended into the output with the plan's window. ``out_channels``, when given, is
-    checked against the model's output. ``on_batch(done, total)`` is called after each batch.
+    padding and blended into the output with the plan's window. Blending runs beside the forward:
+    on the host in a worker thread, one batch behind (same order, so the same sums), or on the
+    device itself (``blend_on``; default: the device when it is a GPU), where it is queued behind
+    the forward. ``out_channels``, when given, is checked against the model's output.
+    ``on_batch(done, total)`` is called after each batch.
     """
     if image.ndim != plan.ndim + 1:
         raise InputError(
@@ -391,27 +434,101 @@ def predict_tiled(
         raise ConfigError(f"The batch size must be at least 1, got {batch_size}.")
     grid = tile_grid(image.shape[1:], plan)
     padded = grid.pad(np.asarray(image, dtype=np.float32))
-    window = _outer(grid.windows())
+    blend_on = blend_on if blend_on is not None else (device if device.type == "cuda" else None)
+    blender = _Blender(grid, out_channels, blend_on)
     out_patch = tuple(p * s for p, s in zip(plan.patch, plan.scale))
-    core_out = (slice(None),) + tuple(
-        slice(d * s, (d + c) * s) for d, c, s in zip(plan.padding, plan.core, plan.scale)
-    )
-    batch = _batch_buffer((min(batch_size, grid.count), image.shape[0], *plan.patch), device)
-    acc: np.ndarray | None = None
+    buffers = _HostBuffers((min(batch_size, grid.count), image.shape[0], *plan.patch), device)
     done = 0
-    with torch.inference_mode(), _autocast(device, amp):
+    with torch.inference_mode(), _autocast(device, amp), blender:
         for starts in _batches(grid.starts(), batch_size):
+            batch = buffers.next()[: len(starts)]
+            host = batch.numpy()
             for i, start in enumerate(starts):
-                np.copyto(batch[i], padded[grid.input_slices(start)])
-            out = _run_forward(forward, batch[: len(starts)], device, out_patch)
-            if acc is None:
-                acc = _accumulator(grid, out.shape[1], out_channels)
-            _accumulate(acc, out, starts, core_out, window, plan)
+                np.copyto(host[i], padded[grid.input_slices(start)])
+            out = _run_forward(forward, buffers.to_device(batch), out_patch, blend_on is None)
+            blender.add(out, starts)
             done += len(starts)
             if on_batch is not None:
                 on_batch(done, grid.count)
-    del padded, batch
-    return _finish(acc, grid)
+    del padded, buffers
+    return blender.result()
+
+
+class _Blender:
+    """Adds window-weighted tile cores into the output: numpy arrays in a worker thread (the
+    consumer of a producer/consumer pair with the forward), or torch tensors on ``device``."""
+
+    #: Batches the host worker may lag behind the forward (bounds the memory held by outputs).
+    LAG = 2
+
+    def __init__(self, grid: TileGrid, expected: int | None, device: torch.device | None) -> None:
+        self.grid = grid
+        self.expected = expected
+        self.device = device
+        plan = grid.plan
+        self.core_out = (slice(None),) + tuple(
+            slice(d * s, (d + c) * s) for d, c, s in zip(plan.padding, plan.core, plan.scale)
+        )
+        window = _outer(grid.windows())
+        if window is not None and device is not None:
+            window = torch.from_numpy(window).to(device)
+        self.window = window
+        self.acc: Any = None
+        self.pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self.pending: collections.deque = collections.deque()
+
+    def __enter__(self) -> _Blender:
+        if self.device is None:
+            self.pool = concurrent.futures.ThreadPoolExecutor(1, "biapy-blend")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=exc[0] is not None)
+        if exc[0] is None:
+            self._drain(0)
+
+    def _drain(self, keep: int) -> None:
+        while len(self.pending) > keep:
+            self.pending.popleft().result()  # re-raises a worker's error here
+
+    def add(self, out: Any, starts: Sequence[tuple[int, ...]]) -> None:
+        """Blend one batch's output ``(B, C_out, *patch_out)`` (now or in the worker)."""
+        if self.acc is None:
+            self.acc = self._accumulator(out.shape[1])
+        if self.pool is None:
+            self._accumulate(out, starts)
+            return
+        self._drain(self.LAG - 1)
+        self.pending.append(self.pool.submit(self._accumulate, out, starts))
+
+    def _accumulator(self, channels: int) -> Any:
+        if self.expected is not None and channels != self.expected:
+            raise ModelError(f"The model returned {channels} channels, expected {self.expected}.")
+        grid = self.grid
+        shape = (channels, *(a.extent * s for a, s in zip(grid.axes, grid.plan.scale)))
+        if self.device is None:
+            return np.zeros(shape, dtype=np.float32)
+        return torch.zeros(shape, dtype=torch.float32, device=self.device)
+
+    def _accumulate(self, out: Any, starts: Sequence[tuple[int, ...]]) -> None:
+        """Add the window-weighted cores of one batch's output into the accumulator."""
+        plan = self.grid.plan
+        for tile, start in zip(out, starts):
+            core = tile[self.core_out]
+            if self.window is not None:
+                core *= self.window
+            target = (slice(None),) + tuple(
+                slice(b * s, (b + c) * s) for b, c, s in zip(start, plan.core, plan.scale)
+            )
+            self.acc[target] += core
+
+    def result(self) -> np.ndarray:
+        """The blended output, divided by the total weight and cropped to the image."""
+        acc = self.acc
+        if torch.is_tensor(acc):
+            acc = acc.cpu().numpy()
+        return _finish(acc, self.grid)
 
 
 def _outer(windows: Sequence[np.ndarray]) -> np.ndarray | None:
@@ -422,32 +539,6 @@ def _outer(windows: Sequence[np.ndarray]) -> np.ndarray | None:
     for w in windows:
         full = np.multiply.outer(full, w)
     return full.astype(np.float32)
-
-
-def _accumulator(grid: TileGrid, channels: int, expected: int | None) -> np.ndarray:
-    if expected is not None and channels != expected:
-        raise ModelError(f"The model returned {channels} channels, expected {expected}.")
-    shape = tuple(a.extent * s for a, s in zip(grid.axes, grid.plan.scale))
-    return np.zeros((channels, *shape), dtype=np.float32)
-
-
-def _accumulate(
-    acc: np.ndarray,
-    out: np.ndarray,
-    starts: Sequence[tuple[int, ...]],
-    core_out: tuple[slice, ...],
-    window: np.ndarray | None,
-    plan: TilePlan,
-) -> None:
-    """Add the window-weighted cores of one batch's output into ``acc`` (in place)."""
-    for tile, start in zip(out, starts):
-        core = tile[core_out]
-        if window is not None:
-            np.multiply(core, window, out=core)
-        target = (slice(None),) + tuple(
-            slice(b * s, (b + c) * s) for b, c, s in zip(start, plan.core, plan.scale)
-        )
-        acc[target] += core
 
 
 def _finish(acc: np.ndarray | None, grid: TileGrid) -> np.ndarray:

@@ -19,13 +19,16 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from biapy_runner import log
 from biapy_runner.errors import InputError
 from biapy_runner.io.images import write_tiff
+
+if TYPE_CHECKING:  # pandas loads when tables are written, not for option or config errors
+    import pandas as pd
 
 #: Top-level entries a run may create in the output folder.
 RESULT_ENTRIES = ("raw", "post_proc", "instances", "metrics", "stack_3d", "config.yaml")
@@ -173,6 +176,8 @@ class OutputStage:
 
     def publish(self) -> list[Path]:
         """Write the concatenated tables and move every staged entry into the output folder."""
+        import pandas as pd
+
         for name, frames in self._tables.items():
             write_table(self.root / name, pd.concat(frames, ignore_index=True))
         moved = []

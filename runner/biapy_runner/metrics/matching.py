@@ -21,9 +21,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import sparse
-from scipy.optimize import linear_sum_assignment
-from scipy.sparse.csgraph import connected_components
 
 from biapy_runner.errors import InputError
 
@@ -185,6 +182,9 @@ class _Components:
 
 def _components(ov: Overlap) -> _Components:
     """Connected components of the overlap graph of ``ov`` (computed once per overlap)."""
+    from scipy import sparse  # scipy's sparse and optimize load only when scoring
+    from scipy.sparse.csgraph import connected_components
+
     if ov._components is not None:
         return ov._components
     n_t, n_p = ov.true_ids.size, ov.pred_ids.size
@@ -224,6 +224,8 @@ def _assign(ov: Overlap, thresh: float) -> tuple[np.ndarray, np.ndarray, np.ndar
 
     Solved per connected component of the overlap graph (the components listed in order).
     """
+    from scipy.optimize import linear_sum_assignment
+
     if ov.iou.size == 0:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, np.zeros(0)

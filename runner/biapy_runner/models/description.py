@@ -38,14 +38,16 @@ def bioimageio_settings(**values: Any) -> Iterator[None]:
 
 
 
-def load_description(src: str | Path, shown: str) -> Any:
+def load_description(src: str | Path, shown: str, *, io_checks: bool = True) -> Any:
     """Load and validate a model description (format 0.4 or 0.5); ModelError otherwise.
 
     A local package (``Path``: zip, folder or rdf file) is opened here first, so that a file that
     is no package, a damaged zip, or a package without rdf or weight files gets a message of its
     own. Weights the rdf lists at a URL (or whose file is missing) are not fetched to validate the
     package: only the format that is loaded must be readable (see :mod:`.backends`), so that a
-    package whose other formats are inside it works offline.
+    package whose other formats are inside it works offline. ``io_checks=False`` skips the
+    checks of the package's files (existence, sha256): only for a cached package whose files were
+    checked when it entered the cache.
     """
     from bioimageio.spec import InvalidDescr
     from bioimageio.spec import load_description as bioimageio_load
@@ -57,7 +59,7 @@ def load_description(src: str | Path, shown: str) -> Any:
     with bioimageio_settings(collection_http_pattern="", id_map=""):
         try:
             descr = bioimageio_load(
-                src, format_version="discover", perform_io_checks=not unavailable
+                src, format_version="discover", perform_io_checks=io_checks and not unavailable
             )
         except Exception as err:
             raise ModelError(f"Cannot read the model {shown!r}: {real_cause(err)}.") from err

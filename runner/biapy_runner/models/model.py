@@ -8,6 +8,7 @@ speaks the runner's layout (channel first, spatial axes in z, y, x order).
 from __future__ import annotations
 
 import math
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,18 @@ import numpy as np
 import torch
 
 from biapy_runner.errors import InputError, ModelError, real_cause
-from biapy_runner.log import warn
+from biapy_runner.log import info, warn
+from biapy_runner.models import store
 from biapy_runner.models.backends import WEIGHT_FORMATS, load_weights
+from biapy_runner.models.backends.choice import (
+    CHOICES,
+    Choice,
+    ChoiceStore,
+    Source,
+    builders_for,
+    choose,
+    reference_name,
+)
 from biapy_runner.models.description import (
     SPATIAL_ORDER,
     axis_roles,
@@ -26,7 +37,7 @@ from biapy_runner.models.description import (
     load_description,
     output_geometry,
 )
-from biapy_runner.models.sources import resolve_model
+from biapy_runner.models.sources import default_cache_dir, resolve_model
 
 
 def _resolve_device(device: str) -> torch.device:
@@ -51,19 +62,35 @@ def load_model(
     cache_dir: Path | None = None,
     weight_format: str | None = None,
     threads: int | None = None,
+    backend: str = "auto",
 ) -> BmzModel:
     """Resolve ``source`` (see :func:`resolve_model`), validate it and load its best runnable
-    weights once on ``device`` (``auto``: CUDA when available, else CPU)."""
+    weights once on ``device`` (``auto``: CUDA when available, else CPU).
+
+    A package from the cache that was validated before is loaded without checking its files'
+    sha256 again. ``backend`` (:data:`~biapy_runner.models.backends.choice.CHOICES`) is chosen on
+    the first tile the model runs (see :meth:`BmzModel.select_backend`); ``threads`` sets torch's,
+    ONNX Runtime's and OpenVINO's CPU threads."""
     if weight_format is not None and weight_format not in WEIGHT_FORMATS:
         raise InputError(
             f"Unknown weight format {weight_format!r}: use one of {', '.join(WEIGHT_FORMATS)}."
         )
+    if backend not in CHOICES:
+        raise InputError(f"Unknown backend {backend!r}: use one of {', '.join(CHOICES)}.")
     torch_device = _resolve_device(device)
     if threads:
         torch.set_num_threads(int(threads))
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = resolve_model(str(source), cache_dir)
-    descr = load_description(path, str(source))
-    return BmzModel(descr, str(source), torch_device, weight_format, threads)
+    cached = store.in_cache(path, cache)
+    trusted = cached and store.is_verified(path)
+    descr = load_description(path, str(source), io_checks=not trusted)
+    if cached and not trusted:
+        store.mark_verified(path)
+    return BmzModel(
+        descr, str(source), torch_device, weight_format, threads,
+        backend=backend, folder=store.derived_folder(path, cache),
+    )
 
 
 def _rearrange(array: Any, src: Sequence[str], dst: Sequence[str]) -> Any:
@@ -111,8 +138,12 @@ class BmzModel:
         device: torch.device,
         weight_format: str | None = None,
         threads: int | None = None,
+        *,
+        backend: str = "auto",
+        folder: Path | None = None,
     ) -> None:
-        """Read the axes of ``descr`` and load its weights."""
+        """Read the axes of ``descr`` and load its reference weights; the backend
+        (``backend``) is chosen on the first tile, remembered in ``folder`` (None: not kept)."""
         from bioimageio.core.digest_spec import get_member_id
 
         if len(descr.inputs) != 1:
@@ -146,9 +177,13 @@ class BmzModel:
         self._pre, self._post = self._processing()
         self._stat: dict[Any, Any] = {}
         shown = self.name if source == self.name else f"{self.name} from {source}"
-        self.weight_format, self._forward = load_weights(
+        self.weight_format, reference = load_weights(
             descr, shown, device, weight_format, threads
         )
+        self._wanted_backend = backend
+        self._source = Source(self.weight_format, reference, descr, device, threads, folder)
+        self.choice: Choice | None = None
+        self._tmp: tempfile.TemporaryDirectory | None = None  # conversions when no cache folder
 
     def _check_axes(self) -> None:
         if not self.spatial_axes or self.out_spatial_axes not in (self.spatial_axes, ()):
@@ -261,10 +296,67 @@ class BmzModel:
             return torch.cat([self.forward(batch[i : i + 1]) for i in range(batch.shape[0])])
         x = _rearrange(batch, self._canonical(self._in_id), self._in_roles)
         with torch.inference_mode():
-            y = self._forward(x)
+            if self.choice is None:
+                self._choose(x[:1] if "b" in self._in_roles else x)
+            y = self.choice.forward(x)  # type: ignore[union-attr]
+        return self._from_model_layout(y)
+
+    def _from_model_layout(self, y: Any) -> torch.Tensor:
         if isinstance(y, (list, tuple)):
             y = y[0]
         return _rearrange(y, self._out_roles, self._canonical(self._out_id))
+
+    @property
+    def reference(self) -> Any:
+        """The package's weights as loaded (a torch module for torch formats): the reference
+        every other backend is checked against."""
+        return self._source.forward
+
+    @property
+    def backend(self) -> str | None:
+        """The backend the model runs with (None until :meth:`select_backend` or the first
+        forward)."""
+        return None if self.choice is None else self.choice.name
+
+    def select_backend(self, tile: np.ndarray) -> Choice:
+        """Choose the backend on ``tile`` (``(C, *spatial)``, preprocessed, a size the model
+        accepts) as ``load_model``'s ``backend`` asks, once; see
+        :mod:`biapy_runner.models.backends.choice`."""
+        if self.choice is None:
+            batch = torch.from_numpy(np.ascontiguousarray(tile[None], dtype=np.float32))
+            x = _rearrange(batch.to(self.device), self._canonical(self._in_id), self._in_roles)
+            with torch.inference_mode():
+                self._choose(x)
+        return self.choice  # type: ignore[return-value]
+
+    def _choose(self, x: torch.Tensor) -> None:
+        """Probe (or recall) the backend on the model-layout tile ``x``, in float32."""
+        source = self._source
+        reference = reference_name(source.format)
+        if self._wanted_backend == reference:
+            info(f"model {self.name}: backend {reference} (--backend {reference}: not probed)")
+            self.choice = Choice(reference, source.forward)
+            return
+        if source.folder is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="biapy-runner-model-")
+            source.folder = Path(self._tmp.name)
+        channel_axes = (self._in_roles.index("c") if "c" in self._in_roles else -1,
+                        self._out_roles.index("c") if "c" in self._out_roles else -1)
+        builders = builders_for(
+            source, x, len(self._out_roles), channel_axes, batch_axis="b" in self._in_roles
+        )
+        key = (f"{self.device}|threads={torch.get_num_threads()}|tile={tuple(x.shape)}|"
+               f"torch={torch.__version__}")
+        with torch.autocast(self.device.type, enabled=False):
+            self.choice = choose(
+                self._wanted_backend, builders, reference, x, self._postprocessed,
+                store=ChoiceStore(source.folder), key=key, name=self.name,
+            )
+
+    def _postprocessed(self, y: Any) -> np.ndarray:
+        """A raw output of one tile (model layout) after the model's postprocessing."""
+        out = self._from_model_layout(y)
+        return self.postprocess(out[0].detach().float().cpu().numpy())
 
     def test_tensors(self) -> tuple[np.ndarray, np.ndarray]:
         """The rdf's test input and output, channel first without the batch axis."""

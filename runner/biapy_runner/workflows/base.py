@@ -14,13 +14,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
-import pandas as pd
 
 from biapy_runner.config.load import Config
 from biapy_runner.io.images import Image
+
+if TYPE_CHECKING:  # pandas loads when a table is made, not for option or config errors
+    import pandas as pd
 
 
 @dataclass
@@ -138,6 +140,8 @@ class Workflow(ABC):
 
     def aggregate(self, rows: Sequence[Mapping[str, Any]]) -> Scored:
         """The dataset (``image = ALL``) row; by default the mean of each numeric column."""
+        import pandas as pd
+
         frame = pd.DataFrame(list(rows))
         numeric = frame.select_dtypes(include="number")
         return Scored(row={k: float(v) for k, v in numeric.mean().items()})
@@ -153,14 +157,18 @@ def register(cls: type[Workflow]) -> type[Workflow]:
 
 
 def workflow_for(cfg: Config) -> Workflow:
-    """Instantiate the workflow named by ``PROBLEM.TYPE``."""
-    import biapy_runner.workflows  # noqa: F401  (imports register the implementations)
+    """Instantiate the workflow named by ``PROBLEM.TYPE`` (importing only its module)."""
+    import importlib
+
+    from biapy_runner.workflows import MODULES
 
     problem = cfg.get("PROBLEM.TYPE")
+    if problem in MODULES:
+        importlib.import_module(f"biapy_runner.workflows.{MODULES[problem]}")
     if problem not in _REGISTRY:
         from biapy_runner.errors import ConfigError
 
-        known = ", ".join(sorted(_REGISTRY))
+        known = ", ".join(sorted(MODULES))
         raise ConfigError(
             f"PROBLEM.TYPE {problem!r} has no workflow in this runner yet; available: {known}."
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,12 @@ from biapy_runner.models.backends import BackendUnavailable, Forward
 
 def load(descr: Any, device: torch.device, threads: int | None) -> Forward:
     """An ONNX Runtime session for the package's weights, wrapped to take and give torch tensors."""
+    return session(descr.weights.onnx.get_reader().read(), device, threads)
+
+
+def session(model: bytes | Path, device: torch.device, threads: int | None) -> Forward:
+    """An ONNX Runtime session for ``model`` (the bytes or path of an ONNX file), wrapped to take
+    and give torch tensors on ``device``; ``threads`` sets its intra-op threads."""
     try:
         import onnxruntime as ort
     except ImportError as err:
@@ -25,13 +32,12 @@ def load(descr: Any, device: torch.device, threads: int | None) -> Forward:
     providers = ["CPUExecutionProvider"]
     if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
-    session = ort.InferenceSession(
-        descr.weights.onnx.get_reader().read(), sess_options=options, providers=providers
-    )
-    name = session.get_inputs()[0].name
+    source = str(model) if isinstance(model, Path) else model
+    runner = ort.InferenceSession(source, sess_options=options, providers=providers)
+    name = runner.get_inputs()[0].name
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         feed = {name: x.detach().cpu().numpy().astype(np.float32, copy=False)}
-        return torch.from_numpy(session.run(None, feed)[0]).to(x.device)
+        return torch.from_numpy(runner.run(None, feed)[0]).to(x.device)
 
     return forward

@@ -1,0 +1,94 @@
+"""What the runner keeps beside a model package in the cache.
+
+- ``<package>.verified.json``: the sha256 of the rdf of a cached package whose files were checked
+  against their sha256 when it was validated; later runs load it without those checks.
+- a derived folder (``<package>.derived/`` for cached zips, ``local/<hash>/`` in the cache for
+  other paths, which are never written to): the backend choice and our conversions (ONNX export,
+  OpenVINO blobs), see :mod:`biapy_runner.models.backends.choice`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zipfile
+from pathlib import Path
+
+from biapy_runner.log import warn
+
+MARKER_SUFFIX = ".verified.json"
+_RDF_NAMES = ("bioimageio.yaml", "rdf.yaml")
+
+
+def rdf_bytes(path: Path) -> bytes:
+    """The rdf of a package zip, a package folder or an rdf file."""
+    if path.is_dir():
+        for name in _RDF_NAMES:
+            if (path / name).is_file():
+                return (path / name).read_bytes()
+        return b""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist() if n.endswith(_RDF_NAMES)]
+            return archive.read(min(names, key=len)) if names else b""
+    return path.read_bytes()
+
+
+def in_cache(path: Path, cache_dir: Path) -> bool:
+    """Whether ``path`` is a package zip the runner saved in ``cache_dir``."""
+    try:
+        return path.suffix == ".zip" and path.resolve().parent == cache_dir.resolve()
+    except OSError:
+        return False
+
+
+def _marker(package: Path) -> Path:
+    return package.with_name(package.name + MARKER_SUFFIX)
+
+
+def _spec_version() -> str:
+    from importlib.metadata import version
+
+    return version("bioimageio.spec")
+
+
+def is_verified(package: Path) -> bool:
+    """Whether the cached ``package`` was fully validated before, with this rdf and this
+    version of bioimageio.spec."""
+    try:
+        marker = json.loads(_marker(package).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(marker, dict) and marker == _marker_content(package)
+
+
+def _marker_content(package: Path) -> dict[str, str]:
+    return {
+        "rdf_sha256": hashlib.sha256(rdf_bytes(package)).hexdigest(),
+        "bioimageio.spec": _spec_version(),
+    }
+
+
+def mark_verified(package: Path) -> None:
+    """Record that ``package`` (in the cache) was just validated with its files' sha256 checked."""
+    partial = package.with_name(f".{package.name}.{os.getpid()}.partial")
+    try:
+        partial.write_text(json.dumps(_marker_content(package)))
+        os.replace(partial, _marker(package))
+    except OSError as err:
+        warn(f"cannot mark {package} as validated: {err}")
+
+
+def derived_folder(path: Path, cache_dir: Path) -> Path:
+    """The folder for what the runner derives from the package at ``path`` (not created here).
+
+    Beside a cached zip; for other paths, in the cache under a hash of the path, its size and
+    modification time and its rdf, so that a changed package gets a new folder."""
+    if in_cache(path, cache_dir):
+        return path.with_suffix(".derived")
+    stat = path.stat()
+    ident = hashlib.sha256(
+        f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|".encode() + rdf_bytes(path)
+    ).hexdigest()[:16]
+    return cache_dir / "local" / ident
