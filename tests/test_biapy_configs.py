@@ -227,3 +227,19 @@ def test_run_refuses_not_implemented_keys_before_any_image(
     assert code == 2
     assert "TEST.BY_CHUNKS.ENABLE = True" in err and "DATA.TEST.FILTER_SAMPLES.ENABLE" in err
     assert "Traceback" not in err and not out.exists()
+
+
+def test_a_key_repeated_with_the_same_value_only_warns(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ovarian_reserve_inference.yaml (a BiaPy paper template) writes TEST.REDUCE_MEMORY: true
+    twice; BiaPy loads it, and so does the runner (another value would be refused)."""
+    cfg = load_config(COLLECTION / "ovarian_reserve_inference.yaml")
+    assert cfg.get("TEST.REDUCE_MEMORY") is True
+    assert "'REDUCE_MEMORY' is written twice with the same value (lines 62 and 72)" in (
+        capsys.readouterr().err
+    )
+    path = tmp_path / "c.yaml"
+    path.write_text("TEST:\n  REDUCE_MEMORY: true\n  REDUCE_MEMORY: false\n")
+    with pytest.raises(ConfigError, match="'TEST.REDUCE_MEMORY' twice, on line 2 and on line 3"):
+        load_config(path)

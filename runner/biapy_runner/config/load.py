@@ -298,20 +298,34 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
     def _check_unique_keys(self, node: yaml.MappingNode) -> None:
-        """Raise DuplicateKeyError for the first key written twice in ``node``; merge keys
-        (``<<``) are YAML's own way of combining mappings and are left to the loader."""
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
+        """Raise DuplicateKeyError for the first key written twice in ``node`` with another
+        value; the same value written twice (as in one of BiaPy's own paper templates) only
+        warns. Merge keys (``<<``) are YAML's own way of combining mappings and are left to the
+        loader."""
+        seen: dict[Any, tuple[int, yaml.Node]] = {}
+        for key_node, value_node in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
                 continue
             key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
             try:
-                if key in seen:
-                    raise DuplicateKeyError(node, key, seen[key], line)
-                seen[key] = line
+                if key not in seen:
+                    seen[key] = (line, value_node)
+                    continue
             except TypeError:  # an unhashable key: the loader itself refuses it
                 continue
+            first, first_value = seen[key]
+            if self._same_value(first_value, value_node):
+                log.warn(f"the key {key!r} is written twice with the same value (lines {first} "
+                         f"and {line}); one is kept")
+                continue
+            raise DuplicateKeyError(node, key, first, line)
+
+    def _same_value(self, a: yaml.Node, b: yaml.Node) -> bool:
+        """True when two value nodes hold equal scalars (sections are never the same value)."""
+        if not isinstance(a, yaml.ScalarNode) or not isinstance(b, yaml.ScalarNode):
+            return False
+        return bool(self.construct_object(a, deep=True) == self.construct_object(b, deep=True))
 
 
 def _key_path(node: yaml.Node | None, target: yaml.Node, prefix: str = "") -> str | None:
