@@ -19,8 +19,10 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from biapy_runner.config.load import load_config
+from biapy_runner.decode.channels import parse_channels
 from biapy_runner.decode.postprocess import voronoi_on_mask
-from biapy_runner.decode.watershed import DecodeSettings, decode_instances, parse_channels
+from biapy_runner.decode.watershed import watershed_by_channels, watershed_settings
 from biapy_runner.metrics.matching import label_overlap, match_overlap
 from scipy import ndimage
 from skimage.segmentation import find_boundaries
@@ -98,8 +100,11 @@ def main() -> None:
         best[name] = (min(best[name][0], wall), min(best[name][1], cpu))
 
     load = [os.getloadavg()[0]]
+    channels = parse_channels(["F", "C", "M"])  # BiaPy 3.7's name of BCM
+    cfg = load_config(None, ["PROBLEM.TYPE=INSTANCE_SEG", "PROBLEM.INSTANCE_SEG.DATA_CHANNELS=BCM"])
+    settings = watershed_settings(cfg, channels)
     for _ in range(max(args.repeat, 1)):
-        result, wall, cpu = timed(decode_instances, raw, parse_channels("BCM"), DecodeSettings())
+        result, wall, cpu = timed(watershed_by_channels, raw, channels, settings)
         keep("watershed", wall, cpu)
         post, wall, cpu = timed(voronoi_on_mask, result.labels, raw[2], 0.0)
         keep("voronoi", wall, cpu)

@@ -2,14 +2,21 @@
 
     PYTHONPATH=runner:tests python galaxy/make_test_data.py [GROUP ...]
 
-GROUP (default: all) is one or more of: segmentation, restoration, classification; a zip is
+GROUP (default: all) is one or more of: segmentation, restoration, classification, decoders; a
+zip is
 rebuilt byte-different each time, so regenerate only the group you changed.
 
 - ``cells3d.tif`` / ``cells3d_mask.tif``: a 3D volume (24, 48, 48) with four bright ellipsoid
   cells and their instance labels.
 - ``cartocell_like.zip``: a BioImage.IO package shaped like the CartoCell models of the Galaxy
   tutorial (input 1x1x80x80x80 zyx with zero-mean-unit-variance, output B, C, M with a sigmoid),
-  with a 1x1x1 convolution as the network: B and M follow the intensity, C stays low.
+  with a 1x1x1 convolution as the network: B and M follow the intensity, C is low everywhere
+  and lowest inside the cells (a constant C would give BiaPy 3.7's watershed no seeds: its Otsu
+  threshold of a constant channel is that constant).
+- ``affinities3d.zip`` (group decoders): a 3D affinity model (channels ``A``: z, y, x) decoded
+  by BiaPy 3.7's ``agglomeration``: a 3x3x3 convolution adding each voxel and its predecessor
+  along the channel's axis, ``sigmoid(3 * (sum - 4))`` of the normalised volume (high when
+  both are inside a cell), input ``16 + 8n`` per axis.
 - ``intensity2d.zip``: a second 2D foreground model (a 1x1 convolution with a sigmoid on the
   normalised intensity), compared with the nuclei U-Net by the workflow test.
 - ``dsb_nuclei_gt.csv``: the centroids of the nuclei in ``dsb_nuclei_mask.tif`` (detection
@@ -36,7 +43,7 @@ import numpy as np
 import tifffile
 import torch
 from bmz_factory import make_model_package
-from model_sources import PIXEL_BCM, PIXEL_FOREGROUND, THIRDS, UPSAMPLE_SOURCE
+from model_sources import AFFINITY3D, PIXEL_BCM, PIXEL_FOREGROUND, THIRDS, UPSAMPLE_SOURCE
 from skimage.measure import regionprops
 
 TEST_DATA = Path(__file__).resolve().parents[1] / "test-data"
@@ -60,7 +67,7 @@ def cells_volume() -> tuple[np.ndarray, np.ndarray]:
 def cartocell_like_model(out_dir: Path) -> Path:
     """The package zip of a fixed 80^3 B/C/M model (weights of a 1x1x1 convolution)."""
     state = {
-        "conv.weight": torch.tensor([4.0, 0.0, 4.0]).reshape(3, 1, 1, 1, 1),
+        "conv.weight": torch.tensor([4.0, -4.0, 4.0]).reshape(3, 1, 1, 1, 1),
         "conv.bias": torch.tensor([-1.0, -4.0, 1.0]),
     }
     test_input = np.zeros((1, 80, 80, 80), np.float32)  # a cube: the test tensors stay small
@@ -74,6 +81,28 @@ def cartocell_like_model(out_dir: Path) -> Path:
 
 
 
+
+
+def affinity_model(out_dir: Path) -> Path:
+    """The package zip of the 3D affinity model (z, y, x affinities to the predecessor)."""
+    weight = torch.zeros(3, 1, 3, 3, 3)
+    for k, pred in enumerate(((0, 1, 1), (1, 0, 1), (1, 1, 0))):
+        weight[k, 0, 1, 1, 1] = 3.0
+        weight[k, 0][pred] = 3.0
+    state = {"conv.weight": weight, "conv.bias": torch.full((3,), -12.0)}
+    image, _ = cells_volume()
+    return make_model_package(
+        out_dir, architecture_source=AFFINITY3D, callable_name="Affinity3D", kwargs={},
+        state_dict=state, ndim=3, out_channels=3, size=(16, 8), channel_names=["A", "A", "A"],
+        preprocessing=[{"id": "zero_mean_unit_variance"}], postprocessing=[{"id": "sigmoid"}],
+        test_input=image[None, :16, :16, :16].astype(np.float32), name="affinities 3d",
+        tags=["3d", "instance-segmentation", "affinities"],
+    )
+
+
+def decoders(build: Path) -> None:
+    """The models of the non-watershed instance decoders."""
+    (TEST_DATA / "affinities3d.zip").write_bytes(affinity_model(build).read_bytes())
 
 
 def intensity_model(out_dir: Path) -> Path:
@@ -171,6 +200,7 @@ GROUPS = {
     "segmentation": segmentation,
     "restoration": restoration,
     "classification": classification,
+    "decoders": decoders,
 }
 
 

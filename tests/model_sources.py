@@ -65,3 +65,33 @@ class PixelForeground(torch.nn.Module):
     def forward(self, x):
         return self.conv(x)
 '''
+
+AFFINITY3D = '''import torch
+
+
+class Affinity3D(torch.nn.Module):
+    """Affinities (z, y, x) from a normalised volume: each channel adds a voxel and its
+    predecessor along its axis (high only when both are bright)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv3d(1, 3, kernel_size=3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x)
+'''
+
+CONV3D_3X3X3 = '''
+import torch
+
+
+class Conv3x3x3(torch.nn.Module):
+    """A fixed 3x3x3 convolution to three channels (e.g. foreground, contour and mask logits)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv3d(1, 3, 3, padding=1, padding_mode="replicate")
+
+    def forward(self, x):
+        return self.conv(x)
+'''

@@ -147,12 +147,11 @@ def test_custom_normalisation_and_model_n_classes() -> None:
     assert load_config(COLLECTION / "2d_classification.yaml").get("DATA.N_CLASSES") == 7
 
 
-def test_37_decoders_load_and_are_refused_at_run_time_until_implemented() -> None:
+def test_37_decoders_load_and_run() -> None:
     stardist = load_config(COLLECTION / "sanity_stardist.yaml")
     assert stardist.get(IS + "STARDIST.PROB_THRESH") == pytest.approx(0.5)
     assert stardist.get(IS + "DATA_CHANNELS") == ["Db", "R"]
-    with pytest.raises(ConfigError, match="INSTANCE_CREATION_PROCESS = 'stardist'"):
-        check_implemented(stardist)
+    check_implemented(stardist)  # the StarDist decoder is there: nothing refused
 
 
 def test_a_key_no_biapy_release_has_is_an_error_naming_file_and_line() -> None:

@@ -15,7 +15,7 @@ from biapy_runner.decode.points import (
     read_points_table,
     remove_close_points,
 )
-from biapy_runner.errors import ConfigError, InputError
+from biapy_runner.errors import InputError
 from biapy_runner.metrics.points import match_points, ratios
 from biapy_runner.workflows.detection import grow_instances
 

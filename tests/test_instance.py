@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 import tifffile
 import torch
+from biapy_runner.config.load import load_config
+from biapy_runner.decode.channels import channel_targets, parse_channels
 from biapy_runner.decode.filters import median_filter_channels
 from biapy_runner.decode.postprocess import (
     clear_border,
@@ -20,14 +22,10 @@ from biapy_runner.decode.postprocess import (
     repair_large_blobs,
     voronoi_on_mask,
 )
-from biapy_runner.decode.watershed import (
-    DecodeSettings,
-    channel_targets,
-    decode_instances,
-    parse_channels,
-)
+from biapy_runner.decode.watershed import watershed_by_channels, watershed_settings
 from biapy_runner.errors import ConfigError
 from biapy_runner.metrics.matching import matching
+from model_sources import CONV3D_3X3X3
 from scipy import ndimage
 from skimage.segmentation import find_boundaries
 
@@ -61,34 +59,46 @@ def balls() -> np.ndarray:
     return spheres((40, 64, 64), BALLS_3D, 7)
 
 
-def test_bcm_decoding_finds_every_ball(balls: np.ndarray) -> None:
-    result = decode_instances(bcm(balls), parse_channels("BCM"), DecodeSettings())
+def fcm_decode(raw: np.ndarray, *sets: str):
+    """BiaPy 3.7's watershed of an F+C+M prediction (BCM in older BiaPy)."""
+    names = ["F", "C", "M"][: raw.shape[0]]
+    channels = parse_channels(names)
+    cfg = load_config(
+        None,
+        [
+            "PROBLEM.TYPE=INSTANCE_SEG",
+            f"PROBLEM.INSTANCE_SEG.DATA_CHANNELS=[{', '.join(names)}]",
+            *sets,
+        ],
+    )
+    return watershed_by_channels(raw, channels, watershed_settings(cfg, channels))
+
+
+def test_fcm_decoding_finds_every_ball(balls: np.ndarray) -> None:
+    result = fcm_decode(bcm(balls))
     assert result.labels.dtype == np.uint16
     assert result.n_seeds == 5 and result.labels.max() == 5
-    assert result.thresholds["TH_FOREGROUND"] == pytest.approx(
-        result.thresholds["TH_BINARY_MASK"] / 2
-    )
+    assert result.thresholds["growth F"] == pytest.approx(result.thresholds["seed F"] / 2)
     for r in matching(balls, result.labels, (0.5, 0.75)):
         assert r.stats["tp"] == 5 and r.stats["fp"] == 0
 
 
-def test_list_form_and_manual_thresholds_match_too(balls: np.ndarray) -> None:
-    raw = bcm(balls)[:2]
-    auto = decode_instances(raw, parse_channels(["F", "C"]), DecodeSettings())
-    manual = decode_instances(
-        bcm(balls),
-        parse_channels("BCM"),
-        DecodeSettings(th_auto=False, th_binary_mask=0.5, th_contour=0.2, th_foreground=0.3),
+def test_older_bcm_configuration_decodes_the_same(balls: np.ndarray) -> None:
+    """``BCM`` with manual DATA_MW_TH_* (BiaPy < 3.6.6) is read as F+C+M with those seeds."""
+    cfg = load_config(
+        None,
+        ["PROBLEM.TYPE=INSTANCE_SEG", "PROBLEM.INSTANCE_SEG.DATA_CHANNELS=BCM"],
     )
-    assert manual.thresholds == {"TH_BINARY_MASK": 0.5, "TH_CONTOUR": 0.2, "TH_FOREGROUND": 0.3}
-    for result in (auto, manual):
-        (r,) = matching(balls, result.labels, (0.5,))
-        assert r.stats["tp"] == 5
+    channels = parse_channels(cfg.get("PROBLEM.INSTANCE_SEG.DATA_CHANNELS"))
+    assert channels.names == ("F", "C", "M") and parse_channels("BCM") == channels
+    result = watershed_by_channels(bcm(balls), channels, watershed_settings(cfg, channels))
+    (r,) = matching(balls, result.labels, (0.5,))
+    assert r.stats["tp"] == 5
 
 
 def test_two_touching_discs_in_2d_are_split() -> None:
     labels = spheres((40, 60), [(20, 18), (20, 40)], 11)  # overlapping discs: the second wins
-    result = decode_instances(bcm(labels)[:2], parse_channels("BC"), DecodeSettings())
+    result = fcm_decode(bcm(labels)[:2])
     assert result.labels.max() == 2
     (r,) = matching(labels, result.labels, (0.5,))
     assert r.stats["tp"] == 2
@@ -97,44 +107,46 @@ def test_two_touching_discs_in_2d_are_split() -> None:
 def test_small_seeds_removed_before_watershed(balls: np.ndarray) -> None:
     raw = bcm(balls)
     raw[0, 2, 2, 2] = raw[2, 2, 2, 2] = 1.0  # a one-voxel spurious seed
-    keep = decode_instances(raw, parse_channels("BCM"), DecodeSettings())
-    drop = decode_instances(
-        raw, parse_channels("BCM"), DecodeSettings(remove_before=True, small_before=5)
-    )
+    keep = fcm_decode(raw)
+    ws = "PROBLEM.INSTANCE_SEG.WATERSHED."
+    drop = fcm_decode(raw, f"{ws}DATA_REMOVE_BEFORE_MW=True", f"{ws}DATA_REMOVE_SMALL_OBJ_BEFORE=5")
     assert keep.n_seeds == 6 and drop.n_seeds == 5
 
 
 def test_seed_erosion_shrinks_seeds_but_growth_restores_objects(balls: np.ndarray) -> None:
-    st = DecodeSettings(seed_morph_sequence=["erode"], seed_morph_radius=[2])
-    result = decode_instances(bcm(balls), parse_channels("BCM"), st)
+    ws = "PROBLEM.INSTANCE_SEG.WATERSHED."
+    result = fcm_decode(
+        bcm(balls), f"{ws}SEED_MORPH_SEQUENCE=[erode]", f"{ws}SEED_MORPH_RADIUS=[2]"
+    )
     (r,) = matching(balls, result.labels, (0.5,))
     assert r.stats["tp"] == 5
     with pytest.raises(ConfigError, match="SEED_MORPH"):
-        decode_instances(
-            bcm(balls),
-            parse_channels("BCM"),
-            DecodeSettings(seed_morph_sequence=["erode"], seed_morph_radius=[]),
-        )
+        fcm_decode(bcm(balls), f"{ws}SEED_MORPH_SEQUENCE=[erode]")
 
 
 def test_channel_parsing_errors() -> None:
-    assert parse_channels("BCDv2").names == ("B", "C", "Dv2")
-    assert parse_channels(["F", "C"]).legacy is False
+    assert parse_channels("BCDv2").names == ("F", "C", "D")
+    assert parse_channels(["F", "C"]).names == ("F", "C")
     with pytest.raises(ConfigError, match="DATA_CHANNELS"):
         parse_channels("XYZ")
-    with pytest.raises(ConfigError, match="decoder other"):
-        parse_channels(["F", "E"])
+    with pytest.raises(ConfigError, match="unknown channel 'Q'"):
+        parse_channels(["F", "Q"])
+    fc = parse_channels(["F", "C"])
+    cfg = load_config(
+        None, ["PROBLEM.TYPE=INSTANCE_SEG", "PROBLEM.INSTANCE_SEG.DATA_CHANNELS=[F, C]"]
+    )
     with pytest.raises(ConfigError, match="3 channels"):
-        decode_instances(np.zeros((3, 8, 8)), parse_channels("BC"), DecodeSettings())
+        watershed_by_channels(np.zeros((3, 8, 8)), fc, watershed_settings(cfg, fc))
 
 
 def test_channel_targets_follow_biapy_definitions() -> None:
     gt = np.zeros((8, 8), np.uint8)
     gt[1:6, 1:6] = 2
-    t = channel_targets(gt, parse_channels("BCM"))
-    assert t["M"].sum() == 25
-    assert t["C"].sum() == 16  # the ring of the 5x5 square (thick, inside the object)
-    assert t["B"].sum() == 9 and not (t["B"] & t["C"]).any()
+    t = channel_targets(gt, parse_channels(["F", "C", "M"]))
+    assert t["M"].sum() == t["F"].sum() == 25
+    assert t["C"].sum() == 16 + 20  # thick: the inner ring and the outer ring (no corners)
+    dense = channel_targets(gt, parse_channels(["F", "C"]), "dense")
+    assert dense["C"].sum() == 20 and not (dense["C"] & (gt > 0)).any()  # the rim outside
     lst = channel_targets(gt, parse_channels(["F", "B"]))
     assert lst["F"].sum() == 25 and lst["B"].sum() == 64 - 25
 
@@ -229,20 +241,7 @@ def test_median_filter_axes() -> None:
 
 # ---- the CartoCell configuration end to end ------------------------------------------------
 
-ARCHITECTURE = '''
-import torch
-
-
-class FixedBCM(torch.nn.Module):
-    """A fixed 3x3x3 convolution: foreground (M), inner part (B) and inner contour (C) logits."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = torch.nn.Conv3d(1, 3, 3, padding=1, padding_mode="replicate")
-
-    def forward(self, x):
-        return self.conv(x)
-'''
+ARCHITECTURE = CONV3D_3X3X3
 
 
 def _cartocell_weights(s_in: float, s_out: float) -> dict[str, torch.Tensor]:
@@ -278,7 +277,7 @@ def test_cartocell_config_end_to_end(tmp_path: Path) -> None:
     zip_path = make_model_package(
         tmp_path / "model",
         architecture_source=ARCHITECTURE,
-        callable_name="FixedBCM",
+        callable_name="Conv3x3x3",
         kwargs={},
         state_dict=_cartocell_weights(float(s_in), float(s_out)),
         ndim=3,

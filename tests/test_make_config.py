@@ -146,12 +146,35 @@ def test_cli_subcommand(tmp_path: Path) -> None:
                  str(out)]) == 2
 
 
+def test_guided_channel_sets_come_from_the_vocabulary(tmp_path: Path) -> None:
+    """Every channel set the guided mode offers loads, names its process, and the Galaxy form
+    offers exactly these sets."""
+    import re
+
+    from biapy_runner.config.schema import GUIDED_INSTANCE_CHANNELS, creation_process
+    from biapy_runner.decode.channels import parse_channels
+    from biapy_runner.decode.processes import resolve_process
+
+    for channels, process in GUIDED_INSTANCE_CHANNELS:
+        cfg = _write(tmp_path, "--workflow", "instance", "--ndim", "3D",
+                     "--instance-channels", ",".join(channels))
+        assert cfg.get("PROBLEM.INSTANCE_SEG.DATA_CHANNELS") == list(channels)
+        assert cfg.get("PROBLEM.INSTANCE_SEG.INSTANCE_CREATION_PROCESS") == process
+        assert creation_process(channels) == process or process == "watershed"
+        assert resolve_process(parse_channels(list(channels)), process) == process
+    xml = (Path(__file__).parents[1] / "biapy.xml").read_text()
+    block = xml[xml.index('<param name="instance_channels"'):]
+    block = block[: block.index("</param>")]
+    offered = re.findall(r'<option value="([^"]+)"', block)
+    assert offered == list(make_config.INSTANCE_CHANNELS)
+
+
 FIXED_FC = '''
 import torch
 
 
 class FixedFC(torch.nn.Module):
-    """A 1x1 convolution: foreground logit from the intensity, a constant low contour logit."""
+    """A 1x1 convolution: foreground logit from the intensity, a low contour logit."""
 
     def __init__(self):
         super().__init__()
@@ -180,8 +203,10 @@ def test_min_size_really_removes_small_objects_in_a_run(tmp_path: Path) -> None:
         gt[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = i
     image = np.where(gt > 0, 200, 20).astype(np.uint8)
     s_in, s_out = (np.array([200.0, 20.0]) - image.mean()) / image.std()  # normalised levels
-    weights = {  # F: +-10 logits inside / outside the discs; C: a constant low logit
-        "conv.weight": torch.tensor([[[[20.0 / (s_in - s_out)]]], [[[0.0]]]]),
+    # F: +-10 logits inside / outside the discs; C: low, lowest inside the discs (a constant C
+    # would leave BiaPy 3.7's watershed no seeds: its Otsu threshold is the constant itself)
+    weights = {
+        "conv.weight": torch.tensor([[[[20.0 / (s_in - s_out)]]], [[[-2.0]]]]),
         "conv.bias": torch.tensor([-10.0 * (s_in + s_out) / (s_in - s_out), -10.0]),
     }
     model = make_model_package(

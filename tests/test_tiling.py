@@ -443,3 +443,21 @@ def test_fractional_scale_is_a_model_error() -> None:
         plan_tiles((40, 40), patch=(16, 16), padding=(0, 0), overlap=(0, 0), scale=(1.5, 1.5))
     plan = plan_tiles((40, 40), patch=(16, 16), padding=(0, 0), overlap=(0, 0), scale=(2.0, 2.0))
     assert plan.scale == (2, 2)
+
+
+@pytest.mark.parametrize("shape", [(32, 48, 48), (64, 64)])
+def test_image_of_exactly_the_patch_size_is_one_forward_pass(shape) -> None:
+    """BiaPy predicts an image of exactly DATA.PATCH_SIZE as it is: no context padding, no
+    tiles, even when DATA.TEST.PADDING is set (the 3D case was 8 padded tiles)."""
+    ndim = len(shape)
+    padding = (8,) * ndim
+    plan = plan_tiles(shape, patch=shape, padding=padding, overlap=(0.0,) * ndim)
+    assert plan.patch == shape and plan.padding == (0,) * ndim
+    assert tile_grid(shape, plan).count == 1
+    net = conv_net(ndim)
+    image = np.random.default_rng(9).standard_normal((2, *shape)).astype(np.float32)
+    np.testing.assert_allclose(predict_tiled(image, net, plan), apply_whole(net, image), atol=1e-5)
+    # one voxel more on an axis: tiled with the configured context, as before
+    bigger = (shape[0] + 1, *shape[1:])
+    plan = plan_tiles(bigger, patch=shape, padding=padding, overlap=(0.0,) * ndim)
+    assert plan.padding == padding and tile_grid(bigger, plan).count >= 2**ndim

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from biapy_runner.config import schema
-from biapy_runner.config import wizard
+from biapy_runner.config import schema, wizard
 from biapy_runner.config.load import load_config, voxel_spacing
 from biapy_runner.config.support import unimplemented
+from biapy_runner.decode.channels import HVZ, SEED_HIGH, SEED_LOW, parse_channels
+from biapy_runner.decode.processes import check_process
 from biapy_runner.decode.thresholds import otsu
-from biapy_runner.decode.watershed import LIST_DIRECTIONS, parse_channels
 from biapy_runner.errors import ConfigError
 from biapy_runner.io.images import class_dtype, label_dtype
 from biapy_runner.metrics.masks import binary_iou
@@ -46,8 +46,10 @@ def _choices(parser: argparse.ArgumentParser, option: str) -> tuple[str, ...]:
 def test_galaxy_form_offers_exactly_the_guided_channel_sets() -> None:
     param = _instance_when().find("param[@name='instance_channels']")
     options = tuple(o.get("value") for o in param.iter("option"))
-    assert options == schema.GUIDED_INSTANCE_CHANNELS
-    assert _choices(_wizard_parser(), "--instance-channels") == schema.GUIDED_INSTANCE_CHANNELS
+    assert options == wizard.INSTANCE_CHANNELS
+    assert _choices(_wizard_parser(), "--instance-channels") == wizard.INSTANCE_CHANNELS
+    guided = tuple(",".join(c) for c, _ in schema.GUIDED_INSTANCE_CHANNELS)
+    assert set(options) == set(guided) | set(schema.GUIDED_LEGACY_CHANNELS)
 
 
 def test_galaxy_form_threshold_defaults_are_the_schemas() -> None:
@@ -74,7 +76,7 @@ def test_galaxy_form_workflows_are_the_wizards() -> None:
     assert set(wizard.PROBLEM_TYPES.values()) == set(schema.PROBLEM_TYPES)
 
 
-@pytest.mark.parametrize("channels", schema.GUIDED_INSTANCE_CHANNELS)
+@pytest.mark.parametrize("channels", schema.GUIDED_LEGACY_CHANNELS)
 def test_every_guided_choice_loads_decodes_and_runs(channels: str) -> None:
     cfg = load_config(None, ["PROBLEM.TYPE=INSTANCE_SEG", f"{IS}DATA_CHANNELS={channels}"])
     names = cfg.get(IS + "DATA_CHANNELS")
@@ -85,23 +87,25 @@ def test_every_guided_choice_loads_decodes_and_runs(channels: str) -> None:
 
 def test_config_and_decoder_agree_on_every_channel_name() -> None:
     """What the config accepts for the watershed, the decoder decodes, and the other way round
-    (BCP loads and decodes; A and the synapse strings are refused before any image)."""
-    assert set(LIST_DIRECTIONS) == set(schema.IMPLEMENTED_WATERSHED_CHANNELS)
-    assert set(LIST_DIRECTIONS) <= set(schema.INSTANCE_CHANNELS)
+    (BCP loads and decodes; the synapse strings are refused before any image)."""
+    understood = SEED_LOW | SEED_HIGH | set(HVZ) | {"M", "A"}
+    assert understood == set(schema.IMPLEMENTED_WATERSHED_CHANNELS)
+    assert understood <= set(schema.INSTANCE_CHANNELS)
     for name in schema.INSTANCE_CHANNELS:
         cfg = load_config(None, ["PROBLEM.TYPE=INSTANCE_SEG", f"{IS}DATA_CHANNELS=[{name}]"])
         refused = unimplemented(cfg)
-        try:
-            parse_channels([name])
-            decodes = True
-        except ConfigError:
-            decodes = False
-        assert decodes == (not refused), name
+        channels = parse_channels([name])
+        if refused:  # auxiliary channels, or a flow/embedding part alone: not decodable alone
+            assert name not in schema.IMPLEMENTED_WATERSHED_CHANNELS, name
+        else:
+            try:  # a lone channel runs unless the watershed has no default for it
+                check_process(channels, cfg)
+            except ConfigError as error:
+                assert "no default watershed" in str(error), name
     bcp = load_config(None, ["PROBLEM.TYPE=INSTANCE_SEG", f"{IS}DATA_CHANNELS=BCP"])
     assert unimplemented(bcp) == [] and bcp.get(IS + "DATA_CHANNELS") == ["F", "C", "P"]
-    for refused in ("A", "BF"):
-        cfg = load_config(None, ["PROBLEM.TYPE=INSTANCE_SEG", f"{IS}DATA_CHANNELS={refused}"])
-        assert unimplemented(cfg)
+    cfg = load_config(None, ["PROBLEM.TYPE=INSTANCE_SEG", f"{IS}DATA_CHANNELS=BF"])
+    assert unimplemented(cfg)
 
 
 def test_allowed_values_come_from_the_vocabulary() -> None:

@@ -86,9 +86,9 @@ LEGACY_CHANNEL_SETS: dict[str, tuple[str, ...]] = {
     "Dv2": ("Dv2",),
     "A": ("A",),
 }
-#: the channel sets the Galaxy form's guided mode offers (biapy.xml's instance_channels options,
-#: make-config --instance-channels), in the form's order
-GUIDED_INSTANCE_CHANNELS: tuple[str, ...] = (
+#: the older channel strings the Galaxy form's guided mode offers after BiaPy 3.7's sets
+#: (``GUIDED_INSTANCE_CHANNELS``), in the form's order
+GUIDED_LEGACY_CHANNELS: tuple[str, ...] = (
     "BC",
     "BCM",
     "BCD",
@@ -180,22 +180,72 @@ def creation_process(channels: list[str] | tuple[str, ...], configured: str = ""
     return "watershed"
 
 
-#: marker-controlled watershed: direction in which each channel means "inside an object"
-#: (``>``: high inside, ``<``: low inside)
-WATERSHED_CHANNEL_DIRECTIONS: dict[str, str] = {
-    "F": ">",
-    "P": ">",
-    "M": ">",
-    "Db": ">",
-    "D": ">",
-    "B": "<",
-    "C": "<",
-    "Dc": "<",
+#: BiaPy 3.7's watershed defaults per channel set (``check_configuration``): seed channels,
+#: topographic surface, growth-mask channels. Other sets need the WATERSHED keys set.
+WATERSHED_DEFAULTS: dict[frozenset[str], tuple[tuple[str, ...], str, tuple[str, ...]]] = {
+    frozenset(k.split()): (tuple(s.split()), t, tuple(g.split()))
+    for k, s, t, g in (
+        ("C", "C", "C", "C"),
+        ("F", "F", "F", "F"),
+        ("F C", "F C", "F", "F"),
+        ("F P", "P", "F", "F"),
+        ("F D", "F D", "F", "F"),
+        ("F Dc", "F Dc", "F", "F"),
+        ("F Db", "F Db", "F", "F"),
+        ("F Dn", "F Dn", "F", "F"),
+        ("F V H", "F V H", "F", "F"),
+        ("Db V H", "Db V H", "Db", "Db"),
+        ("Dc V H", "Dc V H", "Dc", "Dc"),
+        ("D V H", "D V H", "D", "D"),
+        ("F C M", "F C", "F", "F"),
+        ("F Z V H", "F Z V H", "F", "F"),
+        ("Db Z V H", "Db Z V H", "Db", "Db"),
+        ("Dc Z V H", "Dc Z V H", "Dc", "Dc"),
+        ("D Z V H", "D Z V H", "D", "D"),
+        ("F C Dc", "F C Dc", "F", "F"),
+        ("F C Db", "F C Db", "F", "F"),
+        ("F C D", "F C D", "F", "F"),
+        ("A", "A", "A", "A"),
+        ("Dc", "Dc", "Dc", "Dc"),
+        ("Db", "Db", "Db", "Db"),
+    )
 }
+#: channel sets the guided mode (make-config, the Galaxy form) offers, in model-output order,
+#: with the process that decodes them: every set with a BiaPy watershed default, then the other
+#: processes' channel sets
+GUIDED_INSTANCE_CHANNELS: tuple[tuple[tuple[str, ...], str], ...] = (
+    *(
+        (channels, "watershed")
+        for channels in (
+            ("F", "C"),
+            ("F", "C", "M"),
+            ("F", "P"),
+            ("F", "Db"),
+            ("F", "Dc"),
+            ("F", "Dn"),
+            ("F", "D"),
+            ("F", "C", "Db"),
+            ("F", "C", "Dc"),
+            ("F", "C", "D"),
+            ("F", "V", "H"),
+            ("F", "Z", "V", "H"),
+            ("Db", "V", "H"),
+            ("F",),
+            ("C",),
+            ("Db",),
+            ("Dc",),
+        )
+    ),
+    (("Db", "R"), "stardist"),
+    (("F", "Gv", "Gh"), "gradient-flow"),
+    (("F", "Gz", "Gv", "Gh"), "gradient-flow"),
+    (("E_offset", "E_sigma", "E_seediness"), "embeddings"),
+    (("A",), "agglomeration"),
+)
+
+
 #: the channels whose model output is a probability (binary targets)
 BINARY_CHANNELS: frozenset[str] = frozenset({"F", "B", "P", "C", "M", "T"})
-#: legacy (string form) tokens whose output is a probability
-LEGACY_BINARY_CHANNELS: frozenset[str] = frozenset({"B", "C", "M", "P"})
 #: allowed values of WATERSHED.SEED_CHANNELS_THRESH / GROWTH_MASK_CHANNELS_THRESH items
 AUTO_THRESHOLD = "auto"
 #: number of StarDist rays when DATA_CHANNELS_EXTRA_OPTS does not set ``nrays``: by spatial ndim
@@ -1246,8 +1296,8 @@ NOT_IMPLEMENTED: dict[str, tuple[tuple[Any, ...], str]] = {
     "PROBLEM.IMAGE_TO_IMAGE.MEMBRANE_REPAIR.ENABLE": ((False,), "membrane repair post-processing"),
 }
 #: INSTANCE_CREATION_PROCESS values the runner decodes (others are refused at run time)
-IMPLEMENTED_CREATION_PROCESSES: tuple[str, ...] = ("watershed",)
+IMPLEMENTED_CREATION_PROCESSES: tuple[str, ...] = INSTANCE_CREATION_PROCESSES
 #: channels the runner's marker-controlled watershed decodes
-IMPLEMENTED_WATERSHED_CHANNELS: frozenset[str] = frozenset(WATERSHED_CHANNEL_DIRECTIONS)
+IMPLEMENTED_WATERSHED_CHANNELS: frozenset[str] = CREATION_PROCESS_CHANNELS["watershed"]
 #: INSTANCE_REFINEMENT operations the runner applies
-IMPLEMENTED_REFINEMENT_OPERATIONS: tuple[str, ...] = ("clear_border", "fill_holes")
+IMPLEMENTED_REFINEMENT_OPERATIONS: tuple[str, ...] = INSTANCE_REFINEMENT_OPERATIONS

@@ -19,7 +19,11 @@ import yaml
 
 from biapy_runner import log
 from biapy_runner.config.convert import convert
-from biapy_runner.config.schema import GUIDED_INSTANCE_CHANNELS, LEGACY_THRESHOLD_DEFAULTS
+from biapy_runner.config.schema import (
+    GUIDED_INSTANCE_CHANNELS,
+    GUIDED_LEGACY_CHANNELS,
+    LEGACY_THRESHOLD_DEFAULTS,
+)
 from biapy_runner.errors import InputError
 
 #: Wizard workflow names and the PROBLEM.TYPE they stand for.
@@ -34,8 +38,12 @@ PROBLEM_TYPES = {
     "image-to-image": "IMAGE_TO_IMAGE",
 }
 
-#: Instance channel sets the guided mode offers (the Galaxy form's choices; schema's vocabulary).
-INSTANCE_CHANNELS = GUIDED_INSTANCE_CHANNELS
+#: Instance channel sets the guided mode offers (the Galaxy form's choices; schema's vocabulary):
+#: BiaPy 3.7's sets, written ``F,C,M`` (each with the process that decodes it), then the older
+#: strings (``BC``, ``BCM``, ...).
+INSTANCE_CHANNELS = tuple(dict.fromkeys((
+    *(",".join(channels) for channels, _ in GUIDED_INSTANCE_CHANNELS), *GUIDED_LEGACY_CHANNELS
+)))
 
 #: Patch edge (pixels) when no object size is given: 2D / 3D.
 DEFAULT_PATCH = {2: 256, 3: 64}
@@ -62,7 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     inst = parser.add_argument_group("instance segmentation")
     inst.add_argument("--instance-channels", choices=INSTANCE_CHANNELS, default="BC",
-                      help="channels the model predicts (B binary, C contour, M mask, ...)")
+                      help="channels the model predicts, in its output order: BiaPy 3.7's "
+                      "F,C / F,C,M / Db,R (StarDist) / F,Gv,Gh (Cellpose flows) / A "
+                      "(affinities) ... or an older string (BC, BCM, ...)")
     inst.add_argument("--threshold-mode", choices=("auto", "manual"), default="auto",
                       help="seed thresholds by Otsu (auto) or the values below (manual)")
     th = LEGACY_THRESHOLD_DEFAULTS
@@ -177,16 +187,29 @@ def _check(args: argparse.Namespace) -> None:
         log.warn("make-config: --slices only matters for 3D images; ignored")
 
 
+def _instance_channels(value: str) -> tuple[Any, str]:
+    """DATA_CHANNELS (a list for BiaPy 3.7's sets, the string for older ones) and the process."""
+    for channels, process in GUIDED_INSTANCE_CHANNELS:
+        if value == ",".join(channels):
+            return list(channels), process
+    return value, "watershed"
+
+
 def _instance(args: argparse.Namespace) -> dict[str, Any]:
+    channels, process = _instance_channels(args.instance_channels)
     seg: dict[str, Any] = {
-        "DATA_CHANNELS": args.instance_channels,
+        "DATA_CHANNELS": channels,
+        "INSTANCE_CREATION_PROCESS": process,
         "DATA_MW_TH_TYPE": args.threshold_mode,
         "DATA_REMOVE_SMALL_OBJ_BEFORE": args.min_size,
         # the switch without which BiaPy ignores the size (seeds smaller than it are removed
         # before the watershed, so no object smaller than it is grown)
         "DATA_REMOVE_BEFORE_MW": args.min_size > 0,
     }
-    if args.threshold_mode == "manual":
+    if isinstance(channels, list) and args.threshold_mode == "manual":
+        log.warn("make-config: manual thresholds apply to the older channel strings; "
+                 f"{args.instance_channels} uses BiaPy's automatic (Otsu) thresholds")
+    if args.threshold_mode == "manual" and not isinstance(channels, list):
         seg.update({
             "DATA_MW_TH_BINARY_MASK": args.th_binary,
             "DATA_MW_TH_CONTOUR": args.th_contour,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -248,3 +249,52 @@ def remove_labels(labels: np.ndarray, ids: Sequence[int]) -> np.ndarray:
     lut = np.arange(int(labels.max()) + 1, dtype=labels.dtype)
     lut[np.asarray(ids, dtype=np.int64)] = 0
     return lut[labels]
+
+
+def refine_instances(
+    labels: np.ndarray, operations: Sequence[str], values: Sequence[Any]
+) -> np.ndarray:
+    """BiaPy's ``TEST.POST_PROCESSING.INSTANCE_REFINEMENT``: the operations in order.
+
+    Parameters
+    ----------
+    labels
+        Instance labels ``(*spatial)``.
+    operations
+        ``fill_holes``, ``clear_border``, ``erosion`` / ``dilation`` (grey erosion/dilation of
+        the labels with a box of the value's size, an int or one per axis),
+        ``remove_small_objects`` (objects of at most the value's voxels go) and
+        ``remove_big_objects`` (objects of more than the value's voxels go).
+    values
+        One value per operation (``none`` where it takes none).
+
+    Returns
+    -------
+    np.ndarray
+        The refined labels.
+    """
+    key = "TEST.POST_PROCESSING.INSTANCE_REFINEMENT"
+    if len(operations) != len(values):
+        raise ConfigError(
+            f"{key}.OPERATIONS ({list(operations)}) and {key}.VALUES ({list(values)}) must have "
+            "the same length ('none' for operations that take no value)."
+        )
+    out = labels
+    for op, value in zip(operations, values):
+        if op == "fill_holes":
+            out = fill_holes(out)
+        elif op == "clear_border":
+            out = clear_border(out)
+        elif op in ("erosion", "dilation"):
+            size = [int(v) for v in value] if isinstance(value, (list, tuple)) else int(value)
+            fn = ndimage.grey_erosion if op == "erosion" else ndimage.grey_dilation
+            out = fn(out, size=size)
+        elif op in ("remove_small_objects", "remove_big_objects"):
+            sizes = np.bincount(out.ravel())
+            small = sizes <= int(value)
+            drop = small if op == "remove_small_objects" else ~small
+            drop[0] = False
+            out = np.where(drop[out], 0, out).astype(out.dtype)
+        else:
+            raise ConfigError(f"{key}.OPERATIONS: unknown operation {op!r}.")
+    return out

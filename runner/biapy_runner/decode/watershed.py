@@ -1,22 +1,13 @@
-"""From BiaPy instance channels to instance labels: channel semantics and marker-controlled watershed.
+"""From BiaPy instance channels to instance labels: marker-controlled watershed.
 
-BiaPy describes what an instance model predicts with ``PROBLEM.INSTANCE_SEG.DATA_CHANNELS``:
-
-- legacy strings (BiaPy < 3.7): ``B`` binary mask of each instance without its contour, ``C``
-  contour, ``M`` whole foreground mask (B and C), ``D`` distance to the contour, ``Dv2`` distance
-  that also covers the background (low at the centre), ``P`` central points; combined as
-  ``B, C, BC, BCM, BCD, BCDv2, BD, BDv2, BP, BCP, Dv2``. Thresholds come from
-  ``DATA_MW_TH_TYPE`` (``auto``: Otsu) and ``DATA_MW_TH_BINARY_MASK`` / ``_CONTOUR`` /
-  ``_FOREGROUND`` / ``_DISTANCE`` / ``_POINTS``.
-- the 3.7 list form, e.g. ``["F", "C"]``: ``F`` foreground, ``B`` background, ``P`` central part,
-  ``C`` contour, ``Db`` distance to the boundary, ``Dc`` distance to the centre, ``D`` signed
-  distance; the seeds, the topographic surface and the growth mask come from
-  ``PROBLEM.INSTANCE_SEG.WATERSHED.*`` (empty = chosen from the channels, thresholds ``auto`` =
-  Otsu).
-
-Seeds are thresholded channels (AND of the seed conditions), optionally eroded/dilated slice by
-slice and labelled (face connectivity); they grow with ``skimage.segmentation.watershed`` over the
-negated topographic surface inside the growth mask.
+The 3.7 list form follows BiaPy 3.7.1's ``watershed_by_channels``: seed channels (sorted so that
+good starting channels come first) are thresholded and combined with AND; the growth mask is the
+AND of its thresholded channels (``auto`` = half the Otsu threshold); HoVer-Net channels add a
+Sobel edge map; seeds are opened/closed slice by slice (``WATERSHED.SEED_MORPH_*``), the growth
+mask closed (``WATERSHED.ERODE_AND_DILATE_GROWTH_MASK``), the seeds labelled (face connectivity),
+the topographic surface smoothed (Gaussian, sigma 1, truncated at 1 sigma) and the seeds grown
+with ``skimage.segmentation.watershed`` inside the growth mask (or slice by slice,
+``WATERSHED.BY_2D_SLICES``). Legacy strings keep the 3.6 rules (``DATA_MW_TH_*``).
 """
 
 from __future__ import annotations
@@ -31,115 +22,24 @@ from skimage.morphology import disk
 from skimage.segmentation import relabel_sequential, watershed
 
 from biapy_runner import log
-from biapy_runner.config.schema import BINARY_CHANNELS as SCHEMA_BINARY
-from biapy_runner.config.schema import (
-    INSTANCE_CHANNELS,
-    LEGACY_BINARY_CHANNELS,
-    LEGACY_CHANNEL_SETS,
-    WATERSHED_CHANNEL_DIRECTIONS,
+from biapy_runner.config.load import Config
+from biapy_runner.config.schema import WATERSHED_DEFAULTS
+from biapy_runner.decode.channels import (
+    GROWTH_HIGH,
+    GROWTH_LOW,
+    HVZ,
+    SEED_HIGH,
+    SEED_LOW,
+    SEED_ORDER,
+    SURFACE_LOW,
+    Channels,
 )
 from biapy_runner.decode.thresholds import otsu
 from biapy_runner.errors import ConfigError
 from biapy_runner.io.images import label_dtype
 
-#: legacy channel strings this decoder understands (the vocabulary is config/schema.py's)
-LEGACY_CHANNELS = {
-    name: tokens
-    for name, tokens in LEGACY_CHANNEL_SETS.items()
-    if set(tokens) <= {"B", "C", "M", "D", "Dv2", "P"}
-}
-#: 3.7 channel names this decoder understands, with the direction of "inside an object".
-LIST_DIRECTIONS = WATERSHED_CHANNEL_DIRECTIONS
-#: 3.7 channel names BiaPy knows but that need other decoders (embeddings, rays, affinities...).
-LIST_UNSUPPORTED = set(INSTANCE_CHANNELS) - set(LIST_DIRECTIONS)
-#: Channels whose model output is a probability (per-channel IoU against GT-derived targets).
-BINARY_CHANNELS = set(SCHEMA_BINARY) | set(LEGACY_BINARY_CHANNELS)
-
-
-@dataclass(frozen=True)
-class Channels:
-    """The configured channels: one name per model output channel, and the spelling used."""
-
-    names: tuple[str, ...]
-    legacy: bool
-
-    def index(self, name: str) -> int:
-        """Position of channel ``name`` in the model output."""
-        return self.names.index(name)
-
-    @property
-    def foreground_channel(self) -> str | None:
-        """The channel giving the probability of being inside an object (None if there is none)."""
-        for name in ("B", "M") if self.legacy else ("F", "M", "P"):
-            if name in self.names:
-                return name
-        return None
-
-
-def parse_channels(value: Any) -> Channels:
-    """Read ``PROBLEM.INSTANCE_SEG.DATA_CHANNELS`` in either spelling; ``ConfigError`` if unknown."""
-    key = "PROBLEM.INSTANCE_SEG.DATA_CHANNELS"
-    if isinstance(value, str):
-        if value in LEGACY_CHANNELS:
-            return Channels(LEGACY_CHANNELS[value], legacy=True)
-        raise ConfigError(
-            f"{key} = {value!r} is not a channel set this runner can decode; use one of "
-            f"{', '.join(LEGACY_CHANNELS)} or a list such as ['F', 'C']."
-        )
-    if not isinstance(value, (list, tuple)) or not value:
-        raise ConfigError(f"{key} must be a string such as 'BC' or a list such as ['F', 'C'].")
-    names = tuple(str(v) for v in value)
-    for name in names:
-        if name in LIST_UNSUPPORTED:
-            raise ConfigError(
-                f"{key} contains {name!r}, a channel that needs a decoder other than "
-                "marker-controlled watershed; this runner decodes F, B, P, C, M, Db, Dc and D."
-            )
-        if name not in LIST_DIRECTIONS:
-            raise ConfigError(
-                f"{key} contains unknown channel {name!r}; BiaPy's channels are "
-                f"{', '.join(sorted(set(LIST_DIRECTIONS) | LIST_UNSUPPORTED))}."
-            )
-    if len(set(names)) != len(names):
-        raise ConfigError(f"{key} = {list(names)} repeats a channel.")
-    return Channels(names, legacy=False)
-
-
-@dataclass
-class Condition:
-    """One thresholded channel: ``channel op threshold`` (threshold None = Otsu)."""
-
-    channel: str
-    op: str
-    threshold: float | None
-    #: name under which the threshold is reported (default ``<channel><op>``)
-    name: str = ""
-
-
-@dataclass
-class DecodeSettings:
-    """Everything the watershed needs besides the channels (built from the config)."""
-
-    th_auto: bool = True
-    th_binary_mask: float = 0.5
-    th_contour: float = 0.1
-    th_foreground: float = 0.3
-    th_distance: float = 1.0
-    th_points: float = 0.5
-    seed_channels: list[str] = field(default_factory=list)
-    seed_thresholds: list[Any] = field(default_factory=list)
-    surface_channel: str = ""
-    growth_channels: list[str] = field(default_factory=list)
-    growth_thresholds: list[Any] = field(default_factory=list)
-    remove_before: bool = False
-    small_before: int = 10
-    seed_morph_sequence: list[str] = field(default_factory=list)
-    seed_morph_radius: list[int] = field(default_factory=list)
-    close_growth_mask: bool = False
-    fore_erosion_radius: int = 5
-    fore_dilation_radius: int = 5
-    by_2d_slices: bool = False
-    resolution: tuple[float, ...] = ()
+IS = "PROBLEM.INSTANCE_SEG."
+WS = IS + "WATERSHED."
 
 
 @dataclass
@@ -149,94 +49,19 @@ class DecodeResult:
     labels: np.ndarray
     thresholds: dict[str, float]
     n_seeds: int
+    #: intermediate maps by name (seed map, topographic surface, growth mask)
+    maps: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-class _Plan:
-    """Seeds, surface and growth mask of one channel set, evaluated on one prediction."""
-
-    def __init__(self, raw: np.ndarray, channels: Channels, st: DecodeSettings) -> None:
-        if raw.shape[0] != len(channels.names):
-            raise ConfigError(
-                f"The prediction has {raw.shape[0]} channels but "
-                f"PROBLEM.INSTANCE_SEG.DATA_CHANNELS names {len(channels.names)} "
-                f"({', '.join(channels.names)})."
-            )
-        self.raw, self.ch, self.st = raw, channels, st
-        self.used: dict[str, float] = {}
-
-    def get(self, name: str) -> np.ndarray:
-        return self.raw[self.ch.index(name)]
-
-    def threshold(self, cond: Condition) -> np.ndarray:
-        x = self.get(cond.channel)
-        th = otsu(x) if cond.threshold is None else float(cond.threshold)
-        self.used[cond.name or f"{cond.channel}{cond.op}"] = th
-        return x > th if cond.op == ">" else x < th
-
-    def all_of(self, conds: Sequence[Condition]) -> np.ndarray:
-        out = self.threshold(conds[0])
-        for cond in conds[1:]:
-            out &= self.threshold(cond)
-        return out
-
-
-def _legacy_thresholds(plan: _Plan) -> dict[str, float | None]:
-    """BiaPy's legacy thresholds; in auto mode the seed ones are Otsu and FOREGROUND = BINARY/2."""
-    st, names = plan.st, plan.ch.names
-    if not st.th_auto:
-        return {
-            "bm": st.th_binary_mask,
-            "ct": st.th_contour,
-            "fg": st.th_foreground,
-            "dist": st.th_distance,
-            "pt": st.th_points,
-        }
-    bm = otsu(plan.get("B")) if "B" in names else None
-    return {
-        "bm": bm,
-        "ct": otsu(plan.get("C")) if "C" in names else None,
-        "fg": bm / 2 if bm is not None else None,
-        "dist": st.th_distance,
-        "pt": otsu(plan.get("P")) if "P" in names else None,
-    }
-
-
-def _legacy_plan(plan: _Plan) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Seeds (bool), surface (high inside objects) and growth mask for a legacy channel string."""
-    t = _legacy_thresholds(plan)
-    names = plan.ch.names
-    if names == ("C",):
-        c = plan.get("C")
-        bm = otsu(1 - c) if plan.st.th_auto else t["bm"]
-        ct = t["ct"]
-        fg = bm / 2 if plan.st.th_auto else t["fg"]
-        plan.used.update({"TH_BINARY_MASK": bm, "TH_CONTOUR": ct, "TH_FOREGROUND": fg})
-        return ((1 - c) > bm) & (c < ct), 1 - c, (1 - c) > fg
-    if names == ("Dv2",):
-        d = plan.get("Dv2")
-        plan.used["TH_DISTANCE"] = t["dist"]
-        return d < t["dist"], -d, None
-    seed_conds = [Condition("B", ">", t["bm"], "TH_BINARY_MASK")]
-    if "C" in names:
-        seed_conds.append(Condition("C", "<", t["ct"], "TH_CONTOUR"))
-    if "P" in names:
-        seed_conds.append(Condition("P", ">", t["pt"], "TH_POINTS"))
-    if "D" in names:
-        seed_conds.append(Condition("D", ">", t["dist"], "TH_DISTANCE"))
-    if "Dv2" in names:
-        seed_conds.append(Condition("Dv2", "<", t["dist"], "TH_DISTANCE"))
-    if names == ("B", "P"):
-        seed_conds = [Condition("P", ">", t["pt"], "TH_POINTS")]
-    seeds = plan.all_of(seed_conds)
-    fg = t["fg"] if t["fg"] is not None else t["bm"]
-    if names == ("B", "P") and plan.st.th_auto:
-        fg = otsu(plan.get("B"))
-    growth = plan.threshold(Condition("B", ">", fg, "TH_FOREGROUND"))
-    surface = -plan.get("Dv2") if "Dv2" in names else plan.get("B")
-    return seeds, surface, growth
+def _otsu(x: np.ndarray) -> float:
+    """BiaPy 3.7's automatic threshold: Otsu (``decode.thresholds.otsu``), and the value itself
+    for a constant channel (nothing passes a strict comparison with it)."""
+    lo = float(x.min())
+    return lo if float(x.max()) <= lo else otsu(x)
 
 
 def _as_threshold(value: Any, key: str) -> float | None:
+    """A configured threshold: a number, or None for ``auto`` (Otsu)."""
     if isinstance(value, str) and value.lower() == "auto":
         return None
     try:
@@ -245,109 +70,358 @@ def _as_threshold(value: Any, key: str) -> float | None:
         raise ConfigError(f"{key}: {value!r} must be a number or 'auto'.") from exc
 
 
-def _conditions(
-    names: Sequence[str], ths: Sequence[Any], ch: Channels, key: str
-) -> list[Condition]:
-    if ths and len(ths) != len(names):
-        raise ConfigError(f"{key}_THRESH must have one value per channel in {key} ({list(names)}).")
-    out = []
-    for i, name in enumerate(names):
-        if name not in ch.names:
-            raise ConfigError(
-                f"{key} names channel {name!r}, which is not in "
-                f"PROBLEM.INSTANCE_SEG.DATA_CHANNELS ({list(ch.names)})."
-            )
-        th = _as_threshold(ths[i], key + "_THRESH") if ths else None
-        out.append(Condition(name, LIST_DIRECTIONS[name], th))
+def _sorted_by_seed_order(names: Sequence[str], ths: Sequence[Any]) -> list[tuple[str, Any]]:
+    """Channels with their thresholds in BiaPy's seed order (``SEED_ORDER``, then by name)."""
+    pairs = list(zip(names, ths))
+    return sorted(pairs, key=lambda p: (SEED_ORDER.get(p[0], 999), p[0]))
+
+
+def _resolve(
+    names: Sequence[str], ths: Sequence[Any], default: Sequence[str], what: str
+) -> tuple[list[str], list[Any]]:
+    """Configured channels/thresholds of one role, or BiaPy's defaults for the channel set.
+
+    Thresholds left empty are ``auto``; thresholds given for defaulted channels are kept when
+    their count matches (as BiaPy does), else replaced by ``auto``.
+    """
+    key = WS + what
+    chosen = list(names) if names else list(default)
+    if not chosen:
+        return [], []
+    if not ths or (not names and len(ths) != len(chosen)):
+        return chosen, ["auto"] * len(chosen)
+    if len(ths) != len(chosen):
+        raise ConfigError(
+            f"{key}_THRESH = {list(ths)} must have one value per channel of {key} ({chosen})."
+        )
+    return chosen, list(ths)
+
+
+@dataclass
+class WatershedOptions:
+    """The ``PROBLEM.INSTANCE_SEG.WATERSHED`` options common to both channel spellings."""
+
+    remove_before: bool = False
+    small_before: int = 10
+    seed_morph_sequence: list[str] = field(default_factory=list)
+    seed_morph_radius: list[int] = field(default_factory=list)
+    close_growth_mask: bool = False
+    fore_erosion_radius: int = 5
+    fore_dilation_radius: int = 5
+    by_2d_slices: bool = False
+
+
+def watershed_options(cfg: Config) -> dict[str, Any]:
+    """The ``WatershedOptions`` fields read from ``cfg`` (``ConfigError`` on a bad sequence).
+
+    Parameters
+    ----------
+    cfg
+        The configuration.
+
+    Returns
+    -------
+    dict
+        Keyword arguments of ``WatershedOptions`` (and its subclasses).
+    """
+    g = cfg.get
+    sequence = [str(op) for op in g(WS + "SEED_MORPH_SEQUENCE")]
+    radius = [int(r) for r in g(WS + "SEED_MORPH_RADIUS")]
+    if len(sequence) != len(radius):
+        raise ConfigError(
+            f"{WS}SEED_MORPH_SEQUENCE and {WS}SEED_MORPH_RADIUS must have the same length "
+            f"(got {sequence} and {radius})."
+        )
+    return {
+        "remove_before": bool(g(WS + "DATA_REMOVE_BEFORE_MW")),
+        "small_before": int(g(WS + "DATA_REMOVE_SMALL_OBJ_BEFORE")),
+        "seed_morph_sequence": sequence,
+        "seed_morph_radius": radius,
+        "close_growth_mask": bool(g(WS + "ERODE_AND_DILATE_GROWTH_MASK")),
+        "fore_erosion_radius": int(g(WS + "FORE_EROSION_RADIUS")),
+        "fore_dilation_radius": int(g(WS + "FORE_DILATION_RADIUS")),
+        "by_2d_slices": bool(g(WS + "BY_2D_SLICES")),
+    }
+
+
+@dataclass
+class WatershedSettings(WatershedOptions):
+    """BiaPy 3.7's ``PROBLEM.INSTANCE_SEG.WATERSHED`` options, resolved for one channel set."""
+
+    seed_channels: list[str] = field(default_factory=list)
+    seed_thresholds: list[Any] = field(default_factory=list)
+    surface_channel: str = ""
+    growth_channels: list[str] = field(default_factory=list)
+    growth_thresholds: list[Any] = field(default_factory=list)
+    db_discretize: bool = False
+
+
+def watershed_settings(cfg: Config, channels: Channels) -> WatershedSettings:
+    """The watershed options of ``cfg`` for the list-form ``channels`` (BiaPy's defaults filled).
+
+    Parameters
+    ----------
+    cfg
+        The configuration (``PROBLEM.INSTANCE_SEG.WATERSHED.*``, ``DATA_CHANNELS_EXTRA_OPTS``).
+    channels
+        The configured channels (list form).
+
+    Returns
+    -------
+    WatershedSettings
+        Seed, surface and growth channels with thresholds; ``ConfigError`` when the channel set
+        has no BiaPy default and the WATERSHED keys are not set, or they name absent channels.
+    """
+    g = cfg.get
+    default = WATERSHED_DEFAULTS.get(frozenset(channels.names), ((), "", ()))
+    seeds, seed_ths = _resolve(
+        [str(c) for c in g(WS + "SEED_CHANNELS")],
+        g(WS + "SEED_CHANNELS_THRESH"),
+        default[0],
+        "SEED_CHANNELS",
+    )
+    growth_value = g(WS + "GROWTH_MASK_CHANNELS")
+    growth_names = (
+        [growth_value] if isinstance(growth_value, str) and growth_value else growth_value
+    )
+    growth, growth_ths = _resolve(
+        [str(c) for c in growth_names or []],
+        g(WS + "GROWTH_MASK_CHANNELS_THRESH"),
+        default[2],
+        "GROWTH_MASK_CHANNELS",
+    )
+    surface = g(WS + "TOPOGRAPHIC_SURFACE_CHANNEL") or default[1]
+    surface = str(surface[0] if isinstance(surface, (list, tuple)) and surface else surface)
+    if not seeds or not surface or not growth:
+        raise ConfigError(
+            f"{IS}DATA_CHANNELS = {list(channels.names)} has no default watershed in BiaPy: set "
+            f"{WS}SEED_CHANNELS, {WS}SEED_CHANNELS_THRESH, {WS}TOPOGRAPHIC_SURFACE_CHANNEL, "
+            f"{WS}GROWTH_MASK_CHANNELS and {WS}GROWTH_MASK_CHANNELS_THRESH."
+        )
+    for what, names in (
+        ("SEED_CHANNELS", seeds),
+        ("GROWTH_MASK_CHANNELS", growth),
+        ("TOPOGRAPHIC_SURFACE_CHANNEL", [surface]),
+    ):
+        for name in names:
+            if name not in channels.names:
+                raise ConfigError(
+                    f"{WS}{what} names channel {name!r}, which is not in {IS}DATA_CHANNELS "
+                    f"({list(channels.names)})."
+                )
+    if "E" in seeds:
+        raise ConfigError(f"{WS}SEED_CHANNELS: BiaPy's watershed does not use embeddings ('E').")
+    from biapy_runner.decode.layout import extra_opts  # layout imports this module
+
+    return WatershedSettings(
+        seed_channels=seeds,
+        seed_thresholds=seed_ths,
+        surface_channel=surface,
+        growth_channels=growth,
+        growth_thresholds=growth_ths,
+        **watershed_options(cfg),
+        db_discretize="Db" in channels.names
+        and extra_opts(cfg, "Db").get("val_type", "norm") == "discretize",
+    )
+
+
+def _minmax01(x: np.ndarray) -> np.ndarray:
+    lo, hi = float(x.min()), float(x.max())
+    if hi <= lo:
+        return np.zeros_like(x, dtype=np.float32)
+    return ((x - lo) / (hi - lo)).astype(np.float32)
+
+
+def _sobel(x: np.ndarray, axis: int, ksize: int = 21) -> np.ndarray:
+    """Sobel derivative of size ``ksize`` along ``axis``, smoothed along the other in-plane axes
+    (never across z), with mirrored borders: OpenCV's separable Sobel kernels."""
+    from math import comb
+
+    n = ksize - 1
+    smooth = np.array([comb(n, k) for k in range(ksize)], dtype=np.float64)
+    base = np.array([comb(n - 1, k) for k in range(ksize - 1)], dtype=np.float64)
+    deriv = np.concatenate([[0.0], base]) - np.concatenate([base, [0.0]])  # (-1, 0, 1) for 3
+    axis %= x.ndim
+    out = ndimage.correlate1d(x.astype(np.float64), deriv, axis=axis, mode="mirror")
+    for ax in range(x.ndim - 2, x.ndim):
+        if ax != axis:
+            out = ndimage.correlate1d(out, smooth, axis=ax, mode="mirror")
     return out
 
 
-def _default_seed_channels(ch: Channels) -> list[str]:
-    names = ch.names
-    if "P" in names:
-        return ["P"]
-    base = [n for n in ("F", "M", "B", "Db", "D", "Dc") if n in names][:1]
-    if "C" in names:
-        base.append("C")
-    if "Db" in names and base[:1] != ["Db"]:
-        base.append("Db")
-    return base or [names[0]]
+def hover_edges(raw: np.ndarray, names: Sequence[str]) -> np.ndarray:
+    """BiaPy's edge map of the HoVer-Net channels: ``1 - minmax(sobel(minmax(ch)))`` per axis
+    (H along x, V along y, Z along z), the maximum of them; high between touching objects."""
+    edges = None
+    for name, axis in (("H", -1), ("V", -2), ("Z", -3)):
+        if name not in names or (name == "Z" and raw.ndim < 4):
+            continue
+        e = 1 - _minmax01(_sobel(_minmax01(raw[names.index(name)]), axis))
+        edges = e if edges is None else np.maximum(edges, e)
+    if edges is None:
+        raise ConfigError(f"{IS}DATA_CHANNELS: the HoVer-Net seed channels need H and V.")
+    return edges
 
 
-def _default_surface(ch: Channels) -> str:
-    for name in ("Db", "D", "F", "M", "B", "Dc", "P", "C"):
-        if name in ch.names:
-            return name
-    return ch.names[0]
+def _grey_morph(mask: np.ndarray, op: str, radius: int) -> np.ndarray:
+    """scikit-image's ``dilation``/``erosion`` of a 2D binary mask with a disk (mirrored borders)."""
+    fn = ndimage.grey_dilation if op == "dilate" else ndimage.grey_erosion
+    return fn(mask.view(np.uint8), footprint=disk(int(radius)), mode="reflect").astype(bool)
 
 
-def _default_growth(ch: Channels) -> list[str]:
-    for name in ("F", "M", "B", "D", "C"):  # BiaPy 3.7: F before M (F+C+M grows in F)
-        if name in ch.names:
-            return [name]
-    return []
-
-
-def _growth_mask(plan: _Plan, names: Sequence[str], ths: Sequence[Any]) -> np.ndarray | None:
-    """Union of the thresholded growth channels; ``auto`` is Otsu, halved for '>' channels."""
-    key = "PROBLEM.INSTANCE_SEG.WATERSHED.GROWTH_MASK_CHANNELS"
-    conds = _conditions(names, ths, plan.ch, key)
-    mask = None
-    for cond in conds:
-        if cond.threshold is None:
-            auto = otsu(plan.get(cond.channel))
-            cond.threshold = auto / 2 if cond.op == ">" else auto
-        cond.name = f"growth {cond.channel}{cond.op}"
-        part = plan.threshold(cond)
-        mask = part if mask is None else mask | part
-    return mask
-
-
-def _list_plan(plan: _Plan) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Seeds, surface and growth mask for the 3.7 list form."""
-    st, ch = plan.st, plan.ch
-    key = "PROBLEM.INSTANCE_SEG.WATERSHED.SEED_CHANNELS"
-    seed_names = st.seed_channels or _default_seed_channels(ch)
-    seeds = plan.all_of(_conditions(seed_names, st.seed_thresholds, ch, key))
-    surface_name = st.surface_channel or _default_surface(ch)
-    if surface_name not in ch.names:
-        raise ConfigError(
-            f"PROBLEM.INSTANCE_SEG.WATERSHED.TOPOGRAPHIC_SURFACE_CHANNEL {surface_name!r} is not "
-            f"in PROBLEM.INSTANCE_SEG.DATA_CHANNELS ({list(ch.names)})."
-        )
-    surface = plan.get(surface_name)
-    if LIST_DIRECTIONS[surface_name] == "<":
-        surface = -surface
-    growth_names = st.growth_channels or _default_growth(ch)
-    growth = _growth_mask(plan, growth_names, st.growth_thresholds) if growth_names else None
-    return seeds, surface, growth
-
-
-def _morph_slices(mask: np.ndarray, ops: Sequence[tuple[str, int]]) -> np.ndarray:
-    """Binary erosions/dilations with a disk, slice by slice in 3D (as BiaPy does)."""
+def _morph_planes(mask: np.ndarray, ops: Sequence[tuple[str, int]]) -> np.ndarray:
+    """The morphological ``ops`` applied to each z plane of ``mask`` (the mask itself in 2D)."""
     out = mask.copy()
     planes = out if out.ndim == 3 else out[np.newaxis]
     for z in range(planes.shape[0]):
         for op, radius in ops:
-            fn = ndimage.binary_dilation if op == "dilate" else ndimage.binary_erosion
-            planes[z] = fn(planes[z], structure=disk(int(radius)))
+            planes[z] = _grey_morph(planes[z], op, radius)
     return out
 
 
-def _seed_morphology(seeds: np.ndarray, st: DecodeSettings) -> np.ndarray:
-    if not st.seed_morph_sequence:
-        return seeds
-    if len(st.seed_morph_sequence) != len(st.seed_morph_radius):
+@dataclass
+class _Maps:
+    """The three inputs of the marker-controlled watershed and the thresholds that made them."""
+
+    seeds: np.ndarray
+    surface: np.ndarray
+    growth: np.ndarray
+    seed_ths: list[float] = field(default_factory=list)
+    growth_ths: list[float] = field(default_factory=list)
+
+
+def _th(value: Any, x: np.ndarray, key: str) -> float:
+    th = _as_threshold(value, key)
+    return _otsu(x) if th is None else th
+
+
+def _affinity_maps(raw: np.ndarray, st: WatershedSettings) -> _Maps:
+    """Seeds and growth mask from the minimum of the first three affinities (BiaPy's ``A``)."""
+    fg = raw[:3].min(axis=0)
+    th = _th(st.seed_thresholds[0], raw[:3], WS + "SEED_CHANNELS_THRESH")
+    gth = _as_threshold(st.growth_thresholds[0], WS + "GROWTH_MASK_CHANNELS_THRESH")
+    gth = th / 2 if gth is None else gth
+    return _Maps(fg > th, -fg, fg > gth, [th], [gth])
+
+
+def _seed_map(raw: np.ndarray, names: Sequence[str], st: WatershedSettings) -> _Maps:
+    """Seeds, surface and growth mask of the list form, as BiaPy 3.7.1 builds them."""
+    key = WS + "SEED_CHANNELS_THRESH"
+    seeds: np.ndarray | None = None
+    edges: np.ndarray | None = None
+    maps = _Maps(np.zeros(0, bool), np.zeros(0), np.zeros(0, bool))
+    pairs = _sorted_by_seed_order(st.seed_channels, st.seed_thresholds)
+    for name, value in pairs:
+        x = raw[names.index(name)]
+        if seeds is None:
+            base = 1 - x if name in SEED_LOW else x
+            th = _th(value, base, key)
+            seeds = base > th
+        elif name in SEED_HIGH or name in SEED_LOW:
+            th = _th(value, x, key)
+            seeds &= (x > th) if name in SEED_HIGH else (x < th)
+        elif name in HVZ and edges is None:
+            edges = hover_edges(raw, names)
+            manual = [_as_threshold(v, key) for n, v in pairs if n in HVZ]
+            manual = [v for v in manual if v is not None]
+            th = min(manual) if manual else _otsu(edges)
+            seeds &= edges < th
+        else:
+            continue
+        maps.seed_ths.append(th)
+    key = WS + "GROWTH_MASK_CHANNELS_THRESH"
+    growth: np.ndarray | None = None
+    for name, value in _sorted_by_seed_order(st.growth_channels, st.growth_thresholds):
+        x = raw[names.index(name)]
+        base = 1 - x if growth is None and name in GROWTH_LOW else x
+        th = _as_threshold(value, key)
+        th = _otsu(base) / 2 if th is None else th
+        maps.growth_ths.append(th)
+        if growth is None:
+            growth = base > th
+        elif name in GROWTH_HIGH:
+            growth &= x > th
+        elif name in GROWTH_LOW:
+            growth &= x < th
+    if edges is not None:
+        surface = edges - 1.0
+    else:
+        x = raw[names.index(st.surface_channel)]
+        surface = x if st.surface_channel in SURFACE_LOW else -x
+    assert seeds is not None and growth is not None
+    maps.seeds, maps.surface, maps.growth = seeds, surface, growth
+    return maps
+
+
+def watershed_by_channels(
+    raw: np.ndarray, channels: Channels, st: WatershedSettings
+) -> DecodeResult:
+    """Instance labels from a list-form prediction ``raw`` ``(C, *spatial)`` (BiaPy 3.7.1).
+
+    Parameters
+    ----------
+    raw
+        Channel-first prediction, one channel per name in ``channels`` (11 softmax channels for
+        a discretized ``Db``).
+    channels
+        The configured channels.
+    st
+        The resolved watershed options.
+
+    Returns
+    -------
+    DecodeResult
+        Labels (not relabelled: seeds outside the growth mask leave gaps, as in BiaPy), the
+        thresholds used and the seed, surface and growth maps (for ``DATA_CHECK_MW``).
+    """
+    raw = np.asarray(raw, dtype=np.float32)
+    names = list(channels.names)
+    if st.db_discretize:
+        raw = (np.argmax(raw, axis=0)[np.newaxis] / 10.0).astype(np.float32)
+        names = ["Db"]
+    elif names != ["A"] and raw.shape[0] != len(names):  # A: one channel per axis and offset
         raise ConfigError(
-            "PROBLEM.INSTANCE_SEG.SEED_MORPH_SEQUENCE and SEED_MORPH_RADIUS must have the same "
-            f"length (got {st.seed_morph_sequence} and {st.seed_morph_radius})."
+            f"The prediction has {raw.shape[0]} channels but {IS}DATA_CHANNELS names "
+            f"{len(names)} ({', '.join(names)})."
         )
-    for op in st.seed_morph_sequence:
-        if op not in ("dilate", "erode"):
-            raise ConfigError(
-                f"PROBLEM.INSTANCE_SEG.SEED_MORPH_SEQUENCE: {op!r} must be 'dilate' or 'erode'."
-            )
-    return _morph_slices(seeds, list(zip(st.seed_morph_sequence, st.seed_morph_radius)))
+    if st.seed_channels == ["A"]:
+        maps = _affinity_maps(raw, st)
+    else:
+        maps = _seed_map(raw, names, st)
+    seeds, growth = maps.seeds, maps.growth
+    if st.seed_morph_sequence:
+        seeds = _morph_planes(seeds, list(zip(st.seed_morph_sequence, st.seed_morph_radius)))
+    if st.close_growth_mask:
+        # BiaPy dilates by FORE_EROSION_RADIUS and then erodes by FORE_DILATION_RADIUS
+        growth = _morph_planes(
+            growth, [("dilate", st.fore_erosion_radius), ("erode", st.fore_dilation_radius)]
+        )
+    markers, _ = label_components(seeds, 1)
+    surface = ndimage.gaussian_filter(
+        maps.surface.astype(np.float32), sigma=1.0, mode="nearest", truncate=1.0
+    )
+    if st.remove_before:
+        sizes = np.bincount(markers.ravel())
+        small = sizes <= int(st.small_before)
+        small[0] = False
+        markers[small[markers]] = 0
+        markers, _, _ = relabel_sequential(markers)
+    seed_map = markers.copy()
+    n_seeds = int(markers.max())
+    log.info(
+        f"watershed: {n_seeds} seeds, thresholds seed {[round(t, 4) for t in maps.seed_ths]}, "
+        f"growth mask {[round(t, 4) for t in maps.growth_ths]}"
+    )
+    markers[~growth] = 0
+    labels = grow_seeds(markers, -surface, growth, st.by_2d_slices)
+    used = {f"seed {n}": t for n, t in zip(st.seed_channels, maps.seed_ths)}
+    used.update({f"growth {n}": t for n, t in zip(st.growth_channels, maps.growth_ths)})
+    return DecodeResult(
+        labels.astype(label_dtype(int(labels.max()) if labels.size else 0), copy=False),
+        used,
+        n_seeds,
+        {"seed_map": seed_map, "topographic_surface": surface, "growth_mask": growth},
+    )
 
 
 def label_components(mask: np.ndarray, connectivity: int) -> tuple[np.ndarray, int]:
@@ -399,75 +473,3 @@ def grow_seeds(
         grown = watershed(-surface[box], seeds, mask=comps[box] == k)
         np.maximum(seeds, grown, out=seeds)
     return markers
-
-
-def decode_instances(raw: np.ndarray, channels: Channels, st: DecodeSettings) -> DecodeResult:
-    """Instance labels ``(*spatial)`` from a channel-first prediction ``raw``."""
-    raw = np.asarray(raw, dtype=np.float32)
-    plan = _Plan(raw, channels, st)
-    seeds, surface, growth = _legacy_plan(plan) if channels.legacy else _list_plan(plan)
-    seeds = _seed_morphology(seeds, st)
-    if growth is not None and st.close_growth_mask:
-        growth = _morph_slices(
-            growth, [("dilate", st.fore_dilation_radius), ("erode", st.fore_erosion_radius)]
-        )
-    if growth is not None:
-        seeds &= growth
-    markers, _ = label_components(seeds, 1)
-    if st.remove_before and st.small_before > 0:
-        sizes = np.bincount(markers.ravel())
-        small = sizes < int(st.small_before)
-        small[0] = False
-        markers[small[markers]] = 0
-        markers, _, _ = relabel_sequential(markers)
-    n_seeds = int(markers.max())
-    log.info(
-        f"watershed: {n_seeds} seeds, thresholds "
-        + ", ".join(f"{k}={v:.3g}" for k, v in plan.used.items())
-    )
-    labels = grow_seeds(markers, surface, growth, st.by_2d_slices)
-    dtype = label_dtype(int(labels.max()))
-    return DecodeResult(labels.astype(dtype, copy=False), plan.used, n_seeds)
-
-
-def channel_targets(gt: np.ndarray, channels: Channels, contour_mode: str = "thick") -> dict:
-    """Binary targets of the probability channels derived from a GT label image as BiaPy does.
-
-    Legacy: ``B`` = objects without their contour, ``C`` = contours
-    (``find_boundaries(mode=contour_mode)``; ``dense`` = every pixel outside ``B``), ``M`` = all
-    objects, ``P`` = the voxel nearest each object's centroid. List form: ``F`` = objects,
-    ``B`` = background, ``C`` and ``P`` as above.
-    """
-    from skimage.segmentation import find_boundaries
-
-    fg = gt > 0
-    out: dict[str, np.ndarray] = {}
-    contour = None
-    if "C" in channels.names or channels.legacy:
-        mode = "thick" if contour_mode == "dense" else contour_mode
-        contour = find_boundaries(gt, mode=mode) & (fg if mode != "outer" else True)
-        if contour_mode == "dense":
-            contour = ~(fg & ~contour)
-    for name in channels.names:
-        if name == "C":
-            out["C"] = contour
-        elif name == "M" or name == "F":
-            out[name] = fg
-        elif name == "B" and channels.legacy:
-            out["B"] = fg & ~contour if "C" in channels.names else fg
-        elif name == "B":
-            out["B"] = ~fg
-        elif name == "P":
-            out["P"] = _centroid_points(gt)
-    return out
-
-
-def _centroid_points(gt: np.ndarray) -> np.ndarray:
-    points = np.zeros(gt.shape, dtype=bool)
-    ids = np.unique(gt)
-    ids = ids[ids > 0]
-    if ids.size:
-        centers = ndimage.center_of_mass(np.ones_like(gt), gt, ids)
-        for c in centers:
-            points[tuple(round(float(v)) for v in c)] = True
-    return points

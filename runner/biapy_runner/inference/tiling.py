@@ -136,7 +136,9 @@ def plan_tiles(
     nearest size ``valid_size`` accepts (a fixed-size model gets its size: smaller images are
     padded, larger ones tiled); ``size_rule`` says in words which sizes those are, for the plan's
     notes. ``full_image`` (TEST.FULL_IMG) makes one tile of the whole image, padded to the nearest
-    valid size; if the model cannot take it whole, it is tiled (with a note saying so).
+    valid size; if the model cannot take it whole, it is tiled (with a note saying so). An image
+    whose spatial shape equals ``patch`` (and that the model accepts) is one tile without padding
+    or overlap, as BiaPy predicts it.
     """
     patch = tuple(int(p) for p in patch)
     ndim = len(patch)
@@ -157,6 +159,14 @@ def plan_tiles(
             f"TEST.FULL_IMG: the model accepts at most {whole} pixels, the image has {shape}; "
             "predicting it in tiles instead"
         )
+    if shape == patch and _checked_valid(valid, shape) == shape:
+        # BiaPy's rule: an image of exactly DATA.PATCH_SIZE is predicted as it is, in one
+        # forward pass, without context padding or overlap
+        note = (
+            f"the image is exactly DATA.PATCH_SIZE {patch}: one forward pass without "
+            f"DATA.TEST.PADDING {padding}, as BiaPy predicts it"
+        )
+        return TilePlan(patch, (0,) * ndim, (0.0,) * ndim, scale, reflect, (note,) * any(padding))
     wanted = tuple(min(p, n + 2 * d) for p, n, d in zip(patch, shape, padding))
     tile = _checked_valid(valid, wanted)
     if tile != wanted:

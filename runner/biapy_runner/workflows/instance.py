@@ -17,28 +17,30 @@ import numpy as np
 import pandas as pd
 
 from biapy_runner import log
-from biapy_runner.config.schema import INSTANCE_CHANNELS, LEGACY_CHANNEL_SETS, LEGACY_TO_LIST
+from biapy_runner.config.schema import (
+    BINARY_CHANNELS,
+    INSTANCE_CHANNELS,
+    LEGACY_CHANNEL_SETS,
+    legacy_channels_as_list,
+)
+from biapy_runner.decode.channels import (
+    Channels,
+    channel_targets,
+    parse_channels,
+)
 from biapy_runner.decode.filters import configured_median_filter
+from biapy_runner.decode.layout import extra_opts
 from biapy_runner.decode.postprocess import (
-    clear_border,
-    fill_holes,
     measure_objects,
+    refine_instances,
     removal_mask,
     remove_labels,
     repair_large_blobs,
     voronoi_on_mask,
 )
-from biapy_runner.decode.watershed import (
-    BINARY_CHANNELS,
-    Channels,
-    DecodeSettings,
-    channel_targets,
-    decode_instances,
-    label_dtype,
-    parse_channels,
-)
+from biapy_runner.decode.processes import check_process, create_instances
 from biapy_runner.errors import ConfigError
-from biapy_runner.io.images import Image
+from biapy_runner.io.images import Image, label_dtype
 from biapy_runner.metrics.masks import binary_iou
 from biapy_runner.metrics.matching import METRICS, aggregate_stats, label_overlap, match_overlap
 from biapy_runner.workflows.base import Decoded, Scored, Workflow, register
@@ -62,7 +64,8 @@ class InstanceSegmentation(Workflow):
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)
         self.channels: Channels = parse_channels(cfg.get(IS + "DATA_CHANNELS", "BC"))
-        self.settings = self._settings()
+        self.process = check_process(self.channels, cfg)
+        self.resolution = tuple(self.cfg.get("DATA.TEST.RESOLUTION"))
         self.thresholds = [float(t) for t in cfg.get("TEST.MATCHING_STATS_THS", DEFAULT_THS)]
 
     # ---- configuration -------------------------------------------------------------------
@@ -70,65 +73,54 @@ class InstanceSegmentation(Workflow):
         value = self.cfg.get(key, default)
         return default if value is None else value
 
-    def _settings(self) -> DecodeSettings:
-        """The watershed's settings: BiaPy 3.7's WATERSHED keys (older spellings were converted
-        onto them when the configuration was loaded; the defaults are schema.py's)."""
-        ws = lambda key: self.cfg.get(IS + "WATERSHED." + key)  # noqa: E731
-        return DecodeSettings(
-            seed_channels=list(ws("SEED_CHANNELS")),
-            seed_thresholds=list(ws("SEED_CHANNELS_THRESH")),
-            surface_channel=str(ws("TOPOGRAPHIC_SURFACE_CHANNEL")),
-            growth_channels=_as_list(ws("GROWTH_MASK_CHANNELS")),
-            growth_thresholds=list(ws("GROWTH_MASK_CHANNELS_THRESH")),
-            remove_before=bool(ws("DATA_REMOVE_BEFORE_MW")),
-            small_before=int(ws("DATA_REMOVE_SMALL_OBJ_BEFORE")),
-            seed_morph_sequence=list(ws("SEED_MORPH_SEQUENCE")),
-            seed_morph_radius=[int(r) for r in ws("SEED_MORPH_RADIUS")],
-            close_growth_mask=bool(ws("ERODE_AND_DILATE_GROWTH_MASK")),
-            fore_erosion_radius=int(ws("FORE_EROSION_RADIUS")),
-            fore_dilation_radius=int(ws("FORE_DILATION_RADIUS")),
-            by_2d_slices=bool(ws("BY_2D_SLICES")),
-            resolution=tuple(self.cfg.get("DATA.TEST.RESOLUTION")),
-        )
+    def _expected_channels(self) -> int:
+        """Model output channels DATA_CHANNELS implies (a discretized Db has 11 softmax bins)."""
+        db = extra_opts(self.cfg, "Db")
+        if self.channels.names == ("Db",) and db.get("val_type") == "discretize":
+            return 11
+        return len(self.channels.names)
 
     def check_model(self, out_channels: int, channel_names: Sequence[str]) -> None:
         """The model must output one channel per configured channel (names checked if BiaPy's)."""
         names = self.channels.names
-        if out_channels != len(names):
+        if (
+            out_channels != self._expected_channels()
+            and self.process == "watershed"
+            and names != ("A",)  # affinities: one channel per axis and offset
+        ):
             raise ConfigError(
                 f"The model outputs {out_channels} channel(s) but "
                 f"{IS}DATA_CHANNELS = {self.cfg.get(IS + 'DATA_CHANNELS', 'BC')!r} expects "
                 f"{len(names)} ({', '.join(names)}). Set DATA_CHANNELS to the channels the model "
                 "was trained with (see its BioImage.IO description)."
             )
-        known = set(INSTANCE_CHANNELS) | {n for v in LEGACY_CHANNEL_SETS.values() for n in v}
-        given = [str(n) for n in channel_names]
-        if not given or not all(n in known for n in given):
-            return
-        # a model exported by BiaPy < 3.7 names its outputs with the legacy letters (B, C, M)
-        spellings = [given, [LEGACY_TO_LIST.get(n, n) for n in given]]
-        if all(set(s) != set(names) for s in spellings):
+        known = set(INSTANCE_CHANNELS)
+        # a name covering several outputs (A per offset, R per ray, ...) may repeat
+        given = [str(n) for i, n in enumerate(channel_names) if i == 0 or n != channel_names[i - 1]]
+        if set(given) != set(names) and "".join(given) in LEGACY_CHANNEL_SETS:
+            # named in older BiaPy's letters (B, C, M): compare with their 3.7 names
+            given = legacy_channels_as_list("".join(given))
+        if given and all(n in known for n in given) and set(given) != set(names):
             raise ConfigError(
                 f"The model's output channels are named {given} but {IS}DATA_CHANNELS "
                 f"configures {list(names)}."
             )
-        if all(tuple(s) != names for s in spellings):
+        if given and all(n in known for n in given) and tuple(given) != names:
             log.warn(f"model channel order {given} differs from DATA_CHANNELS {list(names)}")
 
     # ---- decoding -----------------------------------------------------------------------
     def _voronoi_mask(self, raw: np.ndarray) -> np.ndarray:
-        """The foreground probability Voronoi grows into: M, else B/F (+ C), else 1 - background."""
+        """The foreground probability Voronoi grows into: M, else F (+ C), else 1 - B."""
         names = self.channels.names
-        fg = "B" if self.channels.legacy else "F"
         if "M" in names:
             return raw[names.index("M")]
-        if fg in names:
-            mask = raw[names.index(fg)].astype(np.float32)
+        if "F" in names:
+            mask = raw[names.index("F")].astype(np.float32)
             return mask + raw[names.index("C")] if "C" in names else mask
-        if not self.channels.legacy and "B" in names:
+        if "B" in names:
             return 1 - raw[names.index("B")]
         raise ConfigError(
-            f"{PP}VORONOI_ON_MASK needs a foreground channel (M, B/F) in {IS}DATA_CHANNELS "
+            f"{PP}VORONOI_ON_MASK needs a foreground channel (M, F or B) in {IS}DATA_CHANNELS "
             f"({list(names)})."
         )
 
@@ -142,8 +134,12 @@ class InstanceSegmentation(Workflow):
         """Apply the configured post-processing to instance ``labels`` (``raw``: probabilities)."""
         g = self._get
         out = labels
-        if self._refinement("fill_holes"):
-            out = fill_holes(out)
+        if g(PP + "INSTANCE_REFINEMENT.ENABLE", False):
+            out = refine_instances(
+                out,
+                list(g(PP + "INSTANCE_REFINEMENT.OPERATIONS", [])),
+                list(g(PP + "INSTANCE_REFINEMENT.VALUES", [])),
+            )
         size = int(g(PP + "REPARE_LARGE_BLOBS_SIZE", -1))
         if size != -1:
             out = repair_large_blobs(out, size)
@@ -151,11 +147,9 @@ class InstanceSegmentation(Workflow):
             if raw is None:
                 raise ConfigError(f"{PP}VORONOI_ON_MASK needs the model's probabilities.")
             th = float(g(PP + "VORONOI_TH", 0.0))
-            out = voronoi_on_mask(out, self._voronoi_mask(raw), th, self.settings.resolution)
-        if self._refinement("clear_border"):
-            out = clear_border(out)
+            out = voronoi_on_mask(out, self._voronoi_mask(raw), th, self.resolution)
         if g(RP + "ENABLE", False):
-            table = measure_objects(out, self.settings.resolution)
+            table = measure_objects(out, self.resolution)
             if len(table):
                 drop = removal_mask(
                     table, g(RP + "PROPS", []), g(RP + "VALUES", []), g(RP + "SIGNS", [])
@@ -167,23 +161,26 @@ class InstanceSegmentation(Workflow):
     def _objects(self, labels: np.ndarray, raw: np.ndarray | None, stem: str) -> pd.DataFrame:
         fg = self.channels.foreground_channel
         prob = None if raw is None or fg is None else raw[self.channels.index(fg)]
-        table = measure_objects(labels, self.settings.resolution, prob)
+        table = measure_objects(labels, self.resolution, prob)
         table.insert(0, "image", stem)
         return table
 
     def decode(self, raw: np.ndarray, image: Image) -> Decoded:
         """Watershed the channels into instances, post-process, and measure the objects."""
         raw = configured_median_filter(np.asarray(raw, dtype=np.float32), self.cfg)
-        result = decode_instances(raw, self.channels, self.settings)
+        result = create_instances(raw, self.channels, self.cfg)
         post = self.post_process(result.labels, raw)
         log.info(
-            f"instances: {int(result.labels.max())} from watershed, "
-            f"{np.unique(post).size - (1 if (post == 0).any() else 0)} after post-processing"
+            f"instances: {_count(result.labels)} from {self.process}, "
+            f"{_count(post)} after post-processing"
         )
+        images = {"instances": result.labels, "post_proc": post}
+        if self._get(IS + "WATERSHED.DATA_CHECK_MW", False):
+            images.update({f"watershed/{name}": m for name, m in result.maps.items()})
         return Decoded(
-            images={"instances": result.labels, "post_proc": post},
+            images=images,
             tables={"metrics/objects.tsv": self._objects(post, raw, image.stem)},
-            state={"raw": raw, "thresholds": result.thresholds},
+            state={"raw": raw},
         )
 
     def decode_file(self, path: Path, image: Image) -> Decoded:
@@ -191,7 +188,7 @@ class InstanceSegmentation(Workflow):
         data = np.asarray(image.data)
         labels = data[0] if data.ndim > 1 and data.shape[0] == 1 else data
         if labels.dtype.kind == "f" and np.any(np.mod(labels, 1) != 0):
-            if data.shape[0] == len(self.channels.names):
+            if data.shape[0] == self._expected_channels():
                 return self.decode(data, image)
             raise ConfigError(
                 f"{path} holds non-integer values and {data.shape[0]} channel(s); evaluate needs "
@@ -231,7 +228,9 @@ class InstanceSegmentation(Workflow):
         return row, assoc
 
     def _channel_ious(self, raw: np.ndarray, gt: np.ndarray) -> dict[str, float]:
-        contour_mode = str(self._get(IS + "DATA_CONTOUR_MODE", "thick"))
+        contour_mode = str(
+            extra_opts(self.cfg, "C").get("mode") or self._get(IS + "DATA_CONTOUR_MODE", "thick")
+        )
         names = [n for n in self.channels.names if n in BINARY_CHANNELS]
         if not names:
             return {}
@@ -295,7 +294,7 @@ class InstanceSegmentation(Workflow):
         }
 
 
-def _as_list(value: Any) -> list[Any]:
-    if isinstance(value, str):
-        return [] if value in ("", "auto") else [value]
-    return list(value)
+def _count(labels: np.ndarray) -> int:
+    """Number of distinct non-zero labels."""
+    ids = np.unique(labels)
+    return int(ids.size - (1 if ids.size and ids[0] == 0 else 0))
