@@ -64,11 +64,19 @@ class InstanceSegmentation(Workflow):
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)
         self.channels: Channels = parse_channels(cfg.get(IS + "DATA_CHANNELS", "BC"))
-        self.process = check_process(self.channels, cfg)
+        self._process: str | None = None
         self.resolution = tuple(self.cfg.get("DATA.TEST.RESOLUTION"))
         self.thresholds = [float(t) for t in cfg.get("TEST.MATCHING_STATS_THS", DEFAULT_THS)]
 
     # ---- configuration -------------------------------------------------------------------
+    @property
+    def process(self) -> str:
+        """The instance creation process, checked against the channels when first needed (a run
+        checks it with the model, before any image; scoring label images never needs it)."""
+        if self._process is None:
+            self._process = check_process(self.channels, self.cfg)
+        return self._process
+
     def _get(self, key: str, default: Any) -> Any:
         value = self.cfg.get(key, default)
         return default if value is None else value
@@ -83,9 +91,10 @@ class InstanceSegmentation(Workflow):
     def check_model(self, out_channels: int, channel_names: Sequence[str]) -> None:
         """The model must output one channel per configured channel (names checked if BiaPy's)."""
         names = self.channels.names
+        process = self.process
         if (
             out_channels != self._expected_channels()
-            and self.process == "watershed"
+            and process == "watershed"
             and names != ("A",)  # affinities: one channel per axis and offset
         ):
             raise ConfigError(
