@@ -167,6 +167,61 @@ print(passed, failed, skipped)
 EOF
 }
 
+watch_jobs() {
+    # While planemo runs (it prints nothing until the end), print each finished job of the tool:
+    # "[galaxy-tests] biapy_runner job 3/8 ok after 41s". Polls the jobs API every 5 s with the
+    # test user's key ($1) for the tool $2 (jobs created from now on), $3 jobs expected; stopped
+    # by the caller.
+    exec "$PYTHON" - "$GALAXY_URL" "$1" "$2" "$3" <<'EOF'
+import json, signal, sys, time, urllib.request
+from datetime import datetime, timedelta, timezone
+url, key, tool, total = sys.argv[1:]
+seen = set()
+start = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(seconds=2)  # Galaxy: UTC
+query = f"{url}/api/jobs?tool_id={tool}&limit=1000&order_by=create_time&view=collection"
+class Stop(Exception):
+    pass
+def stop(*_):
+    raise Stop
+def seconds(job):
+    begin, end = (datetime.fromisoformat(job[k]) for k in ("create_time", "update_time"))
+    return int((end - begin).total_seconds())
+def poll():
+    try:
+        request = urllib.request.Request(query, headers={"x-api-key": key})
+        jobs = json.load(urllib.request.urlopen(request, timeout=10))
+    except (OSError, ValueError):
+        return
+    for job in jobs:
+        if job["id"] in seen or job["state"] not in ("ok", "error", "failed", "deleted"):
+            continue
+        if datetime.fromisoformat(job["create_time"]) < start:
+            continue  # an earlier stage's job
+        seen.add(job["id"])
+        print(f"[galaxy-tests] {tool} job {len(seen)}/{total} {job['state']} after {seconds(job)}s",
+              file=sys.stderr, flush=True)
+signal.signal(signal.SIGTERM, stop)
+try:
+    while True:
+        time.sleep(5)
+        poll()
+except Stop:  # planemo is done: report the jobs that finished since the last poll
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    poll()
+EOF
+}
+
+planemo_test() {
+    # planemo test "${@:2}" with the per-job progress above; $1: how many tool jobs to expect
+    local total="$1"; shift
+    watch_jobs "$user_key" biapy_runner "$total" &
+    local watcher=$! status=0
+    "$planemo" test "$@" || status=$?
+    kill "$watcher" 2>/dev/null || true
+    wait "$watcher" 2>/dev/null || true
+    return "$status"
+}
+
 main() {
     install_galaxy
     install_planemo
@@ -191,10 +246,12 @@ main() {
                   --galaxy_admin_key "$ADMIN_KEY" --galaxy_user_key "$user_key"
                   --no_dependency_resolution)
     rm -rf "$SCRATCH/reports"; mkdir -p "$SCRATCH/reports"
-    say "planemo test biapy.xml"
-    local filter=() index
+    local filter=() index total
     for index in ${GALAXY_TEST_INDEX:-}; do filter+=(--test_index "$index"); done
-    "$planemo" test "${common[@]}" "${filter[@]}" \
+    total=$(( ${#filter[@]} / 2 ))
+    [ "$total" -gt 0 ] || total="$(grep -c '<test[ >]' "$ROOT/biapy.xml")"
+    say "planemo test biapy.xml ($total tests: a line per finished job, planemo's report at the end)"
+    planemo_test "$total" "${common[@]}" "${filter[@]}" \
         --test_output_json "$SCRATCH/reports/tool.json" \
         --test_output "$SCRATCH/reports/tool.html" "$ROOT/biapy.xml" || true
     reports+=("$SCRATCH/reports/tool.json")
@@ -208,8 +265,9 @@ main() {
         say "planemo test galaxy/workflows"
         for wf in "$ROOT"/galaxy/workflows/*.ga; do
             local name; name="$(basename "$wf" .ga)"
-            "$planemo" test "${common[@]}" \
-                --test_output_json "$SCRATCH/reports/$name.json" "$wf" || true
+            planemo_test "?" "${common[@]}" \
+                --test_output_json "$SCRATCH/reports/$name.json" \
+                --test_output "$SCRATCH/reports/$name.html" "$wf" || true
             reports+=("$SCRATCH/reports/$name.json")
         done
     fi

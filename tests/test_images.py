@@ -275,6 +275,29 @@ def test_missing_empty_corrupt_files(tmp_path: Path) -> None:
         read_image(tmp_path / "x.bmp", ndim=2)
 
 
+def test_values_that_are_not_numbers_are_refused(tmp_path: Path) -> None:
+    for name, array, words in (
+        ("complex.npy", np.ones((8, 8), np.complex64), "complex64 (complex numbers)"),
+        ("text.npy", np.full((8, 8), "ab"), "<U2 (text)"),
+    ):
+        np.save(tmp_path / name, array)
+        with pytest.raises(InputError) as err:
+            read_image(tmp_path / name, ndim=2)
+        assert str(tmp_path / name) in str(err.value) and words in str(err.value)
+        assert "integer or floating-point" in str(err.value)
+
+
+def test_axes_metadata_with_repeated_letters_is_ignored(tmp_path: Path) -> None:
+    """A (1, 1, 1) TIFF reads back with the axes "XYX": not metadata, an ambiguous shape."""
+    path = tmp_path / "dot.tif"
+    tifffile.imwrite(path, np.ones((1, 1, 1), bool))
+    with tifffile.TiffFile(path) as tif:
+        assert tif.series[0].axes == "XYX"
+    with pytest.raises(InputError, match="dot.tif .*ambiguous.*--axes"):
+        read_image(path, ndim=2)
+    assert read_image(path, ndim=2, axes="CYX").data.shape == (1, 1, 1)
+
+
 # --------------------------------------------------------------------------- ground truth
 
 

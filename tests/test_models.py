@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import zipfile
@@ -456,20 +457,80 @@ def test_nuclei_model_reproduces_test_output(test_data: Path, weight_format: str
     np.testing.assert_allclose(_roundtrip(model), y, atol=1e-4)
 
 
+SMOOTH_SOURCE = """import torch
+
+
+class Smooth(torch.nn.Module):
+    def __init__(self, channels=1, kernel_size=3):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2)
+
+    def forward(self, x):
+        return self.conv(x)
+"""
+
+RDF_04 = """format_version: 0.4.9
+type: model
+name: Fixed-shape smoothing
+description: A 3x3 convolution, format 0.4 with its architecture as a source file and kwargs
+authors: [{name: galaxy-biapy tests}]
+cite: [{text: galaxy-biapy, url: "https://github.com/BiaPy-team/BiaPy"}]
+documentation: README.md
+license: MIT
+tags: [segmentation]
+timestamp: "2021-09-12T14:04:52.211533Z"
+test_inputs: [test_input.npy]
+test_outputs: [test_output.npy]
+inputs:
+  - {name: input, axes: &axes bcyx, data_type: float32, data_range: &range [-.inf, .inf],
+     shape: &shape [1, 1, 64, 64],
+     preprocessing: [{name: zero_mean_unit_variance, kwargs: {axes: cyx, mode: per_sample}}]}
+outputs:
+  - {name: output, axes: *axes, data_type: float32, data_range: *range, halo: [0, 0, 4, 4],
+     shape: *shape}
+weights:
+  pytorch_state_dict:
+    architecture: smooth.py:Smooth
+    architecture_sha256: SOURCE_SHA256
+    kwargs: {channels: 1, kernel_size: 3}
+    source: weights.pt
+    sha256: WEIGHTS_SHA256
+"""
+
+
+def _format_04_package(folder: Path) -> Path:
+    """A format 0.4 package laid out as BiaPy exports them (and as the spec's own 0.4 example
+    ``unet2d_fixed_shape``): pytorch_state_dict weights, architecture file, kwargs, halo."""
+    folder.mkdir()
+    (folder / "smooth.py").write_text(SMOOTH_SOURCE)
+    (folder / "README.md").write_text("# Fixed-shape smoothing\n")
+    namespace: dict = {}
+    exec(compile(SMOOTH_SOURCE, "smooth.py", "exec"), namespace)  # noqa: S102
+    torch.manual_seed(0)
+    module = namespace["Smooth"](channels=1, kernel_size=3).eval()
+    torch.save(module.state_dict(), folder / "weights.pt")
+    x = np.random.default_rng(0).normal(5.0, 2.0, (1, 1, 64, 64)).astype(np.float32)
+    normalised = (x - x.mean()) / (x.std() + 1e-6)
+    with torch.no_grad():
+        y = module(torch.from_numpy(normalised)).numpy()
+    np.save(folder / "test_input.npy", x)
+    np.save(folder / "test_output.npy", y)
+    rdf = folder / "rdf.yaml"
+    text = RDF_04
+    for name, marker in (("smooth.py", "SOURCE_SHA256"), ("weights.pt", "WEIGHTS_SHA256")):
+        text = text.replace(marker, hashlib.sha256((folder / name).read_bytes()).hexdigest())
+    rdf.write_text(text)
+    return rdf
+
+
 @pytest.mark.slow
-def test_format_04_model_with_architecture_file() -> None:
-    rdf = (
-        Path(__file__).resolve().parents[2]
-        / "shared/data/bmz_models/unet2d_fixed_shape/v0_4.bioimageio.yaml"
-    )
-    if not rdf.exists():
-        pytest.skip("../shared is not available")
-    model = load_model(rdf, device="cpu")
+def test_format_04_model_with_architecture_file(tmp_path: Path) -> None:
+    model = load_model(_format_04_package(tmp_path / "smooth"), device="cpu")
     assert model.weight_format == "pytorch_state_dict"
     assert (model.min_shape, model.step, model.halo, model.scale) == (
-        (256, 256),
+        (64, 64),
         (0, 0),
-        (8, 8),
+        (4, 4),
         (1.0, 1.0),
     )
     np.testing.assert_allclose(_roundtrip(model), model.test_tensors()[1], atol=1e-4)

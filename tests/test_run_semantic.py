@@ -123,6 +123,27 @@ def test_images_and_gt_from_the_config_folders(test_data: Path, tmp_path: Path) 
     assert table["iou"].iloc[0] == pytest.approx(EXPECTED_IOU, abs=5e-4)
 
 
+def test_readme_example_without_images_uses_the_shipped_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """README: omit --images/--gt when DATA.TEST.PATH / GT_PATH name folders. The shipped
+    example's folders (relative to the repository root, where README's commands run) hold the
+    example image and its mask; a second run into the same folder is refused."""
+    monkeypatch.chdir(TEST_DATA.parent)
+    assert sorted(p.name for p in (TEST_DATA / "images").iterdir()) == ["dsb_nuclei.tif"]
+    assert sorted(p.name for p in (TEST_DATA / "masks").iterdir()) == ["dsb_nuclei_mask.tif"]
+    out = tmp_path / "results"
+    argv = ["run", "--config", "test-data/semantic_nuclei.yaml", "--out", str(out)]
+    assert main(argv) == 0
+    table = pd.read_csv(out / "metrics" / "metrics.tsv", sep="\t")
+    assert list(table["image"]) == ["dsb_nuclei", "ALL"]
+    assert table["iou"].iloc[0] == pytest.approx(EXPECTED_IOU, abs=5e-4)
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert str(out) in capsys.readouterr().err
+    assert table.equals(pd.read_csv(out / "metrics" / "metrics.tsv", sep="\t"))
+
+
 def test_2d_images_analysed_as_a_3d_stack(tmp_path: Path) -> None:
     """TEST.ANALIZE_2D_IMGS_AS_3D_STACK: the 2D predictions are also decoded as one volume."""
     second = tmp_path / "second.tif"

@@ -492,7 +492,9 @@ def evaluate(
     One set writes the usual layout; several (each with a distinct name) write their results
     under ``predictions/<name>/`` and one ``metrics/metrics.tsv`` comparing them (a
     ``prediction`` column first). ``images`` (optional, paired by stem) are drawn under the
-    predictions in the report.
+    predictions in the report. Without PROBLEM.NDIM in the configuration or overrides, each
+    prediction is 2D or 3D as its file says (a 3-axis integer label image is a 3D volume: labels
+    have no channel axis).
     """
     started, mark = time.monotonic(), log.warning_count()
     cfg = load_config(config, [*overrides, f"PROBLEM.TYPE={workflow_type}"])
@@ -503,9 +505,12 @@ def evaluate(
         raise InputError("evaluate needs ground truth: give the GT files with --gt.")
     _check_sets(sets)
     backgrounds = _images_by_stem(images, sets[0].files)
+    ndim = _ndim(cfg) if "PROBLEM.NDIM" in cfg.user_keys else None
 
     def decode(path: Path) -> tuple[Image, np.ndarray | None, Any]:
-        image = workflow.read_prediction(path, _ndim(cfg), axes)
+        image = workflow.read_prediction(path, ndim, axes)
+        if ndim is None and image.data.size:  # config.yaml says what ran
+            cfg.set("PROBLEM.NDIM", f"{len(image.spatial_shape)}D")
         return image, None, workflow.decode_file(path, image)
 
     named = len(sets) > 1
@@ -526,7 +531,7 @@ def evaluate(
             if named:
                 log.info(f"prediction set {pset.name}: {len(inputs)} image(s)")
             found = _process(
-                part, cfg, workflow, inputs, decode, cfg.to_yaml(), rows_out=rows, label=pset.name
+                part, cfg, workflow, inputs, decode, cfg.to_yaml, rows_out=rows, label=pset.name
             )
             items = items or found
             result_sets.append(ResultSet(pset.name if named else "", part.folder))
@@ -628,13 +633,14 @@ def _process(
     workflow: Workflow,
     inputs: list[tuple[Path, Any]],
     produce: Callable[[Path], tuple[Image, np.ndarray | None, Any]],
-    config_text: str,
+    config_text: str | Callable[[], str],
     rows_out: list[dict[str, Any]] | None = None,
     label: str = "",
 ) -> list[Item]:
     """Produce, write and score every image, then the dataset tables and ``config.yaml``
-    (``config_text``); the images for the report. ``rows_out`` collects the metric rows (with
-    a ``prediction`` column = ``label``) for a table comparing several sets."""
+    (``config_text``, or what it returns once every image is done); the images for the report.
+    ``rows_out`` collects the metric rows (with a ``prediction`` column = ``label``) for a table
+    comparing several sets."""
     from biapy_runner.report.panels import Item
 
     metric_rows: list[dict[str, Any]] = []
@@ -660,7 +666,7 @@ def _process(
             rows_out += [{"prediction": label, **r} for r in [*metric_rows, total]]
     if stack is not None and stack.raws:
         _write_stack(stage, workflow, stack)
-    stage.write_text("config.yaml", config_text)
+    stage.write_text("config.yaml", config_text() if callable(config_text) else config_text)
     return items
 
 

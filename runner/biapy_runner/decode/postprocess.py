@@ -22,6 +22,7 @@ import pandas as pd
 from scipy import ndimage
 from skimage.measure import marching_cubes, mesh_surface_area, regionprops
 from skimage.segmentation import clear_border as _sk_clear_border
+from skimage.segmentation import relabel_sequential
 
 from biapy_runner.config.load import voxel_spacing
 from biapy_runner.decode.thresholds import otsu
@@ -171,11 +172,12 @@ def measure_objects(
     spacing = voxel_spacing(resolution, ndim)
     axes = "zyx"[-ndim:]
     rows = []
-    for rp in regionprops(labels, intensity_image=probability, spacing=spacing):
+    compact, _, original = relabel_sequential(labels)  # sparse ids (e.g. 2**32 - 2) stay cheap
+    for rp in regionprops(compact, intensity_image=probability, spacing=spacing):
         npix = int(rp.num_pixels) if hasattr(rp, "num_pixels") else int(rp.image.sum())
         size = npix * float(np.prod(spacing))
         bbox = rp.bbox
-        row: dict[str, float | int] = {"label": int(rp.label), "npixels": npix}
+        row: dict[str, float | int] = {"label": int(original[rp.label]), "npixels": npix}
         row["volume" if ndim == 3 else "area"] = size
         centroid = np.array(rp.centroid) / np.array(spacing)
         for a, c in zip(axes, centroid):

@@ -41,6 +41,9 @@ _AXES_HINT = (
     "setting), e.g. --axes ZYXC or --axes CYX, using the letters C, Z, Y, X (T and S allowed)."
 )
 _KNOWN_AXES = "CZYXTS"  # any other letter (tifffile's Q, I, E, ...) says nothing usable
+_NUMERIC_KINDS = "biuf"  # bool, signed and unsigned integers, floats
+_KIND_NAMES = {"c": "complex numbers", "O": "Python objects", "U": "text", "S": "bytes",
+               "V": "records", "M": "dates", "m": "time spans"}  # fmt: skip
 
 
 @dataclass
@@ -343,8 +346,14 @@ def _read_any(path: Path, dataset: str | None) -> _Raw:
         ) from exc
     if raw.data.size == 0:
         raise InputError(f"The image file {path} holds an empty array of shape {raw.data.shape}.")
-    if raw.axes is not None and len(raw.axes) != raw.data.ndim:
-        raw.axes = None  # metadata that does not describe the array is no metadata
+    if raw.data.dtype.kind not in _NUMERIC_KINDS:
+        raise InputError(
+            f"The image file {path} holds values of type {raw.data.dtype} "
+            f"({_KIND_NAMES.get(raw.data.dtype.kind, 'not numbers')}); give an image of integer "
+            "or floating-point values."
+        )
+    if raw.axes is not None and not len(raw.axes) == len(set(raw.axes)) == raw.data.ndim:
+        raw.axes = None  # metadata that does not describe the array (e.g. "XYX") is no metadata
     return raw
 
 
@@ -490,22 +499,56 @@ def _resolve_axes(path: Path, raw: _Raw, ndim: int, axes: str | None) -> tuple[s
     return _guess_axes(path, shape, ndim), f"guessed from the shape for {ndim}D"
 
 
+def _infer_ndim(path: Path, raw: _Raw, axes: str | None) -> int:
+    """2 or 3 spatial dimensions for an image read without a run's PROBLEM.NDIM (``evaluate``).
+
+    From the axes given, else the file's axes metadata (a Z axis longer than 1 makes 3D), else
+    the shape without singleton axes: 2 axes are 2D, 4 or more 3D, and 3 axes are 3D for integer
+    (label) images, which have no channel axis, and for float images where no end axis looks like
+    channels; a float image whose first or last axis could be channels (but not both) is 2D.
+    """
+    if axes is not None:
+        return 3 if "Z" in axes.upper() else 2
+    shape = raw.data.shape
+    if raw.axes is not None and all(a in _KNOWN_AXES or n == 1 for a, n in zip(raw.axes, shape)):
+        return 3 if any(a == "Z" and n > 1 for a, n in zip(raw.axes, shape)) else 2
+    core = [n for n in shape if n != 1]
+    if len(core) != 3:
+        return 2 if len(core) <= 2 else 3
+    if raw.data.dtype.kind in "biu":
+        return 3
+    first, last = core[0] <= MAX_GUESSED_CHANNELS, core[-1] <= MAX_GUESSED_CHANNELS
+    if first != last:
+        return 2
+    if not first:
+        return 3
+    raise InputError(
+        f"The image {path} (shape {shape}, {raw.data.dtype}) could be a 2D image with channels or "
+        "a small 3D volume: say which with --set PROBLEM.NDIM=2D (or 3D). " + _AXES_HINT
+    )
+
+
 def read_image(
-    path: Path, *, ndim: int, axes: str | None = None, dataset: str | None = None
+    path: Path, *, ndim: int | None, axes: str | None = None, dataset: str | None = None
 ) -> Image:
     """Read one image as a channel-first array for a ``ndim``-D (2 or 3) run.
 
     ``axes`` states the axes of the stored array (letters C, Z, Y, X, T, S, any case), overriding
     what the file says; ``dataset`` names the array inside an HDF5 file or a Zarr store (default:
     its only array, or an OME-Zarr image's full resolution). For a 2D model run over 3D stacks
-    (TEST.ANALIZE_2D_IMGS_AS_3D_STACK), read with ``ndim=3``. Raises ``InputError`` for missing,
-    empty, corrupt or ambiguous files and for a wrong number of dimensions.
+    (TEST.ANALIZE_2D_IMGS_AS_3D_STACK), read with ``ndim=3``. ``ndim=None`` takes the dimension
+    count from the file (see ``_infer_ndim``; for stored predictions and labels). Raises
+    ``InputError`` for missing, empty, corrupt or ambiguous files and for a wrong number of
+    dimensions.
     """
-    if ndim not in (2, 3):
-        raise ValueError(f"ndim must be 2 or 3, not {ndim}")
+    if ndim not in (2, 3, None):
+        raise ValueError(f"ndim must be 2, 3 or None, not {ndim}")
     path = Path(path)
     raw = _read_any(path, dataset)
+    inferred = ndim is None
+    ndim = _infer_ndim(path, raw, axes) if ndim is None else ndim
     source_axes, how = _resolve_axes(path, raw, ndim, axes)
+    how += f"; {ndim}D from the file" if inferred else ""
     data = _to_channel_first(path, raw.data, source_axes, ndim)
     image = Image(
         path=path,
@@ -544,10 +587,15 @@ def read_gt_image(path: Path, image: Image) -> np.ndarray:
     """Read the label/mask image paired with ``image``: ``(Y, X)`` or ``(Z, Y, X)``.
 
     The GT must have the image's spatial shape; a singleton channel is dropped, as are the
-    channels of an RGB(A) mask whose colour channels are all equal. Otherwise ``InputError``
-    naming both files and both shapes.
+    channels of an RGB(A) mask whose colour channels are all equal. Otherwise, or when its values
+    are not non-negative integers (``check_labels``), ``InputError`` naming the file.
     """
-    path = Path(path)
+    labels = _gt_labels(Path(path), image)
+    check_labels(labels, path, "ground truth")
+    return labels
+
+
+def _gt_labels(path: Path, image: Image) -> np.ndarray:
     raw = _read_any(path, None)
     target = image.spatial_shape
     squeezed = tuple(n for n in raw.data.shape if n != 1)
@@ -568,6 +616,56 @@ def read_gt_image(path: Path, image: Image) -> np.ndarray:
         f"(spatial shape {target}, {image.axes} {image.data.shape}); GT must have the image's "
         "size, without a channel axis."
     )
+
+
+def check_labels(data: np.ndarray, path: Path, what: str) -> None:
+    """Refuse a label image (``what``: "prediction", "ground truth") whose values are not
+    non-negative integers (integer dtype, or floats without fraction), naming ``path``.
+
+    A negative label would wrap around in an unsigned label type (-1 becomes 65535, one huge
+    object), and a fraction has no meaning as a label.
+    """
+    if data.dtype.kind in "bu":
+        return
+    if data.dtype.kind == "f":
+        finite = np.isfinite(data)
+        bad = int(np.count_nonzero(~finite)) + int(np.count_nonzero(np.mod(data[finite], 1)))
+        if bad:
+            raise InputError(
+                f"The {what} {path} is read as a label image but {bad} of its values are not "
+                "whole numbers (or not finite); give integer labels (0 for background, 1, 2, ... "
+                "for the objects or classes), or probabilities where the workflow accepts them."
+            )
+    negative = int(np.count_nonzero(data < 0))
+    if negative:
+        raise InputError(
+            f"The {what} {path} has {negative} negative label value(s) (minimum "
+            f"{data.min():g}); labels must be 0 (background) or positive integers. Relabel the "
+            "image (e.g. set the negative values to 0) and try again."
+        )
+
+
+def stored_labels(image: Image, *, channels_ok: bool = False) -> np.ndarray:
+    """The labels of a stored prediction read by ``read_image`` (``evaluate``), checked.
+
+    One channel, or channels that are all equal (a grey image saved as RGB), give ``(*spatial)``.
+    Several different channels are refused for a colour (RGB/RGBA) image, and otherwise also
+    unless ``channels_ok`` (then ``(C, *spatial)`` is returned, e.g. one mask per class). Values
+    must be non-negative integers (``check_labels``). Errors name the file and what to do.
+    """
+    data = image.data
+    if data.shape[0] == 1 or all(np.array_equal(data[0], c) for c in data[1:]):
+        data = data[0]
+    elif "S" in image.source_axes or not channels_ok:
+        kind = "a colour (RGB/RGBA) image" if "S" in image.source_axes else "an image"
+        raise InputError(
+            f"The prediction {image.path} is {kind} with {data.shape[0]} different channels "
+            f"(axes {image.source_axes}, shape {image.data.shape}), but evaluate needs one label "
+            "per pixel: save the label image itself (single channel, integer labels), not a "
+            "coloured rendering of it; or give --axes if one of its axes is Z, not channels."
+        )
+    check_labels(data, image.path, "prediction")
+    return data
 
 
 def _gt_channel_first(path: Path, raw: _Raw, ndim: int) -> np.ndarray | None:

@@ -91,8 +91,9 @@ class Workflow(ABC):
     def decode(self, raw: np.ndarray, image: Image) -> Decoded:
         """Turn the merged raw prediction ``raw`` of ``image`` into the workflow's results."""
 
-    def read_prediction(self, path: Path, ndim: int, axes: str | None) -> Image:
-        """Read a stored prediction for ``evaluate``; by default as an image."""
+    def read_prediction(self, path: Path, ndim: int | None, axes: str | None) -> Image:
+        """Read a stored prediction for ``evaluate``; by default as an image (``ndim`` None:
+        2D or 3D as the file says, see ``images.read_image``)."""
         from biapy_runner.io.images import read_image
 
         return read_image(path, ndim=ndim, axes=axes)

@@ -34,7 +34,7 @@ from biapy_runner.decode.points import (
 )
 from biapy_runner.config.load import voxel_spacing
 from biapy_runner.errors import ConfigError
-from biapy_runner.io.images import Image, label_dtype, stem_of
+from biapy_runner.io.images import Image, label_dtype, stem_of, stored_labels
 from biapy_runner.metrics.points import Matching, match_points, ratios
 from biapy_runner.workflows.base import Decoded, Scored, Workflow, register
 
@@ -233,10 +233,12 @@ class Detection(Workflow):
             images=images, tables={POINTS_TABLE: points.to_frame()}, state={"points": points}
         )
 
-    def read_prediction(self, path: Path, ndim: int, axes: str | None) -> Image:
-        """A points table stands for an image of unknown size (no point mask is written)."""
+    def read_prediction(self, path: Path, ndim: int | None, axes: str | None) -> Image:
+        """A points table stands for an image of unknown size (no point mask is written); its
+        dimension count is PROBLEM.NDIM's (2D unless set)."""
         if not is_table(path):
             return super().read_prediction(path, ndim, axes)
+        ndim = ndim or 2
         empty = np.zeros((1,) + (0,) * ndim, dtype=np.float32)
         return Image(path, stem_of(path), empty, "c" + "zyx"[-ndim:], "table", empty.dtype)
 
@@ -247,7 +249,9 @@ class Detection(Workflow):
             return self._wrap(read_points_table(path, len(image.spatial_shape)), None)
         if np.issubdtype(image.data.dtype, np.floating):
             return self.decode(image.data, image)
-        labels = image.data[0] if image.data.shape[0] == 1 else np.max(image.data, axis=0)
+        labels = stored_labels(image, channels_ok=True)
+        if labels.ndim == image.data.ndim:  # one point mask per class
+            labels = np.max(labels, axis=0)
         return self._wrap(points_from_image(labels), labels.shape)
 
     # -- scoring -----------------------------------------------------------------------------

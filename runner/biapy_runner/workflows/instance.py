@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import ndimage
 
 from biapy_runner import log
 from biapy_runner.config.schema import (
@@ -39,8 +40,8 @@ from biapy_runner.decode.postprocess import (
     voronoi_on_mask,
 )
 from biapy_runner.decode.processes import check_process, create_instances
-from biapy_runner.errors import ConfigError
-from biapy_runner.io.images import Image, label_dtype
+from biapy_runner.errors import ConfigError, InputError
+from biapy_runner.io.images import Image, label_dtype, stored_labels
 from biapy_runner.metrics.masks import binary_iou
 from biapy_runner.metrics.matching import METRICS, aggregate_stats, label_overlap, match_overlap
 from biapy_runner.workflows.base import Decoded, Scored, Workflow, register
@@ -193,22 +194,33 @@ class InstanceSegmentation(Workflow):
         )
 
     def decode_file(self, path: Path, image: Image) -> Decoded:
-        """An existing label image is taken as the final instances (no post-processing)."""
+        """An existing label image is taken as the final instances (no post-processing); float
+        images with fractions are the DATA_CHANNELS probabilities and are decoded."""
         data = np.asarray(image.data)
-        labels = data[0] if data.ndim > 1 and data.shape[0] == 1 else data
-        if labels.dtype.kind == "f" and np.any(np.mod(labels, 1) != 0):
+        if data.dtype.kind == "f" and not np.all(np.mod(data, 1) == 0):
             if data.shape[0] == self._expected_channels():
                 return self.decode(data, image)
-            raise ConfigError(
-                f"{path} holds non-integer values and {data.shape[0]} channel(s); evaluate needs "
-                f"an instance label image (or {len(self.channels.names)} probability channels)."
+            raise InputError(
+                f"The prediction {path} holds non-integer values in {data.shape[0]} channel(s); "
+                "evaluate needs an instance label image (one channel, integer labels) or the "
+                f"{self._expected_channels()} probability channels "
+                f"({', '.join(self.channels.names)}) of "
+                f"{IS}DATA_CHANNELS = {self.cfg.get(IS + 'DATA_CHANNELS', 'BC')!r}."
             )
+        labels = stored_labels(image)
+        warn_if_binary(labels, path, "prediction")
         labels = labels.astype(label_dtype(int(labels.max()) if labels.size else 0))
         return Decoded(
             images={"post_proc": labels},
             tables={"metrics/objects.tsv": self._objects(labels, None, image.stem)},
             state={"raw": None},
         )
+
+    def load_gt(self, path: Path, image: Image) -> np.ndarray:
+        """The instance labels paired with ``image`` (a 0/1 mask of several objects warned)."""
+        gt = super().load_gt(path, image)
+        warn_if_binary(gt, path, "ground truth")
+        return gt
 
     # ---- scoring --------------------------------------------------------------------------
     def _match(
@@ -295,8 +307,7 @@ class InstanceSegmentation(Workflow):
     def summarize(self, decoded: Decoded, image: Image) -> dict[str, Any]:
         """Number of final objects and their mean size (pixels or voxels)."""
         labels = decoded.images["post_proc"]
-        sizes = np.bincount(labels.ravel())[1:]
-        sizes = sizes[sizes > 0]
+        sizes = np.unique(labels[labels > 0], return_counts=True)[1]
         return {
             "n_objects": int(sizes.size),
             "mean_size": float(sizes.mean()) if sizes.size else 0.0,
@@ -307,3 +318,18 @@ def _count(labels: np.ndarray) -> int:
     """Number of distinct non-zero labels."""
     ids = np.unique(labels)
     return int(ids.size - (1 if ids.size and ids[0] == 0 else 0))
+
+
+def warn_if_binary(labels: np.ndarray, path: Path, what: str) -> None:
+    """Warn when a label image holds only 0 and 1 but several separate regions: each label value
+    is one object, so all of them are scored as one object."""
+    if labels.size == 0 or labels.max() != 1 or labels.min() < 0:
+        return
+    regions = int(ndimage.label(labels > 0)[1])
+    if regions > 1:
+        log.warn(
+            f"the {what} {path} holds only the values 0 and 1 with {regions} separate regions: "
+            "it is scored as ONE object. If the regions are separate objects, give a label "
+            "image (1, 2, 3, ... per object; e.g. skimage.measure.label of the mask)."
+        )
+

@@ -8,12 +8,15 @@ from typing import Any
 import numpy as np
 
 from biapy_runner.decode.filters import configured_median_filter
-from biapy_runner.io.images import Image, class_dtype
+from biapy_runner.errors import InputError
+from biapy_runner.io.images import Image, class_dtype, stored_labels
 from biapy_runner.metrics.masks import binary_iou
 from biapy_runner.workflows.base import Decoded, Scored, Workflow, register
 
 #: One-channel (sigmoid) outputs are binarized at this probability, as BiaPy does.
 BINARY_THRESHOLD = 0.5
+#: A stored semantic prediction (``evaluate``) has class labels below this.
+MAX_STORED_CLASSES = 1024
 
 
 def class_labels(raw: np.ndarray) -> np.ndarray:
@@ -38,7 +41,15 @@ class SemanticSegmentation(Workflow):
         """A stored prediction: probabilities (float) are decoded, labels are taken as they are."""
         if np.issubdtype(image.data.dtype, np.floating):
             return self.decode(image.data, image)
-        labels = image.data[0] if image.data.shape[0] == 1 else np.argmax(image.data, axis=0)
+        labels = stored_labels(image, channels_ok=True)
+        if labels.ndim == image.data.ndim:  # one 0/1 mask per class
+            labels = np.argmax(labels, axis=0)
+        if labels.max() >= MAX_STORED_CLASSES:
+            raise InputError(
+                f"The prediction {path} has the label {labels.max()}, but semantic labels are "
+                f"class numbers (0 background, 1, 2, ... below {MAX_STORED_CLASSES}); for one "
+                "label per object use --workflow instance."
+            )
         return Decoded(images={"post_proc": labels}, state={"classes": int(labels.max()) + 1})
 
     def score(self, decoded: Decoded, gt: Any, image: Image) -> Scored:
