@@ -258,7 +258,7 @@ main() {
     if [ "${GALAXY_SKIP_EVALUATE:-0}" != "1" ]; then
         say "planemo test biapy_evaluate.xml"
         "$planemo" test "${common[@]}" --test_output_json "$SCRATCH/reports/evaluate.json" \
-            "$ROOT/biapy_evaluate.xml" || true
+            --test_output "$SCRATCH/reports/evaluate.html" "$ROOT/biapy_evaluate.xml" || true
         reports+=("$SCRATCH/reports/evaluate.json")
     fi
     if [ "${GALAXY_SKIP_WORKFLOW:-0}" != "1" ]; then
