@@ -91,6 +91,12 @@ class Workflow(ABC):
     def decode(self, raw: np.ndarray, image: Image) -> Decoded:
         """Turn the merged raw prediction ``raw`` of ``image`` into the workflow's results."""
 
+    def decode_by_chunks(self, raw: Any, image: Image) -> Decoded:
+        """Decode a raw prediction ``raw`` (numpy, or an array that slices like one, e.g. Zarr)
+        chunk by chunk with halos (TEST.BY_CHUNKS' chunk_by_chunk process); by default the
+        workflow's decoding needs no context beyond a pixel and runs on the whole array."""
+        return self.decode(np.asarray(raw), image)
+
     def read_prediction(self, path: Path, ndim: int | None, axes: str | None) -> Image:
         """Read a stored prediction for ``evaluate``; by default as an image (``ndim`` None:
         2D or 3D as the file says, see ``images.read_image``)."""
