@@ -59,6 +59,8 @@ class RunOptions:
     report: bool = True
     gt_extra: str = "error"
     workflow: str | None = None
+    #: ``--z-range START:END``: predict that slab of one volume (``split.run_slab``)
+    z_range: str | None = None
 
 
 @dataclass
@@ -106,6 +108,26 @@ class TiledPredictor:
         mode = str(self.cfg.get("TEST.AUGMENTATION_MODE"))
         log.info(f"  test-time augmentation ({mode} of flips and 90-degree rotations)")
         return predict_tta(prepared, self._predict_one, ndim=data.ndim - 1, mode=mode)
+
+    def slab(self, data: np.ndarray, start: int, end: int) -> tuple[np.ndarray, tuple[int, int]]:
+        """The prediction of z slices ``[start, end)`` of the volume ``data`` as ``tiled``
+        predicts them (whole-volume preprocessing, the volume's tile grid; no test-time
+        augmentation) and the input slices its tiles read (``inference/slab.py``)."""
+        from biapy_runner.inference.slab import plan_slab, predict_slab
+        from biapy_runner.inference.tiling import first_tile, tile_grid
+
+        prepared = self.prepare(data)
+        plan = self._plan(prepared.shape[1:])
+        choice = self.model.select_backend(first_tile(prepared, plan))
+        sub = plan_slab(prepared.shape[1:], plan, start, end)
+        tiles = (sub.grid if sub is not None else tile_grid(prepared.shape[1:], plan)).count
+        output, rows = predict_slab(
+            prepared, self.model.forward, plan, start, end,
+            out_channels=self.model.out_channels,
+            batch_size=self._batch(plan, tiles, choice.peak_bytes),
+            device=self.model.device, amp=self.amp, on_batch=_BatchLogger(),
+        )  # fmt: skip
+        return self.model.postprocess(output), rows
 
     def whole(self, data: np.ndarray) -> np.ndarray:
         """One forward pass on ``data`` as it is, with the model's pre- and postprocessing."""
@@ -413,6 +435,11 @@ def run(opts: RunOptions) -> Path:
     Options, configuration, inputs (existence, distinct name stems, GT pairing) and the output
     folder are checked before the model is loaded.
     """
+    if opts.z_range is not None:
+        from biapy_runner.inference.slab import parse_z_range
+        from biapy_runner.split import run_slab
+
+        return run_slab(opts, parse_z_range(opts.z_range))
     check_options(opts)
     started, mark = time.monotonic(), log.warning_count()
     cfg = _configure(opts)

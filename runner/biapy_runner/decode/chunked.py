@@ -1,7 +1,7 @@
 """Decoding a prediction chunk by chunk, with halos, into results that agree across chunk borders.
 
-A raw prediction ``(C, *spatial)`` (a numpy array, or any array that slices like one: a Zarr or
-HDF5 dataset, a memory map) is cut into a grid of chunk *cores*. Each core is decoded together with
+A raw prediction ``(C, *spatial)`` (a numpy array, any array that slices like one: a Zarr or
+HDF5 dataset, a memory map; or an ``io.chunked.LazyImage``) is cut into a grid of chunk *cores*. Each core is decoded together with
 a *halo* of context on every side (clipped at the volume's borders) by the workflow's own decoder,
 and only the core's result is kept, as BiaPy's ``TEST.BY_CHUNKS.WORKFLOW_PROCESS.TYPE:
 chunk_by_chunk`` post-processes each tile with the ``DATA.TEST.PADDING`` of its border patches as
@@ -92,6 +92,19 @@ class ChunkGrid:
             before |= same & (owner[axis] < k)
             same &= owner[axis] == k
         return before
+
+
+def read_region(raw: Any, box: Box) -> np.ndarray:
+    """All channels of ``raw`` over the spatial ``box``: a ``io.chunked.LazyImage`` (its
+    ``read``) or any array that slices like numpy (numpy, Zarr, HDF5)."""
+    if hasattr(raw, "read"):
+        return np.asarray(raw.read(box))
+    return np.asarray(raw[(slice(None), *box)])
+
+
+def read_all(raw: Any) -> np.ndarray:
+    """The whole of ``raw`` (see ``read_region``) in memory."""
+    return read_region(raw, tuple(slice(0, int(n)) for n in raw.shape[1:]))
 
 
 def _relative(inner: Box, outer: Box) -> Box:
@@ -245,7 +258,7 @@ def decode_instances_by_chunks(
     out = {} if out is None else out
     mergers: dict[str, _LabelMerger] = {}
     for index in grid.indices():
-        block = np.asarray(raw[(slice(None), *grid.extended(index))])
+        block = read_region(raw, grid.extended(index))
         for name, labels in decode(block).items():
             if name not in mergers:
                 if name not in out:
@@ -278,7 +291,7 @@ def detect_points_by_chunks(
     sets, owners = [], []
     for number, index in enumerate(grid.indices()):
         ext, core = grid.extended(index), grid.core(index)
-        found = find(np.asarray(raw[(slice(None), *ext)]))
+        found = find(read_region(raw, ext))
         coords = found.coords + np.array([s.start for s in ext], dtype=np.float64)
         centre = np.round(coords)
         inside = np.all(

@@ -434,10 +434,32 @@ def predict_tiled(
         raise ConfigError(f"The batch size must be at least 1, got {batch_size}.")
     grid = tile_grid(image.shape[1:], plan)
     padded = grid.pad(np.asarray(image, dtype=np.float32))
+    return predict_grid(
+        padded, grid, forward, out_channels=out_channels, batch_size=batch_size, device=device,
+        amp=amp, on_batch=on_batch, blend_on=blend_on,
+    )  # fmt: skip
+
+
+def predict_grid(
+    padded: np.ndarray,
+    grid: TileGrid,
+    forward: Forward,
+    *,
+    out_channels: int | None = None,
+    batch_size: int = 1,
+    device: torch.device = CPU,
+    amp: bool = False,
+    on_batch: OnBatch | None = None,
+    blend_on: torch.device | None = None,
+) -> np.ndarray:
+    """``predict_tiled`` on an input already padded for ``grid`` (``grid.pad``, or the part of
+    a larger image's padded input that a sub-grid of its tiles covers: ``inference/slab.py``);
+    same options and result (cropped to the grid's extent)."""
+    plan = grid.plan
     blend_on = blend_on if blend_on is not None else (device if device.type == "cuda" else None)
     blender = _Blender(grid, out_channels, blend_on)
     out_patch = tuple(p * s for p, s in zip(plan.patch, plan.scale))
-    buffers = _HostBuffers((min(batch_size, grid.count), image.shape[0], *plan.patch), device)
+    buffers = _HostBuffers((min(batch_size, grid.count), padded.shape[0], *plan.patch), device)
     done = 0
     with torch.inference_mode(), _autocast(device, amp), blender:
         for starts in _batches(grid.starts(), batch_size):

@@ -19,7 +19,7 @@ import pandas as pd
 from scipy import ndimage
 
 from biapy_runner import log
-from biapy_runner.decode.chunked import chunk_geometry, detect_points_by_chunks
+from biapy_runner.decode.chunked import chunk_geometry, detect_points_by_chunks, read_all
 from biapy_runner.decode.filters import configured_median_filter
 from biapy_runner.decode.points import (
     AXIS_COLUMNS,
@@ -252,7 +252,7 @@ class Detection(Workflow):
         decoded = self._wrap(points, tuple(raw.shape[1:]))
         if self.cfg.get("TEST.POST_PROCESSING.DET_WATERSHED"):
             dilations = self._dilations(int(raw.shape[0]), ndim)
-            decoded.images["instances"] = grow_instances(np.asarray(raw), points, dilations)
+            decoded.images["instances"] = grow_instances(read_all(raw), points, dilations)
         return decoded
 
     @staticmethod

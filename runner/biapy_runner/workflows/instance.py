@@ -29,7 +29,7 @@ from biapy_runner.decode.channels import (
     channel_targets,
     parse_channels,
 )
-from biapy_runner.decode.chunked import chunk_geometry, decode_instances_by_chunks
+from biapy_runner.decode.chunked import chunk_geometry, decode_instances_by_chunks, read_all
 from biapy_runner.decode.filters import configured_median_filter
 from biapy_runner.decode.layout import extra_opts
 from biapy_runner.decode.postprocess import (
@@ -220,7 +220,7 @@ class InstanceSegmentation(Workflow):
             name: np.asarray(array).astype(label_dtype(int(np.max(array, initial=0))))
             for name, array in labels.items()
         }
-        return self._decoded(images, np.asarray(raw, dtype=np.float32), image)
+        return self._decoded(images, read_all(raw).astype(np.float32, copy=False), image)
 
     def decode_file(self, path: Path, image: Image) -> Decoded:
         """An existing label image is taken as the final instances (no post-processing); float
