@@ -52,6 +52,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, help="tiles per forward pass (default: as many as "
                    "half the free memory holds, at most 4 on CPU and 32 on a GPU)")
     p.add_argument("--amp", action="store_true", help="mixed precision (float16) on CUDA")
+    p.add_argument("--memory-budget", metavar="SIZE",
+                   help="RAM the prediction may use, e.g. 1.5G: larger images (Zarr, HDF5, TIFF) "
+                   "are predicted by chunks (default $BIAPY_RUNNER_MEMORY_BUDGET, else half the "
+                   "available memory)")
     p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
                    help="how the model runs (default auto: the fastest that gives the same "
                    "results, measured on the first tile and remembered in the model cache)")
@@ -172,7 +176,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             config=args.config, out=args.out, images=args.images, gt=args.gt, model=args.model,
             overrides=args.overrides, device=args.device, threads=args.threads, axes=args.axes,
             dataset=args.dataset, cache_dir=args.cache_dir, batch_size=args.batch_size,
-            amp=args.amp, backend=args.backend,
+            amp=args.amp, backend=args.backend, memory_budget=args.memory_budget,
             report=args.report, gt_extra=args.gt_extra,
             workflow=PROBLEM_TYPES[args.workflow] if args.workflow else None,
             z_range=_z_range(args.z_range),

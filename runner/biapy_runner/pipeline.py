@@ -32,6 +32,7 @@ from biapy_runner.io.outputs import OutputStage, check_output_dir
 from biapy_runner.workflows.base import Workflow, workflow_for
 
 if TYPE_CHECKING:  # torch and the model load only once the configuration and inputs are checked
+    from biapy_runner.io.chunked import LazyImage
     from biapy_runner.inference.tiling import TilePlan
     from biapy_runner.models.model import BmzModel
     from biapy_runner.report.build import RunInfo
@@ -56,6 +57,7 @@ class RunOptions:
     batch_size: int | None = None
     amp: bool = False
     backend: str = "auto"
+    memory_budget: str | None = None
     report: bool = True
     gt_extra: str = "error"
     workflow: str | None = None
@@ -128,6 +130,43 @@ class TiledPredictor:
             device=self.model.device, amp=self.amp, on_batch=_BatchLogger(),
         )  # fmt: skip
         return self.model.postprocess(output), rows
+
+    def chunked(self, image: LazyImage, out: Path, budget: int) -> Any:
+        """Predict ``image`` (read by regions) into the Zarr ``out`` within ``budget`` bytes:
+        the whole image's statistics first, then groups of tiles (``inference/chunked.py``)."""
+        from biapy_runner.inference.chunked import (
+            GROUP_SHARE, ChunkedModel, check_chunkable, check_region_input, input_statistics,
+            predict_chunked,
+        )  # fmt: skip
+        from biapy_runner.inference.normalization import normalize
+
+        check_chunkable(self.cfg, self.model)
+        check_region_input(image, self.model.in_channels)
+        wanted = any(key.startswith("DATA.NORMALIZATION.") for key in self.cfg.user_keys)
+        normalizes = wanted and not self.model.normalizes_input
+        stats = input_statistics(image, self.cfg, self.model, normalizes, budget)
+
+        def prepare(block: np.ndarray) -> np.ndarray:
+            if stats.normalization is not None:
+                block = normalize(block, self.cfg, stats.normalization)
+            return self.model.preprocess(block, stat=stats.model_stat)
+
+        def batch(tile_bytes: int, tiles: int) -> int:
+            plan_batch = self._batch(plan, tiles, tile_bytes)
+            return max(1, min(plan_batch, int(budget * (1 - GROUP_SHARE)) // max(tile_bytes, 1)))
+
+        plan = self._plan(image.spatial_shape)
+        model = ChunkedModel(
+            self.model.forward, prepare, self.model.postprocess, self.model.select_backend,
+            self.model.out_channels, self.model.device, batch, self.amp,
+        )
+        attrs = {
+            "axes": image.axes.upper(), "source": str(image.path.resolve()),
+            "tile_plan": {"patch": list(plan.patch), "padding": list(plan.padding),
+                          "overlap": list(plan.overlap), "scale": list(plan.scale)},
+        }  # fmt: skip
+        return predict_chunked(image, model, plan, out, budget=budget, attrs=attrs,
+                               on_batch=_BatchLogger())  # fmt: skip
 
     def whole(self, data: np.ndarray) -> np.ndarray:
         """One forward pass on ``data`` as it is, with the model's pre- and postprocessing."""
@@ -466,9 +505,14 @@ def run(opts: RunOptions) -> Path:
         check_model_ndim(model, cfg)
         workflow.check_model(model.out_channels, model.out_channel_names)
         predictor = TiledPredictor(model, cfg, opts.batch_size, opts.amp)
+        chunks = _Chunks(cfg, workflow, predictor, stage, opts)
 
         def predict(path: Path) -> tuple[Image, np.ndarray | None, Any]:
-            image = read_image(path, ndim=_ndim(cfg), axes=opts.axes, dataset=opts.dataset)
+            lazy = chunks.open(path)
+            if lazy is not None:
+                return chunks.predict(lazy)
+            axes, dataset = chunks.axes_and_dataset(path)
+            image = read_image(path, ndim=_ndim(cfg), axes=axes, dataset=dataset)
             check_finite(image)
             raw = workflow.predict(image, predictor)
             return image, raw, workflow.decode(raw, image)
@@ -678,6 +722,11 @@ def _process(
     for index, (path, gt_ref) in enumerate(inputs, start=1):
         log.info(f"image {index}/{len(inputs)}: {path.name}")
         image, raw, decoded = produce(path)
+        if isinstance(decoded, ChunkedResult):  # written by chunks; scored when it fits
+            summary_rows.append({"image": image.stem, **decoded.summary})
+            if gt_ref is not None:
+                log.warn(f"{image.stem}: predicted by chunks; its metrics are not computed")
+            continue
         gt = None if gt_ref is None else workflow.load_gt(gt_ref, image)
         summary, scores = _write_result(stage, workflow, image, raw, decoded, gt)
         summary_rows.append(summary)
@@ -751,3 +800,176 @@ def _format_row(row: dict[str, Any], limit: int = 8) -> str:
     items = [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()]
     more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
     return ", ".join(items[:limit]) + more
+
+
+# --------------------------------------------------------------------------- by chunks
+
+
+@dataclass
+class ChunkedResult:
+    """An image predicted by chunks: its outputs are Zarr stores (and TIFFs) already written in
+    the staging folder; ``summary``: its row of ``metrics/summary.tsv``."""
+
+    summary: dict[str, Any]
+
+
+class _Chunks:
+    """TEST.BY_CHUNKS and the memory budget: which images are predicted by chunks, and the
+    prediction, decoding and writing of those (``raw/<stem>.zarr``, ``<folder>/<stem>.zarr``)."""
+
+    def __init__(
+        self, cfg: Config, workflow: Workflow, predictor: TiledPredictor, stage: OutputStage,
+        opts: RunOptions,
+    ) -> None:
+        from biapy_runner.inference.chunked import memory_budget
+
+        self.cfg, self.workflow, self.predictor, self.stage = cfg, workflow, predictor, stage
+        self.opts = opts
+        self.enabled = bool(cfg.get("TEST.BY_CHUNKS.ENABLE"))
+        self.budget, self.origin = memory_budget(opts.memory_budget)
+
+    def axes_and_dataset(self, path: Path) -> tuple[str | None, str | None]:
+        """The stored axes and dataset of an HDF5/Zarr/TIFF input: ``--axes``/``--dataset``,
+        else DATA.TEST.INPUT_IMG_AXES_ORDER (when set) and INPUT_ZARR_MULTIPLE_DATA_RAW_PATH."""
+        from biapy_runner.io.chunked import is_lazy_format, zarr_dataset_path
+
+        axes, dataset = self.opts.axes, self.opts.dataset
+        if not is_lazy_format(path):
+            return axes, dataset
+        key = "DATA.TEST.INPUT_IMG_AXES_ORDER"
+        if axes is None and key in self.cfg.user_keys:
+            axes = check_axes_letters(str(self.cfg.get(key)), key)
+        if dataset is None and self.cfg.get("DATA.TEST.INPUT_ZARR_MULTIPLE_DATA"):
+            raw = str(self.cfg.get("DATA.TEST.INPUT_ZARR_MULTIPLE_DATA_RAW_PATH") or "")
+            if not raw.strip():
+                raise ConfigError(
+                    "DATA.TEST.INPUT_ZARR_MULTIPLE_DATA is set but "
+                    "DATA.TEST.INPUT_ZARR_MULTIPLE_DATA_RAW_PATH is empty: give the path of the "
+                    "raw image inside the Zarr/HDF5 file (e.g. volumes.raw)."
+                )
+            dataset = zarr_dataset_path(raw) if path.name.lower().endswith(".zarr") or \
+                path.suffix.lower() in (".h5", ".hdf5", ".hdf") else None
+        return axes, dataset
+
+    def open(self, path: Path) -> LazyImage | None:
+        """The image opened for reading by regions when it is predicted by chunks, else None
+        (read in memory as usual); the decision is logged with its numbers."""
+        from biapy_runner.inference.chunked import decide
+        from biapy_runner.io.chunked import is_lazy_format, open_lazy
+
+        if not is_lazy_format(path):
+            if self.enabled:
+                log.info(f"  {path.name}: not a Zarr/HDF5/TIFF image, read whole")
+            return None
+        axes, dataset = self.axes_and_dataset(path)
+        lazy = open_lazy(path, ndim=_ndim(self.cfg), axes=axes, dataset=dataset)
+        model = self.predictor.model
+        scale = [round(s) for s in model.scale]
+        if decide(self.enabled, lazy, model.out_channels, scale, self.budget, self.origin):
+            return lazy
+        lazy.close()
+        return None
+
+    def predict(self, lazy: LazyImage) -> tuple[Image, None, ChunkedResult]:
+        """Predict ``lazy`` into ``raw/<stem>.zarr``, decode it region by region when the
+        workflow can (else whole, when it fits the budget), write TIFFs when asked and small."""
+        from biapy_runner.io.chunked import open_prediction
+
+        try:
+            raw_path = self.stage.folder / "raw" / f"{lazy.stem}.zarr"
+            raw_path.parent.mkdir(parents=True, exist_ok=True)
+            self.predictor.chunked(lazy, raw_path, self.budget)
+            raw = open_prediction(raw_path)
+            summary: dict[str, Any] = {
+                "shape": "x".join(str(n) for n in raw.spatial_shape), "by_chunks": True,
+            }
+            self._tiff("raw", raw)
+            if self._decodes():
+                summary.update(self._decode(lazy, raw))
+            stub = Image(lazy.path, lazy.stem, np.empty((0,) * (lazy.ndim + 1)), lazy.axes,
+                         lazy.source_axes, lazy.dtype)  # fmt: skip
+            return stub, None, ChunkedResult(summary)
+        finally:
+            lazy.close()
+
+    def _decodes(self) -> bool:
+        """Whether the workflow's results are made in this job (WORKFLOW_PROCESS.ENABLE and a
+        phase beyond ``prediction``, as BiaPy's PHASES say)."""
+        phases = list(self.cfg.get("TEST.BY_CHUNKS.PHASES"))
+        return bool(self.cfg.get("TEST.BY_CHUNKS.WORKFLOW_PROCESS.ENABLE")) and phases != [
+            "prediction"
+        ]
+
+    def _fits(self, nbytes: int) -> bool:
+        return nbytes <= self.budget // 4
+
+    def _tiff(self, folder: str, array: LazyImage) -> None:
+        """``<folder>/<stem>.tif`` too, with TEST.BY_CHUNKS.SAVE_OUT_TIF, when it fits."""
+        if not self.cfg.get("TEST.BY_CHUNKS.SAVE_OUT_TIF"):
+            return
+        if not self._fits(array.nbytes):
+            log.warn(
+                f"{array.stem}: {folder}/{array.stem}.tif not written (TEST.BY_CHUNKS."
+                f"SAVE_OUT_TIF): {array.nbytes / 2**30:.2f} GiB does not fit the memory budget"
+            )
+            return
+        data = array.read()
+        axes = array.axes if data.ndim == len(array.axes) else array.axes[1:]
+        self.stage.write_image(folder, array.stem, data, axes)
+
+    def _decode(self, lazy: LazyImage, raw: LazyImage) -> dict[str, Any]:
+        """The workflow's results from the raw prediction: region by region (slabs along the
+        first axis grown by the workflow's halo), or whole when the workflow cannot and the
+        prediction fits the budget (WORKFLOW_PROCESS.TYPE entire_pred: whole)."""
+        halo = self.workflow.chunk_halo()
+        whole = self.cfg.get("TEST.BY_CHUNKS.WORKFLOW_PROCESS.TYPE") == "entire_pred"
+        if halo is None or whole:
+            if not self._fits(raw.nbytes) and not whole:
+                raise ConfigError(
+                    f"{self.workflow.problem_type} cannot decode a prediction by chunks, and "
+                    f"the raw prediction of {lazy.path} ({raw.nbytes / 2**30:.2f} GiB) does not "
+                    "fit the memory budget: give a larger --memory-budget, or set "
+                    "TEST.BY_CHUNKS.PHASES to [prediction] to keep the raw prediction only."
+                )
+            data = raw.read()
+            image = Image(lazy.path, lazy.stem, lazy.read(), lazy.axes, lazy.source_axes,
+                          lazy.dtype)  # fmt: skip
+            decoded = self.workflow.decode(data, image)
+            for folder, array in decoded.images.items():
+                self.stage.write_image(folder, lazy.stem, array, image.axes
+                                       if array.ndim == len(image.axes) else image.axes[1:])
+            self.stage.add_tables(decoded.tables, lazy.stem)
+            return self.workflow.summarize(decoded, image)
+        return self._decode_regions(lazy, raw, halo)
+
+    def _decode_regions(self, lazy: LazyImage, raw: LazyImage, halo: int) -> dict[str, Any]:
+        from biapy_runner.io.chunked import chunk_shape, create_zarr, open_prediction
+
+        shape = raw.spatial_shape
+        scale = [n // m for n, m in zip(shape, lazy.spatial_shape)]
+        stores: dict[str, Any] = {}
+        for region in raw.blocks(self.budget // 8):
+            grown = tuple(
+                slice(max(0, r.start - halo), min(n, r.stop + halo)) for r, n in zip(region, shape)
+            )
+            inner = tuple(slice(r.start - g.start, r.stop - g.start) for r, g in zip(region, grown))
+            source = tuple(slice(g.start // k, -(-g.stop // k)) for g, k in zip(grown, scale))
+            image = Image(lazy.path, lazy.stem, lazy.read(source), lazy.axes, lazy.source_axes,
+                          lazy.dtype)  # fmt: skip
+            decoded = self.workflow.decode(raw.read(grown), image)
+            for folder, array in decoded.images.items():
+                lead = (slice(None),) * (array.ndim - len(shape))
+                part = array[lead + inner]
+                if folder not in stores:
+                    full = (*array.shape[: array.ndim - len(shape)], *shape)
+                    path = self.stage.folder / folder / f"{lazy.stem}.zarr"
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    chunks = chunk_shape((1, *full), raw.array.chunks[-len(full):])[1:]
+                    stores[folder] = create_zarr(path, full, part.dtype, chunks, {
+                        "axes": (raw.axes if array.ndim > len(shape) else raw.axes[1:]).upper(),
+                        "source": str(lazy.path.resolve())})  # fmt: skip
+                stores[folder][lead + region] = part
+        for folder, store in stores.items():
+            store.attrs["complete"] = True
+            self._tiff(folder, open_prediction(self.stage.folder / folder / f"{lazy.stem}.zarr"))
+        return {"outputs": ", ".join(f"{f}/{lazy.stem}.zarr" for f in stores)}

@@ -275,13 +275,22 @@ def create_zarr(
 
 
 def open_prediction(path: Path) -> LazyImage:
-    """A raw prediction written by a chunked run (``raw/<stem>.zarr``), as a ``LazyImage``."""
+    """A prediction or result written by a chunked run (``raw/<stem>.zarr``,
+    ``post_proc/<stem>.zarr``), as a ``LazyImage`` (a label array without channel axis reads
+    as one channel). Refuses a store whose ``complete`` attribute is not set."""
     import zarr
 
     array = zarr.open_array(str(path), mode="r")
+    if not array.attrs.get("complete"):
+        raise InputError(
+            f"The Zarr store {path} is not a complete prediction (its 'complete' attribute is not "
+            "set): the run that wrote it did not finish; predict the image again."
+        )
     axes = str(array.attrs.get("axes", "CZYX" if array.ndim == 4 else "CYX")).upper()
-    ndim = len(axes) - 1
-    return LazyImage(Path(path), stem_of(path), array, axes, ndim, tuple(array.shape),
+    ndim = len(axes.replace("C", ""))
+    shape = tuple(int(n) for n in array.shape)
+    channel_first = shape if "C" in axes else (1, *shape)
+    return LazyImage(Path(path), stem_of(path), array, axes, ndim, channel_first,
                      np.dtype(array.dtype))
 
 

@@ -83,6 +83,13 @@ class Workflow(ABC):
     def check_model(self, out_channels: int, channel_names: Sequence[str]) -> None:
         """Raise ``ConfigError`` when the model's output does not fit this workflow's config."""
 
+    def chunk_halo(self) -> int | None:
+        """Pixels of context (per side, output pixels) that ``decode`` needs around a region of
+        the prediction to give that region's result exactly as on the whole prediction: 0 for a
+        per-pixel decode; ``None`` (the default) when this workflow cannot decode region by
+        region (a prediction by chunks is then decoded whole when it fits the memory budget)."""
+        return None
+
     def predict(self, image: Image, predictor: Predictor) -> np.ndarray:
         """Run the model on ``image``; by default tiled inference over the whole image."""
         return predictor.tiled(image.data)

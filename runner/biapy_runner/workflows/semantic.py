@@ -37,6 +37,13 @@ class SemanticSegmentation(Workflow):
         raw = configured_median_filter(raw, self.cfg)
         return Decoded(images={"post_proc": class_labels(raw)}, state={"classes": raw.shape[0]})
 
+    def chunk_halo(self) -> int | None:
+        """Thresholding and argmax are per pixel; the median filter needs half its size."""
+        if not self.cfg.get("TEST.POST_PROCESSING.MEDIAN_FILTER"):
+            return 0
+        sizes = [int(s) for s in self.cfg.get("TEST.POST_PROCESSING.MEDIAN_FILTER_SIZE")]
+        return max(sizes, default=0) // 2
+
     def decode_file(self, path: Path, image: Image) -> Decoded:
         """A stored prediction: probabilities (float) are decoded, labels are taken as they are."""
         if np.issubdtype(image.data.dtype, np.floating):
