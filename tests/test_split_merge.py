@@ -116,7 +116,7 @@ def test_split_in_three_and_merge_equal_the_whole_run(volume: dict[str, Path]) -
     slabs = [root / f"job{n}" for n in range(3)]
     code = main(["merge", "--slabs", *map(str, slabs), "--config", str(volume["config"]),
                  "--gt", str(volume["gt"]), "--out", str(root / "merged"),
-                 "--image", str(volume["vol"])])  # fmt: skip
+                 "--image", str(volume["vol"]), "--set", "TEST.BY_CHUNKS.ENABLE=True"])  # fmt: skip
     assert code == 0
     whole, merged = root / "whole", root / "merged"
     raw_whole = tifffile.imread(whole / "raw" / "vol.tif")

@@ -89,6 +89,8 @@ def _add_split(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--axes", help="axes of the stored volume when metadata cannot tell")
     p.add_argument("--dataset", help="dataset path inside HDF5 / Zarr inputs")
+    p.add_argument("--memory-budget", metavar="SIZE",
+                   help="decode by chunks when the volume's results exceed it (as run's option)")
     p.add_argument(
         "--report", action=argparse.BooleanOptionalAction, default=True,
         help="write report/index.html (needs --image; default: on)",
@@ -191,7 +193,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         else:
             split.merge(
                 _slab_files(args.slabs), args.out, args.config, tuple(args.overrides), args.gt,
-                args.image, args.axes, args.dataset, args.report,
+                args.image, args.axes, args.dataset, args.report, args.memory_budget,
             )  # fmt: skip
     else:
         pipeline.evaluate(

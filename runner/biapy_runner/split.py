@@ -172,6 +172,38 @@ def run_slab(opts: RunOptions, z_range: tuple[int, int]) -> Path:
     return opts.out
 
 
+def _merge_gt(workflow: Workflow, stem: str, gt: list[Path]) -> Any:
+    """The GT of the merged volume: the file pairing with its stem, else the only one given."""
+    if not gt:
+        return None
+    pairs = workflow.pair_gt([Path(stem + ".tif")], gt, "ignore")
+    if pairs and pairs[0][1] is not None:
+        return pairs[0][1]
+    if len(gt) == 1:
+        log.info(f"merge: {gt[0].name} is the ground truth of {stem} (the only one given)")
+        return gt[0]
+    raise InputError(f"None of the ground truth files {', '.join(map(str, gt))} pairs with the "
+                     f"volume {stem} (same file name stem): give its GT alone.")  # fmt: skip
+
+
+def _decodes_by_chunks(cfg: Config, info: SlabInfo, option: str | None) -> bool:
+    """Whether the merged prediction is decoded by chunks: TEST.BY_CHUNKS.ENABLE, or its
+    float32 prediction plus the decoder's copies (about three) exceed the memory budget."""
+    from biapy_runner.inference.chunked import memory_budget
+
+    needed = 3 * 4 * int(np.prod(info.out_shape))
+    budget, origin = memory_budget(option)
+    numbers = f"~{needed / 2**30:.2f} GiB, memory budget {budget / 2**30:.2f} GiB ({origin})"
+    if cfg.get("TEST.BY_CHUNKS.ENABLE"):
+        log.info(f"merge: decoding by chunks (TEST.BY_CHUNKS.ENABLE): {numbers}")
+        return True
+    if needed > budget:
+        log.info(f"merge: decoding by chunks (automatic: the volume does not fit): {numbers}")
+        return True
+    log.info(f"merge: decoding the whole volume (fits the memory budget): {numbers}")
+    return False
+
+
 def stitch(paths: list[Path]) -> tuple[np.ndarray, SlabInfo]:
     """The raw prediction of the whole volume from its slabs (checked to cover it once)."""
     slabs = order_slabs(paths)
@@ -187,11 +219,13 @@ def stitch(paths: list[Path]) -> tuple[np.ndarray, SlabInfo]:
 def merge(
     slabs: list[Path], out: Path, config: Path | None, overrides: tuple[str, ...] = (),
     gt: list[Path] | None = None, image: Path | None = None, axes: str | None = None,
-    dataset: str | None = None, report: bool = True,
+    dataset: str | None = None, report: bool = True, memory_budget: str | None = None,
 ) -> Path:  # fmt: skip
-    """Stitch the slabs of one volume, decode the prediction by chunks and write the results
-    (and, with ``gt``, the metrics) under ``out`` as ``run`` writes them; ``image``: the input
-    volume, drawn under the results in the report (no report without it)."""
+    """Stitch the slabs of one volume, decode the prediction (by chunks with TEST.BY_CHUNKS.
+    ENABLE or when the volume's results would not fit the memory budget, else whole, exactly as
+    one ``run`` of the volume) and write the results (and, with ``gt``, the metrics) under
+    ``out`` as ``run`` writes them; ``image``: the input volume, drawn under the results in the
+    report (no report without it)."""
     started, mark = time.monotonic(), log.warning_count()
     cfg = load_config(config, list(overrides))
     check_implemented(cfg)
@@ -206,19 +240,16 @@ def merge(
             f"configuration {config} runs {cfg.get('PROBLEM.TYPE')}; merge with the "
             "configuration the run jobs used."
         )
-    gt_ref: Any = None
-    if gt:
-        pairs = workflow.pair_gt([Path(first.stem + ".tif")], gt, "ignore")
-        gt_ref = pairs[0][1] if pairs else None
-        if gt_ref is None:
-            raise InputError(f"No ground truth among {', '.join(map(str, gt))} pairs with the "
-                             f"volume {first.stem} (same file name stem).")  # fmt: skip
+    gt_ref = _merge_gt(workflow, first.stem, gt or [])
     log.info(f"merge: {len(infos)} slab(s) of {first.stem} {first.volume_shape}")
+    by_chunks = _decodes_by_chunks(cfg, first, memory_budget)
 
     def produce(_: Path) -> tuple[Image, np.ndarray, Any]:
         raw, _info = stitch([p for p, _ in infos])
         whole = Image(image or Path(first.stem), first.stem, raw, "czyx", "CZYX", raw.dtype)
-        return whole, raw, workflow.decode_by_chunks(raw, whole)
+        if by_chunks:
+            return whole, raw, workflow.decode_by_chunks(raw, whole)
+        return whole, raw, workflow.decode(raw, whole)
 
     with OutputStage(out) as stage:
         source = image or Path(first.stem)
