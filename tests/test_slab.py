@@ -37,7 +37,8 @@ def test_slabs_equal_the_whole_prediction(overlap, scale, splits) -> None:
     whole = predict_tiled(volume, net, plan, batch_size=2)
     parts = []
     for start, end in splits:
-        slab, rows = predict_slab(volume, net, plan, start, end, batch_size=3)
+        slab, rows = predict_slab(lambda a, b: volume[:, a:b], volume.shape[1:], net, plan,
+                                  start, end, batch_size=3)  # fmt: skip
         assert slab.shape == (2, end - start, 20, 18)
         assert rows[0] <= max(0, start - 2) and rows[1] >= min(37, end + 2)
         parts.append(slab)

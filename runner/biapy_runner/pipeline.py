@@ -111,25 +111,58 @@ class TiledPredictor:
         log.info(f"  test-time augmentation ({mode} of flips and 90-degree rotations)")
         return predict_tta(prepared, self._predict_one, ndim=data.ndim - 1, mode=mode)
 
-    def slab(self, data: np.ndarray, start: int, end: int) -> tuple[np.ndarray, tuple[int, int]]:
-        """The prediction of z slices ``[start, end)`` of the volume ``data`` as ``tiled``
-        predicts them (whole-volume preprocessing, the volume's tile grid; no test-time
-        augmentation) and the input slices its tiles read (``inference/slab.py``)."""
+    def slab(
+        self, volume: np.ndarray | LazyImage, start: int, end: int, budget: int
+    ) -> tuple[np.ndarray, tuple[int, int]]:
+        """The prediction of z slices ``[start, end)`` of ``volume`` ``(C, Z, Y, X)`` as
+        ``tiled`` predicts them (the volume's tile grid, its statistics; no test-time
+        augmentation), and the input slices its tiles read (``inference/slab.py``). A
+        ``LazyImage`` is read by regions: statistics in passes of at most a quarter of
+        ``budget`` bytes, then only the slices the slab's tiles need."""
         from biapy_runner.inference.slab import plan_slab, predict_slab
         from biapy_runner.inference.tiling import first_tile, tile_grid
 
-        prepared = self.prepare(data)
-        plan = self._plan(prepared.shape[1:])
-        choice = self.model.select_backend(first_tile(prepared, plan))
-        sub = plan_slab(prepared.shape[1:], plan, start, end)
-        tiles = (sub.grid if sub is not None else tile_grid(prepared.shape[1:], plan)).count
+        if isinstance(volume, np.ndarray):
+            prepared = self.prepare(volume)
+
+            def read_rows(a: int, b: int) -> np.ndarray:
+                return prepared[:, a:b]
+
+            shape = prepared.shape[1:]
+        else:
+            read_rows = self._lazy_rows(volume, budget)
+            shape = volume.spatial_shape
+        plan = self._plan(shape)
+        probe = read_rows(0, min(int(shape[0]), plan.patch[0]))
+        choice = self.model.select_backend(first_tile(probe, plan))
+        sub = plan_slab(shape, plan, start, end)
+        tiles = (sub.grid if sub is not None else tile_grid(shape, plan)).count
         output, rows = predict_slab(
-            prepared, self.model.forward, plan, start, end,
+            read_rows, shape, self.model.forward, plan, start, end,
             out_channels=self.model.out_channels,
             batch_size=self._batch(plan, tiles, choice.peak_bytes),
             device=self.model.device, amp=self.amp, on_batch=_BatchLogger(),
         )  # fmt: skip
         return self.model.postprocess(output), rows
+
+    def _lazy_rows(self, image: LazyImage, budget: int) -> Callable[[int, int], np.ndarray]:
+        """Reads slices ``a..b-1`` of ``image`` preprocessed with the whole image's statistics
+        (computed now, by regions)."""
+        from biapy_runner.inference.chunked import check_region_input, input_statistics
+        from biapy_runner.inference.normalization import normalize
+
+        check_region_input(image, self.model.in_channels)
+        wanted = any(key.startswith("DATA.NORMALIZATION.") for key in self.cfg.user_keys)
+        normalizes = wanted and not self.model.normalizes_input
+        stats = input_statistics(image, self.cfg, self.model, normalizes, budget)
+
+        def read_rows(a: int, b: int) -> np.ndarray:
+            block = image.read((slice(a, b), *(slice(0, n) for n in image.spatial_shape[1:])))
+            if stats.normalization is not None:
+                block = normalize(block, self.cfg, stats.normalization)
+            return self.model.preprocess(block, stat=stats.model_stat)
+
+        return read_rows
 
     def chunked(self, image: LazyImage, out: Path, budget: int) -> Any:
         """Predict ``image`` (read by regions) into the Zarr ``out`` within ``budget`` bytes:

@@ -136,11 +136,12 @@ def run_slab(opts: RunOptions, z_range: tuple[int, int]) -> Path:
     if gts:
         log.info("--z-range: the ground truth is for merge (a slab is not scored)")
     threads, origin = resolve_threads(opts.threads, cfg)
-    image = read_image(images[0], ndim=3, axes=opts.axes, dataset=opts.dataset)
-    check_finite(image)
-    start, end = resolve_z_range(*z_range, int(image.data.shape[1]))
-    log.info(f"{image.stem}: slab z {start}:{end} of {image.data.shape[1]}, {threads} CPU "
-             f"thread(s) ({origin})")  # fmt: skip
+    volume = _open_volume(images[0], opts)
+    data = volume.data if isinstance(volume, Image) else volume
+    stem, shape = volume.stem, tuple(int(n) for n in data.shape[1:])
+    start, end = resolve_z_range(*z_range, shape[0])
+    log.info(f"{stem}: slab z {start}:{end} of {shape[0]}, {threads} CPU thread(s) ({origin})")
+    from biapy_runner.inference.chunked import memory_budget
     from biapy_runner.models.model import load_model
 
     with OutputStage(opts.out) as stage:
@@ -151,24 +152,33 @@ def run_slab(opts: RunOptions, z_range: tuple[int, int]) -> Path:
         check_model_kind(workflow, model)
         check_model_ndim(model, cfg)
         workflow.check_model(model.out_channels, model.out_channel_names)
+        if not model.postprocess_is_pointwise:
+            raise ConfigError(
+                f"--z-range: the model {model.name!r}'s postprocessing uses statistics of its "
+                "whole output, which one slab cannot reproduce; run the volume in one job."
+            )
         predictor = TiledPredictor(model, cfg, opts.batch_size, opts.amp)
-        raw, rows = predictor.slab(image.data, start, end)
+        try:
+            raw, rows = predictor.slab(data, start, end, memory_budget(opts.memory_budget)[0])
+        finally:
+            if not isinstance(volume, Image):
+                volume.close()
         scale = round(model.scale[0])
         info = SlabInfo(
-            stem=image.stem,
-            volume_shape=tuple(int(n) for n in image.data.shape[1:]),
+            stem=stem,
+            volume_shape=shape,
             z_range=(start, end),
             out_z_range=(start * scale, end * scale),
-            out_shape=(int(raw.shape[0]), int(image.data.shape[1]) * scale, *raw.shape[2:]),
+            out_shape=(int(raw.shape[0]), shape[0] * scale, *raw.shape[2:]),
             context_rows=rows,
             problem_type=str(cfg.get("PROBLEM.TYPE")),
             model=str(cfg.get("MODEL.BMZ.SOURCE_MODEL_ID")),
         )
         (stage.root / "slabs").mkdir()
-        write_slab(stage.root / "slabs" / slab_name(image.stem, start, end), raw, info)
+        write_slab(stage.root / "slabs" / slab_name(stem, start, end), raw, info)
         stage.write_text("config.yaml", ran_config(cfg, workflow, opts.config, images, []))
         stage.publish()
-    log.info(f"slab written to {opts.out / 'slabs' / slab_name(image.stem, start, end)}")
+    log.info(f"slab written to {opts.out / 'slabs' / slab_name(stem, start, end)}")
     return opts.out
 
 
@@ -202,6 +212,19 @@ def _decodes_by_chunks(cfg: Config, info: SlabInfo, option: str | None) -> bool:
         return True
     log.info(f"merge: decoding the whole volume (fits the memory budget): {numbers}")
     return False
+
+
+def _open_volume(path: Path, opts: RunOptions) -> Any:
+    """The volume of a slab job: opened for region reads when its format allows it (TIFF,
+    HDF5, Zarr: the job then reads the slices its tiles need, after a statistics pass), else
+    read whole."""
+    from biapy_runner.io.chunked import is_lazy_format, open_lazy
+
+    if is_lazy_format(path):
+        return open_lazy(path, ndim=3, axes=opts.axes, dataset=opts.dataset)
+    image = read_image(path, ndim=3, axes=opts.axes, dataset=opts.dataset)
+    check_finite(image)
+    return image
 
 
 def stitch(paths: list[Path]) -> tuple[np.ndarray, SlabInfo]:

@@ -17,7 +17,7 @@ model's own batch-size noise).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,18 +106,27 @@ def slab_input(rows: np.ndarray, slab: SlabPlan) -> np.ndarray:
 
 
 def predict_slab(
-    prepared: np.ndarray, forward: Any, plan: TilePlan, start: int, end: int, **options: Any
+    read_rows: Callable[[int, int], np.ndarray],
+    spatial_shape: Sequence[int],
+    forward: Any,
+    plan: TilePlan,
+    start: int,
+    end: int,
+    **options: Any,
 ) -> tuple[np.ndarray, tuple[int, int]]:
-    """The prediction of z slices ``[start, end)`` of the preprocessed volume ``prepared``
-    ``(C, Z, Y, X)`` (output slices ``start * scale .. end * scale``), and the input slices read
-    for it (the slab with its context). ``options``: those of ``tiling.predict_grid``."""
-    slab = plan_slab(prepared.shape[1:], plan, start, end)
+    """The prediction of z slices ``[start, end)`` of a preprocessed volume of ``spatial_shape``
+    (output slices ``start * scale .. end * scale``), and the input slices read for it (the slab
+    with its context). ``read_rows(a, b)`` returns the preprocessed slices ``a..b-1``
+    ``(C, b - a, Y, X)`` (from memory, or read from the file and preprocessed with the whole
+    volume's statistics). ``options``: those of ``tiling.predict_grid``."""
+    slab = plan_slab(spatial_shape, plan, start, end)
     scale = plan.scale[0]
     if slab is None:
-        grid = tile_grid(prepared.shape[1:], plan)
-        whole = predict_grid(grid.pad(np.asarray(prepared, dtype=np.float32)), grid, forward,
-                             **options)  # fmt: skip
-        return whole[:, start * scale : end * scale], (0, int(prepared.shape[1]))
-    padded = slab_input(prepared[:, slab.rows[0] : slab.rows[1]], slab)
+        depth = int(spatial_shape[0])
+        grid = tile_grid(spatial_shape, plan)
+        padded = grid.pad(np.asarray(read_rows(0, depth), dtype=np.float32))
+        whole = predict_grid(padded, grid, forward, **options)
+        return whole[:, start * scale : end * scale], (0, depth)
+    padded = slab_input(read_rows(*slab.rows), slab)
     out = predict_grid(padded, slab.grid, forward, **options)
     return np.ascontiguousarray(out[:, slab.crop]), slab.rows
