@@ -83,7 +83,8 @@ def test_chunk_grid_covers_the_volume_once() -> None:
     assert (seen == 1).all()
     assert grid.extended((0, 1, 3)) == (slice(0, 20), slice(12, 36), slice(44, 64))
     earlier = grid.earlier((1, 1, 1), grid.extended((1, 1, 1)))  # box z 12..36, y/x 12..36
-    assert earlier[0, 10, 10] and earlier[5, 3, 20] and earlier[5, 10, 2]  # (0,..), (1,0,1), (1,1,0)
+    # voxels of chunks (0, ., .), (1, 0, 1), (1, 1, 0) come earlier
+    assert earlier[0, 10, 10] and earlier[5, 3, 20] and earlier[5, 10, 2]
     assert not earlier[5, 10, 10] and not earlier[5, 22, 2] and not earlier[22, 0, 0]
 
 
@@ -175,4 +176,5 @@ def test_points_by_chunks_equal_in_memory(extra) -> None:
     assert len(whole) > 20
     assert np.array_equal(whole.coords, points.coords)
     assert np.array_equal(whole.probs, points.probs)
-    assert np.array_equal(chunked.images["post_proc"], workflow.decode(prob, image).images["post_proc"])
+    mask = workflow.decode(prob, image).images["post_proc"]
+    assert np.array_equal(chunked.images["post_proc"], mask)

@@ -48,7 +48,8 @@ def test_slabs_equal_the_whole_prediction(overlap, scale, splits) -> None:
 def test_slab_reads_only_its_tiles_with_their_context() -> None:
     plan = plan_tiles((100, 16, 16), patch=(12, 16, 16), padding=(2, 0, 0), overlap=(0, 0, 0))
     slab = plan_slab((100, 16, 16), plan, 40, 60)
-    assert slab is not None and slab.rows == (38, 66) and slab.reflect == (0, 0)  # tiles at 40, 48, 56
+    # the tiles whose cores start at 40, 48 and 56, with 2 slices of context
+    assert slab is not None and slab.rows == (38, 66) and slab.reflect == (0, 0)
     first = plan_slab((100, 16, 16), plan, 0, 8)
     assert first.rows == (0, 10) and first.reflect == (2, 0)
 

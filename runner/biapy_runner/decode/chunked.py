@@ -1,9 +1,9 @@
 """Decoding a prediction chunk by chunk, with halos, into results that agree across chunk borders.
 
 A raw prediction ``(C, *spatial)`` (a numpy array, any array that slices like one: a Zarr or
-HDF5 dataset, a memory map; or an ``io.chunked.LazyImage``) is cut into a grid of chunk *cores*. Each core is decoded together with
-a *halo* of context on every side (clipped at the volume's borders) by the workflow's own decoder,
-and only the core's result is kept, as BiaPy's ``TEST.BY_CHUNKS.WORKFLOW_PROCESS.TYPE:
+HDF5 dataset, a memory map; or an ``io.chunked.LazyImage``) is cut into a grid of chunk *cores*.
+Each core is decoded together with a *halo* of context on every side (clipped at the volume's
+borders) by the workflow's own decoder, and only the core's result is kept, as BiaPy's ``TEST.BY_CHUNKS.WORKFLOW_PROCESS.TYPE:
 chunk_by_chunk`` post-processes each tile with the ``DATA.TEST.PADDING`` of its border patches as
 context.
 
@@ -82,8 +82,9 @@ class ChunkGrid:
 
     def earlier(self, index: Sequence[int], box: Box) -> np.ndarray:
         """Mask over ``box`` of the voxels whose chunk comes before ``index`` in raster order."""
+        ndim = len(box)
         owner = [
-            (np.arange(s.start, s.stop) // c).reshape([-1 if a == axis else 1 for a in range(len(box))])
+            (np.arange(s.start, s.stop) // c).reshape([-1 if a == axis else 1 for a in range(ndim)])
             for axis, (s, c) in enumerate(zip(box, self.chunk))
         ]
         before = np.zeros(tuple(s.stop - s.start for s in box), dtype=bool)
@@ -283,7 +284,8 @@ def detect_points_by_chunks(
     Each chunk's points are searched with its halo and kept in its core; then points of
     different chunks at ``radius`` or less (``norm``: the Minkowski p of the distance, infinity
     for Chebyshev as the peak finder's spacing, 2 for close-point removal; physical units,
-    ``resolution`` per axis) are deduplicated within each class, the more probable one kept (ties: chunk order).
+    ``resolution`` per axis) are deduplicated within each class, the more probable one kept
+    (ties: chunk order).
     Returns the points sorted as ``find_peaks`` sorts them.
     """
     grid = ChunkGrid(tuple(int(n) for n in raw.shape[1:]), tuple(map(int, chunk)),

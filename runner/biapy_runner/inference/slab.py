@@ -69,7 +69,9 @@ class SlabPlan:
     crop: slice
 
 
-def plan_slab(spatial_shape: Sequence[int], plan: TilePlan, start: int, end: int) -> SlabPlan | None:
+def plan_slab(
+    spatial_shape: Sequence[int], plan: TilePlan, start: int, end: int
+) -> SlabPlan | None:
     """The sub-grid of the volume's tiles that covers z slices ``[start, end)``; None when the
     volume has one tile along z (then the whole volume is predicted and cropped)."""
     grid = tile_grid(spatial_shape, plan)

@@ -76,5 +76,6 @@ def streaming_overlap(y_true: Any, y_pred: Any, block: int = 64) -> Overlap:
         )
     acc = OverlapAccumulator()
     for start in range(0, int(y_true.shape[0]), block):
-        acc.add(np.asarray(y_true[start : start + block]), np.asarray(y_pred[start : start + block]))
+        part = slice(start, start + block)
+        acc.add(np.asarray(y_true[part]), np.asarray(y_pred[part]))
     return acc.overlap()
