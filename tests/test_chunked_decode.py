@@ -122,16 +122,25 @@ def test_small_halo_still_joins_objects_across_borders(prediction) -> None:
     assert workflow.score(chunked, gt, volume_image(raw)).row["tp@0.5"] == len(CENTRES)
 
 
-def test_labels_go_to_a_given_array(prediction) -> None:
+def test_labels_go_to_a_zarr_from_a_lazy_prediction(prediction, tmp_path: Path) -> None:
+    """The raw prediction read by regions from a Zarr (io.chunked), the labels written into a
+    Zarr array chunk by chunk."""
+    from biapy_runner.io.chunked import create_zarr, open_prediction
+
     _, raw = prediction
+    stored = create_zarr(tmp_path / "raw.zarr", raw.shape, np.float32, (2, 16, 32, 32))
+    stored[...] = raw
+    stored.attrs.update({"axes": "CZYX", "complete": True})
+    lazy = open_prediction(tmp_path / "raw.zarr")
     workflow = instance_workflow()
-    out = {"instances": np.full(SHAPE, 7, dtype=np.uint32)}  # stands for a Zarr array
-    labels, counts = decode_instances_by_chunks(raw, workflow.decode_block, (16, 32, 32),
+    out = {"instances": create_zarr(tmp_path / "labels.zarr", SHAPE, np.uint32, (16, 32, 32))}
+    labels, counts = decode_instances_by_chunks(lazy, workflow.decode_block, (16, 32, 32),
                                                 (16, 16, 16), 0.3, out)  # fmt: skip
     assert labels["instances"] is out["instances"]
     assert counts == {"instances": len(CENTRES), "post_proc": len(CENTRES)}
     whole = workflow.decode_block(raw)["instances"]
-    assert same_up_to_relabelling(labels["instances"], whole)
+    assert same_up_to_relabelling(np.asarray(labels["instances"][...]), whole)
+    assert same_up_to_relabelling(labels["post_proc"], workflow.decode_block(raw)["post_proc"])
 
 
 def test_streaming_overlap_equals_label_overlap(prediction) -> None:
