@@ -90,7 +90,8 @@ def memory_budget(option: str | None) -> tuple[int, str]:
 
 
 def _gib(n: float) -> str:
-    return f"{n / 2**30:.2f} GiB"
+    """A byte count in GiB, or in MiB below one GiB."""
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
 def in_memory_bytes(
@@ -132,27 +133,45 @@ class _Moments:
     """Per-channel count, mean, M2 (Chan et al.'s parallel merge), min and max, in float64."""
 
     def __init__(self, channels: int) -> None:
-        self.n = 0
+        self.n_c = np.zeros(channels, dtype=np.int64)
         self.mean = np.zeros(channels)
         self.m2 = np.zeros(channels)
         self.min = np.full(channels, np.inf)
         self.max = np.full(channels, -np.inf)
 
     def add(self, block: np.ndarray) -> None:
-        flat = block.reshape(block.shape[0], -1).astype(np.float64)
-        n = flat.shape[1]
-        mean = flat.mean(axis=1)
-        m2 = ((flat - mean[:, None]) ** 2).sum(axis=1)
-        total = self.n + n
-        delta = mean - self.mean
-        self.mean = self.mean + delta * n / total
-        self.m2 = self.m2 + m2 + delta**2 * self.n * n / total
-        self.n = total
-        self.min = np.minimum(self.min, flat.min(axis=1))
-        self.max = np.maximum(self.max, flat.max(axis=1))
+        for c, piece in _pieces(block):
+            values = piece.astype(np.float64)
+            n, mean = values.size, float(values.mean())
+            m2 = float(((values - mean) ** 2).sum())
+            total = self.n_c[c] + n
+            delta = mean - self.mean[c]
+            self.mean[c] += delta * n / total
+            self.m2[c] += m2 + delta**2 * self.n_c[c] * n / total
+            self.n_c[c] = total
+            self.min[c] = min(self.min[c], float(values.min()))
+            self.max[c] = max(self.max[c], float(values.max()))
+
+    @property
+    def n(self) -> int:
+        """Values seen per channel."""
+        return int(self.n_c[0])
 
     def std(self) -> np.ndarray:
-        return np.sqrt(self.m2 / max(self.n, 1))
+        """Per-channel population standard deviation (numpy's ``std``)."""
+        return np.sqrt(self.m2 / np.maximum(self.n_c, 1))
+
+
+#: Values handled at once by the statistics (bounds their float64 temporaries to 32 MiB).
+_PIECE = 2**22
+
+
+def _pieces(block: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """``(channel, values)`` pieces of at most ``_PIECE`` values of a ``(C, ...)`` block."""
+    for c in range(block.shape[0]):
+        flat = block[c].reshape(-1)
+        for start in range(0, flat.size, _PIECE):
+            yield c, flat[start : start + _PIECE]
 
 
 class _Quantiles:
@@ -171,8 +190,8 @@ class _Quantiles:
 
     def add(self, block: np.ndarray) -> None:
         if self.exact:
-            for c, plane in enumerate(block):
-                values = plane.ravel().astype(np.int64) + self.offset
+            for c, piece in _pieces(block):
+                values = piece.astype(np.int64) + self.offset
                 self.hist[c] += np.bincount(values, minlength=self.hist.shape[1])
         else:
             self.samples.append(block.reshape(block.shape[0], -1)[:, :: self.stride].copy())
@@ -215,7 +234,7 @@ def input_statistics(
     voxels = math.prod(image.spatial_shape)
     needs_quantiles = clip is not None or any(kind == "quantile" for _, kind, _ in measures)
     moments, quantiles = _Moments(channels), _Quantiles(image.dtype, channels, voxels)
-    slab = max(1, budget // 4)
+    slab = max(1, budget // 8)
     for region in image.blocks(slab):
         block = image.read(region)
         moments.add(block)
@@ -333,7 +352,9 @@ def _group_sizes(grid: TileGrid, channels: int, out_channels: int, share: int) -
             for a, g, p in zip(grid.axes, sizes, plan.patch)
         ]
         span_out = [(s - 2 * d) * k for s, d, k in zip(span_in, plan.padding, plan.scale)]
-        return 12 * channels * math.prod(span_in) + 8 * out_channels * math.prod(span_out)
+        # raw region, the float32 copies preprocessing makes, the gathered padded block; the
+        # group's sums, the accumulator region read back
+        return 24 * channels * math.prod(span_in) + 12 * out_channels * math.prod(span_out)
 
     while cost(sizes) > share and max(sizes) > 1:
         axis = max(range(len(sizes)), key=lambda i: (sizes[i], -i))
@@ -372,13 +393,15 @@ class ChunkedModel:
 def predict_chunked(
     image: LazyImage, model: ChunkedModel, plan: TilePlan, out: Path, *, budget: int,
     attrs: dict[str, Any] | None = None, on_batch: Callable[[int, int], None] | None = None,
+    on_slab: Callable[[Region, np.ndarray], None] | None = None,
 ) -> Any:
     """Predict ``image`` tile group by tile group into the Zarr array ``out`` (created;
     float32 ``(C_out, *spatial * scale)``, chunked like the tiles' cores) and return it.
 
     ``model.prepare`` normalises a raw region with the whole image's statistics;
-    ``model.batch_size(tile_bytes, tiles)`` picks the batch. Memory: one group's buffers (sized
-    to ``GROUP_SHARE`` of ``budget``) and a batch of tiles.
+    ``model.batch_size(tile_bytes, tiles)`` picks the batch; ``on_slab(region, data)`` gets each
+    finished slab of the prediction (e.g. to decode it without reading it back). Memory: one
+    group's buffers (sized to ``GROUP_SHARE`` of ``budget``) and a batch of tiles.
     """
     import torch
 
@@ -444,7 +467,7 @@ def predict_chunked(
             group_acc += acc[where]
             acc[where] = group_acc
             del group_acc
-    result = _finish(acc, grid, out, model, budget, attrs, in_place)
+    result = _finish(acc, grid, out, model, budget, attrs, in_place, on_slab)
     if not in_place:
         shutil.rmtree(acc_path, ignore_errors=True)
     return result
@@ -453,6 +476,7 @@ def predict_chunked(
 def _finish(
     acc: Any, grid: TileGrid, out: Path, model: ChunkedModel, budget: int,
     attrs: dict[str, Any] | None, in_place: bool,
+    on_slab: Callable[[Region, np.ndarray], None] | None,
 ) -> Any:
     """Divide by the window weights, crop to the image and postprocess, slab by slab; the
     prediction is ``out`` (the accumulator itself when no crop is needed)."""
@@ -463,7 +487,7 @@ def _finish(
     target = acc if in_place else create_zarr(out, (acc.shape[0], *shape), np.float32,
                                               acc.chunks)  # fmt: skip
     plane = acc.shape[0] * math.prod(shape[1:]) * 4
-    step = max(acc.chunks[1], (int(budget * GROUP_SHARE) // (3 * plane)) // acc.chunks[1]
+    step = max(acc.chunks[1], (int(budget * GROUP_SHARE) // (5 * plane)) // acc.chunks[1]
                * acc.chunks[1])  # fmt: skip
     for start in range(0, shape[0], step):
         stop = min(start + step, shape[0])
@@ -482,6 +506,8 @@ def _finish(
                 f"{data.shape[0]}; it cannot be applied by chunks."
             )
         target[(slice(None), *region)] = data
+        if on_slab is not None:
+            on_slab(region, data)
     target.attrs.update({**(attrs or {}), "complete": True})
     return target
 

@@ -1,0 +1,209 @@
+"""Out-of-core prediction (TEST.BY_CHUNKS, the memory budget): equal to the in-memory one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from biapy_runner.errors import InputError
+from biapy_runner.inference.chunked import _Moments, _Quantiles, parse_size
+from biapy_runner.io.chunked import open_lazy
+from biapy_runner.io.images import read_image
+
+CONV3D = """
+import torch
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Conv3d(1, 4, 3, padding=1)
+        self.b = torch.nn.Conv3d(4, 2, 3, padding=1)
+
+    def forward(self, x):
+        return torch.sigmoid(self.b(torch.relu(self.a(x))))
+"""
+CONFIG = """PROBLEM:
+  TYPE: SEMANTIC_SEG
+  NDIM: 3D
+DATA:
+  PATCH_SIZE: (24, 24, 24, 1)
+  TEST:
+    PADDING: (4, 4, 4)
+    OVERLAP: (0.25, 0.25, 0.25)
+MODEL:
+  SOURCE: bmz
+"""
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A small 3D conv model (2 sigmoid channels, zero-mean-unit-variance input), a uint16
+    volume as Zarr, HDF5, uncompressed and compressed TIFF, and a semantic configuration."""
+    import h5py
+    import scipy.ndimage as ndi
+    import tifffile
+    import torch
+    import zarr
+
+    from tests.bmz_factory import make_model_package
+
+    root = tmp_path_factory.mktemp("chunks")
+    namespace: dict = {}
+    exec(CONV3D, namespace)  # noqa: S102
+    torch.manual_seed(0)
+    net = namespace["Net"]()
+    model = make_model_package(
+        root, architecture_source=CONV3D, callable_name="Net", kwargs={},
+        state_dict=net.state_dict(), ndim=3, out_channels=2, size=(16, 8), halo=2, name="conv3d",
+    )  # fmt: skip
+    volume = ndi.gaussian_filter(np.random.default_rng(1).random((40, 48, 56)), 2)
+    volume = (volume * 60000).astype(np.uint16)
+    store = zarr.create_array(store=str(root / "vol.zarr"), shape=volume.shape,
+                              dtype=volume.dtype, chunks=(16, 16, 16))  # fmt: skip
+    store[...] = volume
+    with h5py.File(root / "vol.h5", "w") as handle:
+        handle["volumes/raw"] = volume[:, None]  # ZCYX
+        handle["volumes/other"] = volume[:2]
+    tifffile.imwrite(root / "vol.tif", volume)
+    tifffile.imwrite(root / "volz.tif", volume, compression="zlib", tile=(16, 16))
+    config = root / "cfg.yaml"
+    config.write_text(CONFIG)
+    return {"root": root, "model": model, "config": config}
+
+
+def _run(setup: dict[str, Path], image: str, out: str, *extra: str) -> int:
+    from biapy_runner.cli import main
+
+    args = ["run", "--config", str(setup["config"]), "--images", str(setup["root"] / image),
+            "--model", str(setup["model"]), "--out", str(setup["root"] / out), "--no-report",
+            *extra]  # fmt: skip
+    try:
+        return int(main(args) or 0)
+    except SystemExit as stop:
+        return int(stop.code or 0)
+
+
+@pytest.fixture(scope="module")
+def in_memory(setup: dict[str, Path]) -> dict[str, np.ndarray]:
+    """The in-memory prediction of the volume (channel first) and its semantic labels."""
+    import tifffile
+
+    assert _run(setup, "vol.zarr", "memory", "--memory-budget", "4G") == 0
+    raw = tifffile.imread(setup["root"] / "memory" / "raw" / "vol.tif")  # ImageJ ZCYX
+    labels = tifffile.imread(setup["root"] / "memory" / "post_proc" / "vol.tif")
+    return {"raw": np.moveaxis(raw, 1, 0), "labels": labels}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("image", "extra"),
+    [
+        ("vol.zarr", []),
+        ("vol.h5", ["--set", "DATA.TEST.INPUT_ZARR_MULTIPLE_DATA=True", "--set",
+                    "DATA.TEST.INPUT_ZARR_MULTIPLE_DATA_RAW_PATH=volumes.raw", "--set",
+                    "DATA.TEST.INPUT_IMG_AXES_ORDER=ZCYX"]),
+        ("vol.tif", []),
+        ("volz.tif", []),
+    ],
+)  # fmt: skip
+def test_by_chunks_equals_in_memory(
+    setup: dict[str, Path], in_memory: dict[str, np.ndarray], image: str, extra: list[str]
+) -> None:
+    import zarr
+
+    out = f"chunks_{image.replace('.', '_')}"
+    code = _run(setup, image, out, "--memory-budget", "2M",
+                "--set", "TEST.BY_CHUNKS.ENABLE=True", *extra)  # fmt: skip
+    assert code == 0
+    stem = Path(image).stem
+    raw = zarr.open_array(str(setup["root"] / out / "raw" / f"{stem}.zarr"), mode="r")
+    assert raw.shape == (2, 40, 48, 56) and raw.attrs["axes"] == "CZYX" and raw.attrs["complete"]
+    assert float(np.abs(raw[...] - in_memory["raw"]).max()) <= 1e-5
+    labels = zarr.open_array(str(setup["root"] / out / "post_proc" / f"{stem}.zarr"), mode="r")
+    np.testing.assert_array_equal(labels[...], in_memory["labels"])
+    assert 0 < np.count_nonzero(in_memory["labels"]) < in_memory["labels"].size
+
+
+@pytest.mark.slow
+def test_automatic_switch_with_a_tiny_budget_and_tiff_out(
+    setup: dict[str, Path], in_memory: dict[str, np.ndarray], capfd: pytest.CaptureFixture[str]
+) -> None:
+    import tifffile
+
+    capfd.readouterr()
+    code = _run(setup, "vol.zarr", "auto", "--memory-budget", "2M",
+                "--set", "TEST.BY_CHUNKS.SAVE_OUT_TIF=True")  # fmt: skip
+    err = capfd.readouterr().err
+    assert code == 0
+    line = next(x for x in err.splitlines() if "by chunks (automatic" in x)
+    # 40 x 48 x 56 voxels: uint16 image, two float32 copies, 2 x 2 float32 output channels
+    assert "needs ~2.7 MiB, memory budget 2.0 MiB (--memory-budget)" in line
+    # SAVE_OUT_TIF: a TIFF is written when it fits a quarter of the budget (labels: 105 KiB)
+    labels = tifffile.imread(setup["root"] / "auto" / "post_proc" / "vol.tif")
+    np.testing.assert_array_equal(labels, in_memory["labels"])
+    assert "raw/vol.tif not written (TEST.BY_CHUNKS.SAVE_OUT_TIF)" in err
+    assert not (setup["root"] / "auto" / "raw" / "vol.tif").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("image", "extra", "message"),
+    [
+        ("vol.h5", ["--dataset", "volumes/missing"], "has no dataset 'volumes/missing'"),
+        ("vol.zarr", ["--set", "DATA.TEST.INPUT_IMG_AXES_ORDER=ZYXQ"], "'ZYXQ'"),
+        ("vol.h5", ["--set", "DATA.TEST.INPUT_IMG_AXES_ORDER=ZYX", "--dataset", "volumes/raw"],
+         "do not fit its shape"),
+        ("vol.h5", ["--set", "DATA.TEST.INPUT_ZARR_MULTIPLE_DATA=True"],
+         "INPUT_ZARR_MULTIPLE_DATA_RAW_PATH is empty"),
+    ],
+)  # fmt: skip
+def test_bad_chunked_inputs_exit_2_with_one_paragraph(
+    setup: dict[str, Path], capfd: pytest.CaptureFixture[str], image: str, extra: list[str],
+    message: str,
+) -> None:
+    capfd.readouterr()
+    code = _run(setup, image, "bad", "--set", "TEST.BY_CHUNKS.ENABLE=True", *extra)
+    err = capfd.readouterr().err
+    assert code == 2
+    assert message in err and "Traceback" not in err
+    assert not (setup["root"] / "bad").exists()
+
+
+def test_lazy_regions_equal_read_image(setup: dict[str, Path]) -> None:
+    region = (slice(3, 19), slice(5, 40), slice(0, 56))
+    for name, axes, dataset in (
+        ("vol.zarr", None, None), ("vol.h5", "ZCYX", "volumes/raw"), ("vol.tif", None, None),
+        ("volz.tif", None, None),
+    ):  # fmt: skip
+        path = setup["root"] / name
+        lazy = open_lazy(path, ndim=3, axes=axes, dataset=dataset)
+        whole = read_image(path, ndim=3, axes=axes, dataset=dataset).data
+        assert lazy.shape == whole.shape == (1, 40, 48, 56)
+        np.testing.assert_array_equal(lazy.read(region), whole[(slice(None), *region)])
+        lazy.close()
+
+
+def test_streaming_statistics_are_exact() -> None:
+    rng = np.random.default_rng(3)
+    data = rng.integers(0, 4000, size=(2, 30, 20, 10)).astype(np.uint16)
+    moments = _Moments(2)
+    quantiles = _Quantiles(data.dtype, 2, data[0].size)
+    for start in range(0, 30, 7):
+        moments.add(data[:, start : start + 7])
+        quantiles.add(data[:, start : start + 7])
+    flat = data.reshape(2, -1).astype(np.float64)
+    np.testing.assert_allclose(moments.mean, flat.mean(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(moments.std(), flat.std(axis=1), rtol=1e-12)
+    for q in (0.001, 0.2, 0.5, 0.995):
+        assert quantiles.quantile(q, 1) == pytest.approx(np.quantile(flat[1], q), abs=1e-9)
+        assert quantiles.quantile(q, None) == pytest.approx(np.quantile(flat, q), abs=1e-9)
+
+
+def test_memory_sizes() -> None:
+    assert parse_size("1.5G", "--memory-budget") == int(1.5 * 2**30)
+    assert parse_size("300MiB", "x") == 300 * 2**20 and parse_size("4096", "x") == 4096
+    with pytest.raises(InputError, match="not a memory size"):
+        parse_size("lots", "--memory-budget")
