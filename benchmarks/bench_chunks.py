@@ -1,8 +1,8 @@
 """Out-of-core prediction: a volume several times the memory budget, predicted by chunks.
 
 A uint16 Zarr volume of ``--scale`` GB (default 6) is written slab by slab (never whole in
-memory) and segmented by ``biapy-runner run`` (semantic, a small 3D conv net with a sigmoid,
-zero-mean/unit-variance input) with ``--memory-budget`` (default 1.5G), in a subprocess, as a
+memory) and segmented by ``biapy-runner run`` (semantic, the tests' small 3D conv net: 4 then 2
+channels with a sigmoid, zero-mean/unit-variance input) with ``--memory-budget`` (default 1.5G), in a subprocess, as a
 user runs it. A second volume with the same YX size and fewer slices, whose in-memory
 prediction fits the budget, is predicted in memory (``TEST.BY_CHUNKS.ENABLE`` off, the budget
 raised so that the automatic switch stays off) for the throughput floor. Reported:
@@ -34,19 +34,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-ARCHITECTURE = '''
-import torch
-
-
-class Small3D(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.a = torch.nn.Conv3d(1, 4, 3, padding=1)
-        self.b = torch.nn.Conv3d(4, 1, 3, padding=1)
-
-    def forward(self, x):
-        return torch.sigmoid(self.b(torch.relu(self.a(x))))
-'''
 CONFIG = """PROBLEM:
   TYPE: SEMANTIC_SEG
   NDIM: 3D
@@ -61,20 +48,11 @@ YX = (1024, 1024)
 
 
 def build_model(work: Path) -> Path:
-    """The small 3D net as a BioImage.IO package."""
-    sys.path.insert(0, str(REPO / "tests"))
-    import torch
-    from bmz_factory import make_model_package
+    """The tests' small 3D net (two 3x3x3 convolutions, 2 sigmoid channels) as a package."""
+    sys.path.insert(0, str(REPO))
+    from tests.test_chunks import conv3d_package
 
-    namespace: dict = {}
-    exec(ARCHITECTURE, namespace)  # noqa: S102
-    torch.manual_seed(0)
-    net = namespace["Small3D"]()
-    return make_model_package(
-        work, architecture_source=ARCHITECTURE, callable_name="Small3D", kwargs={},
-        state_dict=net.state_dict(), ndim=3, out_channels=1, size=(16, 8), halo=2,
-        name="bench small3d",
-    )  # fmt: skip
+    return conv3d_package(work)
 
 
 def write_volume(path: Path, depth: int, yx: tuple[int, int], seed: int = 0) -> int:

@@ -38,27 +38,34 @@ MODEL:
 """
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A small 3D conv model (2 sigmoid channels, zero-mean-unit-variance input), a uint16
-    volume as Zarr, HDF5, uncompressed and compressed TIFF, and a semantic configuration."""
-    import h5py
-    import scipy.ndimage as ndi
-    import tifffile
+def conv3d_package(folder: Path) -> Path:
+    """A small 3D conv model (2 sigmoid channels, zero-mean-unit-variance input) as a package
+    (also the model of ``benchmarks/bench_chunks.py``)."""
     import torch
-    import zarr
 
     from tests.bmz_factory import make_model_package
 
-    root = tmp_path_factory.mktemp("chunks")
     namespace: dict = {}
     exec(CONV3D, namespace)  # noqa: S102
     torch.manual_seed(0)
     net = namespace["Net"]()
-    model = make_model_package(
-        root, architecture_source=CONV3D, callable_name="Net", kwargs={},
+    return make_model_package(
+        folder, architecture_source=CONV3D, callable_name="Net", kwargs={},
         state_dict=net.state_dict(), ndim=3, out_channels=2, size=(16, 8), halo=2, name="conv3d",
     )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The small model, a uint16 volume as Zarr, HDF5, uncompressed and compressed TIFF, and a
+    semantic configuration."""
+    import h5py
+    import scipy.ndimage as ndi
+    import tifffile
+    import zarr
+
+    root = tmp_path_factory.mktemp("chunks")
+    model = conv3d_package(root)
     volume = ndi.gaussian_filter(np.random.default_rng(1).random((40, 48, 56)), 2)
     volume = (volume * 60000).astype(np.uint16)
     store = zarr.create_array(store=str(root / "vol.zarr"), shape=volume.shape,
@@ -172,6 +179,23 @@ def test_bad_chunked_inputs_exit_2_with_one_paragraph(
     assert not (setup["root"] / "bad").exists()
 
 
+@pytest.mark.slow
+def test_median_filter_decoded_on_grown_slabs(setup: dict[str, Path]) -> None:
+    import tifffile
+    import zarr
+
+    median = ["--set", "TEST.POST_PROCESSING.MEDIAN_FILTER=True", "--set",
+              "TEST.POST_PROCESSING.MEDIAN_FILTER_AXIS=['zy', 'z']", "--set",
+              "TEST.POST_PROCESSING.MEDIAN_FILTER_SIZE=[5, 3]"]  # fmt: skip
+    assert _run(setup, "vol.zarr", "median_memory", "--memory-budget", "4G", *median) == 0
+    # a budget of 1 MiB: slabs of 6 planes of the raw prediction, each grown by 2 + 1 planes
+    assert _run(setup, "vol.zarr", "median_chunks", "--memory-budget", "1M",
+                "--set", "TEST.BY_CHUNKS.ENABLE=True", *median) == 0  # fmt: skip
+    expected = tifffile.imread(setup["root"] / "median_memory" / "post_proc" / "vol.tif")
+    labels = zarr.open_array(str(setup["root"] / "median_chunks" / "post_proc" / "vol.zarr"))
+    np.testing.assert_array_equal(labels[...], expected)
+
+
 def test_lazy_regions_equal_read_image(setup: dict[str, Path]) -> None:
     region = (slice(3, 19), slice(5, 40), slice(0, 56))
     for name, axes, dataset in (
@@ -200,6 +224,20 @@ def test_streaming_statistics_are_exact() -> None:
     for q in (0.001, 0.2, 0.5, 0.995):
         assert quantiles.quantile(q, 1) == pytest.approx(np.quantile(flat[1], q), abs=1e-9)
         assert quantiles.quantile(q, None) == pytest.approx(np.quantile(flat, q), abs=1e-9)
+
+
+def test_memory_budget_sources(monkeypatch: pytest.MonkeyPatch) -> None:
+    from biapy_runner.inference.chunked import memory_budget
+
+    monkeypatch.setenv("BIAPY_RUNNER_MEMORY_BUDGET", "800M")
+    monkeypatch.setenv("GALAXY_MEMORY_MB", "4096")
+    assert memory_budget("1.5G") == (int(1.5 * 2**30), "--memory-budget")
+    assert memory_budget(None) == (800 * 2**20, "$BIAPY_RUNNER_MEMORY_BUDGET")
+    monkeypatch.delenv("BIAPY_RUNNER_MEMORY_BUDGET")
+    assert memory_budget(None) == (2 * 2**30, "50% of $GALAXY_MEMORY_MB")
+    monkeypatch.delenv("GALAXY_MEMORY_MB")
+    budget, origin = memory_budget(None)
+    assert budget > 0 and origin.startswith("50% of ") and origin.endswith("available")
 
 
 def test_memory_sizes() -> None:

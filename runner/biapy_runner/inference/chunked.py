@@ -69,22 +69,34 @@ def parse_size(text: str, what: str) -> int:
 
 
 def available_memory() -> int:
-    """Bytes of RAM available to this process (cgroup limit included when there is one)."""
+    """Bytes of RAM available to this process: ``MemAvailable``, or less under a cgroup (v2)
+    memory limit (a container, a Slurm or Kubernetes job)."""
     import torch
 
     from biapy_runner.inference.batching import free_memory
 
-    return int(free_memory(torch.device("cpu")))
+    free = int(free_memory(torch.device("cpu")))
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = int(Path("/sys/fs/cgroup/memory.current").read_text().strip())
+    except (OSError, ValueError):
+        return free
+    return min(free, int(limit) - used) if limit.isdigit() else free
 
 
 def memory_budget(option: str | None) -> tuple[int, str]:
     """The memory budget in bytes and where it comes from: ``--memory-budget``, else
-    ``$BIAPY_RUNNER_MEMORY_BUDGET``, else ``DEFAULT_FRACTION`` of the available memory."""
+    ``$BIAPY_RUNNER_MEMORY_BUDGET``, else ``DEFAULT_FRACTION`` of the job's memory in Galaxy
+    (``$GALAXY_MEMORY_MB``), else of the available memory."""
     if option:
         return parse_size(option, "--memory-budget"), "--memory-budget"
     env = os.environ.get(BUDGET_ENV, "").strip()
     if env:
         return parse_size(env, f"${BUDGET_ENV}"), f"${BUDGET_ENV}"
+    galaxy = os.environ.get("GALAXY_MEMORY_MB", "").strip()
+    if galaxy.isdigit() and int(galaxy) > 0:
+        job = int(galaxy) * 2**20
+        return int(job * DEFAULT_FRACTION), f"{DEFAULT_FRACTION:.0%} of $GALAXY_MEMORY_MB"
     free = available_memory()
     return int(free * DEFAULT_FRACTION), f"{DEFAULT_FRACTION:.0%} of {_gib(free)} available"
 
