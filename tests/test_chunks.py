@@ -147,8 +147,10 @@ def test_automatic_switch_with_a_tiny_budget_and_tiff_out(
     assert code == 0
     line = next(x for x in err.splitlines() if "by chunks (automatic" in x)
     # 40 x 48 x 56 voxels: uint16 image, two float32 copies, 2 x 2 float32 output channels
-    assert "needs ~2.7 MiB, memory budget 2.0 MiB (--memory-budget)" in line
-    # SAVE_OUT_TIF: a TIFF is written when it fits a quarter of the budget (labels: 105 KiB)
+    assert "needs ~2.7 MiB beside the " in line and "memory budget 2.0 MiB (--memory-budget)" in line
+    assert "groups of one tile, slower; give a larger --memory-budget" in err
+    # SAVE_OUT_TIF: a TIFF is written when it fits a quarter of the room left (here the least
+    # room, 1 MiB: the labels, 105 KiB, fit; the raw prediction, 840 KiB, does not)
     labels = tifffile.imread(setup["root"] / "auto" / "post_proc" / "vol.tif")
     np.testing.assert_array_equal(labels, in_memory["labels"])
     assert "raw/vol.tif not written (TEST.BY_CHUNKS.SAVE_OUT_TIF)" in err
@@ -188,7 +190,8 @@ def test_median_filter_decoded_on_grown_slabs(setup: dict[str, Path]) -> None:
               "TEST.POST_PROCESSING.MEDIAN_FILTER_AXIS=['zy', 'z']", "--set",
               "TEST.POST_PROCESSING.MEDIAN_FILTER_SIZE=[5, 3]"]  # fmt: skip
     assert _run(setup, "vol.zarr", "median_memory", "--memory-budget", "4G", *median) == 0
-    # a budget of 1 MiB: slabs of 6 planes of the raw prediction, each grown by 2 + 1 planes
+    # a budget below the runner's own memory: the least room (1 MiB), slabs of 6 planes of the
+    # raw prediction, each grown by 2 + 1 planes
     assert _run(setup, "vol.zarr", "median_chunks", "--memory-budget", "1M",
                 "--set", "TEST.BY_CHUNKS.ENABLE=True", *median) == 0  # fmt: skip
     expected = tifffile.imread(setup["root"] / "median_memory" / "post_proc" / "vol.tif")

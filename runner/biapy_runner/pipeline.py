@@ -117,8 +117,7 @@ class TiledPredictor:
         the whole image's statistics first, then groups of tiles (``inference/chunked.py``);
         ``on_slab(region, prediction)`` gets each finished slab of the prediction."""
         from biapy_runner.inference.chunked import (
-            GROUP_SHARE, ChunkedModel, check_chunkable, check_region_input, input_statistics,
-            predict_chunked,
+            ChunkedModel, check_chunkable, check_region_input, input_statistics, predict_chunked,
         )  # fmt: skip
         from biapy_runner.inference.normalization import normalize
 
@@ -134,8 +133,7 @@ class TiledPredictor:
             return self.model.preprocess(block, stat=stats.model_stat)
 
         def batch(tile_bytes: int, tiles: int) -> int:
-            plan_batch = self._batch(plan, tiles, tile_bytes)
-            return max(1, min(plan_batch, int(budget * (1 - GROUP_SHARE)) // max(tile_bytes, 1)))
+            return self._batch(plan, tiles, tile_bytes)
 
         plan = self._plan(image.spatial_shape)
         model = ChunkedModel(
@@ -839,10 +837,11 @@ class _Chunks:
                 log.info(f"  {path.name}: not a Zarr/HDF5/TIFF image, read whole")
             return None
         axes, dataset = self.axes_and_dataset(path)
-        lazy = open_lazy(path, ndim=_ndim(self.cfg), axes=axes, dataset=dataset)
+        lazy = open_lazy(path, ndim=_ndim(self.cfg), axes=axes, dataset=dataset, announce=False)
         model = self.predictor.model
         scale = [round(s) for s in model.scale]
         if decide(self.enabled, lazy, model.out_channels, scale, self.budget, self.origin):
+            lazy.announce()
             return lazy
         lazy.close()
         return None
@@ -885,8 +884,10 @@ class _Chunks:
         ]
 
     def fits(self, nbytes: int) -> bool:
-        """Whether an array of ``nbytes`` may be held whole (a quarter of the budget)."""
-        return nbytes <= self.budget // 4
+        """Whether an array of ``nbytes`` may be held whole (a quarter of the budget's room)."""
+        from biapy_runner.inference.chunked import room
+
+        return nbytes <= room(self.budget) // 4
 
     def tiff(self, folder: str, array: LazyImage) -> None:
         """``<folder>/<stem>.tif`` too, with TEST.BY_CHUNKS.SAVE_OUT_TIF, when it fits."""
@@ -909,10 +910,12 @@ class _Chunks:
         """The workflow's results from the stored raw prediction: in slabs along the first
         axis grown by the workflow's ``halo``, or whole when the workflow cannot decode by
         regions and the prediction fits the budget (WORKFLOW_PROCESS.TYPE entire_pred: whole)."""
+        from biapy_runner.inference.chunked import room
+
         if halo is not None and not whole:
             decoder = _RegionDecoder(self, lazy)
             shape = raw.spatial_shape
-            for region in raw.blocks(self.budget // 8):
+            for region in raw.blocks(room(self.budget) // 8):
                 grown = tuple(slice(max(0, r.start - halo), min(n, r.stop + halo))
                               for r, n in zip(region, shape))  # fmt: skip
                 decoder.add(region, raw.read(grown), grown)

@@ -16,7 +16,8 @@ same blending windows, so the result equals ``predict_tiled``'s up to float roun
 3. a last pass divides the accumulator by the window weights, crops it to the image, applies
    the model's postprocessing and leaves the raw prediction in the Zarr (``complete`` set).
 
-Peak memory is one group's buffers plus a batch of tiles: bounded by the budget, not the image.
+The budget is the whole process's memory: what the runner holds (Python, torch, the model and
+its backend) plus one group's buffers plus a batch of tiles, bounded by it, not by the image.
 """
 
 from __future__ import annotations
@@ -46,8 +47,11 @@ BUDGET_ENV = "BIAPY_RUNNER_MEMORY_BUDGET"
 DEFAULT_FRACTION = 0.5
 #: Largest subsample percentiles of float (or wide integer) images are computed from.
 QUANTILE_SAMPLE = 20_000_000
-#: Share of the budget for one group's buffers (the rest: a batch of tiles, codecs, slack).
+#: Share of the room left in the budget for one group's buffers (the rest: a batch of tiles,
+#: codecs, slack).
 GROUP_SHARE = 0.5
+#: Least room for buffers, whatever the budget (a budget below the runner's own memory).
+MIN_ROOM = 2**20
 _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
@@ -101,6 +105,21 @@ def memory_budget(option: str | None) -> tuple[int, str]:
     return int(free * DEFAULT_FRACTION), f"{DEFAULT_FRACTION:.0%} of {_gib(free)} available"
 
 
+def current_rss() -> int:
+    """Resident memory of this process now, in bytes (0 when unknown)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def room(budget: int) -> int:
+    """What the budget leaves for image buffers beside what the process holds now (Python,
+    torch, the model and its backend), at least ``MIN_ROOM``."""
+    return max(budget - current_rss(), MIN_ROOM)
+
+
 def _gib(n: float) -> str:
     """A byte count in GiB, or in MiB below one GiB."""
     return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
@@ -124,14 +143,16 @@ def decide(
     """Whether ``image`` is predicted by chunks (TEST.BY_CHUNKS.ENABLE, or because the
     in-memory prediction would not fit ``budget``); the decision is logged with its numbers."""
     needed = in_memory_bytes(image.shape, image.dtype.itemsize, out_channels, scale)
+    held = current_rss()
     numbers = (
         f"image {image.shape} {image.dtype} = {_gib(image.nbytes)}, in-memory prediction needs "
-        f"~{_gib(needed)}, memory budget {_gib(budget)} ({origin})"
+        f"~{_gib(needed)} beside the {_gib(held)} the runner holds, memory budget {_gib(budget)} "
+        f"({origin})"
     )
     if enabled:
         log.info(f"  by chunks (TEST.BY_CHUNKS.ENABLE): {numbers}")
         return True
-    if needed > budget:
+    if needed + held > budget:
         log.info(f"  by chunks (automatic: the image does not fit the memory budget): {numbers}")
         return True
     log.info(f"  in memory (fits the memory budget): {numbers}")
@@ -235,7 +256,7 @@ class InputStatistics:
 def input_statistics(
     image: LazyImage, cfg: Config, model: Any, normalizes: bool, budget: int
 ) -> InputStatistics:
-    """Compute, in passes over slabs of ``image`` of at most a quarter of ``budget``, what
+    """Compute, in passes over slabs of ``image`` of an eighth of the ``budget``'s room, what
     DATA.NORMALIZATION (when ``normalizes``) and the model's input preprocessing take from the
     whole image."""
     clip, wanted = statistics_needed(cfg) if normalizes else (None, set())
@@ -246,7 +267,7 @@ def input_statistics(
     voxels = math.prod(image.spatial_shape)
     needs_quantiles = clip is not None or any(kind == "quantile" for _, kind, _ in measures)
     moments, quantiles = _Moments(channels), _Quantiles(image.dtype, channels, voxels)
-    slab = max(1, budget // 8)
+    slab = room(budget) // 8
     for region in image.blocks(slab):
         block = image.read(region)
         moments.add(block)
@@ -412,8 +433,10 @@ def predict_chunked(
 
     ``model.prepare`` normalises a raw region with the whole image's statistics;
     ``model.batch_size(tile_bytes, tiles)`` picks the batch; ``on_slab(region, data)`` gets each
-    finished slab of the prediction (e.g. to decode it without reading it back). Memory: one
-    group's buffers (sized to ``GROUP_SHARE`` of ``budget``) and a batch of tiles.
+    finished slab of the prediction (e.g. to decode it without reading it back). ``budget`` is
+    the whole process's: the backend is chosen on the first tile, then what the process holds
+    is subtracted, and one group's buffers get ``GROUP_SHARE`` of the rest, a batch of tiles
+    the other part.
     """
     import torch
 
@@ -428,7 +451,19 @@ def predict_chunked(
     chunks = chunk_shape((model.out_channels, *extent), cores)
     acc = create_zarr(acc_path, (model.out_channels, *extent), np.float32, chunks)
     reader = _RegionReader(image, grid, model.prepare)
-    sizes = _group_sizes(grid, image.shape[0], model.out_channels, int(budget * GROUP_SHARE))
+    first = next(grid.starts())
+    choice = model.select_backend(reader.read(first, [s + p for s, p in zip(first, plan.patch)]))
+    space = room(budget)
+    tile_cost = max(int(choice.peak_bytes), 1)
+    batch = max(1, min(model.batch_size(tile_cost, grid.count),
+                       int(space * (1 - GROUP_SHARE)) // tile_cost))  # fmt: skip
+    sizes = _group_sizes(grid, image.shape[0], model.out_channels, int(space * GROUP_SHARE))
+    if space == MIN_ROOM or sizes == [1] * len(sizes) and grid.count > 1:
+        log.warn(
+            f"the memory budget {_gib(budget)} leaves {_gib(budget - current_rss())} beside "
+            f"what the runner holds ({_gib(current_rss())}): groups of one tile, slower; give "
+            "a larger --memory-budget"
+        )
     groups = math.prod(math.ceil(len(a.starts) / g) for a, g in zip(grid.axes, sizes))
     log.info(
         f"  {grid.count} tile(s) {plan.patch} in {groups} group(s) of up to {tuple(sizes)} "
@@ -439,16 +474,12 @@ def predict_chunked(
         slice(d * s, (d + c) * s) for d, c, s in zip(plan.padding, plan.core, plan.scale)
     )
     out_patch = tuple(p * s for p, s in zip(plan.patch, plan.scale))
-    batch, done = 0, 0
+    done = 0
     with torch.inference_mode(), _autocast(model.device, model.amp):
         for starts in _groups(grid, sizes):
             lo = [min(s[i] for s in starts) for i in range(grid.plan.ndim)]
             hi = [max(s[i] for s in starts) + p for i, p in enumerate(plan.patch)]
             block = reader.read(lo, hi)
-            if not batch:
-                first = block[(slice(None), *(slice(0, p) for p in plan.patch))]
-                choice = model.select_backend(np.ascontiguousarray(first))
-                batch = max(1, model.batch_size(int(choice.peak_bytes), grid.count))
             out_lo = [b * k for b, k in zip(lo, plan.scale)]
             out_hi = [(h - 2 * d) * k for h, d, k in zip(hi, plan.padding, plan.scale)]
             group_acc = np.zeros(
@@ -479,14 +510,14 @@ def predict_chunked(
             group_acc += acc[where]
             acc[where] = group_acc
             del group_acc
-    result = _finish(acc, grid, out, model, budget, attrs, in_place, on_slab)
+    result = _finish(acc, grid, out, model, space, attrs, in_place, on_slab)
     if not in_place:
         shutil.rmtree(acc_path, ignore_errors=True)
     return result
 
 
 def _finish(
-    acc: Any, grid: TileGrid, out: Path, model: ChunkedModel, budget: int,
+    acc: Any, grid: TileGrid, out: Path, model: ChunkedModel, space: int,
     attrs: dict[str, Any] | None, in_place: bool,
     on_slab: Callable[[Region, np.ndarray], None] | None,
 ) -> Any:
@@ -499,7 +530,7 @@ def _finish(
     target = acc if in_place else create_zarr(out, (acc.shape[0], *shape), np.float32,
                                               acc.chunks)  # fmt: skip
     plane = acc.shape[0] * math.prod(shape[1:]) * 4
-    step = max(acc.chunks[1], (int(budget * GROUP_SHARE) // (5 * plane)) // acc.chunks[1]
+    step = max(acc.chunks[1], (int(space * GROUP_SHARE) // (5 * plane)) // acc.chunks[1]
                * acc.chunks[1])  # fmt: skip
     for start in range(0, shape[0], step):
         stop = min(start + step, shape[0])
