@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from biapy_runner.errors import InputError
 from biapy_runner.inference.chunked import _Moments, _Quantiles, parse_size
 from biapy_runner.io.chunked import open_lazy

@@ -32,8 +32,8 @@ from biapy_runner.io.outputs import OutputStage, check_output_dir
 from biapy_runner.workflows.base import Workflow, workflow_for
 
 if TYPE_CHECKING:  # torch and the model load only once the configuration and inputs are checked
-    from biapy_runner.io.chunked import LazyImage
     from biapy_runner.inference.tiling import TilePlan
+    from biapy_runner.io.chunked import LazyImage
     from biapy_runner.models.model import BmzModel
     from biapy_runner.report.build import RunInfo
     from biapy_runner.report.panels import Item, Reader, ResultSet
@@ -117,7 +117,11 @@ class TiledPredictor:
         the whole image's statistics first, then groups of tiles (``inference/chunked.py``);
         ``on_slab(region, prediction)`` gets each finished slab of the prediction."""
         from biapy_runner.inference.chunked import (
-            ChunkedModel, check_chunkable, check_region_input, input_statistics, predict_chunked,
+            ChunkedModel,
+            check_chunkable,
+            check_region_input,
+            input_statistics,
+            predict_chunked,
         )  # fmt: skip
         from biapy_runner.inference.normalization import normalize
 

@@ -37,7 +37,7 @@ import numpy as np
 from biapy_runner import log
 from biapy_runner.config.load import Config
 from biapy_runner.errors import ConfigError, InputError, ModelError
-from biapy_runner.inference.normalization import normalize, statistics_needed
+from biapy_runner.inference.normalization import statistics_needed
 from biapy_runner.inference.tiling import TileGrid, TilePlan, _outer, _run_forward, tile_grid
 from biapy_runner.io.chunked import LazyImage, Region, chunk_shape, create_zarr
 
@@ -238,7 +238,7 @@ class _Quantiles:
         hist = self.hist.sum(axis=0) if channel is None else self.hist[channel]
         cumulative = np.cumsum(hist)
         position = (cumulative[-1] - 1) * q
-        below = int(math.floor(position))
+        below = math.floor(position)
         low = int(np.searchsorted(cumulative, below, side="right"))
         high = int(np.searchsorted(cumulative, min(below + 1, cumulative[-1] - 1), side="right"))
         value = low + (position - below) * (high - low)
