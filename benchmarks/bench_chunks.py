@@ -1,18 +1,20 @@
 """Out-of-core prediction: a volume several times the memory budget, predicted by chunks.
 
-A uint16 Zarr volume of ``--scale`` GB (default 6) is written slab by slab (never whole in
-memory) and segmented by ``biapy-runner run`` (semantic, the tests' small 3D conv net: 4 then 2
-channels with a sigmoid, zero-mean/unit-variance input) with ``--memory-budget`` (default 1.5G), in a subprocess, as a
-user runs it. A second volume with the same YX size and fewer slices, whose in-memory
-prediction fits the budget, is predicted in memory (``TEST.BY_CHUNKS.ENABLE`` off, the budget
-raised so that the automatic switch stays off) for the throughput floor. Reported:
+A uint16 Zarr volume of ``--scale`` GB (default 6.5: 4x the default budget of 1.5 GiB) is written
+slab by slab (never whole in memory) and segmented by ``biapy-runner run`` (semantic, the tests'
+small 3D conv net: 4 then 2 channels with a sigmoid, zero-mean/unit-variance input) with
+``--memory-budget`` (default 1.5G), in a subprocess, as a user runs it. A second volume with the
+same YX size and 128 slices (~2.3 GB at the peak of its in-memory prediction) is predicted in
+memory (the budget raised so that the automatic switch stays off) for the throughput floor.
+Reported:
 
 - each run's wall time, voxels per second and peak RSS (the child's ``ru_maxrss``);
-- peak RSS / budget of the chunked run (goal <= 1.0), and the same above the runner's fixed
-  footprint (Python, torch, the model, a backend: the peak RSS of a run on a one-tile volume);
+- peak RSS / budget of the chunked run (goal <= 1.0; the budget is the whole process's), and the
+  runner's own footprint (Python, torch, the model, the backend probe: the peak RSS of a run on a
+  one-tile volume);
 - throughput of the chunked run / throughput in memory (goal >= 0.8).
 
-    PYTHONPATH=runner .venv/bin/python benchmarks/bench_chunks.py [--scale 6] [--budget 1.5G]
+    PYTHONPATH=runner .venv/bin/python benchmarks/bench_chunks.py [--scale 6.5] [--budget 1.5G]
         [--threads 2] [--work DIR] [--keep]
 
 Check the free disk first (``df -h``): the input, the raw prediction (float32: twice the input)
@@ -99,7 +101,8 @@ def run(args: list[str], threads: int) -> tuple[float, int, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--scale", type=float, default=6.0, help="GB of the large volume")
+    parser.add_argument("--scale", type=float, default=6.5,
+                        help="GB (10^9 bytes) of the large volume; 6.5 = 4x a 1.5G budget")
     parser.add_argument("--budget", default="1.5G", help="--memory-budget of the chunked run")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", type=Path, help="folder for the volumes and outputs")

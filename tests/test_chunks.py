@@ -212,6 +212,24 @@ def test_lazy_regions_equal_read_image(setup: dict[str, Path]) -> None:
         lazy.close()
 
 
+def test_ome_zarr_reads_level_0_with_its_axes(tmp_path: Path) -> None:
+    import zarr
+
+    data = np.arange(2 * 12 * 10 * 8, dtype=np.uint16).reshape(12, 2, 10, 8)  # ZCYX
+    group = zarr.open_group(str(tmp_path / "ome.zarr"), mode="w")
+    group.create_array("0", shape=data.shape, dtype=data.dtype, chunks=(4, 2, 5, 8))[...] = data
+    group.create_array("1", shape=(6, 2, 5, 4), dtype=data.dtype)
+    group.attrs["multiscales"] = [{
+        "axes": [{"name": n} for n in "zcyx"], "datasets": [{"path": "0"}, {"path": "1"}],
+    }]  # fmt: skip
+    lazy = open_lazy(tmp_path / "ome.zarr", ndim=3)
+    assert lazy.source_axes == "ZCYX" and lazy.shape == (2, 12, 10, 8)
+    region = (slice(2, 7), slice(0, 10), slice(3, 8))
+    np.testing.assert_array_equal(
+        lazy.read(region), np.moveaxis(data, 1, 0)[(slice(None), *region)]
+    )
+
+
 def test_streaming_statistics_are_exact() -> None:
     rng = np.random.default_rng(3)
     data = rng.integers(0, 4000, size=(2, 30, 20, 10)).astype(np.uint16)
