@@ -792,6 +792,10 @@ class ChunkedResult:
     summary: dict[str, Any]
 
 
+#: DATA.TEST.INPUT_IMG_AXES_ORDER's default: the axes are then the file's (metadata, shape).
+BIAPY_AXES_ORDER = "TZCYX"
+
+
 class _Chunks:
     """TEST.BY_CHUNKS and the memory budget: which images are predicted by chunks, and the
     prediction, decoding and writing of those (``raw/<stem>.zarr``, ``<folder>/<stem>.zarr``)."""
@@ -808,16 +812,18 @@ class _Chunks:
         self.budget, self.origin = memory_budget(opts.memory_budget)
 
     def axes_and_dataset(self, path: Path) -> tuple[str | None, str | None]:
-        """The stored axes and dataset of an HDF5/Zarr/TIFF input: ``--axes``/``--dataset``,
-        else DATA.TEST.INPUT_IMG_AXES_ORDER (when set) and INPUT_ZARR_MULTIPLE_DATA_RAW_PATH."""
+        """The stored axes and dataset of an HDF5/Zarr input: ``--axes``/``--dataset``, else
+        DATA.TEST.INPUT_IMG_AXES_ORDER (other than BiaPy's default ``TZCYX``, which leaves the
+        axes to the file's metadata and shape) and INPUT_ZARR_MULTIPLE_DATA_RAW_PATH."""
         from biapy_runner.io.chunked import is_lazy_format, zarr_dataset_path
 
         axes, dataset = self.opts.axes, self.opts.dataset
-        if not is_lazy_format(path):
+        if not is_lazy_format(path) or path.suffix.lower() in (".tif", ".tiff"):
             return axes, dataset
         key = "DATA.TEST.INPUT_IMG_AXES_ORDER"
-        if axes is None and key in self.cfg.user_keys:
-            axes = check_axes_letters(str(self.cfg.get(key)), key)
+        order = str(self.cfg.get(key))
+        if axes is None and order != BIAPY_AXES_ORDER:  # BiaPy's default: the file says
+            axes = check_axes_letters(order, key)
         if dataset is None and self.cfg.get("DATA.TEST.INPUT_ZARR_MULTIPLE_DATA"):
             raw = str(self.cfg.get("DATA.TEST.INPUT_ZARR_MULTIPLE_DATA_RAW_PATH") or "")
             if not raw.strip():
