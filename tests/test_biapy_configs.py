@@ -223,7 +223,7 @@ def test_run_refuses_not_implemented_keys_before_any_image(
                  "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 2
-    assert "DATA.TEST.FILTER_SAMPLES.ENABLE" in err and "TEST.BY_CHUNKS" not in err
+    assert "DATA.TEST.FILTER_SAMPLES.ENABLE" in err and "TEST.BY_CHUNKS.ENABLE = True" not in err
     assert "Traceback" not in err and not out.exists()
 
 

@@ -32,8 +32,8 @@ from biapy_runner.io.outputs import OutputStage, check_output_dir
 from biapy_runner.workflows.base import Workflow, workflow_for
 
 if TYPE_CHECKING:  # torch and the model load only once the configuration and inputs are checked
-    from biapy_runner.io.chunked import LazyImage
     from biapy_runner.inference.tiling import TilePlan
+    from biapy_runner.io.chunked import LazyImage
     from biapy_runner.models.model import BmzModel
     from biapy_runner.report.build import RunInfo
     from biapy_runner.report.panels import Item, Reader, ResultSet
@@ -148,32 +148,21 @@ class TiledPredictor:
     def _lazy_rows(self, image: LazyImage, budget: int) -> Callable[[int, int], np.ndarray]:
         """Reads slices ``a..b-1`` of ``image`` preprocessed with the whole image's statistics
         (computed now, by regions)."""
-        from biapy_runner.inference.chunked import check_region_input, input_statistics
-        from biapy_runner.inference.normalization import normalize
-
-        check_region_input(image, self.model.in_channels)
-        wanted = any(key.startswith("DATA.NORMALIZATION.") for key in self.cfg.user_keys)
-        normalizes = wanted and not self.model.normalizes_input
-        stats = input_statistics(image, self.cfg, self.model, normalizes, budget)
+        prepare = self.region_preparer(image, budget)
 
         def read_rows(a: int, b: int) -> np.ndarray:
-            block = image.read((slice(a, b), *(slice(0, n) for n in image.spatial_shape[1:])))
-            if stats.normalization is not None:
-                block = normalize(block, self.cfg, stats.normalization)
-            return self.model.preprocess(block, stat=stats.model_stat)
+            rest = (slice(0, n) for n in image.spatial_shape[1:])
+            return prepare(image.read((slice(a, b), *rest)))
 
         return read_rows
 
-    def chunked(self, image: LazyImage, out: Path, budget: int) -> Any:
-        """Predict ``image`` (read by regions) into the Zarr ``out`` within ``budget`` bytes:
-        the whole image's statistics first, then groups of tiles (``inference/chunked.py``)."""
-        from biapy_runner.inference.chunked import (
-            GROUP_SHARE, ChunkedModel, check_chunkable, check_region_input, input_statistics,
-            predict_chunked,
-        )  # fmt: skip
+    def region_preparer(self, image: LazyImage, budget: int) -> Callable[[np.ndarray], np.ndarray]:
+        """The preprocessing of regions of ``image`` with the whole image's statistics
+        (DATA.NORMALIZATION when asked and the model's own), computed now in passes over
+        regions of at most a quarter of ``budget`` bytes."""
+        from biapy_runner.inference.chunked import check_region_input, input_statistics
         from biapy_runner.inference.normalization import normalize
 
-        check_chunkable(self.cfg, self.model)
         check_region_input(image, self.model.in_channels)
         wanted = any(key.startswith("DATA.NORMALIZATION.") for key in self.cfg.user_keys)
         normalizes = wanted and not self.model.normalizes_input
@@ -184,9 +173,22 @@ class TiledPredictor:
                 block = normalize(block, self.cfg, stats.normalization)
             return self.model.preprocess(block, stat=stats.model_stat)
 
+        return prepare
+
+    def chunked(
+        self, image: LazyImage, out: Path, budget: int,
+        on_slab: Callable[[tuple[slice, ...], np.ndarray], None] | None = None,
+    ) -> Any:
+        """Predict ``image`` (read by regions) into the Zarr ``out`` within ``budget`` bytes:
+        the whole image's statistics first, then groups of tiles (``inference/chunked.py``);
+        ``on_slab(region, prediction)`` gets each finished slab of the prediction."""
+        from biapy_runner.inference.chunked import ChunkedModel, check_chunkable, predict_chunked
+
+        check_chunkable(self.cfg, self.model)
+        prepare = self.region_preparer(image, budget)
+
         def batch(tile_bytes: int, tiles: int) -> int:
-            plan_batch = self._batch(plan, tiles, tile_bytes)
-            return max(1, min(plan_batch, int(budget * (1 - GROUP_SHARE)) // max(tile_bytes, 1)))
+            return self._batch(plan, tiles, tile_bytes)
 
         plan = self._plan(image.spatial_shape)
         model = ChunkedModel(
@@ -199,7 +201,7 @@ class TiledPredictor:
                           "overlap": list(plan.overlap), "scale": list(plan.scale)},
         }  # fmt: skip
         return predict_chunked(image, model, plan, out, budget=budget, attrs=attrs,
-                               on_batch=_BatchLogger())  # fmt: skip
+                               on_batch=_BatchLogger(), on_slab=on_slab)  # fmt: skip
 
     def whole(self, data: np.ndarray) -> np.ndarray:
         """One forward pass on ``data`` as it is, with the model's pre- and postprocessing."""
@@ -846,6 +848,10 @@ class ChunkedResult:
     summary: dict[str, Any]
 
 
+#: DATA.TEST.INPUT_IMG_AXES_ORDER's default: the axes are then the file's (metadata, shape).
+BIAPY_AXES_ORDER = "TZCYX"
+
+
 class _Chunks:
     """TEST.BY_CHUNKS and the memory budget: which images are predicted by chunks, and the
     prediction, decoding and writing of those (``raw/<stem>.zarr``, ``<folder>/<stem>.zarr``)."""
@@ -862,16 +868,18 @@ class _Chunks:
         self.budget, self.origin = memory_budget(opts.memory_budget)
 
     def axes_and_dataset(self, path: Path) -> tuple[str | None, str | None]:
-        """The stored axes and dataset of an HDF5/Zarr/TIFF input: ``--axes``/``--dataset``,
-        else DATA.TEST.INPUT_IMG_AXES_ORDER (when set) and INPUT_ZARR_MULTIPLE_DATA_RAW_PATH."""
+        """The stored axes and dataset of an HDF5/Zarr input: ``--axes``/``--dataset``, else
+        DATA.TEST.INPUT_IMG_AXES_ORDER (other than BiaPy's default ``TZCYX``, which leaves the
+        axes to the file's metadata and shape) and INPUT_ZARR_MULTIPLE_DATA_RAW_PATH."""
         from biapy_runner.io.chunked import is_lazy_format, zarr_dataset_path
 
         axes, dataset = self.opts.axes, self.opts.dataset
-        if not is_lazy_format(path):
+        if not is_lazy_format(path) or path.suffix.lower() in (".tif", ".tiff"):
             return axes, dataset
         key = "DATA.TEST.INPUT_IMG_AXES_ORDER"
-        if axes is None and key in self.cfg.user_keys:
-            axes = check_axes_letters(str(self.cfg.get(key)), key)
+        order = str(self.cfg.get(key))
+        if axes is None and order != BIAPY_AXES_ORDER:  # BiaPy's default: the file says
+            axes = check_axes_letters(order, key)
         if dataset is None and self.cfg.get("DATA.TEST.INPUT_ZARR_MULTIPLE_DATA"):
             raw = str(self.cfg.get("DATA.TEST.INPUT_ZARR_MULTIPLE_DATA_RAW_PATH") or "")
             if not raw.strip():
@@ -895,30 +903,38 @@ class _Chunks:
                 log.info(f"  {path.name}: not a Zarr/HDF5/TIFF image, read whole")
             return None
         axes, dataset = self.axes_and_dataset(path)
-        lazy = open_lazy(path, ndim=_ndim(self.cfg), axes=axes, dataset=dataset)
+        lazy = open_lazy(path, ndim=_ndim(self.cfg), axes=axes, dataset=dataset, announce=False)
         model = self.predictor.model
         scale = [round(s) for s in model.scale]
         if decide(self.enabled, lazy, model.out_channels, scale, self.budget, self.origin):
+            lazy.announce()
             return lazy
         lazy.close()
         return None
 
     def predict(self, lazy: LazyImage) -> tuple[Image, None, ChunkedResult]:
-        """Predict ``lazy`` into ``raw/<stem>.zarr``, decode it region by region when the
-        workflow can (else whole, when it fits the budget), write TIFFs when asked and small."""
+        """Predict ``lazy`` into ``raw/<stem>.zarr`` and decode it region by region when the
+        workflow can (per-pixel decodes: each slab as it is finished; with a halo: in a pass
+        over the prediction), else whole when it fits the budget; TIFFs when asked and small."""
         from biapy_runner.io.chunked import open_prediction
 
         try:
             raw_path = self.stage.folder / "raw" / f"{lazy.stem}.zarr"
             raw_path.parent.mkdir(parents=True, exist_ok=True)
-            self.predictor.chunked(lazy, raw_path, self.budget)
+            halo = self.workflow.chunk_halo() if self._decodes() else None
+            whole = self.cfg.get("TEST.BY_CHUNKS.WORKFLOW_PROCESS.TYPE") == "entire_pred"
+            fused = _RegionDecoder(self, lazy) if halo == 0 and not whole else None
+            self.predictor.chunked(lazy, raw_path, self.budget,
+                                   fused.add if fused is not None else None)  # fmt: skip
             raw = open_prediction(raw_path)
             summary: dict[str, Any] = {
                 "shape": "x".join(str(n) for n in raw.spatial_shape), "by_chunks": True,
             }
-            self._tiff("raw", raw)
-            if self._decodes():
-                summary.update(self._decode(lazy, raw))
+            self.tiff("raw", raw)
+            if fused is not None:
+                summary.update(fused.close())
+            elif self._decodes():
+                summary.update(self._decode(lazy, raw, halo, whole))
             stub = Image(lazy.path, lazy.stem, np.empty((0,) * (lazy.ndim + 1)), lazy.axes,
                          lazy.source_axes, lazy.dtype)  # fmt: skip
             return stub, None, ChunkedResult(summary)
@@ -933,76 +949,108 @@ class _Chunks:
             "prediction"
         ]
 
-    def _fits(self, nbytes: int) -> bool:
-        return nbytes <= self.budget // 4
+    def fits(self, nbytes: int) -> bool:
+        """Whether an array of ``nbytes`` may be held whole (a quarter of the budget's room)."""
+        from biapy_runner.inference.chunked import room
 
-    def _tiff(self, folder: str, array: LazyImage) -> None:
+        return nbytes <= room(self.budget) // 4
+
+    def tiff(self, folder: str, array: LazyImage) -> None:
         """``<folder>/<stem>.tif`` too, with TEST.BY_CHUNKS.SAVE_OUT_TIF, when it fits."""
         if not self.cfg.get("TEST.BY_CHUNKS.SAVE_OUT_TIF"):
             return
-        if not self._fits(array.nbytes):
+        if not self.fits(array.nbytes):
             log.warn(
                 f"{array.stem}: {folder}/{array.stem}.tif not written (TEST.BY_CHUNKS."
-                f"SAVE_OUT_TIF): {array.nbytes / 2**30:.2f} GiB does not fit the memory budget"
+                f"SAVE_OUT_TIF): {array.nbytes / 2**20:.1f} MiB does not fit a quarter of the "
+                "memory budget"
             )
             return
         data = array.read()
         axes = array.axes if data.ndim == len(array.axes) else array.axes[1:]
         self.stage.write_image(folder, array.stem, data, axes)
 
-    def _decode(self, lazy: LazyImage, raw: LazyImage) -> dict[str, Any]:
-        """The workflow's results from the raw prediction: region by region (slabs along the
-        first axis grown by the workflow's halo), or whole when the workflow cannot and the
-        prediction fits the budget (WORKFLOW_PROCESS.TYPE entire_pred: whole)."""
-        halo = self.workflow.chunk_halo()
-        whole = self.cfg.get("TEST.BY_CHUNKS.WORKFLOW_PROCESS.TYPE") == "entire_pred"
-        if halo is None or whole:
-            if not self._fits(raw.nbytes) and not whole:
-                raise ConfigError(
-                    f"{self.workflow.problem_type} cannot decode a prediction by chunks, and "
-                    f"the raw prediction of {lazy.path} ({raw.nbytes / 2**30:.2f} GiB) does not "
-                    "fit the memory budget: give a larger --memory-budget, or set "
-                    "TEST.BY_CHUNKS.PHASES to [prediction] to keep the raw prediction only."
-                )
-            data = raw.read()
-            image = Image(lazy.path, lazy.stem, lazy.read(), lazy.axes, lazy.source_axes,
-                          lazy.dtype)  # fmt: skip
-            decoded = self.workflow.decode(data, image)
-            for folder, array in decoded.images.items():
-                self.stage.write_image(folder, lazy.stem, array, image.axes
-                                       if array.ndim == len(image.axes) else image.axes[1:])
-            self.stage.add_tables(decoded.tables, lazy.stem)
-            return self.workflow.summarize(decoded, image)
-        return self._decode_regions(lazy, raw, halo)
+    def _decode(
+        self, lazy: LazyImage, raw: LazyImage, halo: int | None, whole: bool
+    ) -> dict[str, Any]:
+        """The workflow's results from the stored raw prediction: in slabs along the first
+        axis grown by the workflow's ``halo``, or whole when the workflow cannot decode by
+        regions and the prediction fits the budget (WORKFLOW_PROCESS.TYPE entire_pred: whole)."""
+        from biapy_runner.inference.chunked import room
 
-    def _decode_regions(self, lazy: LazyImage, raw: LazyImage, halo: int) -> dict[str, Any]:
-        from biapy_runner.io.chunked import chunk_shape, create_zarr, open_prediction
-
-        shape = raw.spatial_shape
-        scale = [n // m for n, m in zip(shape, lazy.spatial_shape)]
-        stores: dict[str, Any] = {}
-        for region in raw.blocks(self.budget // 8):
-            grown = tuple(
-                slice(max(0, r.start - halo), min(n, r.stop + halo)) for r, n in zip(region, shape)
+        if halo is not None and not whole:
+            decoder = _RegionDecoder(self, lazy)
+            shape = raw.spatial_shape
+            for region in raw.blocks(room(self.budget) // 8):
+                grown = tuple(slice(max(0, r.start - halo), min(n, r.stop + halo))
+                              for r, n in zip(region, shape))  # fmt: skip
+                decoder.add(region, raw.read(grown), grown)
+            return decoder.close()
+        if not self.fits(raw.nbytes) and not whole:
+            raise ConfigError(
+                f"{self.workflow.problem_type} cannot decode a prediction by chunks, and the raw "
+                f"prediction of {lazy.path} ({raw.nbytes / 2**30:.2f} GiB) does not fit the "
+                "memory budget: give a larger --memory-budget, or set TEST.BY_CHUNKS.PHASES to "
+                "[prediction] to keep the raw prediction only."
             )
-            inner = tuple(slice(r.start - g.start, r.stop - g.start) for r, g in zip(region, grown))
-            source = tuple(slice(g.start // k, -(-g.stop // k)) for g, k in zip(grown, scale))
-            image = Image(lazy.path, lazy.stem, lazy.read(source), lazy.axes, lazy.source_axes,
-                          lazy.dtype)  # fmt: skip
-            decoded = self.workflow.decode(raw.read(grown), image)
-            for folder, array in decoded.images.items():
-                lead = (slice(None),) * (array.ndim - len(shape))
-                part = array[lead + inner]
-                if folder not in stores:
-                    full = (*array.shape[: array.ndim - len(shape)], *shape)
-                    path = self.stage.folder / folder / f"{lazy.stem}.zarr"
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    chunks = chunk_shape((1, *full), raw.array.chunks[-len(full):])[1:]
-                    stores[folder] = create_zarr(path, full, part.dtype, chunks, {
-                        "axes": (raw.axes if array.ndim > len(shape) else raw.axes[1:]).upper(),
-                        "source": str(lazy.path.resolve())})  # fmt: skip
-                stores[folder][lead + region] = part
-        for folder, store in stores.items():
+        image = Image(lazy.path, lazy.stem, lazy.read(), lazy.axes, lazy.source_axes,
+                      lazy.dtype)  # fmt: skip
+        decoded = self.workflow.decode(raw.read(), image)
+        for folder, array in decoded.images.items():
+            axes = image.axes if array.ndim == len(image.axes) else image.axes[1:]
+            self.stage.write_image(folder, lazy.stem, array, axes)
+        self.stage.add_tables(decoded.tables, lazy.stem)
+        return self.workflow.summarize(decoded, image)
+
+
+class _RegionDecoder:
+    """The workflow's decode region by region, each output image written into
+    ``<folder>/<stem>.zarr`` (chunked like the raw prediction)."""
+
+    def __init__(self, chunks: _Chunks, lazy: LazyImage) -> None:
+        self.chunks, self.lazy = chunks, lazy
+        self.stores: dict[str, Any] = {}
+        self.scale = [round(s) for s in chunks.predictor.model.scale]
+
+    def add(self, region: tuple[slice, ...], raw: np.ndarray,
+            grown: tuple[slice, ...] | None = None) -> None:  # fmt: skip
+        """Decode ``raw``, the prediction of ``grown`` (default: ``region``) in output pixels,
+        and write the part of each result that lies in ``region``."""
+        grown = region if grown is None else grown
+        lazy, ndim = self.lazy, len(region)
+        source = tuple(slice(g.start // k, -(-g.stop // k)) for g, k in zip(grown, self.scale))
+        image = Image(lazy.path, lazy.stem, lazy.read(source), lazy.axes, lazy.source_axes,
+                      lazy.dtype)  # fmt: skip
+        decoded = self.chunks.workflow.decode(raw, image)
+        inner = tuple(slice(r.start - g.start, r.stop - g.start) for r, g in zip(region, grown))
+        for folder, array in decoded.images.items():
+            lead = (slice(None),) * (array.ndim - ndim)
+            if folder not in self.stores:
+                self.stores[folder] = self._create(folder, array, ndim)
+            self.stores[folder][lead + region] = array[lead + inner]
+
+    def _create(self, folder: str, array: np.ndarray, ndim: int) -> Any:
+        """The Zarr of one result: the raw prediction's spatial shape and chunks."""
+        import zarr
+
+        from biapy_runner.io.chunked import create_zarr
+
+        raw = zarr.open_array(str(self.chunks.stage.folder / "raw" / f"{self.lazy.stem}.zarr"),
+                              mode="r")  # fmt: skip
+        lead = tuple(array.shape[: array.ndim - ndim])
+        path = self.chunks.stage.folder / folder / f"{self.lazy.stem}.zarr"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        axes = self.lazy.axes.upper() if lead else self.lazy.axes[1:].upper()
+        return create_zarr(path, (*lead, *raw.shape[1:]), array.dtype, (*lead, *raw.chunks[1:]),
+                           {"axes": axes, "source": str(self.lazy.path.resolve())})
+
+    def close(self) -> dict[str, Any]:
+        """Mark the results complete, write their TIFFs when asked; the summary's fields."""
+        from biapy_runner.io.chunked import open_prediction
+
+        stem = self.lazy.stem
+        for folder, store in self.stores.items():
             store.attrs["complete"] = True
-            self._tiff(folder, open_prediction(self.stage.folder / folder / f"{lazy.stem}.zarr"))
-        return {"outputs": ", ".join(f"{f}/{lazy.stem}.zarr" for f in stores)}
+            self.chunks.tiff(folder, open_prediction(self.chunks.stage.folder / folder /
+                                                      f"{stem}.zarr"))  # fmt: skip
+        return {"outputs": ", ".join(f"{f}/{stem}.zarr" for f in self.stores)}

@@ -16,7 +16,8 @@ same blending windows, so the result equals ``predict_tiled``'s up to float roun
 3. a last pass divides the accumulator by the window weights, crops it to the image, applies
    the model's postprocessing and leaves the raw prediction in the Zarr (``complete`` set).
 
-Peak memory is one group's buffers plus a batch of tiles: bounded by the budget, not the image.
+The budget is the whole process's memory: what the runner holds (Python, torch, the model and
+its backend) plus one group's buffers plus a batch of tiles, bounded by it, not by the image.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import numpy as np
 from biapy_runner import log
 from biapy_runner.config.load import Config
 from biapy_runner.errors import ConfigError, InputError, ModelError
-from biapy_runner.inference.normalization import normalize, statistics_needed
+from biapy_runner.inference.normalization import statistics_needed
 from biapy_runner.inference.tiling import TileGrid, TilePlan, _outer, _run_forward, tile_grid
 from biapy_runner.io.chunked import LazyImage, Region, chunk_shape, create_zarr
 
@@ -46,8 +47,11 @@ BUDGET_ENV = "BIAPY_RUNNER_MEMORY_BUDGET"
 DEFAULT_FRACTION = 0.5
 #: Largest subsample percentiles of float (or wide integer) images are computed from.
 QUANTILE_SAMPLE = 20_000_000
-#: Share of the budget for one group's buffers (the rest: a batch of tiles, codecs, slack).
+#: Share of the room left in the budget for one group's buffers (the rest: a batch of tiles,
+#: codecs, slack).
 GROUP_SHARE = 0.5
+#: Least room for buffers, whatever the budget (a budget below the runner's own memory).
+MIN_ROOM = 2**20
 _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
@@ -69,28 +73,56 @@ def parse_size(text: str, what: str) -> int:
 
 
 def available_memory() -> int:
-    """Bytes of RAM available to this process (cgroup limit included when there is one)."""
+    """Bytes of RAM available to this process: ``MemAvailable``, or less under a cgroup (v2)
+    memory limit (a container, a Slurm or Kubernetes job)."""
     import torch
 
     from biapy_runner.inference.batching import free_memory
 
-    return int(free_memory(torch.device("cpu")))
+    free = int(free_memory(torch.device("cpu")))
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = int(Path("/sys/fs/cgroup/memory.current").read_text().strip())
+    except (OSError, ValueError):
+        return free
+    return min(free, int(limit) - used) if limit.isdigit() else free
 
 
 def memory_budget(option: str | None) -> tuple[int, str]:
     """The memory budget in bytes and where it comes from: ``--memory-budget``, else
-    ``$BIAPY_RUNNER_MEMORY_BUDGET``, else ``DEFAULT_FRACTION`` of the available memory."""
+    ``$BIAPY_RUNNER_MEMORY_BUDGET``, else ``DEFAULT_FRACTION`` of the job's memory in Galaxy
+    (``$GALAXY_MEMORY_MB``), else of the available memory."""
     if option:
         return parse_size(option, "--memory-budget"), "--memory-budget"
     env = os.environ.get(BUDGET_ENV, "").strip()
     if env:
         return parse_size(env, f"${BUDGET_ENV}"), f"${BUDGET_ENV}"
+    galaxy = os.environ.get("GALAXY_MEMORY_MB", "").strip()
+    if galaxy.isdigit() and int(galaxy) > 0:
+        job = int(galaxy) * 2**20
+        return int(job * DEFAULT_FRACTION), f"{DEFAULT_FRACTION:.0%} of $GALAXY_MEMORY_MB"
     free = available_memory()
     return int(free * DEFAULT_FRACTION), f"{DEFAULT_FRACTION:.0%} of {_gib(free)} available"
 
 
+def current_rss() -> int:
+    """Resident memory of this process now, in bytes (0 when unknown)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def room(budget: int) -> int:
+    """What the budget leaves for image buffers beside what the process holds now (Python,
+    torch, the model and its backend), at least ``MIN_ROOM``."""
+    return max(budget - current_rss(), MIN_ROOM)
+
+
 def _gib(n: float) -> str:
-    return f"{n / 2**30:.2f} GiB"
+    """A byte count in GiB, or in MiB below one GiB."""
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
 def in_memory_bytes(
@@ -111,14 +143,16 @@ def decide(
     """Whether ``image`` is predicted by chunks (TEST.BY_CHUNKS.ENABLE, or because the
     in-memory prediction would not fit ``budget``); the decision is logged with its numbers."""
     needed = in_memory_bytes(image.shape, image.dtype.itemsize, out_channels, scale)
+    held = current_rss()
     numbers = (
         f"image {image.shape} {image.dtype} = {_gib(image.nbytes)}, in-memory prediction needs "
-        f"~{_gib(needed)}, memory budget {_gib(budget)} ({origin})"
+        f"~{_gib(needed)} beside the {_gib(held)} the runner holds, memory budget {_gib(budget)} "
+        f"({origin})"
     )
     if enabled:
         log.info(f"  by chunks (TEST.BY_CHUNKS.ENABLE): {numbers}")
         return True
-    if needed > budget:
+    if needed + held > budget:
         log.info(f"  by chunks (automatic: the image does not fit the memory budget): {numbers}")
         return True
     log.info(f"  in memory (fits the memory budget): {numbers}")
@@ -132,27 +166,45 @@ class _Moments:
     """Per-channel count, mean, M2 (Chan et al.'s parallel merge), min and max, in float64."""
 
     def __init__(self, channels: int) -> None:
-        self.n = 0
+        self.n_c = np.zeros(channels, dtype=np.int64)
         self.mean = np.zeros(channels)
         self.m2 = np.zeros(channels)
         self.min = np.full(channels, np.inf)
         self.max = np.full(channels, -np.inf)
 
     def add(self, block: np.ndarray) -> None:
-        flat = block.reshape(block.shape[0], -1).astype(np.float64)
-        n = flat.shape[1]
-        mean = flat.mean(axis=1)
-        m2 = ((flat - mean[:, None]) ** 2).sum(axis=1)
-        total = self.n + n
-        delta = mean - self.mean
-        self.mean = self.mean + delta * n / total
-        self.m2 = self.m2 + m2 + delta**2 * self.n * n / total
-        self.n = total
-        self.min = np.minimum(self.min, flat.min(axis=1))
-        self.max = np.maximum(self.max, flat.max(axis=1))
+        for c, piece in _pieces(block):
+            values = piece.astype(np.float64)
+            n, mean = values.size, float(values.mean())
+            m2 = float(((values - mean) ** 2).sum())
+            total = self.n_c[c] + n
+            delta = mean - self.mean[c]
+            self.mean[c] += delta * n / total
+            self.m2[c] += m2 + delta**2 * self.n_c[c] * n / total
+            self.n_c[c] = total
+            self.min[c] = min(self.min[c], float(values.min()))
+            self.max[c] = max(self.max[c], float(values.max()))
+
+    @property
+    def n(self) -> int:
+        """Values seen per channel."""
+        return int(self.n_c[0])
 
     def std(self) -> np.ndarray:
-        return np.sqrt(self.m2 / max(self.n, 1))
+        """Per-channel population standard deviation (numpy's ``std``)."""
+        return np.sqrt(self.m2 / np.maximum(self.n_c, 1))
+
+
+#: Values handled at once by the statistics (bounds their float64 temporaries to 32 MiB).
+_PIECE = 2**22
+
+
+def _pieces(block: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """``(channel, values)`` pieces of at most ``_PIECE`` values of a ``(C, ...)`` block."""
+    for c in range(block.shape[0]):
+        flat = block[c].reshape(-1)
+        for start in range(0, flat.size, _PIECE):
+            yield c, flat[start : start + _PIECE]
 
 
 class _Quantiles:
@@ -171,8 +223,8 @@ class _Quantiles:
 
     def add(self, block: np.ndarray) -> None:
         if self.exact:
-            for c, plane in enumerate(block):
-                values = plane.ravel().astype(np.int64) + self.offset
+            for c, piece in _pieces(block):
+                values = piece.astype(np.int64) + self.offset
                 self.hist[c] += np.bincount(values, minlength=self.hist.shape[1])
         else:
             self.samples.append(block.reshape(block.shape[0], -1)[:, :: self.stride].copy())
@@ -186,7 +238,7 @@ class _Quantiles:
         hist = self.hist.sum(axis=0) if channel is None else self.hist[channel]
         cumulative = np.cumsum(hist)
         position = (cumulative[-1] - 1) * q
-        below = int(math.floor(position))
+        below = math.floor(position)
         low = int(np.searchsorted(cumulative, below, side="right"))
         high = int(np.searchsorted(cumulative, min(below + 1, cumulative[-1] - 1), side="right"))
         value = low + (position - below) * (high - low)
@@ -204,7 +256,7 @@ class InputStatistics:
 def input_statistics(
     image: LazyImage, cfg: Config, model: Any, normalizes: bool, budget: int
 ) -> InputStatistics:
-    """Compute, in passes over slabs of ``image`` of at most a quarter of ``budget``, what
+    """Compute, in passes over slabs of ``image`` of an eighth of the ``budget``'s room, what
     DATA.NORMALIZATION (when ``normalizes``) and the model's input preprocessing take from the
     whole image."""
     clip, wanted = statistics_needed(cfg) if normalizes else (None, set())
@@ -215,7 +267,7 @@ def input_statistics(
     voxels = math.prod(image.spatial_shape)
     needs_quantiles = clip is not None or any(kind == "quantile" for _, kind, _ in measures)
     moments, quantiles = _Moments(channels), _Quantiles(image.dtype, channels, voxels)
-    slab = max(1, budget // 4)
+    slab = room(budget) // 8
     for region in image.blocks(slab):
         block = image.read(region)
         moments.add(block)
@@ -333,7 +385,9 @@ def _group_sizes(grid: TileGrid, channels: int, out_channels: int, share: int) -
             for a, g, p in zip(grid.axes, sizes, plan.patch)
         ]
         span_out = [(s - 2 * d) * k for s, d, k in zip(span_in, plan.padding, plan.scale)]
-        return 12 * channels * math.prod(span_in) + 8 * out_channels * math.prod(span_out)
+        # raw region, the float32 copies preprocessing makes, the gathered padded block; the
+        # group's sums, the accumulator region read back
+        return 24 * channels * math.prod(span_in) + 12 * out_channels * math.prod(span_out)
 
     while cost(sizes) > share and max(sizes) > 1:
         axis = max(range(len(sizes)), key=lambda i: (sizes[i], -i))
@@ -372,13 +426,17 @@ class ChunkedModel:
 def predict_chunked(
     image: LazyImage, model: ChunkedModel, plan: TilePlan, out: Path, *, budget: int,
     attrs: dict[str, Any] | None = None, on_batch: Callable[[int, int], None] | None = None,
+    on_slab: Callable[[Region, np.ndarray], None] | None = None,
 ) -> Any:
     """Predict ``image`` tile group by tile group into the Zarr array ``out`` (created;
     float32 ``(C_out, *spatial * scale)``, chunked like the tiles' cores) and return it.
 
     ``model.prepare`` normalises a raw region with the whole image's statistics;
-    ``model.batch_size(tile_bytes, tiles)`` picks the batch. Memory: one group's buffers (sized
-    to ``GROUP_SHARE`` of ``budget``) and a batch of tiles.
+    ``model.batch_size(tile_bytes, tiles)`` picks the batch; ``on_slab(region, data)`` gets each
+    finished slab of the prediction (e.g. to decode it without reading it back). ``budget`` is
+    the whole process's: the backend is chosen on the first tile, then what the process holds
+    is subtracted, and one group's buffers get ``GROUP_SHARE`` of the rest, a batch of tiles
+    the other part.
     """
     import torch
 
@@ -393,7 +451,19 @@ def predict_chunked(
     chunks = chunk_shape((model.out_channels, *extent), cores)
     acc = create_zarr(acc_path, (model.out_channels, *extent), np.float32, chunks)
     reader = _RegionReader(image, grid, model.prepare)
-    sizes = _group_sizes(grid, image.shape[0], model.out_channels, int(budget * GROUP_SHARE))
+    first = next(grid.starts())
+    choice = model.select_backend(reader.read(first, [s + p for s, p in zip(first, plan.patch)]))
+    space = room(budget)
+    tile_cost = max(int(choice.peak_bytes), 1)
+    batch = max(1, min(model.batch_size(tile_cost, grid.count),
+                       int(space * (1 - GROUP_SHARE)) // tile_cost))  # fmt: skip
+    sizes = _group_sizes(grid, image.shape[0], model.out_channels, int(space * GROUP_SHARE))
+    if space == MIN_ROOM or sizes == [1] * len(sizes) and grid.count > 1:
+        log.warn(
+            f"the memory budget {_gib(budget)} leaves {_gib(budget - current_rss())} beside "
+            f"what the runner holds ({_gib(current_rss())}): groups of one tile, slower; give "
+            "a larger --memory-budget"
+        )
     groups = math.prod(math.ceil(len(a.starts) / g) for a, g in zip(grid.axes, sizes))
     log.info(
         f"  {grid.count} tile(s) {plan.patch} in {groups} group(s) of up to {tuple(sizes)} "
@@ -404,16 +474,12 @@ def predict_chunked(
         slice(d * s, (d + c) * s) for d, c, s in zip(plan.padding, plan.core, plan.scale)
     )
     out_patch = tuple(p * s for p, s in zip(plan.patch, plan.scale))
-    batch, done = 0, 0
+    done = 0
     with torch.inference_mode(), _autocast(model.device, model.amp):
         for starts in _groups(grid, sizes):
             lo = [min(s[i] for s in starts) for i in range(grid.plan.ndim)]
             hi = [max(s[i] for s in starts) + p for i, p in enumerate(plan.patch)]
             block = reader.read(lo, hi)
-            if not batch:
-                first = block[(slice(None), *(slice(0, p) for p in plan.patch))]
-                choice = model.select_backend(np.ascontiguousarray(first))
-                batch = max(1, model.batch_size(int(choice.peak_bytes), grid.count))
             out_lo = [b * k for b, k in zip(lo, plan.scale)]
             out_hi = [(h - 2 * d) * k for h, d, k in zip(hi, plan.padding, plan.scale)]
             group_acc = np.zeros(
@@ -444,15 +510,16 @@ def predict_chunked(
             group_acc += acc[where]
             acc[where] = group_acc
             del group_acc
-    result = _finish(acc, grid, out, model, budget, attrs, in_place)
+    result = _finish(acc, grid, out, model, space, attrs, in_place, on_slab)
     if not in_place:
         shutil.rmtree(acc_path, ignore_errors=True)
     return result
 
 
 def _finish(
-    acc: Any, grid: TileGrid, out: Path, model: ChunkedModel, budget: int,
+    acc: Any, grid: TileGrid, out: Path, model: ChunkedModel, space: int,
     attrs: dict[str, Any] | None, in_place: bool,
+    on_slab: Callable[[Region, np.ndarray], None] | None,
 ) -> Any:
     """Divide by the window weights, crop to the image and postprocess, slab by slab; the
     prediction is ``out`` (the accumulator itself when no crop is needed)."""
@@ -463,7 +530,7 @@ def _finish(
     target = acc if in_place else create_zarr(out, (acc.shape[0], *shape), np.float32,
                                               acc.chunks)  # fmt: skip
     plane = acc.shape[0] * math.prod(shape[1:]) * 4
-    step = max(acc.chunks[1], (int(budget * GROUP_SHARE) // (3 * plane)) // acc.chunks[1]
+    step = max(acc.chunks[1], (int(space * GROUP_SHARE) // (5 * plane)) // acc.chunks[1]
                * acc.chunks[1])  # fmt: skip
     for start in range(0, shape[0], step):
         stop = min(start + step, shape[0])
@@ -482,6 +549,8 @@ def _finish(
                 f"{data.shape[0]}; it cannot be applied by chunks."
             )
         target[(slice(None), *region)] = data
+        if on_slab is not None:
+            on_slab(region, data)
     target.attrs.update({**(attrs or {}), "complete": True})
     return target
 

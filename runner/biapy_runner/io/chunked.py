@@ -69,6 +69,14 @@ class LazyImage:
     shape: tuple[int, ...]
     dtype: np.dtype
     handle: Any = None
+    how: str = ""
+
+    def announce(self) -> None:
+        """Log the axes found and the channel-first shape, as ``read_image`` does."""
+        log.info(
+            f"{self.path.name}: axes {self.source_axes} ({self.how}) -> {self.axes} {self.shape} "
+            f"{self.dtype}, read by chunks"
+        )
 
     @property
     def axes(self) -> str:
@@ -162,12 +170,14 @@ def _tiff_array(path: Path) -> tuple[Any, str | None, str, Any]:
 
 
 def open_lazy(
-    path: Path, *, ndim: int, axes: str | None = None, dataset: str | None = None
+    path: Path, *, ndim: int, axes: str | None = None, dataset: str | None = None,
+    announce: bool = True,
 ) -> LazyImage:
     """Open ``path`` (Zarr, HDF5 or TIFF) for region reads, channel first, for a ``ndim``-D run.
 
     ``axes`` (the stored array's axes, e.g. DATA.TEST.INPUT_IMG_AXES_ORDER or ``--axes``) and
-    ``dataset`` (the array inside an HDF5/Zarr file) mean what they mean to ``read_image``.
+    ``dataset`` (the array inside an HDF5/Zarr file) mean what they mean to ``read_image``;
+    ``announce``: log the axes now (else ``LazyImage.announce`` later).
 
     Raises
     ------
@@ -204,11 +214,14 @@ def open_lazy(
             "corrupt or not the format its extension says."
         ) from exc
     try:
-        return _lazy_image(path, array, file_axes, origin, ndim, axes, handle)
+        lazy = _lazy_image(path, array, file_axes, origin, ndim, axes, handle)
     except BaseException:
         if handle is not None:
             handle.close()
         raise
+    if announce:
+        lazy.announce()
+    return lazy
 
 
 def _lazy_image(
@@ -227,11 +240,7 @@ def _lazy_image(
     ndim = _infer_ndim(path, raw, axes) if ndim is None else ndim
     source_axes, how = _resolve_axes(path, raw, ndim, axes)
     shape = _channel_first_shape(path, tuple(array.shape), source_axes, ndim, dtype)
-    log.info(
-        f"{path.name}: axes {source_axes} ({how}) -> {'cyx' if ndim == 2 else 'czyx'} {shape} "
-        f"{dtype}, read by chunks"
-    )
-    return LazyImage(path, stem_of(path), array, source_axes, ndim, shape, dtype, handle)
+    return LazyImage(path, stem_of(path), array, source_axes, ndim, shape, dtype, handle, how)
 
 
 def _channel_first_shape(
