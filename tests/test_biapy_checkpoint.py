@@ -173,3 +173,44 @@ def test_instance_3d_run_with_channels(tmp_path: Path) -> None:
     row = table.iloc[0]
     assert row["n_true@0.5"] == 4  # the GT's nuclei
     assert row["tp@0.5"] + row["fp@0.5"] == found
+
+
+def test_older_biapy_checkpoint_with_a_yacs_configuration(tmp_path: Path, monkeypatch) -> None:
+    """BiaPy before 3.5.1 pickled its configuration as a yacs CfgNode: read as a dict, without
+    yacs installed and without unpickling anything else."""
+    import sys
+    import types
+
+    yacs = types.ModuleType("yacs")
+    config_module = types.ModuleType("yacs.config")
+
+    class CfgNode(dict):
+        def __init__(self, init=None) -> None:
+            super().__init__(init or {})
+            self.__dict__["__immutable__"] = False
+            self.__dict__["__deprecated_keys__"] = set()
+
+    CfgNode.__module__ = "yacs.config"
+    CfgNode.__qualname__ = "CfgNode"
+    config_module.CfgNode = CfgNode
+    monkeypatch.setitem(sys.modules, "yacs", yacs)
+    monkeypatch.setitem(sys.modules, "yacs.config", config_module)
+    config, ckpt, net = _checkpoint(tmp_path, SEMANTIC)
+    old = tmp_path / "old.pth"
+    saved = CfgNode({"MODEL": CfgNode({"ARCHITECTURE": "unet", "FEATURE_MAPS": [4, 8, 16]}),
+                     "DATA": CfgNode({"NORMALIZATION": CfgNode({"TYPE": "div"})})})
+    torch.save({"model": net.state_dict(), "epoch": 12, "cfg": saved}, old)
+    monkeypatch.delitem(sys.modules, "yacs.config")
+    monkeypatch.delitem(sys.modules, "yacs")
+    cfg = load_config(config, ["MODEL.FEATURE_MAPS=[8, 16, 32]"])
+    loaded, info = load_checkpoint(old, cfg)
+    assert info["epoch"] == 12
+    assert info["changed"] == ["MODEL.FEATURE_MAPS", "DATA.NORMALIZATION.TYPE"]
+    assert type(info["content"]["cfg"]) is dict
+    x = torch.randn(1, 1, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), net(x))
+    evil = tmp_path / "evil.pth"
+    torch.save({"model": net.state_dict(), "cfg": Path("/etc")}, evil)
+    with pytest.raises(ModelError, match="evil.pth.*PosixPath is not allowed"):
+        load_checkpoint(evil, load_config(config))
