@@ -124,21 +124,24 @@ def test_run_needs_a_checkpoint_and_a_built_architecture(tmp_path: Path) -> None
                            overrides=[a for a in sets if a != "--set"]))
 
 
-def _zmuv(image: np.ndarray) -> np.ndarray:
-    data = image.astype(np.float32)
-    return (data - data.mean()) / data.std()
+def _run_whole_image(tmp: Path, tree: dict, image: str, gt: str, seed: int = 0):
+    """``run`` on one shipped image in one forward pass (TEST.FULL_IMG), and what the network
+    gives directly on the image normalised as BiaPy's default (zero mean, unit variance)."""
+    config, _, net = _checkpoint(tmp, tree, seed)
+    out = tmp / "out"
+    code = main(["run", "--config", str(config), "--images", str(TEST_DATA / image),
+                 "--gt", str(TEST_DATA / gt), "--out", str(out),
+                 "--set", "TEST.FULL_IMG=True", "--threads", "2", "--no-report"])
+    assert code == 0
+    data = tifffile.imread(TEST_DATA / image).astype(np.float32)
+    data = (data - data.mean()) / data.std()
+    with torch.no_grad():
+        expected = torch.sigmoid(net(torch.from_numpy(data[None, None])))[0].numpy()
+    return out, expected
 
 
 def test_semantic_2d_run_equals_the_network(tmp_path: Path) -> None:
-    config, _, net = _checkpoint(tmp_path, SEMANTIC)
-    out = tmp_path / "out"
-    code = main(["run", "--config", str(config), "--images", str(TEST_DATA / "dsb_nuclei.tif"),
-                 "--gt", str(TEST_DATA / "dsb_nuclei_mask.tif"), "--out", str(out),
-                 "--set", "TEST.FULL_IMG=True", "--threads", "2", "--no-report"])
-    assert code == 0
-    image = tifffile.imread(TEST_DATA / "dsb_nuclei.tif")
-    with torch.no_grad():
-        expected = torch.sigmoid(net(torch.from_numpy(_zmuv(image)[None, None])))[0].numpy()
+    out, expected = _run_whole_image(tmp_path, SEMANTIC, "dsb_nuclei.tif", "dsb_nuclei_mask.tif")
     raw = tifffile.imread(out / "raw" / "dsb_nuclei.tif")
     assert raw.shape == (256, 256)
     np.testing.assert_allclose(raw, expected[0], atol=1e-5)
@@ -152,15 +155,7 @@ def test_semantic_2d_run_equals_the_network(tmp_path: Path) -> None:
 
 
 def test_instance_3d_run_with_channels(tmp_path: Path) -> None:
-    config, _, net = _checkpoint(tmp_path, INSTANCE_3D, seed=3)
-    out = tmp_path / "out"
-    code = main(["run", "--config", str(config), "--images", str(TEST_DATA / "cells3d.tif"),
-                 "--gt", str(TEST_DATA / "cells3d_mask.tif"), "--out", str(out),
-                 "--set", "TEST.FULL_IMG=True", "--threads", "2", "--no-report"])
-    assert code == 0
-    image = tifffile.imread(TEST_DATA / "cells3d.tif")
-    with torch.no_grad():
-        expected = torch.sigmoid(net(torch.from_numpy(_zmuv(image)[None, None])))[0].numpy()
+    out, expected = _run_whole_image(tmp_path, INSTANCE_3D, "cells3d.tif", "cells3d_mask.tif", 3)
     raw = np.moveaxis(tifffile.imread(out / "raw" / "cells3d.tif"), 1, 0)  # ImageJ's ZCYX
     assert raw.shape == (2, 24, 48, 48)  # F, C
     np.testing.assert_allclose(raw, expected, atol=1e-5)

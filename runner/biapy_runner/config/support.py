@@ -85,17 +85,22 @@ def _instance_problems(cfg: Config) -> list[str]:
     return problems
 
 
-def check_implemented(cfg: Config) -> None:
-    """Raise ConfigError (one paragraph) when ``cfg`` asks for something not implemented."""
-    problems = unimplemented(cfg)
+def _refuse(cfg: Config, problems: list[str], what: str, advice: str) -> None:
     if problems:
         where = f" in {cfg.source}" if cfg.source else ""
         raise ConfigError(
-            f"The configuration{where} sets what changes BiaPy's inference results but is not "
-            f"implemented by this runner: {'; '.join(problems)}. Set these keys back to BiaPy's "
-            "defaults (or remove them) to run with the rest of the configuration; README lists "
-            "what is honoured, ignored and refused."
+            f"The configuration{where} {what}: {'; '.join(problems)}. {advice}"
         )
+
+
+def check_implemented(cfg: Config) -> None:
+    """Raise ConfigError (one paragraph) when ``cfg`` asks for something not implemented."""
+    _refuse(
+        cfg, unimplemented(cfg),
+        "sets what changes BiaPy's inference results but is not implemented by this runner",
+        "Set these keys back to BiaPy's defaults (or remove them) to run with the rest of the "
+        "configuration; README lists what is honoured, ignored and refused.",
+    )
 
 
 def model_problems(cfg: Config) -> list[str]:
@@ -108,12 +113,12 @@ def model_problems(cfg: Config) -> list[str]:
     Parameters
     ----------
     cfg : Config
-        A loaded configuration.
+        The configuration whose MODEL.* (and PROBLEM.TYPE) describe the network.
 
     Returns
     -------
     list of str
-        One line per refused value.
+        One line per value refused.
     """
     problems = []
     arch = str(cfg.get("MODEL.ARCHITECTURE")).lower()
@@ -135,11 +140,9 @@ def model_problems(cfg: Config) -> list[str]:
 
 def check_model_implemented(cfg: Config) -> None:
     """Raise ConfigError (one paragraph) when the configured BiaPy network cannot be built."""
-    problems = model_problems(cfg)
-    if problems:
-        where = f" in {cfg.source}" if cfg.source else ""
-        raise ConfigError(
-            f"The configuration{where} asks for a BiaPy network (MODEL.SOURCE: biapy) that this "
-            f"runner does not build: {'; '.join(problems)}. Choose an implemented architecture "
-            "and options, or run a BioImage.IO model (MODEL.SOURCE: bmz, --model)."
-        )
+    _refuse(
+        cfg, model_problems(cfg),
+        "asks for a BiaPy network (MODEL.SOURCE: biapy) that this runner does not build",
+        "Choose an implemented architecture and options, or run a BioImage.IO model "
+        "(MODEL.SOURCE: bmz, --model).",
+    )

@@ -393,7 +393,70 @@ def decoder_feature_maps(feature_maps, num_decoders, divide):
     return [max(1, x // num_decoders) for x in feature_maps]
 
 
-class UNetFamily(_Heads):
+class _EncoderDecoder(_Heads):
+    """What BiaPy's U-Net-like networks share around their levels: the super-resolution
+    upsampling before (``pre_upsampling``) or after (``post_upsampling``) the network, the
+    large-kernel input and output layers (``conv_in``, ``conv_out``) and the heads."""
+
+    def _stem(self, depth, image_shape, feature_maps, k_size, yx_down, z_down, isotropy,
+              options, upsampling_factor, upsampling_position, larger_io):
+        """Set ``ndim``, ``depth`` and the layers before the encoder (``options``: activation,
+        normalisation, block order); returns the encoder's input width, the isotropy per
+        level and the block options."""
+        self.depth = depth
+        self.z_down, self.yx_down = z_down, yx_down
+        self.ndim = ndim = 3 if len(image_shape) == 4 else 2
+        if isinstance(isotropy, bool):
+            isotropy = [isotropy] * len(feature_maps)
+        activation, normalization, order = options
+        common = dict(act=activation.lower(), norm=normalization, order=order)
+        conv, convtranspose, _ = _layers(ndim)
+        self.pre_upsampling = None
+        if len(upsampling_factor) > 0 and upsampling_position == "pre":
+            self.pre_upsampling = convtranspose(image_shape[-1], image_shape[-1],
+                                                kernel_size=upsampling_factor,
+                                                stride=upsampling_factor)
+        self.down_path = nn.ModuleList()
+        self.mpooling_layers = nn.ModuleList()
+        self.conv_in = None
+        if not larger_io:
+            return image_shape[-1], isotropy, common
+        self.conv_in = ConvBlock(conv, image_shape[-1], feature_maps[0],
+                                 _kernel(ndim, k_size + 2, isotropy[0]), **common)
+        return feature_maps[0], isotropy, common
+
+    def _tail(self, width, k_size, isotropy, upsampling_factor, upsampling_position, larger_io,
+              common, heads) -> None:
+        """The layers after the decoders (``width`` channels each) and the heads (``heads``:
+        the arguments of :meth:`_setup_heads` after the width)."""
+        conv, convtranspose, _ = _layers(self.ndim)
+        self.conv_out = None
+        if larger_io:
+            self.conv_out = nn.ModuleList([
+                ConvBlock(conv, width, width, _kernel(self.ndim, k_size + 2, isotropy[0]), **common)
+                for _ in range(self.num_decoders)
+            ])
+        self.post_upsampling = None
+        if len(upsampling_factor) > 0 and upsampling_position == "post":
+            self.post_upsampling = convtranspose(width, width, kernel_size=upsampling_factor,
+                                                 stride=upsampling_factor)
+        self._setup_heads(self.ndim, width, *heads)
+        init_weights(self)
+
+    def _begin(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pre_upsampling is not None:
+            x = self.pre_upsampling(x)
+        return x if self.conv_in is None else self.conv_in(x)
+
+    def _end(self, feats: list[torch.Tensor]) -> torch.Tensor | dict[str, torch.Tensor]:
+        if self.conv_out is not None:
+            feats = [layer(f) for layer, f in zip(self.conv_out, feats)]
+        if self.post_upsampling is not None:
+            feats[0] = self.post_upsampling(feats[0])
+        return self._outputs(feats)
+
+
+class UNetFamily(_EncoderDecoder):
     """The U-Net skeleton BiaPy's U-Net variants share: optional large-kernel input/output
     layers, ``len(feature_maps) - 1`` encoder levels with max pooling, a bottleneck, one or
     several decoders, super-resolution upsampling before or after, and the heads. Subclasses
@@ -415,27 +478,13 @@ class UNetFamily(_Heads):
         return_one_tensor=False, conv_block_order="conv_norm_act",
     ) -> None:
         super().__init__()
-        activation = activation.lower()
-        self.depth = len(feature_maps) - 1
-        self.ndim = ndim = 3 if len(image_shape) == 4 else 2
-        self.z_down, self.yx_down = z_down, yx_down
-        if isinstance(isotropy, bool):
-            isotropy = [isotropy] * len(feature_maps)
+        sr = (upsampling_factor, upsampling_position)
+        in_channels, isotropy, common = self._stem(
+            len(feature_maps) - 1, image_shape, feature_maps, k_size, yx_down, z_down, isotropy,
+            (activation, normalization, conv_block_order), *sr, larger_io,
+        )
+        ndim = self.ndim
         conv, convtranspose, pooling = _layers(ndim)
-        common = dict(act=activation, norm=normalization, order=conv_block_order)
-        self.pre_upsampling = None
-        if len(upsampling_factor) > 0 and upsampling_position == "pre":
-            self.pre_upsampling = convtranspose(image_shape[-1], image_shape[-1],
-                                                kernel_size=upsampling_factor,
-                                                stride=upsampling_factor)
-        in_channels = image_shape[-1]
-        self.conv_in = None
-        if larger_io:
-            self.conv_in = ConvBlock(conv, in_channels, feature_maps[0],
-                                     _kernel(ndim, k_size + 2, isotropy[0]), **common)
-            in_channels = feature_maps[0]
-        self.down_path = nn.ModuleList()
-        self.mpooling_layers = nn.ModuleList()
         for i in range(self.depth):
             self.down_path.append(self._encoder_block(
                 conv, in_channels, feature_maps[i], _kernel(ndim, k_size, isotropy[i]),
@@ -461,19 +510,9 @@ class UNetFamily(_Heads):
                     nconvs=conv_layers[i], **common,
                 ))
                 in_channels = dec[i]
-        self.conv_out = None
-        if larger_io:
-            self.conv_out = nn.ModuleList([
-                ConvBlock(conv, dec[0], dec[0], _kernel(ndim, k_size + 2, isotropy[0]), **common)
-                for _ in range(self.num_decoders)
-            ])
-        self.post_upsampling = None
-        if len(upsampling_factor) > 0 and upsampling_position == "post":
-            self.post_upsampling = convtranspose(dec[0], dec[0], kernel_size=upsampling_factor,
-                                                 stride=upsampling_factor)
-        self._setup_heads(ndim, dec[0], output_channels, output_channel_info,
-                          explicit_activations, head_activations, return_one_tensor, contrast)
-        init_weights(self)
+        self._tail(dec[0], k_size, isotropy, *sr, larger_io, common, (
+            output_channels, output_channel_info, explicit_activations, head_activations,
+            return_one_tensor, contrast))
 
     def _encoder_block(self, conv, in_size, out_size, k_size, *, first, order, **kw) -> nn.Module:
         if self.residual:
@@ -489,10 +528,7 @@ class UNetFamily(_Heads):
         return UpBlock(se_block=self.squeeze_excite, attention_gate=self.attention, **kw)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
-        if self.pre_upsampling is not None:
-            x = self.pre_upsampling(x)
-        if self.conv_in is not None:
-            x = self.conv_in(x)
+        x = self._begin(x)
         blocks = []
         for down, pool in zip(self.down_path, self.mpooling_layers):
             x = down(x)
@@ -505,11 +541,7 @@ class UNetFamily(_Heads):
             for i, up in enumerate(path):
                 x = up(x, blocks[-i - 1])
             feats.append(x)
-        if self.conv_out is not None:
-            feats = [layer(f) for layer, f in zip(self.conv_out, feats)]
-        if self.post_upsampling is not None:
-            feats[0] = self.post_upsampling(feats[0])
-        return self._outputs(feats)
+        return self._end(feats)
 
 
 class U_Net(UNetFamily):
@@ -589,7 +621,7 @@ class ResUNetPlusPlus_AttentionBlock(nn.Module):
         return out * x2
 
 
-class ResUNetPlusPlus(_Heads):
+class ResUNetPlusPlus(_EncoderDecoder):
     """BiaPy's ``resunet++``: residual encoder with SE, ASPP bridge and output, attention
     before each decoder level."""
 
@@ -604,28 +636,14 @@ class ResUNetPlusPlus(_Heads):
         contrast_proj_dim=256, return_one_tensor=False,
     ) -> None:
         super().__init__()
-        activation = activation.lower()
-        self.depth = len(feature_maps) - 2
-        self.ndim = ndim = 3 if len(image_shape) == 4 else 2
-        self.z_down, self.yx_down = z_down, yx_down
-        if isinstance(isotropy, bool):
-            isotropy = [isotropy] * len(feature_maps)
+        sr = (upsampling_factor, upsampling_position)
+        in_channels, isotropy, common = self._stem(
+            len(feature_maps) - 2, image_shape, feature_maps, k_size, yx_down, z_down, isotropy,
+            (activation, normalization, conv_block_order), *sr, larger_io,
+        )
+        ndim = self.ndim
         conv, convtranspose, pooling = _layers(ndim)
-        common = dict(act=activation, norm=normalization, order=conv_block_order)
-        self.pre_upsampling = None
-        if len(upsampling_factor) > 0 and upsampling_position == "pre":
-            self.pre_upsampling = convtranspose(image_shape[-1], image_shape[-1],
-                                                kernel_size=upsampling_factor,
-                                                stride=upsampling_factor)
-        self.down_path = nn.ModuleList()
-        self.mpooling_layers = nn.ModuleList()
         self.sqex_blocks = nn.ModuleList()
-        in_channels = image_shape[-1]
-        self.conv_in = None
-        if larger_io:
-            self.conv_in = ConvBlock(conv, in_channels, feature_maps[0],
-                                     _kernel(ndim, k_size + 2, isotropy[0]), **common)
-            in_channels = feature_maps[0]
         for level in range(self.depth + 1):
             i = max(level - 1, 0)  # BiaPy sizes level n >= 1 with the settings of level n - 1
             kernel = _kernel(ndim, k_size, isotropy[i])
@@ -664,25 +682,12 @@ class ResUNetPlusPlus(_Heads):
         self.aspp_out = nn.ModuleList([
             ASPP(conv, dec[1], dec[0], norm=normalization) for _ in range(self.num_decoders)
         ])
-        self.conv_out = None
-        if larger_io:
-            self.conv_out = nn.ModuleList([
-                ConvBlock(conv, dec[0], dec[0], _kernel(ndim, k_size + 2, isotropy[0]), **common)
-                for _ in range(self.num_decoders)
-            ])
-        self.post_upsampling = None
-        if len(upsampling_factor) > 0 and upsampling_position == "post":
-            self.post_upsampling = convtranspose(dec[0], dec[0], kernel_size=upsampling_factor,
-                                                 stride=upsampling_factor)
-        self._setup_heads(ndim, dec[0], output_channels, output_channel_info,
-                          explicit_activations, head_activations, return_one_tensor, contrast)
-        init_weights(self)
+        self._tail(dec[0], k_size, isotropy, *sr, larger_io, common, (
+            output_channels, output_channel_info, explicit_activations, head_activations,
+            return_one_tensor, contrast))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
-        if self.pre_upsampling is not None:
-            x = self.pre_upsampling(x)
-        if self.conv_in is not None:
-            x = self.conv_in(x)
+        x = self._begin(x)
         blocks = []
         last = len(self.down_path) - 1
         for i, (down, sqex, pool) in enumerate(
@@ -702,11 +707,7 @@ class ResUNetPlusPlus(_Heads):
                 x = att(blocks[-i - 2], x)
                 x = up(x, blocks[-i - 2])
             feats.append(aspp(x))
-        if self.conv_out is not None:
-            feats = [layer(f) for layer, f in zip(self.conv_out, feats)]
-        if self.post_upsampling is not None:
-            feats[0] = self.post_upsampling(feats[0])
-        return self._outputs(feats)
+        return self._end(feats)
 
 
 class Conv_batchnorm(nn.Module):
