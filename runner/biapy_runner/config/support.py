@@ -85,22 +85,17 @@ def _instance_problems(cfg: Config) -> list[str]:
     return problems
 
 
-def _refuse(cfg: Config, problems: list[str], what: str, advice: str) -> None:
+def check_implemented(cfg: Config) -> None:
+    """Raise ConfigError (one paragraph) when ``cfg`` asks for something not implemented."""
+    problems = unimplemented(cfg)
     if problems:
         where = f" in {cfg.source}" if cfg.source else ""
         raise ConfigError(
-            f"The configuration{where} {what}: {'; '.join(problems)}. {advice}"
+            f"The configuration{where} sets what changes BiaPy's inference results but is not "
+            f"implemented by this runner: {'; '.join(problems)}. Set these keys back to BiaPy's "
+            "defaults (or remove them) to run with the rest of the configuration; README lists "
+            "what is honoured, ignored and refused."
         )
-
-
-def check_implemented(cfg: Config) -> None:
-    """Raise ConfigError (one paragraph) when ``cfg`` asks for something not implemented."""
-    _refuse(
-        cfg, unimplemented(cfg),
-        "sets what changes BiaPy's inference results but is not implemented by this runner",
-        "Set these keys back to BiaPy's defaults (or remove them) to run with the rest of the "
-        "configuration; README lists what is honoured, ignored and refused.",
-    )
 
 
 def model_problems(cfg: Config) -> list[str]:
@@ -140,9 +135,11 @@ def model_problems(cfg: Config) -> list[str]:
 
 def check_model_implemented(cfg: Config) -> None:
     """Raise ConfigError (one paragraph) when the configured BiaPy network cannot be built."""
-    _refuse(
-        cfg, model_problems(cfg),
-        "asks for a BiaPy network (MODEL.SOURCE: biapy) that this runner does not build",
-        "Choose an implemented architecture and options, or run a BioImage.IO model "
-        "(MODEL.SOURCE: bmz, --model).",
-    )
+    problems = model_problems(cfg)
+    source = f" in {cfg.source}" if cfg.source else ""
+    if problems:
+        raise ConfigError(
+            f"The configuration{source} asks for a BiaPy network (MODEL.SOURCE: biapy) that "
+            f"this runner does not build: {'; '.join(problems)}. Choose an implemented "
+            "architecture and options, or run a BioImage.IO model (MODEL.SOURCE: bmz, --model)."
+        )
