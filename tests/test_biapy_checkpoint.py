@@ -190,7 +190,7 @@ def test_older_biapy_checkpoint_with_a_yacs_configuration(tmp_path: Path, monkey
     config_module.CfgNode = CfgNode
     monkeypatch.setitem(sys.modules, "yacs", yacs)
     monkeypatch.setitem(sys.modules, "yacs.config", config_module)
-    config, ckpt, net = _checkpoint(tmp_path, SEMANTIC)
+    config, _ckpt, net = _checkpoint(tmp_path, SEMANTIC)
     old = tmp_path / "old.pth"
     saved = CfgNode({"MODEL": CfgNode({"ARCHITECTURE": "unet", "FEATURE_MAPS": [4, 8, 16]}),
                      "DATA": CfgNode({"NORMALIZATION": CfgNode({"TYPE": "div"})})})

@@ -207,11 +207,11 @@ def _model_kwargs(cfg: Config, name: str, in_channels: int, heads: list[int], in
     feature_maps = [int(v) for v in cfg.get("MODEL.FEATURE_MAPS")]
     levels = 4 if name == "multiresunet" else len(feature_maps) - 1
     z_down = _per_level(cfg.get("MODEL.Z_DOWN"), levels, 2)
-    common: dict[str, Any] = dict(
-        output_channels=heads, output_channel_info=infos, head_activations=acts,
-        explicit_activations=False, contrast=bool(cfg.get("LOSS.CONTRAST.ENABLE")),
-        contrast_proj_dim=int(cfg.get("LOSS.CONTRAST.PROJ_DIM")), return_one_tensor=False,
-    )
+    common: dict[str, Any] = {
+        "output_channels": heads, "output_channel_info": infos, "head_activations": acts,
+        "explicit_activations": False, "contrast": bool(cfg.get("LOSS.CONTRAST.ENABLE")),
+        "contrast_proj_dim": int(cfg.get("LOSS.CONTRAST.PROJ_DIM")), "return_one_tensor": False,
+    }
     if problem == "SUPER_RESOLUTION":
         common["upsampling_factor"] = [int(v) for v in cfg.get("PROBLEM.SUPER_RESOLUTION.UPSCALING")]
         common["upsampling_position"] = str(cfg.get("MODEL.UNET_SR_UPSAMPLE_POSITION"))

@@ -20,7 +20,7 @@ tensor, or a dict ``{"pred": ..., "class": ...}`` when a classification head is 
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 _ACTIVATIONS = {
     "relu": lambda: nn.ReLU(inplace=True),
@@ -230,7 +230,7 @@ class ResConvBlock(nn.Module):
         def unit(i: int, o: int, **kw) -> ConvBlock:
             return ConvBlock(conv, i, o, k_size, **kw)
 
-        options = dict(act=act, norm=norm, dropout=dropout)
+        options = {"act": act, "norm": norm, "dropout": dropout}
         if order == "norm_act_conv":
             self.pre_conv = (
                 nn.Sequential(unit(in_size, out_size, order=order, **options))
@@ -409,7 +409,7 @@ class _EncoderDecoder(_Heads):
         if isinstance(isotropy, bool):
             isotropy = [isotropy] * len(feature_maps)
         activation, normalization, order = options
-        common = dict(act=activation.lower(), norm=normalization, order=order)
+        common = {"act": activation.lower(), "norm": normalization, "order": order}
         conv, convtranspose, _ = _layers(ndim)
         self.pre_upsampling = None
         if len(upsampling_factor) > 0 and upsampling_position == "pre":
