@@ -15,7 +15,7 @@ from biapy_runner.cli import main
 from biapy_runner.config.load import load_config
 from biapy_runner.errors import ConfigError, ModelError
 from biapy_runner.models.architectures import build_model
-from biapy_runner.models.checkpoint import load_checkpoint, save_checkpoint
+from biapy_runner.models.checkpoint import checkpoint_file, load_checkpoint, save_checkpoint
 
 TEST_DATA = Path(__file__).resolve().parents[1] / "test-data"
 
@@ -105,6 +105,12 @@ def test_mismatch_missing_and_corrupt_checkpoints(tmp_path: Path) -> None:
     broken.write_bytes(ckpt.read_bytes()[:200])
     with pytest.raises(ModelError, match="Cannot read the checkpoint .*broken.pth"):
         load_checkpoint(broken, load_config(config))
+    safetensors = tmp_path / "weights.safetensors"
+    safetensors.write_bytes(b"{}")
+    with pytest.raises(ModelError, match="weights.safetensors is a safetensors file"):
+        load_checkpoint(safetensors, load_config(config))
+    cfg = load_config(config, [f"PATHS.CHECKPOINT_FILE={tmp_path / 'model.safetensors'}"])
+    assert checkpoint_file(cfg) == ckpt  # BiaPy takes the .pth first, whatever the extension
     assert main(["run", "--config", str(config), "--set", f"PATHS.CHECKPOINT_FILE={broken}",
                  "--images", str(TEST_DATA / "dsb_nuclei.tif"),
                  "--out", str(tmp_path / "out")]) == 3

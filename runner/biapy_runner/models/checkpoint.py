@@ -100,7 +100,9 @@ def save_checkpoint(
 
 
 def checkpoint_file(cfg: Config) -> Path:
-    """The checkpoint a run with MODEL.SOURCE: biapy loads: PATHS.CHECKPOINT_FILE.
+    """The checkpoint a run with MODEL.SOURCE: biapy loads: PATHS.CHECKPOINT_FILE, looked for
+    as BiaPy does (its extension replaced by ``.pth``, then ``.safetensors``; as given when
+    neither exists).
 
     Raises
     ------
@@ -116,7 +118,9 @@ def checkpoint_file(cfg: Config) -> Path:
             "MODEL.LOAD_CHECKPOINT=true --set PATHS.CHECKPOINT_FILE=model.pth), or run a "
             "BioImage.IO model with --model."
         )
-    return Path(name)
+    base = os.path.splitext(name)[0]
+    found = [Path(base + ext) for ext in (".pth", ".safetensors") if Path(base + ext).is_file()]
+    return found[0] if found else Path(name)
 
 
 class _CfgNode(dict):
@@ -175,6 +179,12 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         raise ModelError(
             f"The checkpoint {path} (PATHS.CHECKPOINT_FILE) does not exist; give the path of a "
             "BiaPy .pth checkpoint."
+        )
+    if path.suffix == ".safetensors":
+        raise ModelError(
+            f"The checkpoint {path} is a safetensors file (MODEL.OUT_CHECKPOINT_FORMAT: "
+            "safetensors), which holds the weights without BiaPy's configuration; this runner "
+            "reads BiaPy's .pth checkpoints: give the .pth one."
         )
     try:
         try:
