@@ -43,6 +43,7 @@ from biapy_runner.pipeline import (
     check_model_ndim,
     check_options,
     input_files,
+    model_info,
     ran_config,
     resolve_threads,
 )
@@ -142,17 +143,17 @@ def run_slab(opts: RunOptions, z_range: tuple[int, int]) -> Path:
     start, end = resolve_z_range(*z_range, shape[0])
     log.info(f"{stem}: slab z {start}:{end} of {shape[0]}, {threads} CPU thread(s) ({origin})")
     from biapy_runner.inference.chunked import memory_budget
-    from biapy_runner.models.model import load_model
+    from biapy_runner.models.runnable import open_model
 
     with OutputStage(opts.out) as stage:
-        model = load_model(
-            str(cfg.get("MODEL.BMZ.SOURCE_MODEL_ID")), device=opts.device,
-            cache_dir=opts.cache_dir, threads=threads, backend=opts.backend,
+        model = open_model(
+            cfg, device=opts.device, cache_dir=opts.cache_dir, threads=threads,
+            backend=opts.backend,
         )  # fmt: skip
         check_model_kind(workflow, model)
         check_model_ndim(model, cfg)
         workflow.check_model(model.out_channels, model.out_channel_names)
-        if not model.postprocess_is_pointwise:
+        if not getattr(model, "postprocess_is_pointwise", True):
             raise ConfigError(
                 f"--z-range: the model {model.name!r}'s postprocessing uses statistics of its "
                 "whole output, which one slab cannot reproduce; run the volume in one job."
@@ -172,7 +173,7 @@ def run_slab(opts: RunOptions, z_range: tuple[int, int]) -> Path:
             out_shape=(int(raw.shape[0]), shape[0] * scale, *raw.shape[2:]),
             context_rows=rows,
             problem_type=str(cfg.get("PROBLEM.TYPE")),
-            model=str(cfg.get("MODEL.BMZ.SOURCE_MODEL_ID")),
+            model=model_info(model, cfg)["source"],
         )
         (stage.root / "slabs").mkdir()
         write_slab(stage.root / "slabs" / slab_name(stem, start, end), raw, info)
