@@ -7,7 +7,8 @@ import pytest
 
 from biapy_runner.config.load import load_config
 from biapy_runner.config.schema import IMPLEMENTED_AUGMENTATIONS
-from biapy_runner.config.support import augmentor_problems, unimplemented
+from biapy_runner.config.support import augmentor_problems, check_implemented, training_problems
+from biapy_runner.errors import ConfigError
 from biapy_runner.train.augment import Augmenter
 
 GEOMETRIC = ("VFLIP", "HFLIP", "ZFLIP", "ROT90", "RANDOM_ROT", "ZOOM", "SHIFT", "ELASTIC")
@@ -132,10 +133,31 @@ def test_super_resolution_target_follows_on_its_own_grid() -> None:
 
 def test_unimplemented_augmentor_keys_are_refused_when_training() -> None:
     base = ["AUGMENTOR.ENABLE=True", "AUGMENTOR.CUTOUT=True", "AUGMENTOR.SHEAR_RANGE=(-5, 5)", "AUGMENTOR.VFLIP=True"]
-    assert unimplemented(load_config(None, base)) == []  # inference ignores AUGMENTOR
-    problems = unimplemented(load_config(None, ["TRAIN.ENABLE=True", *base]))
+    check_implemented(load_config(None, base))  # inference ignores AUGMENTOR
+    problems = training_problems(load_config(None, ["TRAIN.ENABLE=True", *base]))
     assert problems == ["AUGMENTOR.SHEAR_RANGE = (-5, 5) (data augmentation)", "AUGMENTOR.CUTOUT = True (data augmentation)"]
     assert augmentor_problems(load_config(None, ["TRAIN.ENABLE=True", *base[1:]])) == []
+    with pytest.raises(ConfigError, match="AUGMENTOR.CUTOUT = True"):
+        check_implemented(load_config(None, ["TRAIN.ENABLE=True", *base]))
+
+
+def test_untrainable_targets_and_losses_are_refused_when_training() -> None:
+    from biapy_runner.config.support import target_problems
+
+    inst = ["TRAIN.ENABLE=True", "PROBLEM.TYPE=INSTANCE_SEG", "PROBLEM.INSTANCE_SEG.DATA_CHANNELS=['F','Gv','Gh']"]
+    assert target_problems(load_config(None, inst)) == [
+        "PROBLEM.INSTANCE_SEG.DATA_CHANNELS = ['F', 'Gv', 'Gh'] (training targets for ['Gv', 'Gh'])"
+    ]
+    assert target_problems(load_config(None, ["PROBLEM.TYPE=DETECTION", "DATA.N_CLASSES=4"])) == [
+        "DATA.N_CLASSES = 4 (training the class head)"
+    ]
+    sr = load_config(None, ["PROBLEM.TYPE=SUPER_RESOLUTION", "LOSS.TYPE=['MAE', 'SSIM']"])
+    assert target_problems(sr) == [
+        "LOSS.TYPE = ['MAE', 'SSIM'] (implemented for SUPER_RESOLUTION: ['MAE', 'MSE', 'CHARBONNIER', 'PCC'])"
+    ]
+    assert training_problems(sr) == []  # not training
+    saved = ["PROBLEM.TYPE=INSTANCE_SEG", "PROBLEM.INSTANCE_SEG.DATA_CHANNELS=['F','C','We','I']", "LOSS.TYPE=['CE']"]
+    assert target_problems(load_config(None, saved)) == []
 
 
 def test_every_implemented_flag_builds_a_step() -> None:

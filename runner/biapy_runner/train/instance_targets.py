@@ -21,14 +21,15 @@ import numpy as np
 from scipy import ndimage
 
 from biapy_runner.config.load import Config
+from biapy_runner.config.schema import TRAINABLE_INSTANCE_CHANNELS
 from biapy_runner.decode.channels import channel_targets, parse_channels
 from biapy_runner.decode.layout import IS, extra_opts
 from biapy_runner.errors import ConfigError
 
 #: channels whose GT is a probability (BCE); the rest are regressed
 BINARY_CHANNELS = frozenset({"F", "B", "C", "P", "T", "A", "M"})
-#: channels make_instance_targets builds
-SUPPORTED = ("F", "B", "C", "M", "P", "Db", "Dc", "Dn", "D", "H", "V", "Z", "T", "R", "We")
+#: channels make_instance_targets builds (the runner's one list: config.schema's)
+SUPPORTED = tuple(c for c in TRAINABLE_INSTANCE_CHANNELS if c != "I")
 
 
 def channel_options(cfg: Config, names: Sequence[str]) -> dict[str, dict[str, Any]]:
