@@ -144,9 +144,9 @@ def test_unimplemented_augmentor_keys_are_refused_when_training() -> None:
 def test_untrainable_targets_and_losses_are_refused_when_training() -> None:
     from biapy_runner.config.support import target_problems
 
-    inst = ["TRAIN.ENABLE=True", "PROBLEM.TYPE=INSTANCE_SEG", "PROBLEM.INSTANCE_SEG.DATA_CHANNELS=['F','Gv','Gh']"]
+    inst = ["TRAIN.ENABLE=True", "PROBLEM.TYPE=INSTANCE_SEG", "PROBLEM.INSTANCE_SEG.DATA_CHANNELS=['E']"]
     assert target_problems(load_config(None, inst)) == [
-        "PROBLEM.INSTANCE_SEG.DATA_CHANNELS = ['F', 'Gv', 'Gh'] (training targets for ['Gv', 'Gh'])"
+        "PROBLEM.INSTANCE_SEG.DATA_CHANNELS = ['E'] (training targets for ['E'])"
     ]
     assert target_problems(load_config(None, ["PROBLEM.TYPE=DETECTION", "DATA.N_CLASSES=4"])) == [
         "DATA.N_CLASSES = 4 (training the class head)"
@@ -165,3 +165,20 @@ def test_every_implemented_flag_builds_a_step() -> None:
     names = augmenter("3D", **flags).names
     expected = {f for f in IMPLEMENTED_AUGMENTATIONS if f not in ("ZOOM", "RANDOM_ROT")} | {"ZOOM/RANDOM_ROT"}
     assert set(names) == expected
+
+
+@pytest.mark.parametrize("channels", ["['F','H','V']", "['Db','R']", "['F','Gv','Gh']"])
+def test_directional_instance_channels_are_recomputed_after_moving(channels: str) -> None:
+    from biapy_runner.train.targets import make_targets
+
+    cfg = load_config(None, ["PROBLEM.TYPE=INSTANCE_SEG", f"PROBLEM.INSTANCE_SEG.DATA_CHANNELS={channels}",
+                             "PROBLEM.INSTANCE_SEG.DATA_CHANNELS_EXTRA_OPTS=[{R: {nrays: 8}}]",
+                             "AUGMENTOR.ENABLE=True", "AUGMENTOR.HFLIP=True", "AUGMENTOR.HFLIP_PROB=1.0"])
+    _, labels = sample()
+    target = make_targets(cfg, labels[0])
+    assert target[-1].tolist() == labels[0].tolist()  # the labels ride along as the last channel
+    image = np.zeros((1, 24, 24), dtype=np.float32)
+    _, moved = Augmenter.from_config(cfg)(image, target, np.random.default_rng(0))
+    np.testing.assert_allclose(moved, make_targets(cfg, labels[0][:, ::-1]), atol=1e-6)
+    # warping alone would keep H's sign: the flipped H differs from the recomputed one
+    assert channels != "['F','H','V']" or not np.allclose(np.flip(target, -1), moved)

@@ -226,3 +226,21 @@ def test_restoration_and_classification_metrics() -> None:
     logits = torch.eye(6)[:4] + torch.linspace(0, 0.1, 6)
     assert cl["Accuracy"](logits, torch.tensor([0, 1, 3, 3])) == pytest.approx(0.75)
     assert cl["Top-5-accuracy"](logits, torch.tensor([0, 1, 0, 0])) == pytest.approx(0.5)
+
+
+def test_flow_channels_are_compared_with_five_times_the_unit_flows_and_labels_are_skipped() -> None:
+    from biapy_runner.train.targets import make_targets
+
+    cfg = load_config(None, ["PROBLEM.TYPE=INSTANCE_SEG", f"{IS}DATA_CHANNELS=['Gv','Gh']",
+                             f"{IS}BORDER_EXTRA_WEIGHTS=unet-like"])
+    labels = np.zeros((10, 10), dtype=np.int32)
+    labels[2:7, 2:8] = 1
+    target = torch.from_numpy(make_targets(cfg, labels))[None]
+    assert target.shape[1] == 4  # Gv, Gh, We, I
+    w = target[:, 2:3]
+    loss = loss_for(cfg, [("Gv", "linear"), ("Gh", "linear")])(torch.zeros(1, 2, 10, 10), target)
+    expected = sum(float(((5 * target[:, c : c + 1]) ** 2 * w).sum() / target[:, 0].numel()) for c in (0, 1))
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+    m = metrics_for(cfg, [("Gv", "linear"), ("Gh", "linear")])
+    assert list(m) == ["L1 (Gv channel)", "L1 (Gh channel)"]
+    assert m["L1 (Gv channel)"](5 * target[:, :2], target) == pytest.approx(0.0)

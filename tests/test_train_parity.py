@@ -25,7 +25,7 @@ def test_instance_targets_match_biapy(name: str) -> None:
     overrides = [
         "PROBLEM.TYPE=INSTANCE_SEG",
         f"PROBLEM.NDIM={labels_key.upper()}",
-        f"{IS}DATA_CHANNELS={[c for c in channels if c != 'We']}",
+        f"{IS}DATA_CHANNELS={[c for c in channels if c not in ('We', 'I')]}",
         f"{IS}DATA_CHANNELS_EXTRA_OPTS=[{json.dumps(opts)}]",
     ]
     if "We" in channels:

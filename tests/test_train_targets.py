@@ -80,8 +80,8 @@ def test_instance_targets_are_zero_without_two_values_and_refuse_unknown_channel
     from biapy_runner.errors import ConfigError
 
     assert not make_targets(instance_cfg("['F','C']"), np.zeros((5, 5), int)).any()
-    with pytest.raises(ConfigError, match="Gv"):
-        make_targets(instance_cfg("['F','Gv','Gh']"), two_squares())
+    with pytest.raises(ConfigError, match="'A'"):
+        make_targets(instance_cfg("['A']"), two_squares())
 
 
 def test_instance_class_channel_is_appended_with_more_than_two_classes() -> None:

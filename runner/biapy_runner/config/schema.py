@@ -1357,7 +1357,8 @@ AUGMENTOR_OTHER_KEYS: tuple[str, ...] = (
 #: instance channels training builds targets for (``train/instance_targets.py``; ``We`` and ``I``
 #: are BiaPy's auxiliary channels, accepted as saved BiaPy configurations list them)
 TRAINABLE_INSTANCE_CHANNELS: tuple[str, ...] = (
-    "F", "B", "C", "M", "P", "Db", "Dc", "Dn", "D", "H", "V", "Z", "T", "R", "We", "I",
+    "F", "B", "C", "M", "P", "Db", "Dc", "Dn", "D", "H", "V", "Z", "T", "R", "Gv", "Gh", "Gz",
+    "We", "I",
 )
 #: PROBLEM.INSTANCE_SEG.DATA_CHANNELS_LOSSES entries training implements
 TRAINING_CHANNEL_LOSSES: tuple[str, ...] = ("bce", "ce", "l1", "mae", "mse")

@@ -318,11 +318,18 @@ def channel_shuffle(image: Array, rng: np.random.Generator) -> Array:
 # --------------------------------------------------------------------------- the augmenter
 
 
+#: the transforms that move pixels (after which BiaPy recomputes directional instance channels)
+GEOMETRIC = frozenset({"ZFLIP", "ZOOM/RANDOM_ROT", "ROT90", "ELASTIC", "SHIFT", "VFLIP", "HFLIP"})
+
+
 @dataclass
 class Augmenter:
-    """The configured transforms, each with its probability, in BiaPy's order."""
+    """The configured transforms, each with its probability, in BiaPy's order; ``regenerate``
+    recomputes a target's geometry-dependent channels after a geometric transform (instance
+    targets carrying their labels, ``train.instance_targets.refresh_from_labels``)."""
 
     steps: list[tuple[str, float, Transform]] = field(default_factory=list)
+    regenerate: Callable[[Array], Array] | None = None
 
     @classmethod
     def from_config(cls, cfg: Config) -> Augmenter:
@@ -417,7 +424,7 @@ class Augmenter:
         intensity("G_BLUR", gaussian_blur, span=_pair(get("G_SIGMA")))
         intensity("MEDIAN_BLUR", median_blur, span=tuple(get("MB_KERNEL")))
         intensity("DROPOUT", dropout, span=tuple(get("DROP_RANGE")))
-        return cls(steps)
+        return cls(steps, _regeneration(cfg))
 
     def __bool__(self) -> bool:
         return bool(self.steps)
@@ -446,13 +453,35 @@ class Augmenter:
             Contiguous arrays; the image float32, the target in its own dtype.
         """
         image = np.asarray(image, dtype=np.float32)
-        for _, prob, transform in self.steps:
+        moved = False
+        for name, prob, transform in self.steps:
             if prob >= 1.0 or rng.uniform() < prob:
+                before = image
                 image, target = transform(image, target, rng)
+                moved = moved or (name in GEOMETRIC and image is not before)
+        if moved and self.regenerate is not None and target is not None:
+            target = self.regenerate(target)
         image = np.ascontiguousarray(image, dtype=np.float32)
         if target is not None:
             target = np.ascontiguousarray(target)
         return image, target
+
+
+def _regeneration(cfg: Config) -> Callable[[Array], Array] | None:
+    """For instance targets carrying their labels (channel ``I``): recompute the directional and
+    absolute-distance channels from the moved labels, as BiaPy does."""
+    if cfg.get("PROBLEM.TYPE") != "INSTANCE_SEG":
+        return None
+    from biapy_runner.train.instance_targets import (
+        channel_options,
+        instance_channel_names,
+        refresh_from_labels,
+    )
+
+    names = instance_channel_names(cfg)
+    if "I" not in names:
+        return None
+    return partial(refresh_from_labels, names=names, options=channel_options(cfg, names))
 
 
 def _mode(value: str, table: dict[str, str], key: str) -> str:

@@ -28,6 +28,11 @@ from biapy_runner.errors import ConfigError
 
 #: channels whose GT is a probability (BCE); the rest are regressed
 BINARY_CHANNELS = frozenset({"F", "B", "C", "P", "T", "A", "M"})
+#: Cellpose/Omnipose flow channels (unit vectors; the loss compares five times them)
+FLOWS = ("Gz", "Gv", "Gh")
+#: channels whose values depend on the geometry's directions (BiaPy recomputes them from the
+#: augmented labels instead of warping them)
+DIRECTIONAL = frozenset({"Gv", "Gh", "Gz", "H", "V", "Z", "R", "A"})
 #: channels make_instance_targets builds (the runner's one list: config.schema's)
 SUPPORTED = tuple(c for c in TRAINABLE_INSTANCE_CHANNELS if c != "I")
 
@@ -51,6 +56,7 @@ def channel_options(cfg: Config, names: Sequence[str]) -> dict[str, dict[str, An
     ndim = 3 if cfg.get("PROBLEM.NDIM") == "3D" else 2
     out: dict[str, dict[str, Any]] = {}
     hvz = next((extra_opts(cfg, c) for c in ("Z", "V", "H") if extra_opts(cfg, c)), {})
+    flows = next((extra_opts(cfg, c) for c in FLOWS if extra_opts(cfg, c)), {})
     for name in names:
         given = extra_opts(cfg, name)
         if name in ("F", "B"):
@@ -63,6 +69,9 @@ def channel_options(cfg: Config, names: Sequence[str]) -> dict[str, dict[str, An
         elif name in ("H", "V", "Z"):
             given = hvz
             opts = {"norm": True, "act": "linear"}
+        elif name in FLOWS:
+            given = flows
+            opts = {"gradient_type": "cellpose"}
         elif name == "Db":
             val_type = given.get("val_type", "norm")
             act = given.get("act", "") or ("sigmoid" if val_type == "norm" else "")
@@ -88,8 +97,10 @@ def channel_options(cfg: Config, names: Sequence[str]) -> dict[str, dict[str, An
 
 
 def instance_channel_names(cfg: Config) -> list[str]:
-    """The target channels BiaPy builds for this configuration, in order: DATA_CHANNELS, plus
-    ``We`` (the U-Net border weights) last when ``BORDER_EXTRA_WEIGHTS`` is ``unet-like``."""
+    """The target channels BiaPy builds for this configuration, in order: DATA_CHANNELS, then
+    ``We`` (the U-Net border weights) when ``BORDER_EXTRA_WEIGHTS`` is ``unet-like``, then ``I``
+    (the instance labels, from which :func:`refresh_from_labels` recomputes the
+    :func:`regenerated_channels` after a geometric augmentation; no loss reads it)."""
     names = [n for n in parse_channels(cfg.get(IS + "DATA_CHANNELS")).names if n not in ("I", "We")]
     unknown = [n for n in names if n not in SUPPORTED]
     if unknown:
@@ -99,7 +110,19 @@ def instance_channel_names(cfg: Config) -> list[str]:
         )
     if cfg.get(IS + "BORDER_EXTRA_WEIGHTS", "") == "unet-like":
         names.append("We")
+    if regenerated_channels(names, channel_options(cfg, names)):
+        names.append("I")
     return names
+
+
+def channel_slices(names: Sequence[str], options: dict[str, dict[str, Any]]) -> dict[str, slice]:
+    """Where each target channel lies on the target's channel axis (``R`` takes ``nrays``)."""
+    out, start = {}, 0
+    for name in names:
+        width = int(options.get("R", {}).get("nrays", 0)) if name == "R" else 1
+        out[name] = slice(start, start + width)
+        start += width
+    return out
 
 
 def make_instance_targets(
@@ -132,8 +155,10 @@ def make_instance_targets(
         vol = vol.astype(np.uint32)
     vol = vol.astype(np.int64, copy=False)
     sp = tuple(float(s) for s in (spacing or (1.0,) * vol.ndim))[-vol.ndim :]
-    widths = [int(options.get("R", {}).get("nrays", 0)) if n == "R" else 1 for n in names]
-    out = np.zeros((sum(widths), *vol.shape), dtype=np.float32)
+    slices = channel_slices(names, options)
+    out = np.zeros((max((s.stop for s in slices.values()), default=0), *vol.shape), dtype=np.float32)
+    if "I" in slices:
+        out[slices["I"]] = vol
     if np.unique(vol).size <= 1:
         return out
     ids = np.unique(vol)
@@ -148,8 +173,8 @@ def make_instance_targets(
         elif name == "B":
             modified = _modified_instances(vol, ids, opts)
             built["B"] = (modified == 0) if modified is not None else vol == 0
-        elif name in ("C", "M"):
-            continue  # after the loop (M needs F and C)
+        elif name in ("C", "M", "I"):
+            continue  # after the loop (M needs F and C); I written above
         elif name == "P":
             built["P"] = central_part(vol, ids, opts)
         elif name == "Db":
@@ -163,6 +188,9 @@ def make_instance_targets(
         elif name in ("H", "V", "Z"):
             if "H" not in built:
                 built.update(hover_maps(vol, ids, bool(opts.get("norm", True)), sp))
+        elif name in FLOWS:
+            if name not in built:
+                built.update(flow_maps(vol, str(opts.get("gradient_type", "cellpose")), sp))
         elif name == "T":
             built["T"] = touching(vol)
         elif name == "R":
@@ -182,11 +210,60 @@ def make_instance_targets(
         built["C"] = binary["C"]
     if "M" in names:
         built["M"] = (vol > 0) | built["C"]
-    start = 0
-    for name, width in zip(names, widths):
-        out[start : start + width] = built[name]
-        start += width
+    for name, where in slices.items():
+        if name != "I":
+            out[where] = built[name]
     return out
+
+
+def refresh_from_labels(
+    target: np.ndarray, names: Sequence[str], options: dict[str, dict[str, Any]]
+) -> np.ndarray:
+    """``target`` with its :func:`regenerated_channels` recomputed from its ``I`` channel (the
+    augmented labels), as BiaPy does after a geometric augmentation; unchanged without ``I``."""
+    slices = channel_slices(names, options)
+    if "I" not in slices:
+        return target
+    labels = np.rint(target[slices["I"]][0]).astype(np.int64)
+    redo = regenerated_channels([n for n in names if n != "I"], options)
+    fresh = make_instance_targets(labels, redo, options)
+    out = np.array(target, dtype=np.float32)
+    for name, where in channel_slices(redo, options).items():
+        out[slices[name]] = fresh[where]
+    return out
+
+
+def regenerated_channels(names: Sequence[str], options: dict[str, dict[str, Any]]) -> list[str]:
+    """The channels BiaPy recomputes from the augmented labels rather than warping them
+    (``instance_channel_needs_regen``): directional ones, and distances in absolute units (``Db``
+    raw or omnipose, ``Dc``/``Dn`` without ``norm``)."""
+    out = []
+    for name in names:
+        opts = options.get(name, {})
+        if (
+            name in DIRECTIONAL
+            or name == "Db"
+            and opts.get("val_type", "norm") in ("raw", "omnipose")
+            or name in ("Dc", "Dn")
+            and not opts.get("norm", True)
+        ):
+            out.append(name)
+    return out
+
+
+def flow_maps(vol: np.ndarray, gradient_type: str, spacing: Sequence[float]) -> dict[str, np.ndarray]:
+    """``Gv``/``Gh`` (and ``Gz``): Cellpose's unit diffusion flows
+    (``decode.gradient_flow.diffusion_flows``) or Omnipose's (``gradient_type: omnipose``,
+    ``decode.omnipose.distance_and_flows``), per axis."""
+    if gradient_type == "omnipose":
+        from biapy_runner.decode.omnipose import distance_and_flows
+
+        flows = distance_and_flows(vol)[1]
+    else:
+        from biapy_runner.decode.gradient_flow import diffusion_flows
+
+        flows = diffusion_flows(vol, spacing)
+    return dict(zip(FLOWS[-vol.ndim :], flows.astype(np.float32)))
 
 
 def ellipse_footprint(radii: Sequence[int]) -> np.ndarray:

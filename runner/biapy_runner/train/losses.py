@@ -29,12 +29,15 @@ from biapy_runner.config.load import Config
 from biapy_runner.errors import ConfigError
 from biapy_runner.train.instance_targets import (
     BINARY_CHANNELS,
+    FLOWS,
     channel_options,
     instance_channel_names,
 )
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 IS = "PROBLEM.INSTANCE_SEG."
+#: Cellpose and Omnipose compare the flow outputs with five times the unit flows
+FLOW_SCALE = 5.0
 #: continuous-image losses implemented (BiaPy also has SSIM, VGG, LPIPS, LAPLACIAN, FFT, RFFT)
 IMAGE_LOSSES = ("MAE", "MSE", "CHARBONNIER", "PCC")
 
@@ -139,7 +142,7 @@ def semantic_loss(cfg: Config) -> Loss:
 def _default_instance_loss(name: str, opts: dict) -> str:
     if name in BINARY_CHANNELS:
         return "bce"
-    if name == "D":
+    if name == "D" or name in FLOWS:
         return "mse"
     if name == "Db" and opts.get("val_type") == "discretize":
         return "ce"
@@ -165,7 +168,7 @@ def instance_loss(cfg: Config, channels: Sequence[tuple[str, str]]) -> Loss:
             "Training instance segmentation with DATA.N_CLASSES > 2 (a separate class head) is not "
             "implemented; set DATA.N_CLASSES to 2."
         )
-    names = [n for n in instance_channel_names(cfg) if n != "We"]
+    names = [n for n in instance_channel_names(cfg) if n not in ("We", "I")]
     borders = cfg.get(IS + "BORDER_EXTRA_WEIGHTS", "") == "unet-like"
     opts = channel_options(cfg, names)
     losses = [str(x).lower() for x in cfg.get(IS + "DATA_CHANNELS_LOSSES")]
@@ -189,10 +192,14 @@ def instance_loss(cfg: Config, channels: Sequence[tuple[str, str]]) -> Loss:
         layout.append((name, kind, w, slice(p, p + p_width), slice(t, t + width)))
         p += p_width
         t += width
+    n_target = t  # We, then I (the labels, no loss), follow the channels
     if len(channels) != p:
         raise ValueError(f"The net has {len(channels)} output channels; {names} need {p}.")
     acts = [a for _, a in channels]
-    fg_index = next((i for i, (n, *_rest) in enumerate(layout) if n in ("F", "M", "B", "Db")), None)
+    # BiaPy's foreground for masked distances: F, M or B, else Db > 0
+    fg_index = next((i for i, (n, *_rest) in enumerate(layout) if n in ("F", "M", "B")), None)
+    if fg_index is None:
+        fg_index = next((i for i, (n, *_rest) in enumerate(layout) if n == "Db"), None)
 
     def foreground(target: torch.Tensor) -> torch.Tensor | None:
         if fg_index is None:
@@ -203,11 +210,11 @@ def instance_loss(cfg: Config, channels: Sequence[tuple[str, str]]) -> Loss:
 
     def loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         target = target.float()
-        w_borders = target[:, -1:] if borders else None
+        w_borders = target[:, n_target : n_target + 1] if borders else None  # after the channels
         total = pred.new_zeros(())
         for name, kind, w, ps, ts in layout:
             y_pred = pred[:, ps]
-            y_true = target[:, ts]
+            y_true = target[:, ts] * FLOW_SCALE if name in FLOWS else target[:, ts]
             if kind not in ("bce", "ce"):
                 y_pred = activate(y_pred, acts[ps.start])
             mask = None

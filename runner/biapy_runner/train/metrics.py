@@ -26,8 +26,8 @@ from biapy_runner.config.load import Config
 from biapy_runner.errors import ConfigError
 from biapy_runner.metrics import restoration
 from biapy_runner.metrics.masks import binary_iou
-from biapy_runner.train.instance_targets import BINARY_CHANNELS, channel_options, instance_channel_names
-from biapy_runner.train.losses import activate
+from biapy_runner.train.instance_targets import BINARY_CHANNELS, FLOWS, channel_options, instance_channel_names
+from biapy_runner.train.losses import FLOW_SCALE, activate
 
 Metric = Callable[[torch.Tensor, torch.Tensor], float]
 #: BiaPy's default TRAIN.METRICS per workflow
@@ -59,7 +59,7 @@ def class_iou(pred: torch.Tensor, target: torch.Tensor) -> float:
 
 
 def _instance_metrics(cfg: Config, channels: Sequence[tuple[str, str]]) -> dict[str, Metric]:
-    names = [n for n in instance_channel_names(cfg) if n != "We"]
+    names = [n for n in instance_channel_names(cfg) if n not in ("We", "I")]
     opts = channel_options(cfg, names)
     out: dict[str, Metric] = {}
     p = t = 0
@@ -80,8 +80,9 @@ def _instance_metrics(cfg: Config, channels: Sequence[tuple[str, str]]) -> dict[
             )
         else:
             label = f"L1 ({name} channel{'s' if name == 'R' else ''})"
-            out[label] = lambda pred, target, ps=ps, ts=ts, act=act: float(
-                torch.mean(torch.abs(activate(pred[:, ps], act) - target[:, ts].float()))
+            scale = FLOW_SCALE if name in FLOWS else 1.0
+            out[label] = lambda pred, target, ps=ps, ts=ts, act=act, scale=scale: float(
+                torch.mean(torch.abs(activate(pred[:, ps], act) - scale * target[:, ts].float()))
             )
         p, t = ps.stop, ts.stop
     return out
