@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from biapy_runner.config.load import load_config
 from biapy_runner.train.targets import make_targets
 from train_target_cases import CASES, LABELS

@@ -76,7 +76,9 @@ def rot90(image: Array, target: Array | None, rng: np.random.Generator) -> Pair:
     return image, target
 
 
-def _affine(arr: Array, angle: float, scale_xy: float, scale_z: float, order: int, mode: str) -> Array:
+def _affine(
+    arr: Array, angle: float, scale_xy: float, scale_z: float, order: int, mode: str
+) -> Array:
     """BiaPy's ``affine_transform``: in-plane rotation by ``angle`` degrees and scaling about the
     centre, output on the same grid; integer arrays are clipped to their range."""
     ndim = arr.ndim - 1
@@ -94,7 +96,13 @@ def _affine(arr: Array, angle: float, scale_xy: float, scale_z: float, order: in
     out = np.stack(
         [
             ndimage.affine_transform(
-                ch.astype(np.float32), matrix, offset=offset, order=order, mode=mode, cval=0.0, prefilter=False
+                ch.astype(np.float32),
+                matrix,
+                offset=offset,
+                order=order,
+                mode=mode,
+                cval=0.0,
+                prefilter=False,
             )
             for ch in arr
         ]
@@ -152,14 +160,23 @@ def elastic(
     pad += 1 - pad % 2
     a = float(rng.uniform(*alpha)) if isinstance(alpha, (tuple, list)) else float(alpha)
     field_ = rng.uniform(-1, 1, size=(2, h + 2 * pad, w + 2 * pad)).astype(np.float32)
-    dx, dy = (ndimage.gaussian_filter(f, sigma, mode="nearest")[pad:-pad, pad:-pad] * a for f in field_)
-    yy, xx = np.meshgrid(np.arange(h, dtype=np.float32), np.arange(w, dtype=np.float32), indexing="ij")
+    dx, dy = (
+        ndimage.gaussian_filter(f, sigma, mode="nearest")[pad:-pad, pad:-pad] * a for f in field_
+    )
+    yy, xx = np.meshgrid(
+        np.arange(h, dtype=np.float32), np.arange(w, dtype=np.float32), indexing="ij"
+    )
     coords = np.stack([yy - dy, xx - dx])
 
     def warp(arr: Array, order: int) -> Array:
         planes = arr.reshape(-1, h, w)
         out = np.stack(
-            [ndimage.map_coordinates(p.astype(np.float32), coords, order=order, mode=mode, cval=0.0) for p in planes]
+            [
+                ndimage.map_coordinates(
+                    p.astype(np.float32), coords, order=order, mode=mode, cval=0.0
+                )
+                for p in planes
+            ]
         )
         return out.reshape(arr.shape).astype(arr.dtype)
 
@@ -169,14 +186,22 @@ def elastic(
     return image, target
 
 
-def shift(image: Array, target: Array | None, rng: np.random.Generator, span: tuple[float, float], mode: str) -> Pair:
+def shift(
+    image: Array,
+    target: Array | None,
+    rng: np.random.Generator,
+    span: tuple[float, float],
+    mode: str,
+) -> Pair:
     """Translate (y, x) by a fraction drawn in ``SHIFT_RANGE`` of each side (whole pixels)."""
     frac = float(rng.uniform(*span))
 
     def move(arr: Array, order: int) -> Array:
         h, w = arr.shape[-2:]
-        offsets = (0,) * (arr.ndim - 2) + (int(round(frac * h)), int(round(frac * w)))
-        return ndimage.shift(arr, offsets, order=order, mode=mode, cval=0.0, prefilter=False).astype(arr.dtype)
+        offsets = (0,) * (arr.ndim - 2) + (round(frac * h), round(frac * w))
+        return ndimage.shift(
+            arr, offsets, order=order, mode=mode, cval=0.0, prefilter=False
+        ).astype(arr.dtype)
 
     image = move(image, 1)
     if _moves_with(image, target):
@@ -239,7 +264,9 @@ def poisson_noise(image: Array, rng: np.random.Generator) -> Array:
     return np.clip(out, lo, hi).astype(np.float32)
 
 
-def salt_and_pepper(image: Array, rng: np.random.Generator, amount: float, salt_fraction: float) -> Array:
+def salt_and_pepper(
+    image: Array, rng: np.random.Generator, amount: float, salt_fraction: float
+) -> Array:
     """Set a fraction ``amount`` of the values to the high (salt, with probability
     ``salt_fraction``) or low value (pepper) of scikit-image's range."""
     lo, hi = _noise_range(image)
@@ -269,9 +296,19 @@ def missing_sections(
         while i < len(group):
             if rng.uniform() < channel_prob:
                 if rng.uniform() < 0.5:
-                    r0, c0, r1, c1 = 0, int(rng.integers(1, w - 1)), h - 1, int(rng.integers(1, w - 1))
+                    r0, c0, r1, c1 = (
+                        0,
+                        int(rng.integers(1, w - 1)),
+                        h - 1,
+                        int(rng.integers(1, w - 1)),
+                    )
                 else:
-                    r0, c0, r1, c1 = int(rng.integers(1, h - 1)), 0, int(rng.integers(1, h - 1)), w - 1
+                    r0, c0, r1, c1 = (
+                        int(rng.integers(1, h - 1)),
+                        0,
+                        int(rng.integers(1, h - 1)),
+                        w - 1,
+                    )
                 mask = np.zeros((h, w), dtype=bool)
                 mask[line(r0, c0, r1, c1)] = True
                 mask = ndimage.binary_dilation(mask, iterations=it)
@@ -284,7 +321,9 @@ def missing_sections(
 def gaussian_blur(image: Array, rng: np.random.Generator, span: tuple[float, float]) -> Array:
     """Gaussian blur of the spatial axes, sigma drawn in ``G_SIGMA``."""
     sigma = float(rng.uniform(*span))
-    return ndimage.gaussian_filter(image, sigma=(0,) + (sigma,) * (image.ndim - 1)).astype(np.float32)
+    return ndimage.gaussian_filter(image, sigma=(0,) + (sigma,) * (image.ndim - 1)).astype(
+        np.float32
+    )
 
 
 def median_blur(image: Array, rng: np.random.Generator, span: tuple[int, int]) -> Array:
@@ -306,7 +345,9 @@ def dropout(image: Array, rng: np.random.Generator, span: tuple[float, float]) -
 def grayscale(image: Array, rng: np.random.Generator) -> Array:
     """Replace the 3 channels by their mean."""
     if image.shape[0] != 3:
-        raise ValueError(f"AUGMENTOR.GRAYSCALE needs 3-channel (RGB) images, got {image.shape[0]} channel(s).")
+        raise ValueError(
+            f"AUGMENTOR.GRAYSCALE needs 3-channel (RGB) images, got {image.shape[0]} channel(s)."
+        )
     return np.repeat(image.mean(axis=0, keepdims=True), 3, axis=0)
 
 
@@ -347,7 +388,7 @@ class Augmenter:
         if not cfg.get("AUGMENTOR.ENABLE"):
             return cls([])
         ndim = 3 if cfg.get("PROBLEM.NDIM") == "3D" else 2
-        get: Callable[[str], Any] = lambda key: cfg.get("AUGMENTOR." + key)  # noqa: E731
+        get: Callable[[str], Any] = lambda key: cfg.get("AUGMENTOR." + key)
         steps: list[tuple[str, float, Transform]] = []
 
         def add(flag: str, prob_key: str | None, transform: Transform) -> None:

@@ -156,7 +156,9 @@ def make_instance_targets(
     vol = vol.astype(np.int64, copy=False)
     sp = tuple(float(s) for s in (spacing or (1.0,) * vol.ndim))[-vol.ndim :]
     slices = channel_slices(names, options)
-    out = np.zeros((max((s.stop for s in slices.values()), default=0), *vol.shape), dtype=np.float32)
+    out = np.zeros(
+        (max((s.stop for s in slices.values()), default=0), *vol.shape), dtype=np.float32
+    )
     if "I" in slices:
         out[slices["I"]] = vol
     if np.unique(vol).size <= 1:
@@ -198,14 +200,18 @@ def make_instance_targets(
 
             directions = rays(int(opts["nrays"]), vol.ndim)
             # BiaPy's radial_distances normalises the rays once more (float32): same last bits
-            directions = directions / (np.linalg.norm(directions[:, ::-1], axis=1, keepdims=True) + 1e-12)
+            directions = directions / (
+                np.linalg.norm(directions[:, ::-1], axis=1, keepdims=True) + 1e-12
+            )
             built["R"] = ray_distances(vol, directions.astype(np.float32))
         elif name == "We":
             weights_from = vol
             if "F" in names:
                 weights_from = f_labels if f_labels is not None else (vol > 0).astype(np.int64)
             built["We"] = unet_border_weights(weights_from, sp)
-    binary = channel_targets(vol, parse_channels(["C"]), str(options.get("C", {}).get("mode", "thick")))
+    binary = channel_targets(
+        vol, parse_channels(["C"]), str(options.get("C", {}).get("mode", "thick"))
+    )
     if "C" in names or "M" in names:
         built["C"] = binary["C"]
     if "M" in names:
@@ -251,7 +257,9 @@ def regenerated_channels(names: Sequence[str], options: dict[str, dict[str, Any]
     return out
 
 
-def flow_maps(vol: np.ndarray, gradient_type: str, spacing: Sequence[float]) -> dict[str, np.ndarray]:
+def flow_maps(
+    vol: np.ndarray, gradient_type: str, spacing: Sequence[float]
+) -> dict[str, np.ndarray]:
     """``Gv``/``Gh`` (and ``Gz``): Cellpose's unit diffusion flows
     (``decode.gradient_flow.diffusion_flows``) or Omnipose's (``gradient_type: omnipose``,
     ``decode.omnipose.distance_and_flows``), per axis."""
@@ -271,7 +279,9 @@ def ellipse_footprint(radii: Sequence[int]) -> np.ndarray:
     shape = [int(r) for r in radii]
     center = (np.array(shape) / 2).astype(int)
     ranges = [
-        np.arange(center[i] - shape[i], center[i] + shape[i] + 1) if shape[i] > 0 else np.array([center[i]])
+        np.arange(center[i] - shape[i], center[i] + shape[i] + 1)
+        if shape[i] > 0
+        else np.array([center[i]])
         for i in range(len(shape))
     ]
     grids = np.meshgrid(*ranges, indexing="ij")
@@ -293,7 +303,9 @@ def _erode(mask: np.ndarray, radii: list[int]) -> np.ndarray:
     return ndimage.binary_erosion(mask, ellipse_footprint(radii), border_value=1)
 
 
-def _modified_instances(vol: np.ndarray, ids: np.ndarray, opts: dict[str, Any]) -> np.ndarray | None:
+def _modified_instances(
+    vol: np.ndarray, ids: np.ndarray, opts: dict[str, Any]
+) -> np.ndarray | None:
     """Each instance dilated then eroded (``dilation``/``erosion`` radii), later labels on top;
     None when neither is set."""
     dil = _radii(opts.get("dilation", 0), vol.ndim)
@@ -316,7 +328,11 @@ def _boxes(vol: np.ndarray, ids: np.ndarray, pad: int = 0) -> list[tuple[slice, 
     boxes = []
     for lb in ids:
         box = found[int(lb) - 1]
-        boxes.append(tuple(slice(max(0, s.start - pad), min(n, s.stop + pad)) for s, n in zip(box, vol.shape)))
+        boxes.append(
+            tuple(
+                slice(max(0, s.start - pad), min(n, s.stop + pad)) for s, n in zip(box, vol.shape)
+            )
+        )
     return boxes
 
 
@@ -356,7 +372,7 @@ def central_part(vol: np.ndarray, ids: np.ndarray, opts: dict[str, Any]) -> np.n
             points[box] |= skeletonize(vol[box] == lb)
     else:
         for c in ndimage.center_of_mass(vol > 0, labels=vol, index=ids):
-            at = tuple(int(round(float(v))) for v in c)
+            at = tuple(round(float(v)) for v in c)  # Python's round, as BiaPy
             if all(0 <= a < n for a, n in zip(at, vol.shape)):
                 points[at] = True
     dil = _radii(opts.get("dilation", 1), vol.ndim)
@@ -477,7 +493,9 @@ def hover_maps(
         if min(inst.shape) < 2:
             continue
         com = [int(float(ci) - s.start + 0.5) for ci, s in zip(c, box)]
-        grids = np.meshgrid(*[np.arange(1, n + 1) - k for n, k in zip(inst.shape, com)], indexing="ij")
+        grids = np.meshgrid(
+            *[np.arange(1, n + 1) - k for n, k in zip(inst.shape, com)], indexing="ij"
+        )
         for axis, grid in enumerate(grids):
             g = np.where(inst, grid, 0).astype(np.float32)
             if normalise:

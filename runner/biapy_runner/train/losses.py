@@ -109,7 +109,9 @@ def semantic_loss(cfg: Config) -> Loss:
     """CE (BCE for one sigmoid channel), Dice, or ``w_ce CE + w_dice Dice``."""
     names, weights = _names_and_weights(cfg, "CE")
     if set(names) not in ({"CE"}, {"DICE"}, {"CE", "DICE"}):
-        raise ConfigError(f"LOSS.TYPE for SEMANTIC_SEG must be ['CE'], ['DICE'] or both, got {names}.")
+        raise ConfigError(
+            f"LOSS.TYPE for SEMANTIC_SEG must be ['CE'], ['DICE'] or both, got {names}."
+        )
     by_name = dict(zip(names, weights)) if len(names) == 2 else {names[0]: 1.0}
     class_weights = _class_weights(cfg)
     ignore = int(cfg.get("LOSS.IGNORE_INDEX"))
@@ -117,7 +119,11 @@ def semantic_loss(cfg: Config) -> Loss:
 
     def ce(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if pred.shape[1] == 1:
-            weight = None if class_weights is None else class_weights.to(pred.device)[target.long().clamp(0, 1)]
+            weight = (
+                None
+                if class_weights is None
+                else class_weights.to(pred.device)[target.long().clamp(0, 1)]
+            )
             return F.binary_cross_entropy_with_logits(pred, target.float(), weight=weight)
         w = None if class_weights is None else class_weights.to(pred.device)
         return F.cross_entropy(pred, target[:, 0].long(), weight=w, ignore_index=ignore)
@@ -158,7 +164,9 @@ def _elementwise(kind: str, pred: torch.Tensor, target: torch.Tensor) -> torch.T
         return torch.abs(pred - target)
     if kind == "mse":
         return (pred - target) ** 2
-    raise ConfigError(f"{IS}DATA_CHANNELS_LOSSES: loss {kind!r} is not implemented (bce, ce, l1, mae, mse).")
+    raise ConfigError(
+        f"{IS}DATA_CHANNELS_LOSSES: loss {kind!r} is not implemented (bce, ce, l1, mae, mse)."
+    )
 
 
 def instance_loss(cfg: Config, channels: Sequence[tuple[str, str]]) -> Loss:
@@ -227,7 +235,9 @@ def instance_loss(cfg: Config, channels: Sequence[tuple[str, str]]) -> Loss:
             values = _elementwise(kind, y_pred.float(), y_true)
             spatial = None
             if kind == "bce":
-                balance = binary_ratio_weights(y_true) if rebalance and name in BINARY_CHANNELS else None
+                balance = (
+                    binary_ratio_weights(y_true) if rebalance and name in BINARY_CHANNELS else None
+                )
                 if balance is not None and w_borders is not None:
                     spatial = balance + w_borders
                 else:
@@ -363,7 +373,9 @@ def loss_for(cfg: Config, channels: Sequence[tuple[str, str]]) -> Loss:
     if problem == "DENOISING":
         names, _ = _names_and_weights(cfg, "MSE")
         if names != ["MSE"]:
-            raise ConfigError(f"LOSS.TYPE {names} for DENOISING is not implemented (only ['MSE'], Noise2Void).")
+            raise ConfigError(
+                f"LOSS.TYPE {names} for DENOISING is not implemented (only ['MSE'], Noise2Void)."
+            )
         return _activated(n2v_loss, channels)
     if problem in ("SUPER_RESOLUTION", "SELF_SUPERVISED", "IMAGE_TO_IMAGE"):
         return _activated(image_loss(cfg, "MAE"), channels)
@@ -375,7 +387,9 @@ def loss_for(cfg: Config, channels: Sequence[tuple[str, str]]) -> Loss:
     raise ValueError(f"PROBLEM.TYPE {problem!r} has no training loss.")
 
 
-def metrics_for(cfg: Config, channels: Sequence[tuple[str, str]]) -> dict[str, Callable[[torch.Tensor, torch.Tensor], float]]:
+def metrics_for(
+    cfg: Config, channels: Sequence[tuple[str, str]]
+) -> dict[str, Callable[[torch.Tensor, torch.Tensor], float]]:
     """The training metrics of ``cfg``'s workflow (``train.metrics.metrics_for``, also reachable
     here beside the loss)."""
     from biapy_runner.train.metrics import metrics_for as build  # train.metrics uses activate
