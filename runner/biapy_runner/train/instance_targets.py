@@ -313,13 +313,14 @@ def _modified_instances(
     if dil is None and ero is None:
         return None
     out = np.zeros_like(vol)
-    for lb in ids:
-        m = vol == lb
+    pad = max(dil or [0]) + max(ero or [0]) + 1  # the crop's own edge never touches the object
+    for lb, box in zip(ids, _boxes(vol, ids, pad=pad)):
+        m = vol[box] == lb
         if dil is not None:
             m = _dilate(m, dil)
         if ero is not None:
             m = _erode(m, ero)
-        out[m] = lb
+        out[box][m] = lb
     return out
 
 
@@ -354,11 +355,11 @@ def _label_edt(vol: np.ndarray, ids: np.ndarray, spacing: Sequence[float]) -> np
 def norm_per_instance(channel: np.ndarray, vol: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """Min-max normalise ``channel`` inside each instance to [0, 1] (0 where constant and outside)."""
     out = np.zeros(channel.shape, dtype=np.float32)
-    for lb in ids:
-        m = vol == lb
-        values = channel[m]
+    for lb, box in zip(ids, _boxes(vol, ids)):
+        m = vol[box] == lb
+        values = channel[box][m]
         lo, hi = values.min(), values.max()
-        out[m] = 0 if hi == lo else (values - lo) / (hi - lo)
+        out[box][m] = 0 if hi == lo else (values - lo) / (hi - lo)
     return out
 
 
