@@ -226,3 +226,12 @@ def test_denoising_preparation_masks_each_crop_and_can_take_the_gt_values() -> N
     _, target = prepare(image, clean, np.random.default_rng(2))
     assert target.shape == (2, 22, 22) and target[1].sum() == 1
     assert target[0][target[1] > 0].tolist() == [7.0]
+
+
+def test_n2v_masks_a_pixel_even_in_a_crop_smaller_than_a_box() -> None:
+    from biapy_runner.train.inputs import n2v_mask
+
+    image = np.ones((1, 8, 8), dtype=np.float32)
+    for seed in range(20):
+        _, target = n2v_mask(image, np.random.default_rng(seed))  # box side 22 > 8
+        assert target[1].sum() == 1

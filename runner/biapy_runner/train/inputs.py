@@ -41,13 +41,16 @@ MANIPULATORS = (
 def stratified_coords(
     shape: tuple[int, ...], box: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, ...]:
-    """One random point per box of side ``box`` tiling ``shape`` (points past the edge dropped)."""
+    """One random point per box of side ``box`` tiling ``shape`` (points past the edge dropped, as
+    BiaPy does; one point anywhere when none is left, where BiaPy would mask nothing)."""
     counts = [int(np.ceil(s / box)) for s in shape]
     corners = np.stack(
         np.meshgrid(*[np.arange(c) * box for c in counts], indexing="ij"), -1
     ).reshape(-1, len(shape))
     points = (corners + rng.uniform(size=corners.shape) * box).astype(np.int64)
     points = points[np.all(points < np.asarray(shape), axis=1)]
+    if not len(points):  # a crop smaller than one box: one pixel anyway, so the loss is defined
+        points = (rng.uniform(size=(1, len(shape))) * np.asarray(shape)).astype(np.int64)
     return tuple(points.T)
 
 

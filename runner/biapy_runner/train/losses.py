@@ -280,10 +280,10 @@ def detection_loss(cfg: Config) -> Loss:
 
 def n2v_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Noise2Void's masked MSE: ``target`` holds the original values then the mask (``2C``
-    channels); ``sum((y - pred * m)^2) / sum(m)``."""
+    channels); ``sum((y - pred * m)^2) / sum(m)`` (0 without masked pixels)."""
     c = pred.shape[1]
     values, mask = target[:, :c], target[:, c:]
-    return torch.sum(torch.square(values - pred * mask)) / torch.sum(mask)
+    return torch.sum(torch.square(values - pred * mask)) / torch.sum(mask).clamp_min(1.0)
 
 
 def pcc_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
