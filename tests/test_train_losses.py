@@ -97,9 +97,8 @@ def test_instance_loss_weights_channels_and_rebalances_binary_ones() -> None:
     pred = torch.zeros(1, 2, 2, 2)
     pred[0, 0, 0, 0] = 2.0
     target = torch.stack([t([[1, 0], [0, 0]]), t([[0.5, -1], [-1, -1]])])[None]
-    f = (3 * softplus(-2) + 3 * softplus(0)) / (
-        3 + 1 + 1 + 1
-    )  # weights 3 on the object, 1 elsewhere
+    # BCE weights: 3 on the object (a quarter of the pixels), 1 elsewhere
+    f = (3 * softplus(-2) + 3 * softplus(0)) / (3 + 1 + 1 + 1)
     d = (0.25 + 1 + 1 + 1) / 4  # MSE of tanh(0) = 0
     loss = loss_for(cfg, [("F", "sigmoid"), ("D", "tanh")])(pred, target)
     assert float(loss) == pytest.approx(f + 0.5 * d, rel=1e-6)
