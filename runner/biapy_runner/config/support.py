@@ -13,12 +13,18 @@ from typing import Any
 
 from biapy_runner.config.load import Config
 from biapy_runner.config.schema import (
+    AUGMENTOR_OTHER_KEYS,
     CREATION_PROCESS_CHANNELS,
+    DEFAULTS,
     IMPLEMENTED_ARCHITECTURES,
+    IMPLEMENTED_AUGMENTATIONS,
     IMPLEMENTED_CREATION_PROCESSES,
     IMPLEMENTED_REFINEMENT_OPERATIONS,
     IMPLEMENTED_WATERSHED_CHANNELS,
     NOT_IMPLEMENTED,
+    TRAINABLE_INSTANCE_CHANNELS,
+    TRAINING_CHANNEL_LOSSES,
+    TRAINING_LOSSES,
     UNBUILT_MODEL_OPTIONS,
     creation_process,
 )
@@ -104,7 +110,7 @@ def _instance_problems(cfg: Config) -> list[str]:
 
 def check_implemented(cfg: Config) -> None:
     """Raise ConfigError (one paragraph) when ``cfg`` asks for something not implemented."""
-    problems = unimplemented(cfg)
+    problems = unimplemented(cfg) + training_problems(cfg)
     if problems:
         where = f" in {cfg.source}" if cfg.source else ""
         raise ConfigError(
@@ -160,3 +166,74 @@ def check_model_implemented(cfg: Config) -> None:
             f"this runner does not build: {'; '.join(problems)}. Choose an implemented "
             "architecture and options, or run a BioImage.IO model (MODEL.SOURCE: bmz, --model)."
         )
+
+
+def augmentor_problems(cfg: Config) -> list[str]:
+    """One line per ``AUGMENTOR`` key set away from BiaPy's default that training does not
+    implement (``schema.IMPLEMENTED_AUGMENTATIONS``); none when ``AUGMENTOR.ENABLE`` is false.
+
+    Parameters
+    ----------
+    cfg : Config
+        A loaded configuration.
+
+    Returns
+    -------
+    list of str
+        ``"AUGMENTOR.KEY = value (data augmentation)"`` lines.
+    """
+    if not cfg.get("AUGMENTOR.ENABLE"):
+        return []
+    honoured = set(AUGMENTOR_OTHER_KEYS)
+    for flag, keys in IMPLEMENTED_AUGMENTATIONS.items():
+        honoured.update((flag, *keys))
+    problems = []
+    for key, default in DEFAULTS["AUGMENTOR"].items():
+        value = cfg.get("AUGMENTOR." + key)
+        if key not in honoured and not _same(value, default):
+            problems.append(f"AUGMENTOR.{key} = {value!r} (data augmentation)")
+    return problems
+
+
+def training_problems(cfg: Config) -> list[str]:
+    """With ``TRAIN.ENABLE``: the AUGMENTOR keys (:func:`augmentor_problems`) and the training
+    targets and losses (:func:`target_problems`) that training does not implement."""
+    if not cfg.get("TRAIN.ENABLE"):
+        return []
+    return augmentor_problems(cfg) + target_problems(cfg)
+
+
+def target_problems(cfg: Config) -> list[str]:
+    """One line per setting whose training target or loss is not implemented: instance channels
+    outside ``schema.TRAINABLE_INSTANCE_CHANNELS`` or losses outside ``TRAINING_CHANNEL_LOSSES``,
+    a class head (``DATA.N_CLASSES`` > 2) for instances or points, ``LOSS.TYPE`` outside
+    ``schema.TRAINING_LOSSES``.
+
+    Parameters
+    ----------
+    cfg : Config
+        A loaded configuration.
+
+    Returns
+    -------
+    list of str
+        ``"KEY = value (what it does)"`` lines.
+    """
+    problem = str(cfg.get("PROBLEM.TYPE"))
+    problems = []
+    if problem == "INSTANCE_SEG":
+        channels = cfg.get(_IS + "DATA_CHANNELS")
+        names = list(channels) if isinstance(channels, (list, tuple)) else []
+        missing = [c for c in names if c not in TRAINABLE_INSTANCE_CHANNELS]
+        if missing:
+            problems.append(f"{_IS}DATA_CHANNELS = {names} (training targets for {missing})")
+        losses = [str(x).lower() for x in cfg.get(_IS + "DATA_CHANNELS_LOSSES")]
+        if not set(losses) <= set(TRAINING_CHANNEL_LOSSES):
+            problems.append(f"{_IS}DATA_CHANNELS_LOSSES = {losses} (implemented: {list(TRAINING_CHANNEL_LOSSES)})")
+    if problem in ("INSTANCE_SEG", "DETECTION") and int(cfg.get("DATA.N_CLASSES")) > 2:
+        problems.append(f"DATA.N_CLASSES = {cfg.get('DATA.N_CLASSES')} (training the class head)")
+    losses = [str(n).upper() for n in cfg.get("LOSS.TYPE")]
+    allowed = TRAINING_LOSSES.get(problem)
+    if allowed is not None and not set(losses) <= set(allowed):
+        problems.append(f"LOSS.TYPE = {losses} (implemented for {problem}: {list(allowed)})")
+    return problems
