@@ -459,10 +459,14 @@ def predict_chunked(
                        int(space * (1 - GROUP_SHARE)) // tile_cost))  # fmt: skip
     sizes = _group_sizes(grid, image.shape[0], model.out_channels, int(space * GROUP_SHARE))
     if space == MIN_ROOM or sizes == [1] * len(sizes) and grid.count > 1:
+        held = current_rss()
+        left = (
+            f"is below what the runner itself holds ({_gib(held)})" if budget - held < MIN_ROOM
+            else f"leaves {_gib(budget - held)} beside what the runner holds ({_gib(held)})"
+        )  # fmt: skip
         log.warn(
-            f"the memory budget {_gib(budget)} leaves {_gib(budget - current_rss())} beside "
-            f"what the runner holds ({_gib(current_rss())}): groups of one tile, slower; give "
-            "a larger --memory-budget"
+            f"the memory budget {_gib(budget)} {left}: groups of one tile, slower; give a "
+            "larger --memory-budget"
         )
     groups = math.prod(math.ceil(len(a.starts) / g) for a, g in zip(grid.axes, sizes))
     log.info(
