@@ -761,10 +761,14 @@ def _original_names(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]
 
 def _report_ignored(cfg: Config) -> None:
     """Log once which training-only parts of the file are ignored; keys left at BiaPy's
-    default (``TRAIN.ENABLE: false``) change nothing and are not listed."""
+    default (``TRAIN.ENABLE: false``) change nothing and are not listed; MODEL.* builds the
+    network when MODEL.SOURCE is biapy (a BiaPy checkpoint), so it is not listed then."""
     groups: list[str] = []
+    builds_network = cfg.get("MODEL.SOURCE") == "biapy"
     for key in cfg.ignored:
         if key in LEAVES and cfg.get(key) == LEAVES[key]:
+            continue
+        if builds_network and key.startswith("MODEL."):
             continue
         prefix = next(p for p in TRAINING_ONLY if key == p or key.startswith(p + "."))
         label = prefix if prefix in LEAVES else f"{prefix}.*"
