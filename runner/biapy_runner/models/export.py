@@ -30,7 +30,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from bioimageio.spec import ValidationContext
 
 from biapy_runner.config.load import Config
 from biapy_runner.errors import ConfigError, ModelError, real_cause
@@ -43,6 +42,7 @@ from biapy_runner.models.export_settings import (
     export_settings,
     with_representation,
 )
+from biapy_runner.models.trainable import package_kwargs
 
 Architecture = tuple[Path, str, dict[str, Any]]
 #: tolerance of the check that every weight format reproduces the test output
@@ -51,12 +51,9 @@ INPUT_ID, OUTPUT_ID = "input0", "output0"
 
 
 def shipped_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """The kwargs a package ships: BiaPy's ``explicit_activations`` on (the network applies its
-    output activations itself), as BiaPy exports them."""
-    out = dict(kwargs)
-    if "explicit_activations" in out:
-        out["explicit_activations"] = True
-    return out
+    """The kwargs a package ships: BiaPy's ``explicit_activations`` and ``return_one_tensor``
+    on (the network applies its output activations itself), as BiaPy exports them."""
+    return package_kwargs(dict(kwargs), training=False)
 
 
 def import_architecture(path: Path, callable_name: str) -> Any:
@@ -487,6 +484,8 @@ def _build(
 ) -> Path:
     """Write the package's files into ``work``, build, save and check it; returns the partial
     zip beside ``out_path``."""
+    from bioimageio.spec import ValidationContext
+
     arch_path, callable_name, kwargs = architecture
     shutil.copyfile(arch_path, work / arch_path.name)
     net = rebuild((work / arch_path.name, callable_name, kwargs), model.state_dict())

@@ -178,20 +178,3 @@ def with_representation(description: str, channels: list[str]) -> str:
         return description
     sep = "" if description.endswith((".", "!", "?")) else "."
     return f"{description}{sep} Instance segmentation representation: {' + '.join(channels)}"
-
-
-def representation_channels(description: str) -> list[str] | None:
-    """The channel names of BiaPy's ``... representation: F + C`` line in an rdf description
-    (None when there is none)."""
-    if "representation:" not in description:
-        return None
-    line = description.split("representation:", 1)[1].split("\n", 1)[0]
-    names = [part.strip() for part in line.split("+")]
-    return names if names and all(names) else None
-
-
-def as_list(value: Any) -> list[Any]:
-    """``value`` as a list (tuples and scalars wrapped)."""
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    return [value]

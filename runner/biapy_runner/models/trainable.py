@@ -3,8 +3,8 @@ torch module (``MODEL.SOURCE: bmz`` with ``TRAIN.ENABLE``).
 
 The network is built as bioimageio.core builds it (the package's architecture code, imported
 from the package, called with its kwargs, then the state dict), except that BiaPy's
-``explicit_activations`` kwarg is turned off as BiaPy does when it consumes a package: the
-module returns pre-activation outputs, which BiaPy's losses take. Packages with TorchScript or
+``explicit_activations`` / ``return_one_tensor`` kwargs are turned off as BiaPy does when it
+consumes a package: the module returns pre-activation outputs, which BiaPy's losses take. Packages with TorchScript or
 ONNX weights only cannot be fine-tuned (exit 3).
 """
 
@@ -55,18 +55,27 @@ def _kwargs(weights: Any) -> dict[str, Any]:
     return dict(getattr(architecture, "kwargs", None) or getattr(weights, "kwargs", {}) or {})
 
 
+#: BiaPy's kwargs that are on in a package (the network applies its activations and returns
+#: one tensor) and off in training (pre-activation outputs; BiaPy's adapt_bmz_model_kwargs)
+PACKAGE_ONLY_KWARGS = ("explicit_activations", "return_just_preds", "return_one_tensor")
+
+
+def package_kwargs(kwargs: dict[str, Any], *, training: bool) -> dict[str, Any]:
+    """``kwargs`` with BiaPy's package-only switches (:data:`PACKAGE_ONLY_KWARGS`, where
+    present) off for ``training``, on for a package."""
+    return {k: (not training if k in PACKAGE_ONLY_KWARGS else v) for k, v in kwargs.items()}
+
+
 def _for_training(weights: Any) -> Any:
-    """A copy of ``weights`` whose kwargs have BiaPy's ``explicit_activations`` off."""
+    """A copy of ``weights`` whose kwargs have BiaPy's package-only switches off."""
     kwargs = _kwargs(weights)
-    if "explicit_activations" not in kwargs:
+    if not any(k in kwargs for k in PACKAGE_ONLY_KWARGS):
         return weights
-    kwargs["explicit_activations"] = False
-    copy = weights.model_copy(deep=True)
-    if hasattr(copy.architecture, "kwargs"):
-        copy.architecture.kwargs = kwargs
-    else:
-        copy.kwargs = kwargs
-    return copy
+    kwargs = package_kwargs(kwargs, training=True)
+    if hasattr(weights.architecture, "kwargs"):  # format 0.5
+        architecture = weights.architecture.model_copy(update={"kwargs": kwargs})
+        return weights.model_copy(update={"architecture": architecture})
+    return weights.model_copy(update={"kwargs": kwargs})
 
 
 def trainable_from_package(
