@@ -760,8 +760,11 @@ def _original_names(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]
 
 
 def _report_ignored(cfg: Config) -> None:
-    """Log once which training-only parts of the file are ignored; keys left at BiaPy's
-    default (``TRAIN.ENABLE: false``) change nothing and are not listed."""
+    """Log once which training-only parts of the file are ignored (none when TRAIN.ENABLE is
+    set); keys left at BiaPy's default (``TRAIN.ENABLE: false``) change nothing and are not
+    listed."""
+    if cfg.get("TRAIN.ENABLE"):
+        return  # training uses them (what it does not implement is refused by config/support.py)
     groups: list[str] = []
     for key in cfg.ignored:
         if key in LEAVES and cfg.get(key) == LEAVES[key]:

@@ -24,28 +24,11 @@ from biapy_runner.config.load import Config
 from biapy_runner.errors import ConfigError
 
 _S = "TRAIN.LR_SCHEDULER."
-OPTIMIZERS = ("SGD", "ADAM", "ADAMW")
-SCHEDULERS = ("", "reduceonplateau", "warmupcosine", "onecycle")
 
 
 def _first(value: Any) -> Any:
     """BiaPy 3.7 lists one value per optimizer; the runner trains one network (one optimizer)."""
     return value[0] if isinstance(value, (list, tuple)) else value
-
-
-def check_optimization(cfg: Config) -> list[str]:
-    """What TRAIN.OPTIMIZER / LR_SCHEDULER asks that is not implemented (one line each)."""
-    problems = []
-    optimizers = cfg.get("TRAIN.OPTIMIZER")
-    optimizers = list(optimizers) if isinstance(optimizers, (list, tuple)) else [optimizers]
-    if len(optimizers) != 1:
-        problems.append(f"TRAIN.OPTIMIZER = {optimizers} (one optimizer per sub-network)")
-    elif str(optimizers[0]).upper() not in OPTIMIZERS:
-        problems.append(f"TRAIN.OPTIMIZER = {optimizers[0]!r} (implemented: {', '.join(OPTIMIZERS)})")
-    name = str(cfg.get(_S + "NAME"))
-    if name not in SCHEDULERS:
-        problems.append(f"{_S}NAME = {name!r} (implemented: {', '.join(s for s in SCHEDULERS if s)})")
-    return problems
 
 
 def build_optimizer(cfg: Config, parameters: Any) -> Any:
