@@ -123,10 +123,10 @@ def train(opts: TrainOptions, cfg: Config, since: tuple[float, int]) -> Path:
         f"{len(inputs.train)} training image(s), {len(inputs.val)} validation image(s), "
         f"{threads} CPU thread(s) ({origin})"
     )
-    train_samples = read_samples(inputs.train, cfg, workflow, opts)
-    val_samples = read_samples(inputs.val, cfg, workflow, opts)
+    data = training_data(cfg, read_samples(inputs.train, cfg, workflow, opts),
+                         read_samples(inputs.val, cfg, workflow, opts))
     with OutputStage(opts.out) as stage:
-        best = fit(stage.root, cfg, train_samples, val_samples, device, opts)
+        best = fit(stage.root, cfg, data, device, opts)
         if inputs.test is not None:
             log.info(f"testing the trained model ({best.name})")
             model = load_configured_model(tested_config(cfg, best), opts, threads)
@@ -161,6 +161,8 @@ def collect(opts: TrainOptions, cfg: Config, workflow: Workflow) -> Inputs:
     if opts.val_images or not cfg.get("DATA.VAL.FROM_TRAIN"):
         val = _pairs(cfg, workflow, opts.val_images, opts.val_gt, "VAL")
     tested = input_files(opts, cfg, workflow) if cfg.get("TEST.ENABLE") else None
+    if cfg.get("MODEL.LOAD_CHECKPOINT"):
+        start_checkpoint(cfg)
     return Inputs(train, val, tested)
 
 
@@ -222,29 +224,26 @@ def _check_channels(cfg: Config, channels: int, path: Path) -> None:
         )
 
 
-def fit(
-    root: Path,
-    cfg: Config,
-    train_samples: list[Any],
-    val_samples: list[Any],
-    device: Any,
-    opts: TrainOptions,
-) -> Path:
-    """Build (or load) the network, train it, write the checkpoints, ``train_log.tsv`` and the
-    curves under ``root``; returns the checkpoint the test uses (the best one, or the last
-    epoch's with MODEL.LOAD_CHECKPOINT_EPOCH last_on_train)."""
+def training_data(cfg: Config, train: list[Any], val: list[Any]) -> Any:
+    """The batches of training (augmented with AUGMENTOR.*, prepared per crop) and validation."""
     from biapy_runner.train.augment import Augmenter
     from biapy_runner.train.data import build_training_data
+
+    data = build_training_data(cfg, train, val, Augmenter.from_config(cfg) or None, _prepare(cfg))
+    log.info(data.describe())
+    return data
+
+
+def fit(root: Path, cfg: Config, data: Any, device: Any, opts: TrainOptions) -> Path:
+    """Build (or load) the network, train it on ``data``, write the checkpoints,
+    ``train_log.tsv`` and the curves under ``root``; returns the checkpoint the test uses (the
+    best one, or the last epoch's with MODEL.LOAD_CHECKPOINT_EPOCH last_on_train)."""
     from biapy_runner.train.loop import Trainer, seed_everything
     from biapy_runner.train.losses import loss_for, metrics_for
 
-    model, resumed = _initial_model(cfg, int(train_samples[0].image.shape[0]))
+    model, resumed = _initial_model(cfg, int(data.train.samples[0].image.shape[0]))
     model.to(device)
     channels = _channels(cfg)
-    augmenter = Augmenter.from_config(cfg)
-    data = build_training_data(cfg, train_samples, val_samples, augmenter or None,
-                               _prepare(cfg))
-    log.info(data.describe())
     folder = root / CHECKPOINT_DIR
     folder.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -310,12 +309,7 @@ def _initial_model(cfg: Config, in_channels: int) -> tuple[Any, tuple[int, Any, 
         from biapy_runner.models.architectures import build_model
 
         return build_model(cfg, in_channels=in_channels), None
-    path = Path(str(cfg.get("PATHS.CHECKPOINT_FILE") or ""))
-    if not path.is_file():
-        raise InputError(
-            f"MODEL.LOAD_CHECKPOINT is set but PATHS.CHECKPOINT_FILE {str(path)!r} is not a "
-            "file: give the .pth checkpoint to start from (or set MODEL.LOAD_CHECKPOINT: False)."
-        )
+    path = start_checkpoint(cfg)
     from biapy_runner.models.checkpoint import load_checkpoint
 
     model, info = load_checkpoint(path, cfg)
@@ -327,6 +321,17 @@ def _initial_model(cfg: Config, in_channels: int) -> tuple[Any, tuple[int, Any, 
     epoch = int(epoch) if isinstance(epoch, int) else 0
     optimizer = info.get("optimizer") if "optimizer" in items else None
     return model, (epoch, optimizer, info)
+
+
+def start_checkpoint(cfg: Config) -> Path:
+    """PATHS.CHECKPOINT_FILE, checked to be a file (training with MODEL.LOAD_CHECKPOINT)."""
+    path = Path(str(cfg.get("PATHS.CHECKPOINT_FILE") or ""))
+    if not path.is_file():
+        raise InputError(
+            f"MODEL.LOAD_CHECKPOINT is set but PATHS.CHECKPOINT_FILE {str(path)!r} is not a "
+            "file: give the .pth checkpoint to start from (or set MODEL.LOAD_CHECKPOINT: False)."
+        )
+    return path
 
 
 def _prepare(cfg: Config) -> Any:
