@@ -167,7 +167,10 @@ def make_instance_targets(
         elif name == "R":
             from biapy_runner.decode.stardist import ray_distances, rays
 
-            built["R"] = ray_distances(vol, rays(int(opts["nrays"]), vol.ndim))
+            directions = rays(int(opts["nrays"]), vol.ndim)
+            # BiaPy's radial_distances normalises the rays once more (float32): same last bits
+            directions = directions / (np.linalg.norm(directions[:, ::-1], axis=1, keepdims=True) + 1e-12)
+            built["R"] = ray_distances(vol, directions.astype(np.float32))
         elif name == "We":
             weights_from = vol
             if "F" in names:
