@@ -219,3 +219,20 @@ def test_trainer_stops_early_at_the_right_epoch(tmp_path: Path, monkeypatch) -> 
     assert state.stopped_early and state.epoch == 4
     assert state.best_loss == pytest.approx(0.8)
     assert math.isnan(state.rows[-1]["val_IoU"]) is False
+
+
+def test_training_curves_png_has_one_panel_per_curve(tmp_path: Path) -> None:
+    import pandas as pd
+    from PIL import Image
+
+    from biapy_runner.report.charts import training_curves
+
+    table = pd.DataFrame({
+        "epoch": [1, 2, 3], "train_loss": [0.9, 0.6, 0.5], "val_loss": [1.0, 0.7, 0.65],
+        "train_IoU": [0.2, 0.5, 0.6], "val_IoU": [0.1, 0.4, 0.55], "lr": [1e-3, 1e-3, 5e-4],
+        "seconds": [1.0, 1.1, 1.0],
+    })
+    path = training_curves(table, tmp_path / "curves.png")
+    with Image.open(path) as png:
+        assert png.size == (3 * 400, 320)  # loss, IoU, lr: 4 x 3.2 inches each at 100 dpi
+    assert training_curves(table.iloc[:0], tmp_path / "none.png") is None

@@ -15,7 +15,7 @@ import numpy as np
 
 from biapy_runner import log
 from biapy_runner.config.load import Config, load_config
-from biapy_runner.config.support import check_implemented
+from biapy_runner.config.support import check_implemented, check_model_implemented
 from biapy_runner.errors import ConfigError, InputError, ModelError
 from biapy_runner.io.images import (
     SUPPORTED_EXTENSIONS,
@@ -33,7 +33,7 @@ from biapy_runner.workflows.base import Workflow, workflow_for
 
 if TYPE_CHECKING:  # torch and the model load only once the configuration and inputs are checked
     from biapy_runner.inference.tiling import TilePlan
-    from biapy_runner.models.model import BmzModel
+    from biapy_runner.models.runnable import RunnableModel
     from biapy_runner.report.build import RunInfo
     from biapy_runner.report.panels import Item, Reader, ResultSet
 
@@ -75,7 +75,9 @@ class TiledPredictor:
 
     ``batch_size`` None: chosen per image from the free memory and the tile's measured cost."""
 
-    def __init__(self, model: BmzModel, cfg: Config, batch_size: int | None, amp: bool) -> None:
+    def __init__(
+        self, model: RunnableModel, cfg: Config, batch_size: int | None, amp: bool
+    ) -> None:
         self.model = model
         self.cfg = cfg
         self.batch_size = batch_size
@@ -84,13 +86,16 @@ class TiledPredictor:
 
     def prepare(self, data: np.ndarray) -> np.ndarray:
         """The model's own preprocessing, after DATA.NORMALIZATION when the configuration sets
-        it and the rdf does not normalise the input itself (statistics over the whole image).
+        it and the rdf does not normalise the input itself (statistics over the whole image), or
+        always for a BiaPy checkpoint (trained with it).
 
         A model whose rdf has no normalisation and a configuration that does not ask for one get
         the image as it is: such a model declares that it takes raw intensities."""
         from biapy_runner.inference.normalization import normalize
 
-        wanted = any(key.startswith("DATA.NORMALIZATION.") for key in self.cfg.user_keys)
+        wanted = self.model.expects_config_normalization or any(
+            key.startswith("DATA.NORMALIZATION.") for key in self.cfg.user_keys
+        )
         if wanted and not self.model.normalizes_input:
             data = normalize(data, self.cfg)
         return self.model.preprocess(data)
@@ -194,7 +199,7 @@ class _BatchLogger:
             log.info(f"  tiles {done}/{total} ({now - self.start:.1f}s)")
 
 
-def check_model_kind(workflow: Workflow, model: BmzModel) -> None:
+def check_model_kind(workflow: Workflow, model: RunnableModel) -> None:
     """A classifier (no spatial output axes) runs only in a workflow that classifies whole
     images, and an image model only in one that does not; checked once, before any image."""
     is_classifier = not model.out_spatial_axes
@@ -252,7 +257,7 @@ def resolve_threads(requested: int | None, cfg: Config) -> tuple[int, str]:
     return cores or 1, "all cores"
 
 
-def check_model_ndim(model: BmzModel, cfg: Config) -> None:
+def check_model_ndim(model: RunnableModel, cfg: Config) -> None:
     """A 2D model runs in a 2D run and a 3D model in a 3D run; checked once, before any image.
 
     Raises
@@ -399,10 +404,18 @@ def _configure(opts: RunOptions) -> Config:
 
 def check_model_source(cfg: Config) -> None:
     """The model that inference runs is configured (MODEL.SOURCE and its keys)."""
-    if cfg.get("MODEL.SOURCE") != "bmz":
+    source = cfg.get("MODEL.SOURCE")
+    if source == "biapy":
+        from biapy_runner.models.checkpoint import checkpoint_file
+
+        check_model_implemented(cfg)
+        checkpoint_file(cfg)
+        return
+    if source != "bmz":
         raise ConfigError(
-            f"MODEL.SOURCE is {cfg.get('MODEL.SOURCE')!r}: this runner runs BioImage.IO models "
-            "only; set MODEL.SOURCE: bmz and MODEL.BMZ.SOURCE_MODEL_ID (or pass --model)."
+            f"MODEL.SOURCE is {source!r}: this runner runs BioImage.IO models (MODEL.SOURCE: "
+            "bmz with MODEL.BMZ.SOURCE_MODEL_ID, or --model) and BiaPy checkpoints "
+            "(MODEL.SOURCE: biapy with PATHS.CHECKPOINT_FILE)."
         )
     if not str(cfg.get("MODEL.BMZ.SOURCE_MODEL_ID") or "").strip():
         raise ConfigError(
@@ -443,7 +456,7 @@ def test(
     workflow: Workflow,
     files: tuple[list[Path], list[Path]],
     since: tuple[float, int],
-    model: BmzModel | None = None,
+    model: RunnableModel | None = None,
 ) -> None:
     """Predict, decode, write and score ``files`` (images, GT) into ``stage``, then the report;
     ``since``: the command's start (``time.monotonic()``) and the warning count then; ``model``:
@@ -482,28 +495,25 @@ def test(
         _report(stage, info, since, items, [ResultSet("", stage.root)], reader)
 
 
-def load_configured_model(cfg: Config, opts: RunOptions, threads: int) -> BmzModel:
-    """The model the configuration names, loaded for inference on ``opts.device``."""
-    from biapy_runner.models.model import load_model  # torch: only once the inputs are checked
+def load_configured_model(cfg: Config, opts: RunOptions, threads: int) -> RunnableModel:
+    """The model the configuration names (MODEL.SOURCE), loaded for inference on
+    ``opts.device``."""
+    from biapy_runner.models.runnable import open_model  # torch: once the inputs are checked
 
-    return load_model(
-        str(cfg.get("MODEL.BMZ.SOURCE_MODEL_ID")),
-        device=opts.device,
-        cache_dir=opts.cache_dir,
-        threads=threads,
-        backend=opts.backend,
+    return open_model(
+        cfg, device=opts.device, cache_dir=opts.cache_dir, threads=threads, backend=opts.backend
     )
 
 
-def model_info(model: BmzModel, cfg: Config) -> dict[str, str]:
+def model_info(model: RunnableModel, cfg: Config) -> dict[str, str]:
     """Name, source, weights format, backend and version of ``model`` for the report."""
-    version = getattr(model.descr, "version", None)
+    source = cfg.get("MODEL.BMZ.SOURCE_MODEL_ID") if cfg.get("MODEL.SOURCE") == "bmz" else model.source
     return {
         "name": model.name,
-        "source": str(cfg.get("MODEL.BMZ.SOURCE_MODEL_ID")),
+        "source": str(source),
         "weights": str(model.weight_format),
         "backend": str(model.backend or ""),
-        "version": "" if version is None else str(version),
+        "version": model.version,
     }
 
 

@@ -760,14 +760,17 @@ def _original_names(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]
 
 
 def _report_ignored(cfg: Config) -> None:
-    """Log once which training-only parts of the file are ignored (none when TRAIN.ENABLE is
-    set); keys left at BiaPy's default (``TRAIN.ENABLE: false``) change nothing and are not
-    listed."""
+    """Log once which training-only parts of the file are ignored; keys left at BiaPy's
+    default (``TRAIN.ENABLE: false``) change nothing and are not listed; MODEL.* builds the
+    network when MODEL.SOURCE is biapy (a BiaPy checkpoint), so it is not listed then."""
     if cfg.get("TRAIN.ENABLE"):
         return  # training uses them (what it does not implement is refused by config/support.py)
     groups: list[str] = []
+    builds_network = cfg.get("MODEL.SOURCE") == "biapy"
     for key in cfg.ignored:
         if key in LEAVES and cfg.get(key) == LEAVES[key]:
+            continue
+        if builds_network and key.startswith("MODEL."):
             continue
         prefix = next(p for p in TRAINING_ONLY if key == p or key.startswith(p + "."))
         label = prefix if prefix in LEAVES else f"{prefix}.*"

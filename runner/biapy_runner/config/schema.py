@@ -1295,6 +1295,16 @@ NOT_IMPLEMENTED: dict[str, tuple[tuple[Any, ...], str]] = {
     "PROBLEM.INSTANCE_SEG.CELLPOSE.DIAMETER": ((0.0, 0), "rescaling the images to a cell diameter"),
     "PROBLEM.IMAGE_TO_IMAGE.MEMBRANE_REPAIR.ENABLE": ((False,), "membrane repair post-processing"),
 }
+#: MODEL.ARCHITECTURE values the runner builds (MODEL.SOURCE: biapy checkpoints, training)
+IMPLEMENTED_ARCHITECTURES: tuple[str, ...] = (
+    "unet", "resunet", "seunet", "attention_unet", "resunet_se", "resunet++", "multiresunet",
+)
+#: MODEL.* values of BiaPy's that the runner's architectures do not build: key -> (refused
+#: value, why)
+UNBUILT_MODEL_OPTIONS: dict[str, tuple[Any, str]] = {
+    "MODEL.NORMALIZATION": ("gn", "group normalisation, which BiaPy 3.7.1 cannot build either"),
+    "LOSS.CONTRAST.ENABLE": (True, "the contrastive projection head"),
+}
 #: INSTANCE_CREATION_PROCESS values the runner decodes (others are refused at run time)
 IMPLEMENTED_CREATION_PROCESSES: tuple[str, ...] = INSTANCE_CREATION_PROCESSES
 #: channels the runner's marker-controlled watershed decodes

@@ -14,6 +14,7 @@ from typing import Any
 from biapy_runner.config.load import Config
 from biapy_runner.config.schema import (
     CREATION_PROCESS_CHANNELS,
+    IMPLEMENTED_ARCHITECTURES,
     IMPLEMENTED_CREATION_PROCESSES,
     IMPLEMENTED_REFINEMENT_OPERATIONS,
     IMPLEMENTED_WATERSHED_CHANNELS,
@@ -21,6 +22,7 @@ from biapy_runner.config.schema import (
     TRAINING_NOT_IMPLEMENTED,
     TRAINING_OPTIMIZERS,
     TRAINING_SCHEDULERS,
+    UNBUILT_MODEL_OPTIONS,
     creation_process,
 )
 from biapy_runner.errors import ConfigError
@@ -147,4 +149,51 @@ def check_implemented(cfg: Config) -> None:
             f"implemented by this runner: {'; '.join(problems)}. Set these keys back to BiaPy's "
             "defaults (or remove them) to run with the rest of the configuration; README lists "
             "what is honoured, ignored and refused."
+        )
+
+
+def model_problems(cfg: Config) -> list[str]:
+    """What the runner cannot build of the configured BiaPy network (MODEL.SOURCE: biapy, or
+    training): ``"KEY = value (why)"`` lines, empty when it builds it.
+
+    A run with a BioImage.IO model never builds one, so these keys are only checked when a
+    network is built from MODEL.* (see :func:`check_model_implemented`).
+
+    Parameters
+    ----------
+    cfg : Config
+        A loaded configuration.
+
+    Returns
+    -------
+    list of str
+        One line per refused value.
+    """
+    problems = []
+    arch = str(cfg.get("MODEL.ARCHITECTURE")).lower()
+    if arch not in IMPLEMENTED_ARCHITECTURES:
+        problems.append(
+            f"MODEL.ARCHITECTURE = {cfg.get('MODEL.ARCHITECTURE')!r} (implemented: "
+            f"{', '.join(IMPLEMENTED_ARCHITECTURES)})"
+        )
+    for key, (refused, meaning) in UNBUILT_MODEL_OPTIONS.items():
+        if _same(cfg.get(key), refused):
+            problems.append(f"{key} = {refused!r} ({meaning})")
+    problem = cfg.get("PROBLEM.TYPE")
+    if problem == "CLASSIFICATION":
+        problems.append("PROBLEM.TYPE = 'CLASSIFICATION' (BiaPy's classifier networks)")
+    if problem == "SELF_SUPERVISED" and cfg.get("PROBLEM.SELF_SUPERVISED.PRETEXT_TASK") == "masking":
+        problems.append("PROBLEM.SELF_SUPERVISED.PRETEXT_TASK = 'masking' (the MAE network)")
+    return problems
+
+
+def check_model_implemented(cfg: Config) -> None:
+    """Raise ConfigError (one paragraph) when the configured BiaPy network cannot be built."""
+    problems = model_problems(cfg)
+    if problems:
+        where = f" in {cfg.source}" if cfg.source else ""
+        raise ConfigError(
+            f"The configuration{where} asks for a BiaPy network (MODEL.SOURCE: biapy) that this "
+            f"runner does not build: {'; '.join(problems)}. Choose an implemented architecture "
+            "and options, or run a BioImage.IO model (MODEL.SOURCE: bmz, --model)."
         )

@@ -131,6 +131,9 @@ class BmzModel:
     ``scale`` and ``offset`` are then empty and its outputs are ``(C,)`` per image.
     """
 
+    #: the rdf says how to normalise (see :class:`~biapy_runner.models.runnable.RunnableModel`)
+    expects_config_normalization = False
+
     def __init__(
         self,
         descr: Any,
@@ -204,6 +207,12 @@ class BmzModel:
                 f"{real_cause(err)}."
             ) from err
         return list(setup.pre), list(setup.post)
+
+    @property
+    def version(self) -> str:
+        """The package's version ("" when its rdf gives none)."""
+        version = getattr(self.descr, "version", None)
+        return "" if version is None else str(version)
 
     @property
     def normalizes_input(self) -> bool:
