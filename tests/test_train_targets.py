@@ -182,3 +182,15 @@ def test_crappify_keeps_shape_and_dtype_and_degrades() -> None:
     assert crappify(image, rng, 4, 0.2).std() > 0  # noise
     cfg = load_config(None, ["PROBLEM.TYPE=SELF_SUPERVISED", "PROBLEM.SELF_SUPERVISED.PRETEXT_TASK=masking"])
     assert ssl_input(cfg, image, rng) is image
+
+
+def test_denoising_preparation_masks_each_crop_and_can_take_the_gt_values() -> None:
+    from biapy_runner.train.inputs import prepare_for
+
+    assert prepare_for(load_config(None, ["PROBLEM.TYPE=SEMANTIC_SEG"])) is None
+    image = np.random.default_rng(0).uniform(size=(1, 22, 22)).astype(np.float32)
+    clean = np.full((1, 22, 22), 7.0, dtype=np.float32)
+    prepare = prepare_for(load_config(None, ["PROBLEM.TYPE=DENOISING", "PROBLEM.DENOISING.LOAD_GT_DATA=True"]))
+    x, target = prepare(image, clean, np.random.default_rng(2))
+    assert target.shape == (2, 22, 22) and target[1].sum() == 1
+    assert target[0][target[1] > 0].tolist() == [7.0]

@@ -16,8 +16,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from collections.abc import Callable
+
 from biapy_runner.config.load import Config
 from biapy_runner.errors import ConfigError
+
+#: a per-crop preparation: (image, target, rng) -> (image, target)
+Prepare = Callable[[np.ndarray, "np.ndarray | None", np.random.Generator], "tuple[np.ndarray, np.ndarray]"]
 
 MANIPULATORS = (
     "uniform_withCP",
@@ -81,6 +86,7 @@ def n2v_mask(
     manipulator: str = "uniform_withCP",
     radius: int = 5,
     structmask: bool = False,
+    values: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Noise2Void's masked input and target for one image.
 
@@ -99,6 +105,9 @@ def n2v_mask(
         ``N2V_NEIGHBORHOOD_RADIUS``.
     structmask : bool
         ``N2V_STRUCTMASK``.
+    values : numpy.ndarray, optional
+        Where the target values come from (a clean GT of the image's shape, BiaPy's
+        ``LOAD_GT_DATA``); the image itself by default.
 
     Returns
     -------
@@ -118,10 +127,10 @@ def n2v_mask(
     for c in range(n_channels):
         coords = stratified_coords(shape, box, rng)
         original = x[c].copy()
-        values = [_manipulated(original, tuple(int(v) for v in p), manipulator, radius, rng) for p in zip(*coords)]
-        target[(c, *coords)] = original[coords]
+        replaced = [_manipulated(original, tuple(int(v) for v in p), manipulator, radius, rng) for p in zip(*coords)]
+        target[(c, *coords)] = original[coords] if values is None else np.asarray(values)[c][coords]
         target[(n_channels + c, *coords)] = 1.0
-        x[(c, *coords)] = values
+        x[(c, *coords)] = replaced
         if structmask:
             _struct_mask(x[c], coords, rng)
     return x, target
@@ -136,7 +145,9 @@ def _struct_mask(plane: np.ndarray, coords: tuple[np.ndarray, ...], rng: np.rand
     plane[tuple(hit.T)] = rng.uniform(size=len(hit)) * 4 - 2
 
 
-def n2v_from_config(cfg: Config, image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def n2v_from_config(
+    cfg: Config, image: np.ndarray, rng: np.random.Generator, values: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """:func:`n2v_mask` with ``PROBLEM.DENOISING.N2V_*``."""
     key = "PROBLEM.DENOISING."
     return n2v_mask(
@@ -146,6 +157,7 @@ def n2v_from_config(cfg: Config, image: np.ndarray, rng: np.random.Generator) ->
         str(cfg.get(key + "N2V_MANIPULATOR")),
         int(cfg.get(key + "N2V_NEIGHBORHOOD_RADIUS")),
         bool(cfg.get(key + "N2V_STRUCTMASK")),
+        values,
     )
 
 
@@ -174,3 +186,19 @@ def ssl_input(cfg: Config, image: np.ndarray, rng: np.random.Generator) -> np.nd
     if cfg.get(key + "PRETEXT_TASK") == "crappify":
         return crappify(image, rng, float(cfg.get(key + "RESIZING_FACTOR")), float(cfg.get(key + "NOISE")))
     return np.asarray(image)
+
+
+def prepare_for(cfg: Config) -> Prepare | None:
+    """The per-crop preparation after augmentation, ``(image, target, rng) -> (image, target)``:
+    Noise2Void masking for DENOISING (the target rebuilt: the augmented image's values, or the
+    GT's with ``PROBLEM.DENOISING.LOAD_GT_DATA``, then the mask); None for the other workflows (SELF_SUPERVISED's crappified input is made once per raw
+    image with :func:`ssl_input`, before normalisation, as BiaPy does)."""
+    if cfg.get("PROBLEM.TYPE") != "DENOISING":
+        return None
+
+    use_gt = bool(cfg.get("PROBLEM.DENOISING.LOAD_GT_DATA"))
+
+    def n2v(image: np.ndarray, target: np.ndarray | None, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        return n2v_from_config(cfg, image, rng, values=target if use_gt else None)
+
+    return n2v
