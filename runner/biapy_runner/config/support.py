@@ -13,8 +13,11 @@ from typing import Any
 
 from biapy_runner.config.load import Config
 from biapy_runner.config.schema import (
+    AUGMENTOR_OTHER_KEYS,
     CREATION_PROCESS_CHANNELS,
+    DEFAULTS,
     IMPLEMENTED_ARCHITECTURES,
+    IMPLEMENTED_AUGMENTATIONS,
     IMPLEMENTED_CREATION_PROCESSES,
     IMPLEMENTED_REFINEMENT_OPERATIONS,
     IMPLEMENTED_WATERSHED_CHANNELS,
@@ -54,6 +57,35 @@ def unimplemented(cfg: Config) -> list[str]:
     problems = _table_problems(cfg, NOT_IMPLEMENTED)
     if cfg.get("PROBLEM.TYPE") == "INSTANCE_SEG":
         problems += _instance_problems(cfg)
+    if cfg.get("TRAIN.ENABLE"):
+        problems += augmentor_problems(cfg)
+    return problems
+
+
+def augmentor_problems(cfg: Config) -> list[str]:
+    """One line per ``AUGMENTOR`` key set away from BiaPy's default that training does not
+    implement (``schema.IMPLEMENTED_AUGMENTATIONS``); none when ``AUGMENTOR.ENABLE`` is false.
+
+    Parameters
+    ----------
+    cfg : Config
+        A loaded configuration.
+
+    Returns
+    -------
+    list of str
+        ``"AUGMENTOR.KEY = value (data augmentation)"`` lines.
+    """
+    if not cfg.get("AUGMENTOR.ENABLE"):
+        return []
+    honoured = set(AUGMENTOR_OTHER_KEYS)
+    for flag, keys in IMPLEMENTED_AUGMENTATIONS.items():
+        honoured.update((flag, *keys))
+    problems = []
+    for key, default in DEFAULTS["AUGMENTOR"].items():
+        value = cfg.get("AUGMENTOR." + key)
+        if key not in honoured and not _same(value, default):
+            problems.append(f"AUGMENTOR.{key} = {value!r} (data augmentation)")
     return problems
 
 
@@ -145,7 +177,7 @@ def check_implemented(cfg: Config) -> None:
     if problems:
         where = f" in {cfg.source}" if cfg.source else ""
         raise ConfigError(
-            f"The configuration{where} sets what changes BiaPy's inference results but is not "
+            f"The configuration{where} sets what changes BiaPy's results but is not "
             f"implemented by this runner: {'; '.join(problems)}. Set these keys back to BiaPy's "
             "defaults (or remove them) to run with the rest of the configuration; README lists "
             "what is honoured, ignored and refused."

@@ -366,3 +366,11 @@ def loss_for(cfg: Config, channels: Sequence[tuple[str, str]]) -> Loss:
             raise ConfigError(f"LOSS.TYPE must be ['CE'] for CLASSIFICATION, got {names}.")
         return lambda pred, target: F.cross_entropy(pred, target.long().reshape(-1))
     raise ValueError(f"PROBLEM.TYPE {problem!r} has no training loss.")
+
+
+def metrics_for(cfg: Config, channels: Sequence[tuple[str, str]]) -> dict[str, Callable[[torch.Tensor, torch.Tensor], float]]:
+    """The training metrics of ``cfg``'s workflow (``train.metrics.metrics_for``, also reachable
+    here beside the loss)."""
+    from biapy_runner.train.metrics import metrics_for as build  # train.metrics uses activate
+
+    return build(cfg, channels)
