@@ -28,7 +28,7 @@ import numpy as np
 
 from biapy_runner import log
 from biapy_runner.config.load import Config
-from biapy_runner.config.support import check_trainable
+from biapy_runner.config.support import check_model_implemented, check_trainable
 from biapy_runner.errors import ConfigError, InputError
 from biapy_runner.io.images import check_finite, list_images, read_image, stem_of
 from biapy_runner.io.outputs import OutputStage, check_output_dir, write_table
@@ -39,7 +39,6 @@ from biapy_runner.pipeline import (
     _listed,
     _ndim,
     input_files,
-    load_configured_model,
     resolve_threads,
     test,
 )
@@ -50,8 +49,6 @@ CHECKPOINT_DIR = "checkpoints"
 #: the training log and its curves under the output folder
 TRAIN_LOG = "train_log.tsv"
 CURVES = "train_curves.png"
-#: workflows whose samples are their own targets (no GT)
-SELF_TARGETS = ("DENOISING", "SELF_SUPERVISED")
 #: workflows whose GT is an image normalised like the input (BiaPy's default target norm)
 IMAGE_TARGETS = ("SUPER_RESOLUTION", "IMAGE_TO_IMAGE")
 
@@ -108,6 +105,8 @@ def train(opts: TrainOptions, cfg: Config, since: tuple[float, int]) -> Path:
         The output folder.
     """
     check_trainable(cfg)
+    if cfg.get("MODEL.SOURCE") == "biapy":
+        check_model_implemented(cfg)
     if not opts.name or "/" in opts.name or opts.name.startswith("."):
         raise InputError(f"--name {opts.name!r}: give a plain name for the checkpoint files.")
     workflow = workflow_for(cfg)
@@ -129,8 +128,8 @@ def train(opts: TrainOptions, cfg: Config, since: tuple[float, int]) -> Path:
         best = fit(stage.root, cfg, data, device, opts)
         if inputs.test is not None:
             log.info(f"testing the trained model ({best.name})")
-            model = load_configured_model(tested_config(cfg, best), opts, threads)
             published = tested_config(cfg, opts.out / CHECKPOINT_DIR / best.name)
+            model = trained_model(published, best, device)
             test(stage, opts, published, workflow, inputs.test, since, model)
         else:
             stage.write_text("config.yaml", _trained_config(cfg, opts.out / CHECKPOINT_DIR / best.name))
@@ -139,6 +138,16 @@ def train(opts: TrainOptions, cfg: Config, since: tuple[float, int]) -> Path:
         stage.publish()
     log.info(f"results written to {opts.out}")
     return opts.out
+
+
+def trained_model(cfg: Config, staged: Path, device: Any) -> Any:
+    """The trained checkpoint ``staged`` (still in the staging folder) as ``run`` opens it with
+    MODEL.SOURCE: biapy, named by its published path (PATHS.CHECKPOINT_FILE of ``cfg``)."""
+    from biapy_runner.models.checkpoint import load_checkpoint
+    from biapy_runner.models.runnable import BiapyModel
+
+    net, info = load_checkpoint(staged, cfg)
+    return BiapyModel(net, cfg, Path(str(cfg.get("PATHS.CHECKPOINT_FILE"))), device, info["epoch"])
 
 
 def _device(requested: str) -> Any:
@@ -154,12 +163,14 @@ def _device(requested: str) -> Any:
 def collect(opts: TrainOptions, cfg: Config, workflow: Workflow) -> Inputs:
     """The training, validation and test files, paired with their GT, checked before reading:
     ``--train-images``/``--train-gt`` else DATA.TRAIN.PATH/GT_PATH; ``--val-images``/``--val-gt``
-    else DATA.VAL.PATH/GT_PATH when DATA.VAL.FROM_TRAIN is off; the test set (``run``'s inputs)
-    when TEST.ENABLE."""
+    else DATA.VAL.PATH/GT_PATH when DATA.VAL.FROM_TRAIN is off and the configuration sets
+    DATA.VAL.PATH (else no validation); the test set (``run``'s inputs) when TEST.ENABLE."""
     train = _pairs(cfg, workflow, opts.train_images, opts.train_gt, "TRAIN")
     val: list[tuple[Path, Any]] = []
-    if opts.val_images or not cfg.get("DATA.VAL.FROM_TRAIN"):
+    if opts.val_images or "DATA.VAL.PATH" in cfg.user_keys and not cfg.get("DATA.VAL.FROM_TRAIN"):
         val = _pairs(cfg, workflow, opts.val_images, opts.val_gt, "VAL")
+    elif not cfg.get("DATA.VAL.FROM_TRAIN"):
+        log.info("no validation (DATA.VAL.FROM_TRAIN is off and no validation images given)")
     tested = input_files(opts, cfg, workflow) if cfg.get("TEST.ENABLE") else None
     if cfg.get("MODEL.LOAD_CHECKPOINT"):
         start_checkpoint(cfg)
@@ -175,7 +186,7 @@ def _pairs(
         files = _listed(images, option, list_images)
     else:
         files = _folder_files(cfg, f"DATA.{split}.PATH")
-    if cfg.get("PROBLEM.TYPE") in SELF_TARGETS:
+    if not needs_gt(cfg):
         return [(path, None) for path in files]
     gt_option = f"--{split.lower()}-gt"
     if gts:
@@ -191,6 +202,15 @@ def _pairs(
     return workflow.pair_gt(files, gt_files, "error")
 
 
+def needs_gt(cfg: Config) -> bool:
+    """Whether training pairs images with GT (not denoising, unless
+    PROBLEM.DENOISING.LOAD_GT_DATA, and not self-supervised learning)."""
+    problem = cfg.get("PROBLEM.TYPE")
+    if problem == "DENOISING":
+        return bool(cfg.get("PROBLEM.DENOISING.LOAD_GT_DATA"))
+    return problem != "SELF_SUPERVISED"
+
+
 def read_samples(
     pairs: Sequence[tuple[Path, Any]], cfg: Config, workflow: Workflow, opts: RunOptions
 ) -> list[Any]:
@@ -201,15 +221,20 @@ def read_samples(
 
     problem = cfg.get("PROBLEM.TYPE")
     samples = []
-    for path, ref in pairs:
+    for index, (path, ref) in enumerate(pairs):
         image = read_image(path, ndim=_ndim(cfg), axes=opts.axes, dataset=opts.dataset)
         check_finite(image)
         _check_channels(cfg, image.data.shape[0], path)
         data = normalize(image.data, cfg)
         gt = None if ref is None else workflow.load_gt(ref, image)
-        if problem in IMAGE_TARGETS:
+        if problem in IMAGE_TARGETS and gt is not None:
             gt = normalize(np.asarray(gt), cfg)
         target = make_targets(cfg, gt, data)
+        if problem == "SELF_SUPERVISED":  # the input is made once per raw image, as BiaPy does
+            from biapy_runner.train.inputs import ssl_input
+
+            rng = np.random.default_rng([int(cfg.get("SYSTEM.SEED")), 2, index])
+            data = normalize(ssl_input(cfg, image.data, rng), cfg)
         samples.append(make_sample(stem_of(path), data, target, cfg))
     return samples
 
@@ -229,7 +254,10 @@ def training_data(cfg: Config, train: list[Any], val: list[Any]) -> Any:
     from biapy_runner.train.augment import Augmenter
     from biapy_runner.train.data import build_training_data
 
-    data = build_training_data(cfg, train, val, Augmenter.from_config(cfg) or None, _prepare(cfg))
+    from biapy_runner.train.inputs import prepare_for
+
+    data = build_training_data(cfg, train, val, Augmenter.from_config(cfg) or None,
+                               prepare_for(cfg))
     log.info(data.describe())
     return data
 
@@ -317,10 +345,9 @@ def _initial_model(cfg: Config, in_channels: int) -> tuple[Any, tuple[int, Any, 
     log.info(f"starting from the checkpoint {path} ({', '.join(sorted(items))})")
     if "epoch" not in items:
         return model, None
-    epoch = info.get("epoch")
-    epoch = int(epoch) if isinstance(epoch, int) else 0
-    optimizer = info.get("optimizer") if "optimizer" in items else None
-    return model, (epoch, optimizer, info)
+    epoch = info["epoch"] if isinstance(info["epoch"], int) else 0
+    optimizer = info["optimizer"] if "optimizer" in items else None
+    return model, (epoch, optimizer, info["content"])
 
 
 def start_checkpoint(cfg: Config) -> Path:
@@ -332,11 +359,6 @@ def start_checkpoint(cfg: Config) -> Path:
             "file: give the .pth checkpoint to start from (or set MODEL.LOAD_CHECKPOINT: False)."
         )
     return path
-
-
-def _prepare(cfg: Config) -> Any:
-    """The per-crop preparation after augmentation: Noise2Void masking (DENOISING)."""
-    return None
 
 
 def tested_config(cfg: Config, checkpoint: Path) -> Config:

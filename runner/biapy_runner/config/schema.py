@@ -1312,7 +1312,6 @@ IMPLEMENTED_WATERSHED_CHANNELS: frozenset[str] = CREATION_PROCESS_CHANNELS["wate
 #: INSTANCE_REFINEMENT operations the runner applies
 IMPLEMENTED_REFINEMENT_OPERATIONS: tuple[str, ...] = INSTANCE_REFINEMENT_OPERATIONS
 
-<<<<<<< HEAD
 #: optimizers and learning-rate schedulers the runner trains with (TRAIN.OPTIMIZER,
 #: TRAIN.LR_SCHEDULER.NAME; "" = a constant learning rate)
 TRAINING_OPTIMIZERS: tuple[str, ...] = ("SGD", "ADAM", "ADAMW")
@@ -1332,9 +1331,7 @@ TRAINING_NOT_IMPLEMENTED: dict[str, tuple[tuple[Any, ...], str]] = {
     "MODEL.SKIP_UNMATCHED_LAYERS": ((False,), "loading a checkpoint whose layers differ"),
     "MODEL.FREEZE_LAYERS_MATCHING": (([],), "freezing layers during training"),
     "TRAIN.CHECKPOINT_MONITOR": (("val_loss",), "choosing the best checkpoint by a metric"),
-    "LOSS.CONTRAST.ENABLE": ((False,), "the pixel contrastive loss with its memory bank"),
 }
-=======
 #: AUGMENTOR transforms training implements (``train/augment.py``), each with its probability and
 #: options: the flag -> its other keys
 IMPLEMENTED_AUGMENTATIONS: dict[str, tuple[str, ...]] = {
@@ -1376,4 +1373,3 @@ AUGMENTOR_OTHER_KEYS: tuple[str, ...] = (
     "SHUFFLE_TRAIN_DATA_EACH_EPOCH",
     "SHUFFLE_VAL_DATA_EACH_EPOCH",
 )
->>>>>>> i14-targets
