@@ -1,4 +1,4 @@
-"""Command line: ``biapy-runner run | evaluate | make-config`` (also ``python -m biapy_runner``)."""
+"""Command line: ``biapy-runner run | train | evaluate | make-config`` (also ``python -m biapy_runner``)."""
 
 from __future__ import annotations
 
@@ -59,6 +59,44 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     _add_common(p)
 
 
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="train a BiaPy configuration's network, then test it (TEST.ENABLE)",
+        description="Train MODEL.ARCHITECTURE on the training images (TRAIN.ENABLE is implied); "
+        "with test images, test the best checkpoint as `run` does. Under --out: "
+        "checkpoints/<name>-checkpoint-best.pth (and -<epoch>.pth every MODEL.SAVE_CKPT_FREQ "
+        "epochs), train_log.tsv, train_curves.png, config.yaml, the report and the test outputs.",
+    )
+    p.add_argument("--config", type=Path, required=True, help="BiaPy YAML configuration")
+    p.add_argument("--train-images", type=Path, nargs="+", default=[],
+                   help="training images or folders (default DATA.TRAIN.PATH)")
+    p.add_argument("--train-gt", type=Path, nargs="+", default=[],
+                   help="training ground truth, paired by stem (default DATA.TRAIN.GT_PATH)")
+    p.add_argument("--val-images", type=Path, nargs="+", default=[],
+                   help="validation images (default: split from training, DATA.VAL.SPLIT_TRAIN)")
+    p.add_argument("--val-gt", type=Path, nargs="+", default=[], help="validation ground truth")
+    p.add_argument("--test-images", dest="images", type=Path, nargs="+", default=[],
+                   help="test images (implies TEST.ENABLE; default DATA.TEST.PATH when set)")
+    p.add_argument("--test-gt", dest="gt", type=Path, nargs="+", default=[],
+                   help="test ground truth, paired by stem")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--name", default="model",
+                   help="job name: the checkpoints' prefix, <name>-checkpoint-best.pth")
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a configuration key, e.g. --set TRAIN.EPOCHS=50 (repeatable)",
+    )
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--threads", type=int, help="CPU threads (default SYSTEM.NUM_CPUS, "
+                   "else $GALAXY_SLOTS, else all)")
+    p.add_argument("--axes", help="axes of the stored images when metadata cannot tell, e.g. ZYXC")
+    p.add_argument("--dataset", help="dataset path inside HDF5 / Zarr inputs")
+    p.add_argument("--amp", action="store_true", help="mixed precision (float16) on CUDA")
+    p.add_argument("--workflow", choices=sorted(PROBLEM_TYPES),
+                   help="the workflow the configuration must run (checked against PROBLEM.TYPE)")
+    _add_common(p)
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--report", action=argparse.BooleanOptionalAction, default=True,
@@ -112,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"biapy-runner {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run(sub)
+    _add_train(sub)
     _add_evaluate(sub)
     make_config.add_arguments(
         sub.add_parser("make-config", help="write a BiaPy configuration from plain options")
@@ -134,6 +173,18 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     from biapy_runner import pipeline  # imports torch: only for the commands that need it
 
+    if args.command == "train":
+        from biapy_runner import training
+
+        training.run_train(training.TrainOptions(
+            config=args.config, out=args.out, images=args.images, gt=args.gt,
+            overrides=args.overrides, device=args.device, threads=args.threads, axes=args.axes,
+            dataset=args.dataset, amp=args.amp, report=args.report, gt_extra=args.gt_extra,
+            workflow=PROBLEM_TYPES[args.workflow] if args.workflow else None,
+            train_images=args.train_images, train_gt=args.train_gt, val_images=args.val_images,
+            val_gt=args.val_gt, name=args.name,
+        ))
+        return 0
     if args.command == "run":
         opts = pipeline.RunOptions(
             config=args.config, out=args.out, images=args.images, gt=args.gt, model=args.model,

@@ -763,6 +763,8 @@ def _report_ignored(cfg: Config) -> None:
     """Log once which training-only parts of the file are ignored; keys left at BiaPy's
     default (``TRAIN.ENABLE: false``) change nothing and are not listed; MODEL.* builds the
     network when MODEL.SOURCE is biapy (a BiaPy checkpoint), so it is not listed then."""
+    if cfg.get("TRAIN.ENABLE"):
+        return  # training uses them (what it does not implement is refused by config/support.py)
     groups: list[str] = []
     builds_network = cfg.get("MODEL.SOURCE") == "biapy"
     for key in cfg.ignored:

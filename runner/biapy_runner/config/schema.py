@@ -1311,3 +1311,65 @@ IMPLEMENTED_CREATION_PROCESSES: tuple[str, ...] = INSTANCE_CREATION_PROCESSES
 IMPLEMENTED_WATERSHED_CHANNELS: frozenset[str] = CREATION_PROCESS_CHANNELS["watershed"]
 #: INSTANCE_REFINEMENT operations the runner applies
 IMPLEMENTED_REFINEMENT_OPERATIONS: tuple[str, ...] = INSTANCE_REFINEMENT_OPERATIONS
+
+#: optimizers and learning-rate schedulers the runner trains with (TRAIN.OPTIMIZER,
+#: TRAIN.LR_SCHEDULER.NAME; "" = a constant learning rate)
+TRAINING_OPTIMIZERS: tuple[str, ...] = ("SGD", "ADAM", "ADAMW")
+TRAINING_SCHEDULERS: tuple[str, ...] = ("", "reduceonplateau", "warmupcosine", "onecycle")
+#: keys that change BiaPy's training but that the runner's training does not implement: key ->
+#: (values it implements, what the key does); checked only when TRAIN.ENABLE is set
+TRAINING_NOT_IMPLEMENTED: dict[str, tuple[tuple[Any, ...], str]] = {
+    "DATA.TRAIN.INPUT_ZARR_MULTIPLE_DATA": ((False,), "raw and GT read from one Zarr/H5 file"),
+    "DATA.VAL.INPUT_ZARR_MULTIPLE_DATA": ((False,), "raw and GT read from one Zarr/H5 file"),
+    "DATA.TRAIN.FILTER_SAMPLES.ENABLE": ((False,), "skipping training samples by their properties"),
+    "DATA.VAL.FILTER_SAMPLES.ENABLE": ((False,), "skipping validation samples by their properties"),
+    "DATA.PREPROCESS.TRAIN": ((False,), "pre-processing of the training images"),
+    "DATA.PREPROCESS.VAL": ((False,), "pre-processing of the validation images"),
+    "DATA.VAL.CROSS_VAL": ((False,), "cross-validation folds"),
+    "DATA.NORMALIZATION.TARGET.ENABLE": ((False,), "a normalisation of its own for the targets"),
+    "MODEL.OUT_CHECKPOINT_FORMAT": (("pth",), "safetensors checkpoints"),
+    "MODEL.SKIP_UNMATCHED_LAYERS": ((False,), "loading a checkpoint whose layers differ"),
+    "MODEL.FREEZE_LAYERS_MATCHING": (([],), "freezing layers during training"),
+    "TRAIN.CHECKPOINT_MONITOR": (("val_loss",), "choosing the best checkpoint by a metric"),
+}
+#: AUGMENTOR transforms training implements (``train/augment.py``), each with its probability and
+#: options: the flag -> its other keys
+IMPLEMENTED_AUGMENTATIONS: dict[str, tuple[str, ...]] = {
+    "VFLIP": ("VFLIP_PROB",),
+    "HFLIP": ("HFLIP_PROB",),
+    "ZFLIP": ("ZFLIP_PROB",),
+    "ROT90": ("ROT90_PROB",),
+    "RANDOM_ROT": ("RANDOM_ROT_PROB", "RANDOM_ROT_RANGE", "AFFINE_MODE"),
+    "ZOOM": ("ZOOM_PROB", "ZOOM_RANGE", "ZOOM_IN_Z", "AFFINE_MODE"),
+    "SHIFT": ("SHIFT_PROB", "SHIFT_RANGE", "AFFINE_MODE"),
+    "ELASTIC": ("ELASTIC_PROB", "E_ALPHA", "E_SIGMA", "E_MODE"),
+    "BRIGHTNESS": ("BRIGHTNESS_PROB", "BRIGHTNESS_FACTOR"),
+    "CONTRAST": ("CONTRAST_PROB", "CONTRAST_FACTOR"),
+    "GAMMA_CONTRAST": ("GAMMA_CONTRAST_PROB", "GC_GAMMA"),
+    "G_BLUR": ("G_BLUR_PROB", "G_SIGMA"),
+    "MEDIAN_BLUR": ("MEDIAN_BLUR_PROB", "MB_KERNEL"),
+    "GAUSSIAN_NOISE": (
+        "GAUSSIAN_NOISE_PROB",
+        "GAUSSIAN_NOISE_MEAN",
+        "GAUSSIAN_NOISE_VAR",
+        "GAUSSIAN_NOISE_USE_INPUT_IMG_MEAN_AND_VAR",
+    ),
+    "POISSON_NOISE": ("POISSON_NOISE_PROB",),
+    "SALT": ("SALT_PROB", "SALT_AMOUNT"),
+    "PEPPER": ("PEPPER_PROB", "PEPPER_AMOUNT"),
+    "SALT_AND_PEPPER": ("SALT_AND_PEPPER_PROB", "SALT_AND_PEPPER_AMOUNT", "SALT_AND_PEPPER_PROP"),
+    "MISSING_SECTIONS": ("MISSING_SECTIONS_PROB", "MISSP_CHANNEL_PB", "MISSP_ITERATIONS"),
+    "DROPOUT": ("DROPOUT_PROB", "DROP_RANGE"),
+    "GRAYSCALE": ("GRAYSCALE_PROB",),
+    "CHANNEL_SHUFFLE": ("CHANNEL_SHUFFLE_PROB",),
+}
+#: AUGMENTOR keys that do not change the trained model (BiaPy's saved augmentation samples) or
+#: that the training loop honours (shuffling)
+AUGMENTOR_OTHER_KEYS: tuple[str, ...] = (
+    "ENABLE",
+    "AUG_SAMPLES",
+    "DRAW_GRID",
+    "AUG_NUM_SAMPLES",
+    "SHUFFLE_TRAIN_DATA_EACH_EPOCH",
+    "SHUFFLE_VAL_DATA_EACH_EPOCH",
+)

@@ -13,12 +13,18 @@ from typing import Any
 
 from biapy_runner.config.load import Config
 from biapy_runner.config.schema import (
+    AUGMENTOR_OTHER_KEYS,
     CREATION_PROCESS_CHANNELS,
+    DEFAULTS,
     IMPLEMENTED_ARCHITECTURES,
+    IMPLEMENTED_AUGMENTATIONS,
     IMPLEMENTED_CREATION_PROCESSES,
     IMPLEMENTED_REFINEMENT_OPERATIONS,
     IMPLEMENTED_WATERSHED_CHANNELS,
     NOT_IMPLEMENTED,
+    TRAINING_NOT_IMPLEMENTED,
+    TRAINING_OPTIMIZERS,
+    TRAINING_SCHEDULERS,
     UNBUILT_MODEL_OPTIONS,
     creation_process,
 )
@@ -48,14 +54,94 @@ def unimplemented(cfg: Config) -> list[str]:
     list of str
         ``"KEY = value (what it does)"`` lines.
     """
+    problems = _table_problems(cfg, NOT_IMPLEMENTED)
+    if cfg.get("PROBLEM.TYPE") == "INSTANCE_SEG":
+        problems += _instance_problems(cfg)
+    if cfg.get("TRAIN.ENABLE"):
+        problems += augmentor_problems(cfg)
+    return problems
+
+
+def augmentor_problems(cfg: Config) -> list[str]:
+    """One line per ``AUGMENTOR`` key set away from BiaPy's default that training does not
+    implement (``schema.IMPLEMENTED_AUGMENTATIONS``); none when ``AUGMENTOR.ENABLE`` is false.
+
+    Parameters
+    ----------
+    cfg : Config
+        A loaded configuration.
+
+    Returns
+    -------
+    list of str
+        ``"AUGMENTOR.KEY = value (data augmentation)"`` lines.
+    """
+    if not cfg.get("AUGMENTOR.ENABLE"):
+        return []
+    honoured = set(AUGMENTOR_OTHER_KEYS)
+    for flag, keys in IMPLEMENTED_AUGMENTATIONS.items():
+        honoured.update((flag, *keys))
     problems = []
-    for key, (allowed, meaning) in NOT_IMPLEMENTED.items():
+    for key, default in DEFAULTS["AUGMENTOR"].items():
+        value = cfg.get("AUGMENTOR." + key)
+        if key not in honoured and not _same(value, default):
+            problems.append(f"AUGMENTOR.{key} = {value!r} (data augmentation)")
+    return problems
+
+
+def _table_problems(cfg: Config, table: dict[str, tuple[tuple[Any, ...], str]]) -> list[str]:
+    problems = []
+    for key, (allowed, meaning) in table.items():
         value = cfg.get(key)
         if not any(_same(value, a) for a in allowed):
             problems.append(f"{key} = {value!r} ({meaning})")
-    if cfg.get("PROBLEM.TYPE") == "INSTANCE_SEG":
-        problems += _instance_problems(cfg)
     return problems
+
+
+def untrainable(cfg: Config) -> list[str]:
+    """One line per configured value that changes BiaPy's training but that the runner's
+    training does not implement (TRAINING_NOT_IMPLEMENTED, one optimizer among
+    TRAINING_OPTIMIZERS, TRAINING_SCHEDULERS).
+
+    Parameters
+    ----------
+    cfg : Config
+        A loaded configuration.
+
+    Returns
+    -------
+    list of str
+        ``"KEY = value (what it does)"`` lines.
+    """
+    problems = _table_problems(cfg, TRAINING_NOT_IMPLEMENTED)
+    optimizers = cfg.get("TRAIN.OPTIMIZER")
+    optimizers = list(optimizers) if isinstance(optimizers, (list, tuple)) else [optimizers]
+    if len(optimizers) != 1:
+        problems.append(f"TRAIN.OPTIMIZER = {optimizers} (one optimizer per sub-network)")
+    elif str(optimizers[0]).upper() not in TRAINING_OPTIMIZERS:
+        problems.append(
+            f"TRAIN.OPTIMIZER = {optimizers[0]!r} (implemented: {', '.join(TRAINING_OPTIMIZERS)})"
+        )
+    name = str(cfg.get("TRAIN.LR_SCHEDULER.NAME"))
+    if name not in TRAINING_SCHEDULERS:
+        problems.append(
+            f"TRAIN.LR_SCHEDULER.NAME = {name!r} (implemented: "
+            f"{', '.join(s for s in TRAINING_SCHEDULERS if s)})"
+        )
+    return problems
+
+
+def check_trainable(cfg: Config) -> None:
+    """Raise ConfigError (one paragraph) when training ``cfg`` needs what is not implemented."""
+    problems = untrainable(cfg)
+    if problems:
+        where = f" in {cfg.source}" if cfg.source else ""
+        raise ConfigError(
+            f"The configuration{where} sets what changes BiaPy's training but is not "
+            f"implemented by this runner: {'; '.join(problems)}. Set these keys back to BiaPy's "
+            "defaults (or remove them) to train with the rest of the configuration; README lists "
+            "what training honours and refuses."
+        )
 
 
 def _instance_problems(cfg: Config) -> list[str]:
@@ -91,7 +177,7 @@ def check_implemented(cfg: Config) -> None:
     if problems:
         where = f" in {cfg.source}" if cfg.source else ""
         raise ConfigError(
-            f"The configuration{where} sets what changes BiaPy's inference results but is not "
+            f"The configuration{where} sets what changes BiaPy's results but is not "
             f"implemented by this runner: {'; '.join(problems)}. Set these keys back to BiaPy's "
             "defaults (or remove them) to run with the rest of the configuration; README lists "
             "what is honoured, ignored and refused."

@@ -63,7 +63,8 @@ def rays(n_rays: int, ndim: int) -> np.ndarray:
     r = np.sqrt(np.maximum(0.0, 1 - z * z))
     theta = 2 * np.pi * i / golden
     out = np.stack([z, r * np.sin(theta), r * np.cos(theta)], axis=1).astype(np.float32)
-    return out / (np.linalg.norm(out, axis=1, keepdims=True) + 1e-12)
+    # the norm summed in BiaPy's (x, y, z) order: the same float32 last bits as its rays
+    return out / (np.linalg.norm(out[:, ::-1], axis=1, keepdims=True) + 1e-12)
 
 
 def ray_distances(

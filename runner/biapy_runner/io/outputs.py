@@ -33,7 +33,8 @@ if TYPE_CHECKING:  # pandas loads when tables are written, not for option or con
 
 #: Top-level entries a run may create in the output folder.
 RESULT_ENTRIES = (
-    "raw", "post_proc", "instances", "metrics", "stack_3d", "predictions", "report", "config.yaml"
+    "raw", "post_proc", "instances", "metrics", "stack_3d", "predictions", "report", "config.yaml",
+    "checkpoints", "train_log.tsv", "train_curves.png",
 )
 
 

@@ -21,6 +21,8 @@ from biapy_runner.report.panels import LEGENDS, PANELS, Item, Reader, ResultSet
 from biapy_runner.report.previews import compose, save_png, views_of
 
 REPORT_DIR = "report"
+#: the training log a training run writes beside the results (its curves are drawn when present)
+TRAIN_LOG = "train_log.tsv"
 _TITLES = {
     "SEMANTIC_SEG": "semantic segmentation",
     "INSTANCE_SEG": "instance segmentation",
@@ -125,6 +127,10 @@ def _charts(folder: Path, frames: dict[str, pd.DataFrame], sets: Sequence[Result
     if objects:
         sizes = charts.size_histogram(objects, folder / "charts" / "sizes.png")
         made.append(("Object sizes", sizes))
+    train_log = folder.parent / TRAIN_LOG
+    if train_log.is_file():
+        made.append(("Training curves (train_log.tsv)", charts.training_curves(
+            pd.read_csv(train_log, sep="\t"), folder / "charts" / "training.png")))
     return [(title, str(path.relative_to(folder))) for title, path in made if path is not None]
 
 

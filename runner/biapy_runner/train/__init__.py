@@ -1,0 +1,1 @@
+"""Training: targets, losses, metrics and augmentation (pure functions), the training loop."""
