@@ -287,3 +287,73 @@ def test_torchscript_only_package_cannot_be_fine_tuned() -> None:
     assert err.value.exit_code == 3
     with pytest.raises(ConfigError, match="SOURCE_MODEL_ID is empty"):
         trainable_from_package(load_config(None, ["MODEL.SOURCE=bmz"]))
+
+
+# -- the train command: export after training, fine-tuning from the exported package --------
+
+TRAIN_CONFIG = """\
+PROBLEM:
+  TYPE: SEMANTIC_SEG
+  NDIM: 2D
+DATA:
+  PATCH_SIZE: (32, 32, 1)
+  TEST:
+    PADDING: (4, 4)
+MODEL:
+  ARCHITECTURE: unet
+  FEATURE_MAPS: [4, 8]
+  BMZ:
+    EXPORT:
+      ENABLE: True
+      MODEL_NAME: tiny semantic model
+      AUTHORS: [{name: Ada Lovelace}]
+      TAGS: [nuclei]
+TRAIN:
+  EPOCHS: 2
+  BATCH_SIZE: 2
+  LR: 0.01
+"""
+
+
+def _training_set(folder: Path) -> tuple[Path, Path]:
+    image = tifffile.imread(TEST_DATA / "dsb_nuclei.tif")
+    mask = (tifffile.imread(TEST_DATA / "dsb_nuclei_mask.tif") > 0).astype(np.uint8)
+    (folder / "x").mkdir(parents=True)
+    (folder / "y").mkdir()
+    for i, (r, c) in enumerate(((0, 0), (0, 128), (128, 0))):
+        tifffile.imwrite(folder / "x" / f"s{i}.tif", image[r:r + 128, c:c + 128])
+        tifffile.imwrite(folder / "y" / f"s{i}.tif", mask[r:r + 128, c:c + 128])
+    return folder / "x", folder / "y"
+
+
+@pytest.mark.slow
+def test_train_exports_a_package_and_fine_tunes_from_it(tmp_path: Path) -> None:
+    x, y = _training_set(tmp_path)
+    config = tmp_path / "train.yaml"
+    config.write_text(TRAIN_CONFIG)
+    common = ["--train-images", str(x), "--train-gt", str(y), "--threads", "2", "--no-report"]
+    assert main(["train", "--config", str(config), *common, "--out", str(tmp_path / "a")]) == 0
+    package = tmp_path / "a" / "bmz" / "tiny_semantic_model.zip"  # checked when exported
+    with zipfile.ZipFile(package) as archive:
+        assert {"config.yaml", "train_log.tsv", "weights.pt", "weights_torchscript.pt"} <= set(
+            archive.namelist())
+        readme = archive.read("README.md").decode()
+    assert "- epochs: 2" in readme and "- training images: 3" in readme
+    # fine-tuning: the exported package is the start, its package is exported and tested
+    tuned = tmp_path / "b"
+    assert main(["train", "--config", str(config), *common, "--out", str(tuned),
+                 "--test-images", str(TEST_DATA / "dsb_nuclei.tif"),
+                 "--test-gt", str(TEST_DATA / "dsb_nuclei_mask.tif"),
+                 "--set", "MODEL.SOURCE=bmz", "--set", f"MODEL.BMZ.SOURCE_MODEL_ID={package}",
+                 "--set", "MODEL.BMZ.EXPORT.ENABLE=False", "--set", "TRAIN.EPOCHS=1"]) == 0
+    again = tuned / "bmz" / "tiny_semantic_model.zip"
+    assert _test_model(again) == "passed"
+    tested = yaml.safe_load((tuned / "config.yaml").read_text().split("\n", 2)[2])
+    assert tested["MODEL"]["SOURCE"] == "bmz"
+    assert tested["MODEL"]["BMZ"]["SOURCE_MODEL_ID"] == str(again)
+    table = pd.read_csv(tuned / "metrics" / "metrics.tsv", sep="\t")
+    assert list(table["image"]) == ["dsb_nuclei", "ALL"] and 0 <= table["iou"].iloc[0] <= 1
+    # the fine-tuned weights differ from the start's, the architecture is the package's
+    with zipfile.ZipFile(package) as a, zipfile.ZipFile(again) as b:
+        assert a.read("nets.py") == b.read("nets.py")
+        assert a.read("weights.pt") != b.read("weights.pt")

@@ -42,6 +42,12 @@ from biapy_runner.pipeline import (
     resolve_threads,
     test,
 )
+from biapy_runner.train.export import (
+    export_trained,
+    fine_tuning,
+    start_from_package,
+    wants_package,
+)
 from biapy_runner.workflows.base import Workflow, workflow_for
 
 #: where the checkpoints go under the output folder
@@ -126,13 +132,25 @@ def train(opts: TrainOptions, cfg: Config, since: tuple[float, int]) -> Path:
                          read_samples(inputs.val, cfg, workflow, opts))
     with OutputStage(opts.out) as stage:
         best = fit(stage.root, cfg, data, device, opts)
+        package = None
+        if wants_package(cfg):
+            package = export_trained(stage.root, cfg, best, inputs.train[0][0],
+                                     counts=(len(inputs.train), len(inputs.val)),
+                                     axes=opts.axes, dataset=opts.dataset)
+        tested = tested_config(cfg, opts.out / CHECKPOINT_DIR / best.name)
+        if fine_tuning(cfg):  # the package runs the fine-tuned network with its own code
+            tested = tested_package_config(cfg, opts.out / package.relative_to(stage.root))
         if inputs.test is not None:
             log.info(f"testing the trained model ({best.name})")
-            published = tested_config(cfg, opts.out / CHECKPOINT_DIR / best.name)
-            model = trained_model(published, best, device)
-            test(stage, opts, published, workflow, inputs.test, since, model)
+            if fine_tuning(cfg):
+                from biapy_runner.models.model import load_model
+
+                model = load_model(package, device=device.type, threads=threads)
+            else:
+                model = trained_model(tested, best, device)
+            test(stage, opts, tested, workflow, inputs.test, since, model)
         else:
-            stage.write_text("config.yaml", _trained_config(cfg, opts.out / CHECKPOINT_DIR / best.name))
+            stage.write_text("config.yaml", _trained_config(tested))
             if opts.report:
                 _report_training(stage, cfg, since)
         stage.publish()
@@ -328,6 +346,8 @@ def _initial_model(cfg: Config, in_channels: int) -> tuple[Any, tuple[int, Any, 
 
     seed_everything(int(cfg.get("SYSTEM.SEED")))
     source = cfg.get("MODEL.SOURCE")
+    if fine_tuning(cfg):
+        return start_from_package(cfg), None
     if source != "biapy":
         raise ConfigError(
             f"MODEL.SOURCE is {source!r}: training builds the network of MODEL.ARCHITECTURE "
@@ -372,13 +392,22 @@ def tested_config(cfg: Config, checkpoint: Path) -> Config:
     return tested
 
 
-def _trained_config(cfg: Config, checkpoint: Path) -> str:
+def tested_package_config(cfg: Config, package: Path) -> Config:
+    """The configuration that tests (and ``config.yaml`` keeps) a network fine-tuned from a
+    package: its exported package through MODEL.SOURCE: bmz, no training."""
+    tested = copy.deepcopy(cfg)
+    tested.set("MODEL.BMZ.SOURCE_MODEL_ID", str(package))
+    tested.set("TRAIN.ENABLE", False)
+    return tested
+
+
+def _trained_config(tested: Config) -> str:
     header = (
         "# The configuration that trained (BiaPy's defaults + the file + the command line's "
-        "overrides),\n# set to test with the trained checkpoint: biapy-runner run --config "
+        "overrides),\n# set to test with the trained model: biapy-runner run --config "
         "config.yaml --images ... --out NEW_FOLDER\n"
     )
-    return header + tested_config(cfg, checkpoint).to_yaml()
+    return header + tested.to_yaml()
 
 
 def _report_training(stage: OutputStage, cfg: Config, since: tuple[float, int]) -> None:

@@ -422,6 +422,7 @@ def export_model(
     channels: Sequence[tuple[str, str]] | None = None,
     attachments: Sequence[Path] = (),
     training: Mapping[str, Any] | None = None,
+    postprocessing: Sequence[Any] = (),
 ) -> Path:
     """Write the BioImage.IO package (zip) of the trained ``model`` at ``out_path``.
 
@@ -440,6 +441,8 @@ def export_model(
         :func:`~biapy_runner.models.architectures.output_channels` of ``cfg``)
     attachments : files shipped with the package (e.g. the configuration, ``train_log.tsv``)
     training : facts about the training for the documentation (``{"epochs": 20, ...}``)
+    postprocessing : the output's rdf postprocessing (spec descriptions; none for BiaPy's
+        networks, which apply their activations themselves; a fine-tuned package keeps its own)
 
     Returns
     -------
@@ -463,7 +466,8 @@ def export_model(
         work = Path(tmp)
         partial = _build(cfg, model, sample, work, out_path, settings=settings,
                          architecture=architecture, channel_names=_unique(names),
-                         attachments=attachments, training=training)
+                         attachments=attachments, training=training,
+                         postprocessing=postprocessing)
     os.replace(partial, out_path)
     info(f"BioImage.IO package written: {out_path}")
     return out_path
@@ -481,6 +485,7 @@ def _build(
     channel_names: Sequence[str],
     attachments: Sequence[Path],
     training: Mapping[str, Any] | None,
+    postprocessing: Sequence[Any],
 ) -> Path:
     """Write the package's files into ``work``, build, save and check it; returns the partial
     zip beside ``out_path``."""
@@ -494,17 +499,19 @@ def _build(
     x = test_input(sample, patch_shape(cfg))
     np.save(work / "test_input.npy", x)
     pre = _processing(preprocessing(cfg, x, spatial), pre=True)
+    post = _processing(postprocessing, pre=False)
     files = []
     for path in attachments:
         shutil.copyfile(path, work / Path(path).name)
         files.append(Path(path).name)
 
-    def describe(geometry: Any, steps: Sequence[int], out_channels: int, torchscript: bool) -> Any:
+    def describe(geometry: Any, steps: Sequence[int], out_channels: int, torchscript: bool,
+                 post: Sequence[Any] = post) -> Any:
         return _describe(
             settings, work, spatial=spatial, in_channels=x.shape[1],
             out_names=channel_names if len(channel_names) == out_channels else None,
             out_channels=out_channels, min_size=x.shape[2:], steps=steps,
-            out_geometry=geometry, pre=pre, post=[],
+            out_geometry=geometry, pre=pre, post=post,
             architecture=(arch_path.name, callable_name, shipped_kwargs(kwargs)),
             torchscript=torchscript, attachments=files,
         )
@@ -514,7 +521,7 @@ def _build(
     write_documentation(work / "README.md", cfg, settings, channel_names, training)
     # a first description gives the preprocessed input: run the network to know its output
     with ValidationContext(perform_io_checks=False):
-        probe = describe(None, (0,) * len(spatial), 1, torchscript=False)
+        probe = describe(None, (0,) * len(spatial), 1, torchscript=False, post=())
     x_norm = torch.from_numpy(_preprocessed(probe, x))
     try:
         y = _forward(net, x_norm).numpy()

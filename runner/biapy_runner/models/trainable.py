@@ -136,3 +136,54 @@ def package_architecture(descr: Any, folder: Path) -> tuple[Path, str, dict[str,
     path = Path(folder) / (reader.original_file_name or "architecture.py")
     path.write_bytes(reader.read())
     return path, str(name), _kwargs(weights)
+
+
+def _preprocessing_steps(descr: Any) -> list[tuple[str, dict[str, Any]]]:
+    """``(id, kwargs)`` of the input's preprocessing (format 0.4 names them ``name``)."""
+    steps = []
+    for step in descr.inputs[0].preprocessing or []:
+        name = str(getattr(step, "id", None) or getattr(step, "name", ""))
+        kwargs = getattr(step, "kwargs", None)
+        steps.append((name, kwargs.model_dump() if hasattr(kwargs, "model_dump") else {}))
+    return steps
+
+
+def adopt_package_normalization(cfg: Config, descr: Any) -> list[str]:
+    """Set DATA.NORMALIZATION to what the package's input preprocessing does, as BiaPy does
+    before fine-tuning a package (``zero_mean_unit_variance`` with its fixed mean/std when given,
+    ``scale_linear`` -> ``div``, ``scale_range`` and ``clip`` -> percentile or value clipping);
+    returns the keys changed."""
+    norm = "DATA.NORMALIZATION"
+    values: dict[str, Any] = {}
+    for name, kwargs in _preprocessing_steps(descr):
+        if name in ("zero_mean_unit_variance", "fixed_zero_mean_unit_variance"):
+            mean, std = kwargs.get("mean", -1.0), kwargs.get("std", -1.0)
+            values[f"{norm}.TYPE"] = "zero_mean_unit_variance"
+            values[f"{norm}.ZERO_MEAN_UNIT_VAR.MEAN_VAL"] = [float(v) for v in _listed(mean)]
+            values[f"{norm}.ZERO_MEAN_UNIT_VAR.STD_VAL"] = [float(v) for v in _listed(std)]
+        elif name == "scale_linear":
+            values[f"{norm}.TYPE"] = "div"
+        elif name in ("scale_range", "clip"):
+            if name == "scale_range":
+                values[f"{norm}.TYPE"] = "scale_range"
+            low = float(kwargs.get("min_percentile") or 0.0)
+            high = float(kwargs.get("max_percentile") or 100.0)
+            if (low, high) != (0.0, 100.0):
+                values.update({f"{norm}.PERC_CLIP.ENABLE": True,
+                               f"{norm}.PERC_CLIP.LOWER_PERC": low,
+                               f"{norm}.PERC_CLIP.UPPER_PERC": high})
+            elif name == "clip" and None not in (kwargs.get("min"), kwargs.get("max")):
+                values.update({f"{norm}.PERC_CLIP.ENABLE": True,
+                               f"{norm}.PERC_CLIP.LOWER_VALUE": [float(kwargs["min"])],
+                               f"{norm}.PERC_CLIP.UPPER_VALUE": [float(kwargs["max"])]})
+    changed = [key for key, value in values.items() if cfg.get(key) != value]
+    for key in changed:
+        cfg.set(key, values[key])
+    if changed:
+        info(f"model {descr.name}: DATA.NORMALIZATION set from its preprocessing "
+             f"({', '.join(f'{k.removeprefix(norm + chr(46))}={values[k]}' for k in changed)})")
+    return changed
+
+
+def _listed(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
