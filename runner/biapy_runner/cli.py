@@ -139,6 +139,11 @@ def _add_galaxy(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--manifest", type=Path, required=True, help="the images' manifest")
     p.add_argument("--out", type=Path, required=True, help="the run's output folder")
     p.add_argument("--into", type=Path, required=True, help="folder of the collections")
+    p.add_argument("--group", help="only the manifest lines of this group (4th column)")
+    p = sub.add_parser("galaxy-train-config", help="(Galaxy tool) the train mode's configuration")
+    p.add_argument("--form", type=Path, required=True, help="the form's answers (JSON)")
+    p.add_argument("--config", type=Path, help="the user's BiaPy YAML (default: BiaPy's defaults)")
+    p.add_argument("--out", type=Path, required=True, help="the configuration to write")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -165,6 +170,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command.startswith("galaxy-"):
         from biapy_runner import galaxy
 
+        if args.command == "galaxy-train-config":
+            galaxy.write_train_config(args.form, args.config, args.out)
+            return 0
         entries = galaxy.read_manifest(args.manifest, getattr(args, "group", None))
         if args.command == "galaxy-stage":
             print("\n".join(str(p) for p in galaxy.stage(entries, args.into)))
