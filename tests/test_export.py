@@ -95,7 +95,7 @@ def instance_2d(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, t
 
 @pytest.mark.slow
 def test_2d_instance_package_passes_test_model_and_names_its_channels(instance_2d) -> None:
-    _, package, net = instance_2d
+    _, package, _ = instance_2d
     assert _test_model(package) == "passed"
     with zipfile.ZipFile(package) as archive:
         names = set(archive.namelist())
@@ -147,7 +147,8 @@ def test_run_with_the_exported_package_reproduces_the_network(instance_2d, tmp_p
     reference = tifffile.imread(tmp_path / "ckpt" / "raw" / "dsb_nuclei.tif")
     assert raw.shape == (2, 256, 256)
     np.testing.assert_allclose(raw, reference, atol=1e-5)
-    a, b = (pd.read_csv(tmp_path / d / "metrics" / "metrics.tsv", sep="\t") for d in ("ckpt", "bmz"))
+    a, b = (pd.read_csv(tmp_path / d / "metrics" / "metrics.tsv", sep="\t")
+            for d in ("ckpt", "bmz"))
     assert list(a.columns) == list(b.columns) and len(a) == 2
     pd.testing.assert_frame_equal(a, b)
     assert "SOURCE: bmz" in (tmp_path / "bmz" / "config.yaml").read_text()

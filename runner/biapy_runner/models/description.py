@@ -270,7 +270,9 @@ def representation_channels(description: str) -> list[str] | None:
     return names if all(names) else None
 
 
-def output_channel_names(descr: Any, tensor: Any, roles: Sequence[str], count: int) -> tuple[str, ...]:
+def output_channel_names(
+    descr: Any, tensor: Any, roles: Sequence[str], count: int
+) -> tuple[str, ...]:
     """The output's channel names; generic ones (``channel0``, ...) are replaced by the
     channels of BiaPy's representation line in the description when it names as many (BiaPy
     3.7.1 exports instance models so)."""

@@ -246,7 +246,7 @@ def halos(
         half_step = max(1, step // 2) if step else 0
         halo_in = halo_in - halo_in % half_step if half_step else 0
         halo_in = min(halo_in, int((size / factor - 1) // 2))
-        out.append(int(round(halo_in * factor)))
+        out.append(round(halo_in * factor))
     return tuple(out)
 
 
@@ -282,7 +282,9 @@ def _describe(
 
     in_axes = [
         v0_5.BatchAxis(),
-        v0_5.ChannelAxis(channel_names=[v0_5.Identifier(f"channel{c}") for c in range(in_channels)]),
+        v0_5.ChannelAxis(
+            channel_names=[v0_5.Identifier(f"channel{c}") for c in range(in_channels)]
+        ),
     ] + [v0_5.SpaceInputAxis(id=v0_5.AxisId(a), size=sized(s, st))
          for a, s, st in zip(spatial, min_size, steps)]
     names = list(out_names) if out_names else [f"channel{c}" for c in range(out_channels)]
@@ -357,7 +359,9 @@ def _torchscript(net: torch.nn.Module, x: torch.Tensor, other: torch.Tensor | No
             for probe in (x,) if other is None else (x, other):
                 diff = (_forward(traced, probe) - _forward(net, probe)).abs().max().item()
                 if diff > TOLERANCE:
-                    raise ValueError(f"the trace differs by {diff:.2g} on shape {tuple(probe.shape)}")
+                    raise ValueError(
+                        f"the trace differs by {diff:.2g} on shape {tuple(probe.shape)}"
+                    )
         except Exception as err:  # noqa: BLE001 - a network that cannot be traced: warn, skip
             warn(f"BioImage.IO export: no TorchScript weights ({real_cause(err)})")
             return False

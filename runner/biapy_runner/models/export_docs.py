@@ -40,7 +40,7 @@ def _bars(scores: np.ndarray) -> np.ndarray:
     panel = np.zeros((PANEL, PANEL), np.float32)
     height = max(1, PANEL // max(1, len(scores)))
     for i, score in enumerate(np.clip(scores, 0, 1)):
-        panel[i * height:(i + 1) * height - 1, : int(round(score * (PANEL - 1))) + 1] = 1.0
+        panel[i * height:(i + 1) * height - 1, : round(score * (PANEL - 1)) + 1] = 1.0
     return panel
 
 
@@ -85,19 +85,22 @@ def _channel_lines(cfg: Config, names: Sequence[str]) -> list[str]:
 def _run_lines(cfg: Config, name: str) -> list[str]:
     ndim = str(cfg.get("PROBLEM.NDIM"))
     problem = str(cfg.get("PROBLEM.TYPE"))
+    channels = ""
+    if problem == "INSTANCE_SEG":
+        channels = " and the same `PROBLEM.INSTANCE_SEG.DATA_CHANNELS`"
     lines = [
         "## How to run it",
         "",
         "With the Galaxy BiaPy tool's runner (`biapy-runner`), from the package file:",
         "",
         "```",
-        f"biapy-runner run --config config.yaml --model {name}.zip --images IMAGE.tif --out results",
+        (f"biapy-runner run --config config.yaml --model {name}.zip --images IMAGE.tif "
+         "--out results"),
         "```",
         "",
         "where `config.yaml` (shipped with this package when it was exported after training)",
-        f"sets `PROBLEM.TYPE: {problem}` and `PROBLEM.NDIM: {ndim}`"
-        + (" and the same `PROBLEM.INSTANCE_SEG.DATA_CHANNELS`" if problem == "INSTANCE_SEG" else "")
-        + ". In BiaPy, set `MODEL.SOURCE: bmz` and `MODEL.BMZ.SOURCE_MODEL_ID` to this package;",
+        f"sets `PROBLEM.TYPE: {problem}` and `PROBLEM.NDIM: {ndim}`{channels}. In BiaPy, set",
+        "`MODEL.SOURCE: bmz` and `MODEL.BMZ.SOURCE_MODEL_ID` to this package;",
         "BiaPy can fine-tune it (`TRAIN.ENABLE: True`) from its `pytorch_state_dict` weights.",
         "",
         "The input is normalised by the package's preprocessing (the training's",
@@ -129,10 +132,10 @@ def write_documentation(
         "",
         "## Model",
         "",
-        f"- workflow: {WORKFLOW_WORDS.get(workflow, workflow)} (BiaPy `PROBLEM.TYPE: "
-        f"{cfg.get('PROBLEM.TYPE')}`), {cfg.get('PROBLEM.NDIM')}",
-        f"- architecture: BiaPy's `{cfg.get('MODEL.ARCHITECTURE')}` (source and kwargs in the "
-        "`pytorch_state_dict` weights; TorchScript weights traced from it)",
+        (f"- workflow: {WORKFLOW_WORDS.get(workflow, workflow)} (BiaPy `PROBLEM.TYPE: "
+         f"{cfg.get('PROBLEM.TYPE')}`), {cfg.get('PROBLEM.NDIM')}"),
+        (f"- architecture: BiaPy's `{cfg.get('MODEL.ARCHITECTURE')}` (source and kwargs in the "
+         "`pytorch_state_dict` weights; TorchScript weights traced from it)"),
         f"- training patch size: {patch[:-1]} with {patch[-1]} channel(s)",
         "",
         "### Output channels",

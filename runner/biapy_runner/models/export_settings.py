@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from biapy_runner.config.load import Config
 from biapy_runner.errors import ConfigError
@@ -140,7 +139,8 @@ def export_settings(cfg: Config, *, architecture: str) -> ExportSettings:
         defaults.append("MODEL_NAME")
     description = str(cfg.get(f"{KEY}.DESCRIPTION") or "").strip()
     if not description:
-        description = f"{ndim} {WORKFLOW_WORDS[workflow]} with a {architecture} trained by BiaPy's runner."
+        description = (f"{ndim} {WORKFLOW_WORDS[workflow]} with a {architecture} trained by "
+                       "BiaPy's runner.")
         defaults.append("DESCRIPTION")
     authors = _mappings(cfg, "AUTHORS", AUTHOR_KEYS, "name")
     if not authors:

@@ -4,8 +4,8 @@ torch module (``MODEL.SOURCE: bmz`` with ``TRAIN.ENABLE``).
 The network is built as bioimageio.core builds it (the package's architecture code, imported
 from the package, called with its kwargs, then the state dict), except that BiaPy's
 ``explicit_activations`` / ``return_one_tensor`` kwargs are turned off as BiaPy does when it
-consumes a package: the module returns pre-activation outputs, which BiaPy's losses take. Packages with TorchScript or
-ONNX weights only cannot be fine-tuned (exit 3).
+consumes a package: the module returns pre-activation outputs, which BiaPy's losses take.
+Packages with TorchScript or ONNX weights only cannot be fine-tuned (exit 3).
 """
 
 from __future__ import annotations
