@@ -43,7 +43,8 @@ EXTRA = {
     "SEMANTIC_SEG": "",
     "INSTANCE_SEG": "",
     "DETECTION": "",
-    "DENOISING": "",
+    # BiaPy's 0.198 % of a 16x16 patch masks no pixel at all (an undefined N2V loss)
+    "DENOISING": "  DENOISING:\n    N2V_PERC_PIX: 5.0\n",
     "SUPER_RESOLUTION": "  SUPER_RESOLUTION:\n    UPSCALING: {scale}\n",
     "SELF_SUPERVISED": "",
     "IMAGE_TO_IMAGE": "",
