@@ -36,10 +36,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from dsb_training import train_args, write_split  # noqa: E402  (the tests' helper)
-
-from biapy_runner.cli import main  # noqa: E402
-from biapy_runner.config.load import load_config  # noqa: E402
+from biapy_runner.cli import main
+from biapy_runner.config.load import load_config
+from dsb_training import train_args, write_split
 
 
 def floor_seconds_per_epoch(config: Path, epochs: int, threads: int) -> float:

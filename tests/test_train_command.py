@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-
 from biapy_runner.cli import main
 
 SEMANTIC = """\

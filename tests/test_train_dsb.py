@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from biapy_runner.cli import main
 from dsb_training import train_args, write_split
 

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from biapy_runner.config.load import load_config
 from biapy_runner.errors import InputError
 from biapy_runner.train.data import (
@@ -223,9 +222,8 @@ def test_trainer_stops_early_at_the_right_epoch(tmp_path: Path, monkeypatch) -> 
 
 def test_training_curves_png_has_one_panel_per_curve(tmp_path: Path) -> None:
     import pandas as pd
-    from PIL import Image
-
     from biapy_runner.report.charts import training_curves
+    from PIL import Image
 
     table = pd.DataFrame({
         "epoch": [1, 2, 3], "train_loss": [0.9, 0.6, 0.5], "val_loss": [1.0, 0.7, 0.65],

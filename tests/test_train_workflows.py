@@ -12,10 +12,9 @@ import pandas as pd
 import pytest
 import tifffile
 import torch
-from PIL import Image
-
 from biapy_runner.cli import main
 from biapy_runner.config.load import load_config
+from PIL import Image
 
 EPOCHS = 4
 BASE = """\
