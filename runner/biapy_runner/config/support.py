@@ -132,7 +132,9 @@ def untrainable(cfg: Config) -> list[str]:
 
 
 def check_trainable(cfg: Config) -> None:
-    """Raise ConfigError (one paragraph) when training ``cfg`` needs what is not implemented."""
+    """Raise ConfigError (one paragraph) when training ``cfg`` has an unknown or badly typed
+    training key, or needs what is not implemented."""
+    cfg.check_training_keys()
     problems = untrainable(cfg)
     if problems:
         where = f" in {cfg.source}" if cfg.source else ""
