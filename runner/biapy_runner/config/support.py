@@ -135,15 +135,11 @@ def check_trainable(cfg: Config) -> None:
     """Raise ConfigError (one paragraph) when training ``cfg`` has an unknown or badly typed
     training key, or needs what is not implemented."""
     cfg.check_training_keys()
-    problems = untrainable(cfg)
-    if problems:
-        where = f" in {cfg.source}" if cfg.source else ""
-        raise ConfigError(
-            f"The configuration{where} sets what changes BiaPy's training but is not "
-            f"implemented by this runner: {'; '.join(problems)}. Set these keys back to BiaPy's "
-            "defaults (or remove them) to train with the rest of the configuration; README lists "
-            "what training honours and refuses."
-        )
+    _refuse(
+        cfg, untrainable(cfg), "sets what changes BiaPy's training but is not implemented by "
+        "this runner", "Set these keys back to BiaPy's defaults (or remove them) to train with "
+        "the rest of the configuration; README lists what training honours and refuses.",
+    )
 
 
 def _instance_problems(cfg: Config) -> list[str]:
@@ -175,15 +171,18 @@ def _instance_problems(cfg: Config) -> list[str]:
 
 def check_implemented(cfg: Config) -> None:
     """Raise ConfigError (one paragraph) when ``cfg`` asks for something not implemented."""
-    problems = unimplemented(cfg)
+    _refuse(
+        cfg, unimplemented(cfg), "sets what changes BiaPy's results but is not implemented by "
+        "this runner", "Set these keys back to BiaPy's defaults (or remove them) to run with the "
+        "rest of the configuration; README lists what is honoured, ignored and refused.",
+    )
+
+
+def _refuse(cfg: Config, problems: list[str], what: str, advice: str) -> None:
+    """One ConfigError paragraph listing ``problems`` (nothing when there are none)."""
     if problems:
         where = f" in {cfg.source}" if cfg.source else ""
-        raise ConfigError(
-            f"The configuration{where} sets what changes BiaPy's results but is not "
-            f"implemented by this runner: {'; '.join(problems)}. Set these keys back to BiaPy's "
-            "defaults (or remove them) to run with the rest of the configuration; README lists "
-            "what is honoured, ignored and refused."
-        )
+        raise ConfigError(f"The configuration{where} {what}: {'; '.join(problems)}. {advice}")
 
 
 def model_problems(cfg: Config) -> list[str]:
@@ -223,11 +222,8 @@ def model_problems(cfg: Config) -> list[str]:
 
 def check_model_implemented(cfg: Config) -> None:
     """Raise ConfigError (one paragraph) when the configured BiaPy network cannot be built."""
-    problems = model_problems(cfg)
-    if problems:
-        where = f" in {cfg.source}" if cfg.source else ""
-        raise ConfigError(
-            f"The configuration{where} asks for a BiaPy network (MODEL.SOURCE: biapy) that this "
-            f"runner does not build: {'; '.join(problems)}. Choose an implemented architecture "
-            "and options, or run a BioImage.IO model (MODEL.SOURCE: bmz, --model)."
-        )
+    _refuse(
+        cfg, model_problems(cfg), "asks for a BiaPy network (MODEL.SOURCE: biapy) that this "
+        "runner does not build", "Choose an implemented architecture and options, or run a "
+        "BioImage.IO model (MODEL.SOURCE: bmz, --model).",
+    )
