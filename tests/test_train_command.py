@@ -62,6 +62,7 @@ def _no_results(tmp_path: Path) -> None:
         ("split", "SPLIT_TRAIN"),
         ("unknown_key", "Unknown configuration key 'LOSS.LR'"),
         ("bad_type", "TRAIN.EPOCHS"),
+        ("no_test_images", "--test-images"),
     ],
 )
 def test_bad_training_input_is_one_paragraph_and_exit_2(
@@ -85,6 +86,7 @@ def test_bad_training_input_is_one_paragraph_and_exit_2(
                                f"PATHS.CHECKPOINT_FILE={tmp_path / 'none.pth'}"],
         "split": ["DATA.VAL.SPLIT_TRAIN=1.0"],
         "bad_type": ["TRAIN.EPOCHS=many"],
+        "no_test_images": ["TEST.ENABLE=True"],
     }.get(case, [])
     for item in sets:
         args += ["--set", item]

@@ -173,7 +173,15 @@ def collect(opts: TrainOptions, cfg: Config, workflow: Workflow) -> Inputs:
         val = _pairs(cfg, workflow, opts.val_images, opts.val_gt, "VAL")
     elif not cfg.get("DATA.VAL.FROM_TRAIN"):
         log.info("no validation (DATA.VAL.FROM_TRAIN is off and no validation images given)")
-    tested = input_files(opts, cfg, workflow) if cfg.get("TEST.ENABLE") else None
+    tested = None
+    if cfg.get("TEST.ENABLE"):
+        if not opts.images and "DATA.TEST.PATH" not in cfg.user_keys:
+            raise InputError(
+                "TEST.ENABLE is set but no test images are given: pass them with --test-images "
+                "(`train`) or --images (`run`), with their GT, or set DATA.TEST.PATH; or set "
+                "TEST.ENABLE: False to train only."
+            )
+        tested = input_files(opts, cfg, workflow)
     if cfg.get("MODEL.LOAD_CHECKPOINT"):
         start_checkpoint(cfg)
     return Inputs(train, val, tested)
