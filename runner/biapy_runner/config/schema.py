@@ -1298,6 +1298,7 @@ NOT_IMPLEMENTED: dict[str, tuple[tuple[Any, ...], str]] = {
 #: MODEL.ARCHITECTURE values the runner builds (MODEL.SOURCE: biapy checkpoints, training)
 IMPLEMENTED_ARCHITECTURES: tuple[str, ...] = (
     "unet", "resunet", "seunet", "attention_unet", "resunet_se", "resunet++", "multiresunet",
+    "unext_v1", "unext_v2",
 )
 #: MODEL.* values of BiaPy's that the runner's architectures do not build: key -> (refused
 #: value, why)

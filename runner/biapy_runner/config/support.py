@@ -195,12 +195,12 @@ def model_problems(cfg: Config) -> list[str]:
     Parameters
     ----------
     cfg : Config
-        A loaded configuration.
+        The configuration whose MODEL.* (and PROBLEM.TYPE) describe the network.
 
     Returns
     -------
     list of str
-        One line per refused value.
+        One line per value refused.
     """
     problems = []
     arch = str(cfg.get("MODEL.ARCHITECTURE")).lower()
