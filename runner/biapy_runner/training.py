@@ -28,7 +28,7 @@ import numpy as np
 
 from biapy_runner import log
 from biapy_runner.config.load import Config
-from biapy_runner.config.support import check_model_implemented, check_trainable
+from biapy_runner.config.support import check_model_implemented
 from biapy_runner.errors import ConfigError, InputError
 from biapy_runner.io.images import check_finite, list_images, read_image, stem_of
 from biapy_runner.io.outputs import (
@@ -106,7 +106,6 @@ def train(opts: TrainOptions, cfg: Config, since: tuple[float, int]) -> Path:
     Path
         The output folder.
     """
-    check_trainable(cfg)
     if cfg.get("MODEL.SOURCE") == "biapy":
         check_model_implemented(cfg)
     if not opts.name or "/" in opts.name or opts.name.startswith("."):
