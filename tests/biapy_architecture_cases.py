@@ -8,7 +8,8 @@ classification head's channels after the others).
 How the file was made (outside the repository, never by the tests): a scratch script put the
 unpacked ``biapy-3.7.1`` sdist's ``biapy`` and ``biapy.models`` folders on ``sys.modules`` as
 bare packages (their ``__init__`` pulls bioimageio and yacs), stubbed the two ``torchvision.ops``
-names ``blocks.py`` imports and does not use for these networks, built each case's class from
+names ``blocks.py`` and the U-NeXt modules import (``Permute``: ``torch.permute``;
+``StochasticDepth``: the identity in eval mode, both without parameters), built each case's class from
 ``biapy.models.<module>`` with its ``kwargs``, loaded :func:`fill` (seed = the case's position)
 with ``strict=True``, and stored ``state_dict()``'s names and shapes, the input (a seeded normal
 array) and ``net(input.copy())`` under ``torch.no_grad()``, with torch 2.13.0 on CPU.

@@ -43,7 +43,7 @@ def test_same_parameters_and_outputs_as_biapy(case: dict) -> None:
 def test_reference_covers_every_architecture_in_2d_and_3d() -> None:
     seen = {(c["class"], "3d" if "_3d" in c["name"] else "2d") for c in CASES}
     classes = {"U_Net", "ResUNet", "SE_U_Net", "Attention_U_Net", "ResUNet_SE",
-               "ResUNetPlusPlus", "MultiResUnet"}
+               "ResUNetPlusPlus", "MultiResUnet", "U_NeXt_V1", "U_NeXt_V2"}
     assert seen == {(c, d) for c in classes for d in ("2d", "3d")}
 
 
@@ -148,6 +148,25 @@ def test_architecture_source_is_self_contained_and_rebuilds_the_network(tmp_path
     x = torch.randn(1, 1, 32, 32)
     with torch.no_grad():
         assert torch.equal(shipped.eval()(x), ours.eval()(x))
+
+
+def test_unext_from_the_configuration() -> None:
+    """BiaPy's U-NeXt takes MODEL.CONV_LAYERS as its ConvNeXt blocks per level and the
+    CONVNEXT_* keys; the U-Net options its blocks fix are not passed."""
+    cfg = _cfg("PROBLEM.TYPE=SEMANTIC_SEG", "PROBLEM.NDIM=3D", "DATA.PATCH_SIZE=(8, 32, 32, 1)",
+               "MODEL.ARCHITECTURE=unext_v1", "MODEL.FEATURE_MAPS=[4, 8, 16]",
+               "MODEL.CONV_LAYERS=[1, 2, 1]", "MODEL.CONVNEXT_LAYER_SCALE=0.5")
+    _, name, kwargs = architecture_source(cfg)
+    assert name == "U_NeXt_V1"
+    assert kwargs["cn_layers"] == [1, 2, 1] and kwargs["layer_scale"] == 0.5
+    assert kwargs["stem_k_size"] == 2 and kwargs["stochastic_depth_prob"] == 0.1
+    assert not {"activation", "normalization", "conv_layers", "larger_io"} & set(kwargs)
+    net = build_model(cfg).eval()
+    assert len(net.down_path[2]) == 2  # the second level's ConvNeXt blocks
+    assert net(torch.zeros(1, 1, 8, 32, 32)).shape == (1, 1, 8, 32, 32)
+    cfg.set("MODEL.ARCHITECTURE", "unext_v2")
+    assert "layer_scale" not in architecture_source(cfg)[2]
+    assert build_model(cfg).state_dict()["down_path.1.0.block.5.gamma"].shape == (1, 1, 1, 16)
 
 
 def test_options_not_built_are_refused() -> None:

@@ -15,7 +15,7 @@ from biapy_runner.cli import main
 from biapy_runner.config.load import load_config
 from biapy_runner.errors import ConfigError, ModelError
 from biapy_runner.models.architectures import build_model
-from biapy_runner.models.checkpoint import load_checkpoint, save_checkpoint
+from biapy_runner.models.checkpoint import checkpoint_file, load_checkpoint, save_checkpoint
 
 TEST_DATA = Path(__file__).resolve().parents[1] / "test-data"
 
@@ -105,6 +105,12 @@ def test_mismatch_missing_and_corrupt_checkpoints(tmp_path: Path) -> None:
     broken.write_bytes(ckpt.read_bytes()[:200])
     with pytest.raises(ModelError, match="Cannot read the checkpoint .*broken.pth"):
         load_checkpoint(broken, load_config(config))
+    safetensors = tmp_path / "weights.safetensors"
+    safetensors.write_bytes(b"{}")
+    with pytest.raises(ModelError, match="weights.safetensors is a safetensors file"):
+        load_checkpoint(safetensors, load_config(config))
+    cfg = load_config(config, [f"PATHS.CHECKPOINT_FILE={tmp_path / 'model.safetensors'}"])
+    assert checkpoint_file(cfg) == ckpt  # BiaPy takes the .pth first, whatever the extension
     assert main(["run", "--config", str(config), "--set", f"PATHS.CHECKPOINT_FILE={broken}",
                  "--images", str(TEST_DATA / "dsb_nuclei.tif"),
                  "--out", str(tmp_path / "out")]) == 3
@@ -124,21 +130,24 @@ def test_run_needs_a_checkpoint_and_a_built_architecture(tmp_path: Path) -> None
                            overrides=[a for a in sets if a != "--set"]))
 
 
-def _zmuv(image: np.ndarray) -> np.ndarray:
-    data = image.astype(np.float32)
-    return (data - data.mean()) / data.std()
+def _run_whole_image(tmp: Path, tree: dict, image: str, gt: str, seed: int = 0):
+    """``run`` on one shipped image in one forward pass (TEST.FULL_IMG), and what the network
+    gives directly on the image normalised as BiaPy's default (zero mean, unit variance)."""
+    config, _, net = _checkpoint(tmp, tree, seed)
+    out = tmp / "out"
+    code = main(["run", "--config", str(config), "--images", str(TEST_DATA / image),
+                 "--gt", str(TEST_DATA / gt), "--out", str(out),
+                 "--set", "TEST.FULL_IMG=True", "--threads", "2", "--no-report"])
+    assert code == 0
+    data = tifffile.imread(TEST_DATA / image).astype(np.float32)
+    data = (data - data.mean()) / data.std()
+    with torch.no_grad():
+        expected = torch.sigmoid(net(torch.from_numpy(data[None, None])))[0].numpy()
+    return out, expected
 
 
 def test_semantic_2d_run_equals_the_network(tmp_path: Path) -> None:
-    config, _, net = _checkpoint(tmp_path, SEMANTIC)
-    out = tmp_path / "out"
-    code = main(["run", "--config", str(config), "--images", str(TEST_DATA / "dsb_nuclei.tif"),
-                 "--gt", str(TEST_DATA / "dsb_nuclei_mask.tif"), "--out", str(out),
-                 "--set", "TEST.FULL_IMG=True", "--threads", "2", "--no-report"])
-    assert code == 0
-    image = tifffile.imread(TEST_DATA / "dsb_nuclei.tif")
-    with torch.no_grad():
-        expected = torch.sigmoid(net(torch.from_numpy(_zmuv(image)[None, None])))[0].numpy()
+    out, expected = _run_whole_image(tmp_path, SEMANTIC, "dsb_nuclei.tif", "dsb_nuclei_mask.tif")
     raw = tifffile.imread(out / "raw" / "dsb_nuclei.tif")
     assert raw.shape == (256, 256)
     np.testing.assert_allclose(raw, expected[0], atol=1e-5)
@@ -152,15 +161,7 @@ def test_semantic_2d_run_equals_the_network(tmp_path: Path) -> None:
 
 
 def test_instance_3d_run_with_channels(tmp_path: Path) -> None:
-    config, _, net = _checkpoint(tmp_path, INSTANCE_3D, seed=3)
-    out = tmp_path / "out"
-    code = main(["run", "--config", str(config), "--images", str(TEST_DATA / "cells3d.tif"),
-                 "--gt", str(TEST_DATA / "cells3d_mask.tif"), "--out", str(out),
-                 "--set", "TEST.FULL_IMG=True", "--threads", "2", "--no-report"])
-    assert code == 0
-    image = tifffile.imread(TEST_DATA / "cells3d.tif")
-    with torch.no_grad():
-        expected = torch.sigmoid(net(torch.from_numpy(_zmuv(image)[None, None])))[0].numpy()
+    out, expected = _run_whole_image(tmp_path, INSTANCE_3D, "cells3d.tif", "cells3d_mask.tif", 3)
     raw = np.moveaxis(tifffile.imread(out / "raw" / "cells3d.tif"), 1, 0)  # ImageJ's ZCYX
     assert raw.shape == (2, 24, 48, 48)  # F, C
     np.testing.assert_allclose(raw, expected, atol=1e-5)
@@ -173,3 +174,44 @@ def test_instance_3d_run_with_channels(tmp_path: Path) -> None:
     row = table.iloc[0]
     assert row["n_true@0.5"] == 4  # the GT's nuclei
     assert row["tp@0.5"] + row["fp@0.5"] == found
+
+
+def test_older_biapy_checkpoint_with_a_yacs_configuration(tmp_path: Path, monkeypatch) -> None:
+    """BiaPy before 3.5.1 pickled its configuration as a yacs CfgNode: read as a dict, without
+    yacs installed and without unpickling anything else."""
+    import sys
+    import types
+
+    yacs = types.ModuleType("yacs")
+    config_module = types.ModuleType("yacs.config")
+
+    class CfgNode(dict):
+        def __init__(self, init=None) -> None:
+            super().__init__(init or {})
+            self.__dict__["__immutable__"] = False
+            self.__dict__["__deprecated_keys__"] = set()
+
+    CfgNode.__module__ = "yacs.config"
+    CfgNode.__qualname__ = "CfgNode"
+    config_module.CfgNode = CfgNode
+    monkeypatch.setitem(sys.modules, "yacs", yacs)
+    monkeypatch.setitem(sys.modules, "yacs.config", config_module)
+    config, _ckpt, net = _checkpoint(tmp_path, SEMANTIC)
+    old = tmp_path / "old.pth"
+    saved = CfgNode({"MODEL": CfgNode({"ARCHITECTURE": "unet", "FEATURE_MAPS": [4, 8, 16]}),
+                     "DATA": CfgNode({"NORMALIZATION": CfgNode({"TYPE": "div"})})})
+    torch.save({"model": net.state_dict(), "epoch": 12, "cfg": saved}, old)
+    monkeypatch.delitem(sys.modules, "yacs.config")
+    monkeypatch.delitem(sys.modules, "yacs")
+    cfg = load_config(config, ["MODEL.FEATURE_MAPS=[8, 16, 32]"])
+    loaded, info = load_checkpoint(old, cfg)
+    assert info["epoch"] == 12
+    assert info["changed"] == ["MODEL.FEATURE_MAPS", "DATA.NORMALIZATION.TYPE"]
+    assert type(info["content"]["cfg"]) is dict
+    x = torch.randn(1, 1, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), net(x))
+    evil = tmp_path / "evil.pth"
+    torch.save({"model": net.state_dict(), "cfg": Path("/etc")}, evil)
+    with pytest.raises(ModelError, match="evil.pth.*PosixPath is not allowed"):
+        load_checkpoint(evil, load_config(config))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from biapy_runner.config.load import load_config
 from biapy_runner.config.schema import IMPLEMENTED_AUGMENTATIONS
-from biapy_runner.config.support import augmentor_problems, unimplemented
+from biapy_runner.config.support import augmentor_problems, check_implemented, training_problems
+from biapy_runner.errors import ConfigError
 from biapy_runner.train.augment import Augmenter
 
 GEOMETRIC = ("VFLIP", "HFLIP", "ZFLIP", "ROT90", "RANDOM_ROT", "ZOOM", "SHIFT", "ELASTIC")
@@ -64,11 +64,13 @@ def test_rot90_is_an_exact_quarter_turn_of_image_and_target() -> None:
 
 
 @pytest.mark.parametrize("ndim", [2, 3])
-def test_geometric_transforms_keep_label_values_and_move_image_and_target_together(ndim: int) -> None:
+def test_geometric_transforms_keep_label_values_and_move_image_and_target_together(
+    ndim: int,
+) -> None:
     flags = {f: 1.0 for f in GEOMETRIC if ndim == 3 or f != "ZFLIP"}
     a = augmenter(f"{ndim}D", **flags)
     for seed in range(4):
-        image, labels = sample(ndim, seed)
+        _, labels = sample(ndim, seed)
         out, tgt = a(labels.astype(np.float32), labels, np.random.default_rng(seed))
         assert out.shape == labels.shape and tgt.shape == labels.shape and tgt.dtype == labels.dtype
         assert set(np.unique(tgt)) <= {0, 5, 9}
@@ -102,8 +104,21 @@ def test_probabilities_are_honoured() -> None:
 
 
 def test_intensity_transforms_leave_the_target_alone() -> None:
-    flags = ("BRIGHTNESS", "CONTRAST", "GAMMA_CONTRAST", "GAUSSIAN_NOISE", "POISSON_NOISE", "SALT", "PEPPER",
-             "SALT_AND_PEPPER", "MISSING_SECTIONS", "G_BLUR", "MEDIAN_BLUR", "DROPOUT", "CHANNEL_SHUFFLE")
+    flags = (
+        "BRIGHTNESS",
+        "CONTRAST",
+        "GAMMA_CONTRAST",
+        "GAUSSIAN_NOISE",
+        "POISSON_NOISE",
+        "SALT",
+        "PEPPER",
+        "SALT_AND_PEPPER",
+        "MISSING_SECTIONS",
+        "G_BLUR",
+        "MEDIAN_BLUR",
+        "DROPOUT",
+        "CHANNEL_SHUFFLE",
+    )
     a = augmenter(**{f: 1.0 for f in flags})
     assert a.names == ["CHANNEL_SHUFFLE", *flags[:-1]]  # BiaPy's order
     image, labels = sample()
@@ -114,9 +129,15 @@ def test_intensity_transforms_leave_the_target_alone() -> None:
 
 def test_brightness_contrast_gamma_known_values() -> None:
     image = np.full((1, 4, 4), 0.25, dtype=np.float32)
-    cfg = ["AUGMENTOR.ENABLE=True", "AUGMENTOR.BRIGHTNESS=True", "AUGMENTOR.BRIGHTNESS_PROB=1.0",
-           "AUGMENTOR.BRIGHTNESS_FACTOR=(0.2, 0.2)", "AUGMENTOR.GAMMA_CONTRAST=True",
-           "AUGMENTOR.GAMMA_CONTRAST_PROB=1.0", "AUGMENTOR.GC_GAMMA=(2, 2)"]
+    cfg = [
+        "AUGMENTOR.ENABLE=True",
+        "AUGMENTOR.BRIGHTNESS=True",
+        "AUGMENTOR.BRIGHTNESS_PROB=1.0",
+        "AUGMENTOR.BRIGHTNESS_FACTOR=(0.2, 0.2)",
+        "AUGMENTOR.GAMMA_CONTRAST=True",
+        "AUGMENTOR.GAMMA_CONTRAST_PROB=1.0",
+        "AUGMENTOR.GC_GAMMA=(2, 2)",
+    ]
     out, _ = Augmenter.from_config(load_config(None, cfg))(image, None, np.random.default_rng(3))
     np.testing.assert_allclose(out, (0.25 + 0.2) ** 2, rtol=1e-6)
 
@@ -131,15 +152,79 @@ def test_super_resolution_target_follows_on_its_own_grid() -> None:
 
 
 def test_unimplemented_augmentor_keys_are_refused_when_training() -> None:
-    base = ["AUGMENTOR.ENABLE=True", "AUGMENTOR.CUTOUT=True", "AUGMENTOR.SHEAR_RANGE=(-5, 5)", "AUGMENTOR.VFLIP=True"]
-    assert unimplemented(load_config(None, base)) == []  # inference ignores AUGMENTOR
-    problems = unimplemented(load_config(None, ["TRAIN.ENABLE=True", *base]))
-    assert problems == ["AUGMENTOR.SHEAR_RANGE = (-5, 5) (data augmentation)", "AUGMENTOR.CUTOUT = True (data augmentation)"]
+    base = [
+        "AUGMENTOR.ENABLE=True",
+        "AUGMENTOR.CUTOUT=True",
+        "AUGMENTOR.SHEAR_RANGE=(-5, 5)",
+        "AUGMENTOR.VFLIP=True",
+    ]
+    check_implemented(load_config(None, base))  # inference ignores AUGMENTOR
+    problems = training_problems(load_config(None, ["TRAIN.ENABLE=True", *base]))
+    assert problems == [
+        "AUGMENTOR.SHEAR_RANGE = (-5, 5) (data augmentation)",
+        "AUGMENTOR.CUTOUT = True (data augmentation)",
+    ]
     assert augmentor_problems(load_config(None, ["TRAIN.ENABLE=True", *base[1:]])) == []
+    with pytest.raises(ConfigError, match="AUGMENTOR.CUTOUT = True"):
+        check_implemented(load_config(None, ["TRAIN.ENABLE=True", *base]))
+
+
+def test_untrainable_targets_and_losses_are_refused_when_training() -> None:
+    from biapy_runner.config.support import target_problems
+
+    inst = [
+        "TRAIN.ENABLE=True",
+        "PROBLEM.TYPE=INSTANCE_SEG",
+        "PROBLEM.INSTANCE_SEG.DATA_CHANNELS=['E']",
+    ]
+    assert target_problems(load_config(None, inst)) == [
+        "PROBLEM.INSTANCE_SEG.DATA_CHANNELS = ['E'] (training targets for ['E'])"
+    ]
+    assert target_problems(load_config(None, ["PROBLEM.TYPE=DETECTION", "DATA.N_CLASSES=4"])) == [
+        "DATA.N_CLASSES = 4 (training the class head)"
+    ]
+    sr = load_config(None, ["PROBLEM.TYPE=SUPER_RESOLUTION", "LOSS.TYPE=['MAE', 'SSIM']"])
+    assert target_problems(sr) == [
+        "LOSS.TYPE = ['MAE', 'SSIM'] (implemented for SUPER_RESOLUTION: ['MAE', 'MSE', 'CHARBONNIER', 'PCC'])"
+    ]
+    assert training_problems(sr) == []  # not training
+    saved = [
+        "PROBLEM.TYPE=INSTANCE_SEG",
+        "PROBLEM.INSTANCE_SEG.DATA_CHANNELS=['F','C','We','I']",
+        "LOSS.TYPE=['CE']",
+    ]
+    assert target_problems(load_config(None, saved)) == []
 
 
 def test_every_implemented_flag_builds_a_step() -> None:
     flags = {f: 1.0 for f in IMPLEMENTED_AUGMENTATIONS}
     names = augmenter("3D", **flags).names
-    expected = {f for f in IMPLEMENTED_AUGMENTATIONS if f not in ("ZOOM", "RANDOM_ROT")} | {"ZOOM/RANDOM_ROT"}
+    expected = {f for f in IMPLEMENTED_AUGMENTATIONS if f not in ("ZOOM", "RANDOM_ROT")} | {
+        "ZOOM/RANDOM_ROT"
+    }
     assert set(names) == expected
+
+
+@pytest.mark.parametrize("channels", ["['F','H','V']", "['Db','R']", "['F','Gv','Gh']"])
+def test_directional_instance_channels_are_recomputed_after_moving(channels: str) -> None:
+    from biapy_runner.train.targets import make_targets
+
+    cfg = load_config(
+        None,
+        [
+            "PROBLEM.TYPE=INSTANCE_SEG",
+            f"PROBLEM.INSTANCE_SEG.DATA_CHANNELS={channels}",
+            "PROBLEM.INSTANCE_SEG.DATA_CHANNELS_EXTRA_OPTS=[{R: {nrays: 8}}]",
+            "AUGMENTOR.ENABLE=True",
+            "AUGMENTOR.HFLIP=True",
+            "AUGMENTOR.HFLIP_PROB=1.0",
+        ],
+    )
+    _, labels = sample()
+    target = make_targets(cfg, labels[0])
+    assert target[-1].tolist() == labels[0].tolist()  # the labels ride along as the last channel
+    image = np.zeros((1, 24, 24), dtype=np.float32)
+    _, moved = Augmenter.from_config(cfg)(image, target, np.random.default_rng(0))
+    np.testing.assert_allclose(moved, make_targets(cfg, labels[0][:, ::-1]), atol=1e-6)
+    # warping alone would keep H's sign: the flipped H differs from the recomputed one
+    assert channels != "['F','H','V']" or not np.allclose(np.flip(target, -1), moved)

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-
 from biapy_runner.cli import main
 
 SEMANTIC = """\
@@ -61,6 +60,9 @@ def _no_results(tmp_path: Path) -> None:
         ("cross_val", "DATA.VAL.CROSS_VAL"),
         ("checkpoint_missing", "PATHS.CHECKPOINT_FILE"),
         ("split", "SPLIT_TRAIN"),
+        ("unknown_key", "Unknown configuration key 'LOSS.LR'"),
+        ("bad_type", "TRAIN.EPOCHS"),
+        ("no_test_images", "--test-images"),
     ],
 )
 def test_bad_training_input_is_one_paragraph_and_exit_2(
@@ -73,6 +75,8 @@ def test_bad_training_input_is_one_paragraph_and_exit_2(
     config = SEMANTIC
     if case == "patch_too_big":
         config = config.replace("(32, 32, 1)", "(64, 64, 1)")
+    if case == "unknown_key":  # a key under the wrong section: ignored by run, refused to train
+        config += "LOSS:\n  LR: 0.01\n"
     if case == "channels":
         config = config.replace("(32, 32, 1)", "(32, 32, 3)")
     sets = {
@@ -81,6 +85,8 @@ def test_bad_training_input_is_one_paragraph_and_exit_2(
         "checkpoint_missing": ["MODEL.LOAD_CHECKPOINT=True",
                                f"PATHS.CHECKPOINT_FILE={tmp_path / 'none.pth'}"],
         "split": ["DATA.VAL.SPLIT_TRAIN=1.0"],
+        "bad_type": ["TRAIN.EPOCHS=many"],
+        "no_test_images": ["TEST.ENABLE=True"],
     }.get(case, [])
     for item in sets:
         args += ["--set", item]

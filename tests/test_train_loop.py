@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from biapy_runner.config.load import load_config
 from biapy_runner.errors import InputError
 from biapy_runner.train.data import (
@@ -223,9 +222,8 @@ def test_trainer_stops_early_at_the_right_epoch(tmp_path: Path, monkeypatch) -> 
 
 def test_training_curves_png_has_one_panel_per_curve(tmp_path: Path) -> None:
     import pandas as pd
-    from PIL import Image
-
     from biapy_runner.report.charts import training_curves
+    from PIL import Image
 
     table = pd.DataFrame({
         "epoch": [1, 2, 3], "train_loss": [0.9, 0.6, 0.5], "val_loss": [1.0, 0.7, 0.65],
@@ -236,3 +234,15 @@ def test_training_curves_png_has_one_panel_per_curve(tmp_path: Path) -> None:
     with Image.open(path) as png:
         assert png.size == (3 * 400, 320)  # loss, IoU, lr: 4 x 3.2 inches each at 100 dpi
     assert training_curves(table.iloc[:0], tmp_path / "none.png") is None
+
+
+def test_one_optimizers_scalars_become_biapy_37_lists(tmp_path: Path) -> None:
+    path = tmp_path / "old.yaml"
+    path.write_text("TRAIN:\n  OPTIMIZER: ADAMW\n  LR: 1.E-3\n  OPT_BETAS: (0.9, 0.99)\n"
+                    "  LR_SCHEDULER:\n    NAME: warmupcosine\n    MIN_LR: 1.E-5\n")
+    cfg = load_config(path)
+    cfg.check_training_keys()
+    assert cfg.get("TRAIN.OPTIMIZER") == ["ADAMW"] and cfg.get("TRAIN.LR") == [0.001]
+    assert cfg.get("TRAIN.OPT_BETAS") == [[0.9, 0.99]]
+    assert cfg.get("TRAIN.LR_SCHEDULER.MIN_LR") == [1e-05]
+    assert any("TRAIN.LR: 0.001 -> [0.001]" in note for note in cfg.conversions)

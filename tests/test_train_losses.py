@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from biapy_runner.config.load import load_config
 from biapy_runner.errors import ConfigError
 from biapy_runner.train.losses import binary_ratio_weights, loss_for
@@ -47,7 +46,9 @@ def test_dice_of_half_probabilities() -> None:
 
 
 def test_multiclass_ce_with_manual_class_weights_and_dice_ce_mix() -> None:
-    cfg = semantic("DATA.N_CLASSES=3", "LOSS.CLASS_REBALANCE=manual", "LOSS.CLASS_WEIGHTS=[1, 1, 3]")
+    cfg = semantic(
+        "DATA.N_CLASSES=3", "LOSS.CLASS_REBALANCE=manual", "LOSS.CLASS_WEIGHTS=[1, 1, 3]"
+    )
     pred = torch.zeros(1, 3, 1, 2)
     pred[0, 0, 0, 0] = 2.0
     target = t([[0, 2]], (1, 1, 1, 2))
@@ -87,12 +88,17 @@ def test_binary_ratio_weights_favour_the_rare_side() -> None:
 def test_instance_loss_weights_channels_and_rebalances_binary_ones() -> None:
     cfg = load_config(
         None,
-        ["PROBLEM.TYPE=INSTANCE_SEG", f"{IS}DATA_CHANNELS=['F', 'D']", f"{IS}DATA_CHANNEL_WEIGHTS=(1, 0.5)"],
+        [
+            "PROBLEM.TYPE=INSTANCE_SEG",
+            f"{IS}DATA_CHANNELS=['F', 'D']",
+            f"{IS}DATA_CHANNEL_WEIGHTS=(1, 0.5)",
+        ],
     )
     pred = torch.zeros(1, 2, 2, 2)
     pred[0, 0, 0, 0] = 2.0
     target = torch.stack([t([[1, 0], [0, 0]]), t([[0.5, -1], [-1, -1]])])[None]
-    f = (3 * softplus(-2) + 3 * softplus(0)) / (3 + 1 + 1 + 1)  # weights 3 on the object, 1 elsewhere
+    # BCE weights: 3 on the object (a quarter of the pixels), 1 elsewhere
+    f = (3 * softplus(-2) + 3 * softplus(0)) / (3 + 1 + 1 + 1)
     d = (0.25 + 1 + 1 + 1) / 4  # MSE of tanh(0) = 0
     loss = loss_for(cfg, [("F", "sigmoid"), ("D", "tanh")])(pred, target)
     assert float(loss) == pytest.approx(f + 0.5 * d, rel=1e-6)
@@ -101,7 +107,11 @@ def test_instance_loss_weights_channels_and_rebalances_binary_ones() -> None:
 def test_instance_distance_loss_is_masked_to_the_objects() -> None:
     cfg = load_config(
         None,
-        ["PROBLEM.TYPE=INSTANCE_SEG", f"{IS}DATA_CHANNELS=['B', 'Db']", f"{IS}CLASS_REBALANCE_WITHIN_CHANNELS=False"],
+        [
+            "PROBLEM.TYPE=INSTANCE_SEG",
+            f"{IS}DATA_CHANNELS=['B', 'Db']",
+            f"{IS}CLASS_REBALANCE_WITHIN_CHANNELS=False",
+        ],
     )
     pred = torch.zeros(1, 2, 2, 2)
     target = torch.stack([t([[0, 1], [0, 1]]), t([[1.0, 0], [0.2, 0]])])[None]
@@ -136,19 +146,26 @@ def test_n2v_loss_is_the_mse_at_the_masked_pixels() -> None:
 
 
 def test_restoration_loss_is_the_weighted_sum() -> None:
-    cfg = load_config(None, ["PROBLEM.TYPE=SUPER_RESOLUTION", "LOSS.TYPE=['MAE', 'MSE']", "LOSS.WEIGHTS=[1, 0.5]"])
+    cfg = load_config(
+        None, ["PROBLEM.TYPE=SUPER_RESOLUTION", "LOSS.TYPE=['MAE', 'MSE']", "LOSS.WEIGHTS=[1, 0.5]"]
+    )
     pred, target = t([[0.0, 1.0]], (1, 1, 1, 2)), t([[1.0, 3.0]], (1, 1, 1, 2))
     assert float(loss_for(cfg, [("o", "linear")])(pred, target)) == pytest.approx(1.5 + 0.5 * 2.5)
     default = load_config(None, ["PROBLEM.TYPE=IMAGE_TO_IMAGE"])
     assert float(loss_for(default, [("o", "linear")])(pred, target)) == pytest.approx(1.5)
     with pytest.raises(ConfigError, match="VGG"):
-        loss_for(load_config(None, ["PROBLEM.TYPE=SELF_SUPERVISED", "LOSS.TYPE=['VGG']"]), [("o", "linear")])
+        loss_for(
+            load_config(None, ["PROBLEM.TYPE=SELF_SUPERVISED", "LOSS.TYPE=['VGG']"]),
+            [("o", "linear")],
+        )
 
 
 def test_classification_and_detection_losses() -> None:
     cl = load_config(None, ["PROBLEM.TYPE=CLASSIFICATION", "DATA.N_CLASSES=3"])
     pred = t([[2.0, 0.0, 0.0]])
-    assert float(loss_for(cl, [])(pred, torch.tensor([0]))) == pytest.approx(math.log(1 + 2 * math.exp(-2)))
+    assert float(loss_for(cl, [])(pred, torch.tensor([0]))) == pytest.approx(
+        math.log(1 + 2 * math.exp(-2))
+    )
     det = load_config(None, ["PROBLEM.TYPE=DETECTION"])
     target = t([[1, 0], [0, 0]], (1, 1, 2, 2))
     loss = loss_for(det, [("points", "sigmoid")])(torch.zeros(1, 1, 2, 2), target)
@@ -159,7 +176,17 @@ def test_classification_and_detection_losses() -> None:
     "overrides, channels, target_channels",
     [
         (["PROBLEM.TYPE=SEMANTIC_SEG"], [("c", "sigmoid")], 1),
-        (["PROBLEM.TYPE=INSTANCE_SEG", f"{IS}DATA_CHANNELS=['F','C','Dc','H','V']"], [("F", "sigmoid"), ("C", "sigmoid"), ("Dc", "linear"), ("H", "linear"), ("V", "linear")], 5),
+        (
+            ["PROBLEM.TYPE=INSTANCE_SEG", f"{IS}DATA_CHANNELS=['F','C','Dc','H','V']"],
+            [
+                ("F", "sigmoid"),
+                ("C", "sigmoid"),
+                ("Dc", "linear"),
+                ("H", "linear"),
+                ("V", "linear"),
+            ],
+            5,
+        ),
         (["PROBLEM.TYPE=DENOISING"], [("o", "linear")], 2),
     ],
 )
@@ -176,7 +203,10 @@ def test_gradients_reach_every_output_channel(overrides, channels, target_channe
 
 def test_unsupported_settings_are_refused() -> None:
     with pytest.raises(ConfigError, match="N_CLASSES"):
-        loss_for(load_config(None, ["PROBLEM.TYPE=INSTANCE_SEG", "DATA.N_CLASSES=3"]), [("F", "sigmoid")] * 2)
+        loss_for(
+            load_config(None, ["PROBLEM.TYPE=INSTANCE_SEG", "DATA.N_CLASSES=3"]),
+            [("F", "sigmoid")] * 2,
+        )
     with pytest.raises(ConfigError, match="SEMANTIC_SEG"):
         loss_for(semantic("LOSS.TYPE=['MAE']"), [("c", "sigmoid")])
     with pytest.raises(ConfigError, match="CLASS_WEIGHTS"):
@@ -222,7 +252,43 @@ def test_restoration_and_classification_metrics() -> None:
     n2v_target = torch.zeros(1, 2, 2, 2)
     n2v_target[0, 0, 0, 0], n2v_target[0, 1, 0, 0] = 3.0, 1.0
     assert dn["MAE"](torch.ones(1, 1, 2, 2), n2v_target) == pytest.approx(2.0)  # masked pixel only
-    cl = metrics_for(load_config(None, ["PROBLEM.TYPE=CLASSIFICATION", "DATA.N_CLASSES=6", "TRAIN.METRICS=['accuracy', 'top-5-accuracy']"]), [])
+    cl = metrics_for(
+        load_config(
+            None,
+            [
+                "PROBLEM.TYPE=CLASSIFICATION",
+                "DATA.N_CLASSES=6",
+                "TRAIN.METRICS=['accuracy', 'top-5-accuracy']",
+            ],
+        ),
+        [],
+    )
     logits = torch.eye(6)[:4] + torch.linspace(0, 0.1, 6)
     assert cl["Accuracy"](logits, torch.tensor([0, 1, 3, 3])) == pytest.approx(0.75)
     assert cl["Top-5-accuracy"](logits, torch.tensor([0, 1, 0, 0])) == pytest.approx(0.5)
+
+
+def test_flow_channels_are_compared_with_five_times_the_unit_flows_and_labels_are_skipped() -> None:
+    from biapy_runner.train.targets import make_targets
+
+    cfg = load_config(
+        None,
+        [
+            "PROBLEM.TYPE=INSTANCE_SEG",
+            f"{IS}DATA_CHANNELS=['Gv','Gh']",
+            f"{IS}BORDER_EXTRA_WEIGHTS=unet-like",
+        ],
+    )
+    labels = np.zeros((10, 10), dtype=np.int32)
+    labels[2:7, 2:8] = 1
+    target = torch.from_numpy(make_targets(cfg, labels))[None]
+    assert target.shape[1] == 4  # Gv, Gh, We, I
+    w = target[:, 2:3]
+    loss = loss_for(cfg, [("Gv", "linear"), ("Gh", "linear")])(torch.zeros(1, 2, 10, 10), target)
+    expected = sum(
+        float(((5 * target[:, c : c + 1]) ** 2 * w).sum() / target[:, 0].numel()) for c in (0, 1)
+    )
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+    m = metrics_for(cfg, [("Gv", "linear"), ("Gh", "linear")])
+    assert list(m) == ["L1 (Gv channel)", "L1 (Gh channel)"]
+    assert m["L1 (Gv channel)"](5 * target[:, :2], target) == pytest.approx(0.0)

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from biapy_runner.config.load import load_config
 from biapy_runner.train.targets import make_targets
 from train_target_cases import CASES, LABELS
@@ -25,7 +24,7 @@ def test_instance_targets_match_biapy(name: str) -> None:
     overrides = [
         "PROBLEM.TYPE=INSTANCE_SEG",
         f"PROBLEM.NDIM={labels_key.upper()}",
-        f"{IS}DATA_CHANNELS={[c for c in channels if c != 'We']}",
+        f"{IS}DATA_CHANNELS={[c for c in channels if c not in ('We', 'I')]}",
         f"{IS}DATA_CHANNELS_EXTRA_OPTS=[{json.dumps(opts)}]",
     ]
     if "We" in channels:

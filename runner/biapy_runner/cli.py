@@ -37,25 +37,14 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gt", type=Path, nargs="+", default=[], help="ground truth, paired by stem")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--model", help="overrides MODEL.BMZ.SOURCE_MODEL_ID (id, DOI, URL or zip)")
-    p.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="override a configuration key, e.g. --set TEST.AUGMENTATION=True (repeatable)",
-    )
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--threads", type=int, help="CPU threads (default SYSTEM.NUM_CPUS, "
-                   "else $GALAXY_SLOTS, else all)")
-    p.add_argument("--axes", help="axes of the stored images when metadata cannot tell, e.g. ZYXC")
-    p.add_argument("--dataset", help="dataset path inside HDF5 / Zarr inputs")
+    _add_execution(p, "TEST.AUGMENTATION=True")
     p.add_argument("--cache-dir", type=Path, help="model cache (default $BIAPY_RUNNER_CACHE or "
                    "~/.cache/biapy-runner/models)")
     p.add_argument("--batch-size", type=int, help="tiles per forward pass (default: as many as "
                    "half the free memory holds, at most 4 on CPU and 32 on a GPU)")
-    p.add_argument("--amp", action="store_true", help="mixed precision (float16) on CUDA")
     p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
                    help="how the model runs (default auto: the fastest that gives the same "
                    "results, measured on the first tile and remembered in the model cache)")
-    p.add_argument("--workflow", choices=sorted(PROBLEM_TYPES),
-                   help="the workflow the configuration must run (checked against PROBLEM.TYPE)")
     _add_common(p)
 
 
@@ -82,9 +71,16 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--name", default="model",
                    help="job name: the checkpoints' prefix, <name>-checkpoint-best.pth")
+    _add_execution(p, "TRAIN.EPOCHS=50")
+    _add_common(p)
+
+
+def _add_execution(p: argparse.ArgumentParser, example: str) -> None:
+    """The options ``run`` and ``train`` share: overrides, device, threads, axes, dataset, AMP,
+    expected workflow."""
     p.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="override a configuration key, e.g. --set TRAIN.EPOCHS=50 (repeatable)",
+        help=f"override a configuration key, e.g. --set {example} (repeatable)",
     )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--threads", type=int, help="CPU threads (default SYSTEM.NUM_CPUS, "
@@ -94,7 +90,6 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--amp", action="store_true", help="mixed precision (float16) on CUDA")
     p.add_argument("--workflow", choices=sorted(PROBLEM_TYPES),
                    help="the workflow the configuration must run (checked against PROBLEM.TYPE)")
-    _add_common(p)
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:

@@ -28,10 +28,17 @@ import numpy as np
 
 from biapy_runner import log
 from biapy_runner.config.load import Config
-from biapy_runner.config.support import check_model_implemented, check_trainable
+from biapy_runner.config.support import check_model_implemented
 from biapy_runner.errors import ConfigError, InputError
 from biapy_runner.io.images import check_finite, list_images, read_image, stem_of
-from biapy_runner.io.outputs import OutputStage, check_output_dir, write_table
+from biapy_runner.io.outputs import (
+    CHECKPOINT_DIR,
+    TRAIN_CURVES,
+    TRAIN_LOG,
+    OutputStage,
+    check_output_dir,
+    write_table,
+)
 from biapy_runner.pipeline import (
     RunOptions,
     _configure,
@@ -50,11 +57,6 @@ from biapy_runner.train.export import (
 )
 from biapy_runner.workflows.base import Workflow, workflow_for
 
-#: where the checkpoints go under the output folder
-CHECKPOINT_DIR = "checkpoints"
-#: the training log and its curves under the output folder
-TRAIN_LOG = "train_log.tsv"
-CURVES = "train_curves.png"
 #: workflows whose GT is an image normalised like the input (BiaPy's default target norm)
 IMAGE_TARGETS = ("SUPER_RESOLUTION", "IMAGE_TO_IMAGE")
 
@@ -110,7 +112,6 @@ def train(opts: TrainOptions, cfg: Config, since: tuple[float, int]) -> Path:
     Path
         The output folder.
     """
-    check_trainable(cfg)
     if cfg.get("MODEL.SOURCE") == "biapy":
         check_model_implemented(cfg)
     if not opts.name or "/" in opts.name or opts.name.startswith("."):
@@ -189,7 +190,15 @@ def collect(opts: TrainOptions, cfg: Config, workflow: Workflow) -> Inputs:
         val = _pairs(cfg, workflow, opts.val_images, opts.val_gt, "VAL")
     elif not cfg.get("DATA.VAL.FROM_TRAIN"):
         log.info("no validation (DATA.VAL.FROM_TRAIN is off and no validation images given)")
-    tested = input_files(opts, cfg, workflow) if cfg.get("TEST.ENABLE") else None
+    tested = None
+    if cfg.get("TEST.ENABLE"):
+        if not opts.images and "DATA.TEST.PATH" not in cfg.user_keys:
+            raise InputError(
+                "TEST.ENABLE is set but no test images are given: pass them with --test-images "
+                "(`train`) or --images (`run`), with their GT, or set DATA.TEST.PATH; or set "
+                "TEST.ENABLE: False to train only."
+            )
+        tested = input_files(opts, cfg, workflow)
     if cfg.get("MODEL.LOAD_CHECKPOINT"):
         start_checkpoint(cfg)
     return Inputs(train, val, tested)
@@ -271,7 +280,6 @@ def training_data(cfg: Config, train: list[Any], val: list[Any]) -> Any:
     """The batches of training (augmented with AUGMENTOR.*, prepared per crop) and validation."""
     from biapy_runner.train.augment import Augmenter
     from biapy_runner.train.data import build_training_data
-
     from biapy_runner.train.inputs import prepare_for
 
     data = build_training_data(cfg, train, val, Augmenter.from_config(cfg) or None,
@@ -316,7 +324,7 @@ def fit(root: Path, cfg: Config, data: Any, device: Any, opts: TrainOptions) -> 
     write_table(root / TRAIN_LOG, table)
     from biapy_runner.report.charts import training_curves
 
-    training_curves(table, root / CURVES)
+    training_curves(table, root / TRAIN_CURVES)
     last = folder / f"{opts.name}-checkpoint-{state.epoch}.pth"
     if cfg.get("MODEL.LOAD_CHECKPOINT_EPOCH") == "last_on_train":
         if last not in written:

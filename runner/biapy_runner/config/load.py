@@ -516,6 +516,20 @@ class Config:
         self.user_keys.add(name)
         return True
 
+    def check_training_keys(self) -> None:
+        """Training uses the training-only keys that inference ignores: none of the user's may be
+        unknown (another release's option) or of the wrong type.
+
+        Raises
+        ------
+        ConfigError
+            Naming the first unknown key (with the nearest valid one) or badly typed value.
+        """
+        for name in sorted(self._extra):
+            raise _unknown_key_error(name, self.source, None)
+        for name in sorted(k for k in self.user_keys if is_training_only(k)):
+            coerce_value(name, self.get(name), self.source)
+
     # -- export ---------------------------------------------------------------------------
 
     def as_dict(self) -> dict[str, Any]:

@@ -1298,6 +1298,7 @@ NOT_IMPLEMENTED: dict[str, tuple[tuple[Any, ...], str]] = {
 #: MODEL.ARCHITECTURE values the runner builds (MODEL.SOURCE: biapy checkpoints, training)
 IMPLEMENTED_ARCHITECTURES: tuple[str, ...] = (
     "unet", "resunet", "seunet", "attention_unet", "resunet_se", "resunet++", "multiresunet",
+    "unext_v1", "unext_v2",
 )
 #: MODEL.* values of BiaPy's that the runner's architectures do not build: key -> (refused
 #: value, why)
@@ -1373,3 +1374,21 @@ AUGMENTOR_OTHER_KEYS: tuple[str, ...] = (
     "SHUFFLE_TRAIN_DATA_EACH_EPOCH",
     "SHUFFLE_VAL_DATA_EACH_EPOCH",
 )
+#: instance channels training builds targets for (``train/instance_targets.py``; ``We`` and ``I``
+#: are BiaPy's auxiliary channels, accepted as saved BiaPy configurations list them)
+TRAINABLE_INSTANCE_CHANNELS: tuple[str, ...] = (
+    "F", "B", "C", "M", "P", "Db", "Dc", "Dn", "D", "H", "V", "Z", "T", "R", "Gv", "Gh", "Gz",
+    "We", "I",
+)
+#: PROBLEM.INSTANCE_SEG.DATA_CHANNELS_LOSSES entries training implements
+TRAINING_CHANNEL_LOSSES: tuple[str, ...] = ("bce", "ce", "l1", "mae", "mse")
+#: LOSS.TYPE entries training implements per PROBLEM.TYPE (``train/losses.py``; instance
+#: segmentation and detection have per-channel losses of their own: BiaPy ignores LOSS.TYPE)
+TRAINING_LOSSES: dict[str, tuple[str, ...]] = {
+    "SEMANTIC_SEG": ("CE", "DICE"),
+    "DENOISING": ("MSE",),
+    "SUPER_RESOLUTION": ("MAE", "MSE", "CHARBONNIER", "PCC"),
+    "SELF_SUPERVISED": ("MAE", "MSE", "CHARBONNIER", "PCC"),
+    "IMAGE_TO_IMAGE": ("MAE", "MSE", "CHARBONNIER", "PCC"),
+    "CLASSIFICATION": ("CE",),
+}

@@ -22,6 +22,9 @@ from biapy_runner.config.schema import (
     IMPLEMENTED_REFINEMENT_OPERATIONS,
     IMPLEMENTED_WATERSHED_CHANNELS,
     NOT_IMPLEMENTED,
+    TRAINABLE_INSTANCE_CHANNELS,
+    TRAINING_CHANNEL_LOSSES,
+    TRAINING_LOSSES,
     TRAINING_NOT_IMPLEMENTED,
     TRAINING_OPTIMIZERS,
     TRAINING_SCHEDULERS,
@@ -57,91 +60,7 @@ def unimplemented(cfg: Config) -> list[str]:
     problems = _table_problems(cfg, NOT_IMPLEMENTED)
     if cfg.get("PROBLEM.TYPE") == "INSTANCE_SEG":
         problems += _instance_problems(cfg)
-    if cfg.get("TRAIN.ENABLE"):
-        problems += augmentor_problems(cfg)
     return problems
-
-
-def augmentor_problems(cfg: Config) -> list[str]:
-    """One line per ``AUGMENTOR`` key set away from BiaPy's default that training does not
-    implement (``schema.IMPLEMENTED_AUGMENTATIONS``); none when ``AUGMENTOR.ENABLE`` is false.
-
-    Parameters
-    ----------
-    cfg : Config
-        A loaded configuration.
-
-    Returns
-    -------
-    list of str
-        ``"AUGMENTOR.KEY = value (data augmentation)"`` lines.
-    """
-    if not cfg.get("AUGMENTOR.ENABLE"):
-        return []
-    honoured = set(AUGMENTOR_OTHER_KEYS)
-    for flag, keys in IMPLEMENTED_AUGMENTATIONS.items():
-        honoured.update((flag, *keys))
-    problems = []
-    for key, default in DEFAULTS["AUGMENTOR"].items():
-        value = cfg.get("AUGMENTOR." + key)
-        if key not in honoured and not _same(value, default):
-            problems.append(f"AUGMENTOR.{key} = {value!r} (data augmentation)")
-    return problems
-
-
-def _table_problems(cfg: Config, table: dict[str, tuple[tuple[Any, ...], str]]) -> list[str]:
-    problems = []
-    for key, (allowed, meaning) in table.items():
-        value = cfg.get(key)
-        if not any(_same(value, a) for a in allowed):
-            problems.append(f"{key} = {value!r} ({meaning})")
-    return problems
-
-
-def untrainable(cfg: Config) -> list[str]:
-    """One line per configured value that changes BiaPy's training but that the runner's
-    training does not implement (TRAINING_NOT_IMPLEMENTED, one optimizer among
-    TRAINING_OPTIMIZERS, TRAINING_SCHEDULERS).
-
-    Parameters
-    ----------
-    cfg : Config
-        A loaded configuration.
-
-    Returns
-    -------
-    list of str
-        ``"KEY = value (what it does)"`` lines.
-    """
-    problems = _table_problems(cfg, TRAINING_NOT_IMPLEMENTED)
-    optimizers = cfg.get("TRAIN.OPTIMIZER")
-    optimizers = list(optimizers) if isinstance(optimizers, (list, tuple)) else [optimizers]
-    if len(optimizers) != 1:
-        problems.append(f"TRAIN.OPTIMIZER = {optimizers} (one optimizer per sub-network)")
-    elif str(optimizers[0]).upper() not in TRAINING_OPTIMIZERS:
-        problems.append(
-            f"TRAIN.OPTIMIZER = {optimizers[0]!r} (implemented: {', '.join(TRAINING_OPTIMIZERS)})"
-        )
-    name = str(cfg.get("TRAIN.LR_SCHEDULER.NAME"))
-    if name not in TRAINING_SCHEDULERS:
-        problems.append(
-            f"TRAIN.LR_SCHEDULER.NAME = {name!r} (implemented: "
-            f"{', '.join(s for s in TRAINING_SCHEDULERS if s)})"
-        )
-    return problems
-
-
-def check_trainable(cfg: Config) -> None:
-    """Raise ConfigError (one paragraph) when training ``cfg`` needs what is not implemented."""
-    problems = untrainable(cfg)
-    if problems:
-        where = f" in {cfg.source}" if cfg.source else ""
-        raise ConfigError(
-            f"The configuration{where} sets what changes BiaPy's training but is not "
-            f"implemented by this runner: {'; '.join(problems)}. Set these keys back to BiaPy's "
-            "defaults (or remove them) to train with the rest of the configuration; README lists "
-            "what training honours and refuses."
-        )
 
 
 def _instance_problems(cfg: Config) -> list[str]:
@@ -171,17 +90,35 @@ def _instance_problems(cfg: Config) -> list[str]:
     return problems
 
 
+def _table_problems(cfg: Config, table: dict[str, tuple[tuple[Any, ...], str]]) -> list[str]:
+    """``"KEY = value (what it does)"`` for each key of ``table`` set to a value not listed."""
+    problems = []
+    for key, (allowed, meaning) in table.items():
+        value = cfg.get(key)
+        if not any(_same(value, a) for a in allowed):
+            problems.append(f"{key} = {value!r} ({meaning})")
+    return problems
+
+
 def check_implemented(cfg: Config) -> None:
-    """Raise ConfigError (one paragraph) when ``cfg`` asks for something not implemented."""
-    problems = unimplemented(cfg)
+    """Raise ConfigError (one paragraph) when ``cfg`` asks for something not implemented (with
+    TRAIN.ENABLE: also an unknown or badly typed training key, or what training does not
+    implement)."""
+    if cfg.get("TRAIN.ENABLE"):
+        cfg.check_training_keys()
+    _refuse(
+        cfg, unimplemented(cfg) + training_problems(cfg), "sets what changes BiaPy's results but "
+        "is not implemented by this runner", "Set these keys back to BiaPy's defaults (or remove "
+        "them) to run with the rest of the configuration; README lists what is honoured, "
+        "ignored and refused.",
+    )
+
+
+def _refuse(cfg: Config, problems: list[str], what: str, advice: str) -> None:
+    """One ConfigError paragraph listing ``problems`` (nothing when there are none)."""
     if problems:
         where = f" in {cfg.source}" if cfg.source else ""
-        raise ConfigError(
-            f"The configuration{where} sets what changes BiaPy's results but is not "
-            f"implemented by this runner: {'; '.join(problems)}. Set these keys back to BiaPy's "
-            "defaults (or remove them) to run with the rest of the configuration; README lists "
-            "what is honoured, ignored and refused."
-        )
+        raise ConfigError(f"The configuration{where} {what}: {'; '.join(problems)}. {advice}")
 
 
 def model_problems(cfg: Config) -> list[str]:
@@ -194,12 +131,12 @@ def model_problems(cfg: Config) -> list[str]:
     Parameters
     ----------
     cfg : Config
-        A loaded configuration.
+        The configuration whose MODEL.* (and PROBLEM.TYPE) describe the network.
 
     Returns
     -------
     list of str
-        One line per refused value.
+        One line per value refused.
     """
     problems = []
     arch = str(cfg.get("MODEL.ARCHITECTURE")).lower()
@@ -221,11 +158,113 @@ def model_problems(cfg: Config) -> list[str]:
 
 def check_model_implemented(cfg: Config) -> None:
     """Raise ConfigError (one paragraph) when the configured BiaPy network cannot be built."""
-    problems = model_problems(cfg)
-    if problems:
-        where = f" in {cfg.source}" if cfg.source else ""
-        raise ConfigError(
-            f"The configuration{where} asks for a BiaPy network (MODEL.SOURCE: biapy) that this "
-            f"runner does not build: {'; '.join(problems)}. Choose an implemented architecture "
-            "and options, or run a BioImage.IO model (MODEL.SOURCE: bmz, --model)."
+    _refuse(
+        cfg, model_problems(cfg), "asks for a BiaPy network (MODEL.SOURCE: biapy) that this "
+        "runner does not build", "Choose an implemented architecture and options, or run a "
+        "BioImage.IO model (MODEL.SOURCE: bmz, --model).",
+    )
+
+
+def augmentor_problems(cfg: Config) -> list[str]:
+    """One line per ``AUGMENTOR`` key set away from BiaPy's default that training does not
+    implement (``schema.IMPLEMENTED_AUGMENTATIONS``); none when ``AUGMENTOR.ENABLE`` is false.
+
+    Parameters
+    ----------
+    cfg : Config
+        A loaded configuration.
+
+    Returns
+    -------
+    list of str
+        ``"AUGMENTOR.KEY = value (data augmentation)"`` lines.
+    """
+    if not cfg.get("AUGMENTOR.ENABLE"):
+        return []
+    honoured = set(AUGMENTOR_OTHER_KEYS)
+    for flag, keys in IMPLEMENTED_AUGMENTATIONS.items():
+        honoured.update((flag, *keys))
+    problems = []
+    for key, default in DEFAULTS["AUGMENTOR"].items():
+        value = cfg.get("AUGMENTOR." + key)
+        if key not in honoured and not _same(value, default):
+            problems.append(f"AUGMENTOR.{key} = {value!r} (data augmentation)")
+    return problems
+
+
+def training_problems(cfg: Config) -> list[str]:
+    """With ``TRAIN.ENABLE``: the AUGMENTOR keys (:func:`augmentor_problems`), the training
+    targets and losses (:func:`target_problems`) and the data, optimizer, scheduler and
+    checkpoint settings (:func:`loop_problems`) that training does not implement."""
+    if not cfg.get("TRAIN.ENABLE"):
+        return []
+    return augmentor_problems(cfg) + target_problems(cfg) + loop_problems(cfg)
+
+
+def loop_problems(cfg: Config) -> list[str]:
+    """One line per data, optimizer, scheduler or checkpoint setting that the training loop does
+    not implement (``schema.TRAINING_NOT_IMPLEMENTED``, one optimizer among
+    ``TRAINING_OPTIMIZERS``, a scheduler among ``TRAINING_SCHEDULERS``).
+
+    Parameters
+    ----------
+    cfg : Config
+        A loaded configuration.
+
+    Returns
+    -------
+    list of str
+        ``"KEY = value (what it does)"`` lines.
+    """
+    problems = _table_problems(cfg, TRAINING_NOT_IMPLEMENTED)
+    optimizers = cfg.get("TRAIN.OPTIMIZER")
+    optimizers = list(optimizers) if isinstance(optimizers, (list, tuple)) else [optimizers]
+    if len(optimizers) != 1:
+        problems.append(f"TRAIN.OPTIMIZER = {optimizers} (one optimizer per sub-network)")
+    elif str(optimizers[0]).upper() not in TRAINING_OPTIMIZERS:
+        problems.append(
+            f"TRAIN.OPTIMIZER = {optimizers[0]!r} (implemented: {', '.join(TRAINING_OPTIMIZERS)})"
         )
+    name = str(cfg.get("TRAIN.LR_SCHEDULER.NAME"))
+    if name not in TRAINING_SCHEDULERS:
+        problems.append(
+            f"TRAIN.LR_SCHEDULER.NAME = {name!r} (implemented: "
+            f"{', '.join(s for s in TRAINING_SCHEDULERS if s)})"
+        )
+    return problems
+
+
+def target_problems(cfg: Config) -> list[str]:
+    """One line per setting whose training target or loss is not implemented: instance channels
+    outside ``schema.TRAINABLE_INSTANCE_CHANNELS`` or losses outside ``TRAINING_CHANNEL_LOSSES``,
+    a class head (``DATA.N_CLASSES`` > 2) for instances or points, ``LOSS.TYPE`` outside
+    ``schema.TRAINING_LOSSES``.
+
+    Parameters
+    ----------
+    cfg : Config
+        A loaded configuration.
+
+    Returns
+    -------
+    list of str
+        ``"KEY = value (what it does)"`` lines.
+    """
+    problem = str(cfg.get("PROBLEM.TYPE"))
+    problems = []
+    if problem == "INSTANCE_SEG":
+        channels = cfg.get(_IS + "DATA_CHANNELS")
+        names = list(channels) if isinstance(channels, (list, tuple)) else []
+        missing = [c for c in names if c not in TRAINABLE_INSTANCE_CHANNELS]
+        if missing:
+            problems.append(f"{_IS}DATA_CHANNELS = {names} (training targets for {missing})")
+        losses = [str(x).lower() for x in cfg.get(_IS + "DATA_CHANNELS_LOSSES")]
+        if not set(losses) <= set(TRAINING_CHANNEL_LOSSES):
+            problems.append(f"{_IS}DATA_CHANNELS_LOSSES = {losses} (implemented: {list(TRAINING_CHANNEL_LOSSES)})")
+    if problem in ("INSTANCE_SEG", "DETECTION") and int(cfg.get("DATA.N_CLASSES")) > 2:
+        problems.append(f"DATA.N_CLASSES = {cfg.get('DATA.N_CLASSES')} (training the class head)")
+    losses = [str(n).upper() for n in cfg.get("LOSS.TYPE")]
+    allowed = TRAINING_LOSSES.get(problem)
+    if allowed is not None and not set(losses) <= set(allowed):
+        problems.append(f"LOSS.TYPE = {losses} (implemented for {problem}: {list(allowed)})")
+    return problems

@@ -13,7 +13,11 @@ MODEL.ITEMS_TO_LOAD_FROM_CHECKPOINT says (``model_arch``, ``norm``), and the wei
 
 from __future__ import annotations
 
+import _compat_pickle
+import functools
 import os
+import pickle
+import types
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -96,7 +100,9 @@ def save_checkpoint(
 
 
 def checkpoint_file(cfg: Config) -> Path:
-    """The checkpoint a run with MODEL.SOURCE: biapy loads: PATHS.CHECKPOINT_FILE.
+    """The checkpoint a run with MODEL.SOURCE: biapy loads: PATHS.CHECKPOINT_FILE, looked for
+    as BiaPy does (its extension replaced by ``.pth``, then ``.safetensors``; as given when
+    neither exists).
 
     Raises
     ------
@@ -112,11 +118,54 @@ def checkpoint_file(cfg: Config) -> Path:
             "MODEL.LOAD_CHECKPOINT=true --set PATHS.CHECKPOINT_FILE=model.pth), or run a "
             "BioImage.IO model with --model."
         )
-    return Path(name)
+    base = os.path.splitext(name)[0]
+    found = [Path(base + ext) for ext in (".pth", ".safetensors") if Path(base + ext).is_file()]
+    return found[0] if found else Path(name)
+
+
+class _CfgNode(dict):
+    """Stands for yacs' ``CfgNode`` (a dict) in the checkpoints of BiaPy before 3.5.1."""
+
+
+class _CheckpointUnpickler(pickle.Unpickler):
+    """Unpickles only what torch's ``weights_only`` loader allows, plus yacs' ``CfgNode`` (read
+    as a dict) and ``functools.partial``, as BiaPy's own loader allows: older BiaPy checkpoints
+    hold their configuration as a ``CfgNode``, which ``weights_only`` cannot fill."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        from torch._weights_only_unpickler import _get_allowed_globals
+
+        # torch.save writes protocol 2, with Python 2's module names (__builtin__.set)
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+        if (module, name) == ("yacs.config", "CfgNode"):
+            return _CfgNode
+        if (module, name) == ("functools", "partial"):
+            return functools.partial
+        allowed = _get_allowed_globals()
+        if f"{module}.{name}" in allowed:
+            return allowed[f"{module}.{name}"]
+        raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a checkpoint")
+
+
+_RESTRICTED_PICKLE = types.ModuleType("biapy_runner_checkpoint_pickle")
+_RESTRICTED_PICKLE.Unpickler = _CheckpointUnpickler  # type: ignore[attr-defined]
+_RESTRICTED_PICKLE.load = pickle.load  # type: ignore[attr-defined]  # legacy (non-zip) files
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, _CfgNode):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
-    """The content of a ``.pth`` checkpoint (tensors on the CPU; plain containers only).
+    """The content of a ``.pth`` checkpoint (tensors on the CPU).
+
+    Read with ``torch.load(weights_only=True)``; a checkpoint of BiaPy before 3.5.1, whose
+    configuration is a pickled yacs ``CfgNode``, is read again by an unpickler that allows the
+    same classes plus ``CfgNode`` (as a dict), never arbitrary code.
 
     Raises
     ------
@@ -131,13 +180,25 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
             f"The checkpoint {path} (PATHS.CHECKPOINT_FILE) does not exist; give the path of a "
             "BiaPy .pth checkpoint."
         )
+    if path.suffix == ".safetensors":
+        raise ModelError(
+            f"The checkpoint {path} is a safetensors file (MODEL.OUT_CHECKPOINT_FORMAT: "
+            "safetensors), which holds the weights without BiaPy's configuration; this runner "
+            "reads BiaPy's .pth checkpoints: give the .pth one."
+        )
     try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            content = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            content = torch.load(path, map_location="cpu", weights_only=False,
+                                 pickle_module=_RESTRICTED_PICKLE)
+            if isinstance(content, Mapping):
+                content = {k: _plain(v) for k, v in content.items()}
     except Exception as err:  # torch raises many kinds on damaged or foreign files
         raise ModelError(
             f"Cannot read the checkpoint {path}: {real_cause(err)}. It must be a BiaPy .pth file "
-            "written by torch.save (BiaPy 3.5.1 or later stores its configuration as plain "
-            "data; a file that is damaged or that needs arbitrary code to unpickle is refused)."
+            "written by torch.save (a file that is damaged, or that needs other code than "
+            "torch's tensors and BiaPy's configuration to unpickle, is refused)."
         ) from err
     if not isinstance(content, Mapping):
         raise ModelError(

@@ -108,6 +108,11 @@ def network_stride(kwargs: dict[str, Any], class_name: str, ndim: int) -> tuple[
     """How much the network downsamples each spatial axis (input sizes must be multiples)."""
     if class_name == "MultiResUnet":
         z, yx = math.prod(kwargs["z_down"]), 16
+    elif class_name.startswith("U_NeXt"):  # the patchifying stem, then one stride per level
+        levels = slice(0, len(kwargs["feature_maps"]) - 1)
+        stem = kwargs["stem_k_size"]
+        z = stem * max(kwargs["z_down"][0] // stem, 1) * math.prod(kwargs["z_down"][levels])
+        yx = stem * math.prod(kwargs["yx_down"][levels])
     else:
         levels = len(kwargs["feature_maps"]) - 1
         used = slice(1, levels) if class_name == "ResUNetPlusPlus" else slice(0, levels)

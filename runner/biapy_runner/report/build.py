@@ -15,14 +15,13 @@ from pathlib import Path
 import pandas as pd
 
 from biapy_runner import log
+from biapy_runner.io.outputs import TRAIN_LOG
 from biapy_runner.report import charts
 from biapy_runner.report.html import Page, Preview, render
 from biapy_runner.report.panels import LEGENDS, PANELS, Item, Reader, ResultSet
 from biapy_runner.report.previews import compose, save_png, views_of
 
 REPORT_DIR = "report"
-#: the training log a training run writes beside the results (its curves are drawn when present)
-TRAIN_LOG = "train_log.tsv"
 _TITLES = {
     "SEMANTIC_SEG": "semantic segmentation",
     "INSTANCE_SEG": "instance segmentation",

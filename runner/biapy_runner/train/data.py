@@ -216,6 +216,9 @@ class PatchSet:
         masking); validation draws from a generator seeded with ``seed``.
     seed : int
         SYSTEM.SEED (validation's ``prepare``).
+    shuffle : bool
+        Visit the training crops in a new random order every epoch
+        (AUGMENTOR.SHUFFLE_TRAIN_DATA_EACH_EPOCH), else in their order.
     centre_weights : list of numpy.ndarray or None
         Per sample, the probability of each pixel to be a random crop's centre.
     """
@@ -229,6 +232,7 @@ class PatchSet:
         transform: Transform | None = None,
         prepare: Transform | None = None,
         seed: int = 0,
+        shuffle: bool = True,
         centre_weights: list[np.ndarray] | None = None,
     ) -> None:
         self.samples = list(samples)
@@ -238,6 +242,7 @@ class PatchSet:
         self.transform = transform
         self.prepare = prepare
         self.seed = seed
+        self.shuffle = shuffle
         self.centre_weights = centre_weights
 
     def __len__(self) -> int:
@@ -245,8 +250,9 @@ class PatchSet:
         return math.ceil(len(self.crops) / self.batch_size)
 
     def epoch(self, rng: np.random.Generator) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """One training pass: crops in a random order, random origins drawn, augmented."""
-        order = rng.permutation(len(self.crops))
+        """One training pass: crops in a random order (unless ``shuffle`` is off), random
+        origins drawn, augmented."""
+        order = rng.permutation(len(self.crops)) if self.shuffle else np.arange(len(self.crops))
         for start in range(0, len(order), self.batch_size):
             pairs = []
             for i in order[start:start + self.batch_size]:
@@ -377,7 +383,9 @@ def build_training_data(
         w_fg, w_bg = float(cfg.get("DATA.TRAIN.W_FOREGROUND")), float(cfg.get("DATA.TRAIN.W_BACKGROUND"))
         weights = [_centre_weights(s, w_fg, w_bg) for s in train_samples]
     seed = int(cfg.get("SYSTEM.SEED"))
-    train_set = PatchSet(train_samples, crops, patch, batch, transform, prepare, seed, weights)
+    shuffle = bool(cfg.get("AUGMENTOR.SHUFFLE_TRAIN_DATA_EACH_EPOCH"))
+    train_set = PatchSet(train_samples, crops, patch, batch, transform, prepare, seed, shuffle,
+                         weights)
     val_set = PatchSet(val_samples, val_crops, patch, batch, None, prepare, seed) if val_crops else None
     return TrainingData(train_set, val_set)
 

@@ -14,15 +14,17 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from collections.abc import Callable
+
+import numpy as np
 
 from biapy_runner.config.load import Config
 from biapy_runner.errors import ConfigError
 
 #: a per-crop preparation: (image, target, rng) -> (image, target)
-Prepare = Callable[[np.ndarray, "np.ndarray | None", np.random.Generator], "tuple[np.ndarray, np.ndarray]"]
+Prepare = Callable[
+    [np.ndarray, "np.ndarray | None", np.random.Generator], "tuple[np.ndarray, np.ndarray]"
+]
 
 MANIPULATORS = (
     "uniform_withCP",
@@ -36,30 +38,43 @@ MANIPULATORS = (
 )
 
 
-def stratified_coords(shape: tuple[int, ...], box: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
-    """One random point per box of side ``box`` tiling ``shape`` (points past the edge dropped)."""
+def stratified_coords(
+    shape: tuple[int, ...], box: int, rng: np.random.Generator
+) -> tuple[np.ndarray, ...]:
+    """One random point per box of side ``box`` tiling ``shape`` (points past the edge dropped, as
+    BiaPy does; one point anywhere when none is left, where BiaPy would mask nothing)."""
     counts = [int(np.ceil(s / box)) for s in shape]
-    corners = np.stack(np.meshgrid(*[np.arange(c) * box for c in counts], indexing="ij"), -1).reshape(-1, len(shape))
+    corners = np.stack(
+        np.meshgrid(*[np.arange(c) * box for c in counts], indexing="ij"), -1
+    ).reshape(-1, len(shape))
     points = (corners + rng.uniform(size=corners.shape) * box).astype(np.int64)
     points = points[np.all(points < np.asarray(shape), axis=1)]
+    if not len(points):  # a crop smaller than one box: one pixel anyway, so the loss is defined
+        points = (rng.uniform(size=(1, len(shape))) * np.asarray(shape)).astype(np.int64)
     return tuple(points.T)
 
 
-def _window(plane: np.ndarray, at: tuple[int, ...], radius: int) -> tuple[np.ndarray, tuple[int, ...]]:
+def _window(
+    plane: np.ndarray, at: tuple[int, ...], radius: int
+) -> tuple[np.ndarray, tuple[int, ...]]:
     """The neighbourhood of ``at`` cropped at the borders, and ``at``'s position inside it."""
     lo = [max(0, a - radius) for a in at]
     hi = [min(n, a + radius + 1) for a, n in zip(at, plane.shape)]
     return plane[tuple(slice(a, b) for a, b in zip(lo, hi))], tuple(a - b for a, b in zip(at, lo))
 
 
-def _manipulated(plane: np.ndarray, at: tuple[int, ...], kind: str, radius: int, rng: np.random.Generator) -> float:
+def _manipulated(
+    plane: np.ndarray, at: tuple[int, ...], kind: str, radius: int, rng: np.random.Generator
+) -> float:
     if kind == "identity":
         return float(plane[at])
     if kind == "normal_additive":
         return float(rng.normal(plane[at], radius))
     if kind == "normal_withoutCP":
         while True:
-            pick = [int(np.clip(np.round(rng.normal(a, 4)), 0, n - 1)) for a, n in zip(at, plane.shape)]
+            pick = [
+                int(np.clip(np.round(rng.normal(a, 4)), 0, n - 1)) for a, n in zip(at, plane.shape)
+            ]
             if not any(p == a for p, a in zip(pick, at)):
                 return float(plane[tuple(pick)])
     sub, centre = _window(plane, at, radius)
@@ -76,7 +91,9 @@ def _manipulated(plane: np.ndarray, at: tuple[int, ...], kind: str, radius: int,
         return float(values.mean())
     if kind == "median":
         return float(np.median(values))
-    raise ConfigError(f"PROBLEM.DENOISING.N2V_MANIPULATOR {kind!r}: use one of {', '.join(MANIPULATORS)}.")
+    raise ConfigError(
+        f"PROBLEM.DENOISING.N2V_MANIPULATOR {kind!r}: use one of {', '.join(MANIPULATORS)}."
+    )
 
 
 def n2v_mask(
@@ -127,7 +144,10 @@ def n2v_mask(
     for c in range(n_channels):
         coords = stratified_coords(shape, box, rng)
         original = x[c].copy()
-        replaced = [_manipulated(original, tuple(int(v) for v in p), manipulator, radius, rng) for p in zip(*coords)]
+        replaced = [
+            _manipulated(original, tuple(int(v) for v in p), manipulator, radius, rng)
+            for p in zip(*coords)
+        ]
         target[(c, *coords)] = original[coords] if values is None else np.asarray(values)[c][coords]
         target[(n_channels + c, *coords)] = 1.0
         x[(c, *coords)] = replaced
@@ -136,7 +156,9 @@ def n2v_mask(
     return x, target
 
 
-def _struct_mask(plane: np.ndarray, coords: tuple[np.ndarray, ...], rng: np.random.Generator) -> None:
+def _struct_mask(
+    plane: np.ndarray, coords: tuple[np.ndarray, ...], rng: np.random.Generator
+) -> None:
     """structN2V's horizontal mask: x offsets -4..4 (not 0) of each point get U[-2, 2)."""
     offsets = np.array([d for d in range(-4, 5) if d != 0])
     pts = np.stack(coords, -1)
@@ -161,7 +183,9 @@ def n2v_from_config(
     )
 
 
-def crappify(image: np.ndarray, rng: np.random.Generator, resizing_factor: float, noise: float) -> np.ndarray:
+def crappify(
+    image: np.ndarray, rng: np.random.Generator, resizing_factor: float, noise: float
+) -> np.ndarray:
     """BiaPy's crappify of a channel-first image: Gaussian noise (std ``noise`` times the maximum,
     clipped to [0, max]; none when ``noise`` is 0), then a linear resize to ``1/sqrt(factor)`` of
     each spatial side and back; the input's dtype.
@@ -172,9 +196,19 @@ def crappify(image: np.ndarray, rng: np.random.Generator, resizing_factor: float
     out = x.astype(np.float64)
     if noise > 0:
         top = float(x.max())
-        out = np.clip(out + rng.normal(0, noise * top, x.shape), 0, top).astype(x.dtype).astype(np.float64)
+        out = (
+            np.clip(out + rng.normal(0, noise * top, x.shape), 0, top)
+            .astype(x.dtype)
+            .astype(np.float64)
+        )
     small = (x.shape[0], *(int(s / np.sqrt(resizing_factor)) for s in x.shape[1:]))
-    kw = dict(order=1, mode="reflect", clip=True, preserve_range=True, anti_aliasing=False)
+    kw = {
+        "order": 1,
+        "mode": "reflect",
+        "clip": True,
+        "preserve_range": True,
+        "anti_aliasing": False,
+    }
     out = resize(resize(out, small, **kw), x.shape, **kw)
     return out.astype(x.dtype)
 
@@ -184,7 +218,9 @@ def ssl_input(cfg: Config, image: np.ndarray, rng: np.random.Generator) -> np.nd
     itself (``masking``: the masked autoencoder masks inside the model)."""
     key = "PROBLEM.SELF_SUPERVISED."
     if cfg.get(key + "PRETEXT_TASK") == "crappify":
-        return crappify(image, rng, float(cfg.get(key + "RESIZING_FACTOR")), float(cfg.get(key + "NOISE")))
+        return crappify(
+            image, rng, float(cfg.get(key + "RESIZING_FACTOR")), float(cfg.get(key + "NOISE"))
+        )
     return np.asarray(image)
 
 
@@ -198,7 +234,9 @@ def prepare_for(cfg: Config) -> Prepare | None:
 
     use_gt = bool(cfg.get("PROBLEM.DENOISING.LOAD_GT_DATA"))
 
-    def n2v(image: np.ndarray, target: np.ndarray | None, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def n2v(
+        image: np.ndarray, target: np.ndarray | None, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
         return n2v_from_config(cfg, image, rng, values=target if use_gt else None)
 
     return n2v

@@ -26,7 +26,7 @@ import numpy as np
 
 from biapy_runner import log
 from biapy_runner.config.load import Config
-from biapy_runner.train.data import PatchSet, TrainingData
+from biapy_runner.train.data import TrainingData
 from biapy_runner.train.schedulers import EarlyStopping, Schedule, build_optimizer
 
 #: ``(pre-activation output, target) -> scalar tensor``

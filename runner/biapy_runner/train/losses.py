@@ -29,12 +29,15 @@ from biapy_runner.config.load import Config
 from biapy_runner.errors import ConfigError
 from biapy_runner.train.instance_targets import (
     BINARY_CHANNELS,
+    FLOWS,
     channel_options,
     instance_channel_names,
 )
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 IS = "PROBLEM.INSTANCE_SEG."
+#: Cellpose and Omnipose compare the flow outputs with five times the unit flows
+FLOW_SCALE = 5.0
 #: continuous-image losses implemented (BiaPy also has SSIM, VGG, LPIPS, LAPLACIAN, FFT, RFFT)
 IMAGE_LOSSES = ("MAE", "MSE", "CHARBONNIER", "PCC")
 
@@ -106,7 +109,9 @@ def semantic_loss(cfg: Config) -> Loss:
     """CE (BCE for one sigmoid channel), Dice, or ``w_ce CE + w_dice Dice``."""
     names, weights = _names_and_weights(cfg, "CE")
     if set(names) not in ({"CE"}, {"DICE"}, {"CE", "DICE"}):
-        raise ConfigError(f"LOSS.TYPE for SEMANTIC_SEG must be ['CE'], ['DICE'] or both, got {names}.")
+        raise ConfigError(
+            f"LOSS.TYPE for SEMANTIC_SEG must be ['CE'], ['DICE'] or both, got {names}."
+        )
     by_name = dict(zip(names, weights)) if len(names) == 2 else {names[0]: 1.0}
     class_weights = _class_weights(cfg)
     ignore = int(cfg.get("LOSS.IGNORE_INDEX"))
@@ -114,7 +119,11 @@ def semantic_loss(cfg: Config) -> Loss:
 
     def ce(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if pred.shape[1] == 1:
-            weight = None if class_weights is None else class_weights.to(pred.device)[target.long().clamp(0, 1)]
+            weight = (
+                None
+                if class_weights is None
+                else class_weights.to(pred.device)[target.long().clamp(0, 1)]
+            )
             return F.binary_cross_entropy_with_logits(pred, target.float(), weight=weight)
         w = None if class_weights is None else class_weights.to(pred.device)
         return F.cross_entropy(pred, target[:, 0].long(), weight=w, ignore_index=ignore)
@@ -139,7 +148,7 @@ def semantic_loss(cfg: Config) -> Loss:
 def _default_instance_loss(name: str, opts: dict) -> str:
     if name in BINARY_CHANNELS:
         return "bce"
-    if name == "D":
+    if name == "D" or name in FLOWS:
         return "mse"
     if name == "Db" and opts.get("val_type") == "discretize":
         return "ce"
@@ -155,7 +164,9 @@ def _elementwise(kind: str, pred: torch.Tensor, target: torch.Tensor) -> torch.T
         return torch.abs(pred - target)
     if kind == "mse":
         return (pred - target) ** 2
-    raise ConfigError(f"{IS}DATA_CHANNELS_LOSSES: loss {kind!r} is not implemented (bce, ce, l1, mae, mse).")
+    raise ConfigError(
+        f"{IS}DATA_CHANNELS_LOSSES: loss {kind!r} is not implemented (bce, ce, l1, mae, mse)."
+    )
 
 
 def instance_loss(cfg: Config, channels: Sequence[tuple[str, str]]) -> Loss:
@@ -165,7 +176,7 @@ def instance_loss(cfg: Config, channels: Sequence[tuple[str, str]]) -> Loss:
             "Training instance segmentation with DATA.N_CLASSES > 2 (a separate class head) is not "
             "implemented; set DATA.N_CLASSES to 2."
         )
-    names = [n for n in instance_channel_names(cfg) if n != "We"]
+    names = [n for n in instance_channel_names(cfg) if n not in ("We", "I")]
     borders = cfg.get(IS + "BORDER_EXTRA_WEIGHTS", "") == "unet-like"
     opts = channel_options(cfg, names)
     losses = [str(x).lower() for x in cfg.get(IS + "DATA_CHANNELS_LOSSES")]
@@ -189,10 +200,14 @@ def instance_loss(cfg: Config, channels: Sequence[tuple[str, str]]) -> Loss:
         layout.append((name, kind, w, slice(p, p + p_width), slice(t, t + width)))
         p += p_width
         t += width
+    n_target = t  # We, then I (the labels, no loss), follow the channels
     if len(channels) != p:
         raise ValueError(f"The net has {len(channels)} output channels; {names} need {p}.")
     acts = [a for _, a in channels]
-    fg_index = next((i for i, (n, *_rest) in enumerate(layout) if n in ("F", "M", "B", "Db")), None)
+    # BiaPy's foreground for masked distances: F, M or B, else Db > 0
+    fg_index = next((i for i, (n, *_rest) in enumerate(layout) if n in ("F", "M", "B")), None)
+    if fg_index is None:
+        fg_index = next((i for i, (n, *_rest) in enumerate(layout) if n == "Db"), None)
 
     def foreground(target: torch.Tensor) -> torch.Tensor | None:
         if fg_index is None:
@@ -203,11 +218,11 @@ def instance_loss(cfg: Config, channels: Sequence[tuple[str, str]]) -> Loss:
 
     def loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         target = target.float()
-        w_borders = target[:, -1:] if borders else None
+        w_borders = target[:, n_target : n_target + 1] if borders else None  # after the channels
         total = pred.new_zeros(())
         for name, kind, w, ps, ts in layout:
             y_pred = pred[:, ps]
-            y_true = target[:, ts]
+            y_true = target[:, ts] * FLOW_SCALE if name in FLOWS else target[:, ts]
             if kind not in ("bce", "ce"):
                 y_pred = activate(y_pred, acts[ps.start])
             mask = None
@@ -220,7 +235,9 @@ def instance_loss(cfg: Config, channels: Sequence[tuple[str, str]]) -> Loss:
             values = _elementwise(kind, y_pred.float(), y_true)
             spatial = None
             if kind == "bce":
-                balance = binary_ratio_weights(y_true) if rebalance and name in BINARY_CHANNELS else None
+                balance = (
+                    binary_ratio_weights(y_true) if rebalance and name in BINARY_CHANNELS else None
+                )
                 if balance is not None and w_borders is not None:
                     spatial = balance + w_borders
                 else:
@@ -263,10 +280,10 @@ def detection_loss(cfg: Config) -> Loss:
 
 def n2v_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Noise2Void's masked MSE: ``target`` holds the original values then the mask (``2C``
-    channels); ``sum((y - pred * m)^2) / sum(m)``."""
+    channels); ``sum((y - pred * m)^2) / sum(m)`` (0 without masked pixels)."""
     c = pred.shape[1]
     values, mask = target[:, :c], target[:, c:]
-    return torch.sum(torch.square(values - pred * mask)) / torch.sum(mask)
+    return torch.sum(torch.square(values - pred * mask)) / torch.sum(mask).clamp_min(1.0)
 
 
 def pcc_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -356,7 +373,9 @@ def loss_for(cfg: Config, channels: Sequence[tuple[str, str]]) -> Loss:
     if problem == "DENOISING":
         names, _ = _names_and_weights(cfg, "MSE")
         if names != ["MSE"]:
-            raise ConfigError(f"LOSS.TYPE {names} for DENOISING is not implemented (only ['MSE'], Noise2Void).")
+            raise ConfigError(
+                f"LOSS.TYPE {names} for DENOISING is not implemented (only ['MSE'], Noise2Void)."
+            )
         return _activated(n2v_loss, channels)
     if problem in ("SUPER_RESOLUTION", "SELF_SUPERVISED", "IMAGE_TO_IMAGE"):
         return _activated(image_loss(cfg, "MAE"), channels)
@@ -368,7 +387,9 @@ def loss_for(cfg: Config, channels: Sequence[tuple[str, str]]) -> Loss:
     raise ValueError(f"PROBLEM.TYPE {problem!r} has no training loss.")
 
 
-def metrics_for(cfg: Config, channels: Sequence[tuple[str, str]]) -> dict[str, Callable[[torch.Tensor, torch.Tensor], float]]:
+def metrics_for(
+    cfg: Config, channels: Sequence[tuple[str, str]]
+) -> dict[str, Callable[[torch.Tensor, torch.Tensor], float]]:
     """The training metrics of ``cfg``'s workflow (``train.metrics.metrics_for``, also reachable
     here beside the loss)."""
     from biapy_runner.train.metrics import metrics_for as build  # train.metrics uses activate

@@ -26,8 +26,13 @@ from biapy_runner.config.load import Config
 from biapy_runner.errors import ConfigError
 from biapy_runner.metrics import restoration
 from biapy_runner.metrics.masks import binary_iou
-from biapy_runner.train.instance_targets import BINARY_CHANNELS, channel_options, instance_channel_names
-from biapy_runner.train.losses import activate
+from biapy_runner.train.instance_targets import (
+    BINARY_CHANNELS,
+    FLOWS,
+    channel_options,
+    instance_channel_names,
+)
+from biapy_runner.train.losses import FLOW_SCALE, activate
 
 Metric = Callable[[torch.Tensor, torch.Tensor], float]
 #: BiaPy's default TRAIN.METRICS per workflow
@@ -59,7 +64,7 @@ def class_iou(pred: torch.Tensor, target: torch.Tensor) -> float:
 
 
 def _instance_metrics(cfg: Config, channels: Sequence[tuple[str, str]]) -> dict[str, Metric]:
-    names = [n for n in instance_channel_names(cfg) if n != "We"]
+    names = [n for n in instance_channel_names(cfg) if n not in ("We", "I")]
     opts = channel_options(cfg, names)
     out: dict[str, Metric] = {}
     p = t = 0
@@ -76,12 +81,15 @@ def _instance_metrics(cfg: Config, channels: Sequence[tuple[str, str]]) -> dict[
             )
         elif discrete:
             out["L1 (Db channel)"] = lambda pred, target, ps=ps, ts=ts: float(
-                torch.mean(torch.abs(pred[:, ps].argmax(1, keepdim=True).float() - target[:, ts].float()))
+                torch.mean(
+                    torch.abs(pred[:, ps].argmax(1, keepdim=True).float() - target[:, ts].float())
+                )
             )
         else:
             label = f"L1 ({name} channel{'s' if name == 'R' else ''})"
-            out[label] = lambda pred, target, ps=ps, ts=ts, act=act: float(
-                torch.mean(torch.abs(activate(pred[:, ps], act) - target[:, ts].float()))
+            scale = FLOW_SCALE if name in FLOWS else 1.0
+            out[label] = lambda pred, target, ps=ps, ts=ts, act=act, scale=scale: float(
+                torch.mean(torch.abs(activate(pred[:, ps], act) - scale * target[:, ts].float()))
             )
         p, t = ps.stop, ts.stop
     return out
@@ -98,7 +106,9 @@ def _activated(channels: Sequence[tuple[str, str]]) -> Callable[[torch.Tensor], 
     return apply
 
 
-def _restoration_metrics(names: Sequence[str], channels: Sequence[tuple[str, str]], masked: bool) -> dict[str, Metric]:
+def _restoration_metrics(
+    names: Sequence[str], channels: Sequence[tuple[str, str]], masked: bool
+) -> dict[str, Metric]:
     act = _activated(channels)
 
     def pair(pred: torch.Tensor, target: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -114,7 +124,10 @@ def _restoration_metrics(names: Sequence[str], channels: Sequence[tuple[str, str
         "psnr": ("PSNR", restoration.psnr),
         "mae": ("MAE", restoration.mae),
         "mse": ("MSE", restoration.mse),
-        "ssim": ("SSIM", lambda y, p: float(np.mean([restoration.ssim(a, b) for a, b in zip(y, p)]))),
+        "ssim": (
+            "SSIM",
+            lambda y, p: float(np.mean([restoration.ssim(a, b) for a, b in zip(y, p)])),
+        ),
     }
     out: dict[str, Metric] = {}
     for name in names:

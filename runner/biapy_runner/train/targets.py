@@ -3,9 +3,8 @@
 ``make_targets(cfg, gt, image)`` turns one GT sample into what the loss compares with the net's
 output, channel first: semantic class maps, instance channels (``train.instance_targets``),
 detection point masks, the target image of the restoration workflows and the class index of
-classification. The random parts of a sample's preparation (Noise2Void masking, the crappified
-input of self-supervision) are separate functions taking a ``numpy.random.Generator``:
-:func:`n2v_mask` and :func:`crappify`, applied by the loop after augmentation as BiaPy does.
+classification. The random parts of a sample's preparation (Noise2Void masking per crop after
+augmentation, the crappified input of self-supervision) are ``train.inputs``'.
 """
 
 from __future__ import annotations

@@ -26,7 +26,12 @@ CLASSES: dict[str, str] = {
     "resunet_se": "ResUNet_SE",
     "resunet++": "ResUNetPlusPlus",
     "multiresunet": "MultiResUnet",
+    "unext_v1": "U_NeXt_V1",
+    "unext_v2": "U_NeXt_V2",
 }
+#: U-Net options that BiaPy does not pass to the ConvNeXt-based U-NeXt (its blocks fix them)
+_NOT_FOR_UNEXT = ("activation", "drop_values", "normalization", "k_size", "larger_io",
+                  "conv_block_order")
 _IS = "PROBLEM.INSTANCE_SEG."
 #: instance channels BiaPy predicts with a sigmoid (trained with BCE on logits)
 _BINARY = ("B", "F", "P", "C", "T", "M", "F_pre", "F_post", "F_cleft")
@@ -207,11 +212,11 @@ def _model_kwargs(cfg: Config, name: str, in_channels: int, heads: list[int], in
     feature_maps = [int(v) for v in cfg.get("MODEL.FEATURE_MAPS")]
     levels = 4 if name == "multiresunet" else len(feature_maps) - 1
     z_down = _per_level(cfg.get("MODEL.Z_DOWN"), levels, 2)
-    common: dict[str, Any] = dict(
-        output_channels=heads, output_channel_info=infos, head_activations=acts,
-        explicit_activations=False, contrast=bool(cfg.get("LOSS.CONTRAST.ENABLE")),
-        contrast_proj_dim=int(cfg.get("LOSS.CONTRAST.PROJ_DIM")), return_one_tensor=False,
-    )
+    common: dict[str, Any] = {
+        "output_channels": heads, "output_channel_info": infos, "head_activations": acts,
+        "explicit_activations": False, "contrast": bool(cfg.get("LOSS.CONTRAST.ENABLE")),
+        "contrast_proj_dim": int(cfg.get("LOSS.CONTRAST.PROJ_DIM")), "return_one_tensor": False,
+    }
     if problem == "SUPER_RESOLUTION":
         common["upsampling_factor"] = [int(v) for v in cfg.get("PROBLEM.SUPER_RESOLUTION.UPSCALING")]
         common["upsampling_position"] = str(cfg.get("MODEL.UNET_SR_UPSAMPLE_POSITION"))
@@ -232,7 +237,7 @@ def _model_kwargs(cfg: Config, name: str, in_channels: int, heads: list[int], in
     if problem in ("INSTANCE_SEG", "DETECTION", "IMAGE_TO_IMAGE"):
         separated = bool(cfg.get(f"PROBLEM.{problem}.SEPARATED_DECODERS_PER_HEAD"))
         divide = separated and bool(cfg.get(f"PROBLEM.{problem}.SEPARATED_DECODERS_DIVIDE_FEATURE_MAPS"))
-    return dict(
+    kwargs = dict(
         image_shape=patch, activation=str(cfg.get("MODEL.ACTIVATION")).lower(),
         feature_maps=feature_maps, drop_values=dropout,
         normalization=str(cfg.get("MODEL.NORMALIZATION")), k_size=int(cfg.get("MODEL.KERNEL_SIZE")),
@@ -242,6 +247,15 @@ def _model_kwargs(cfg: Config, name: str, in_channels: int, heads: list[int], in
         larger_io=bool(cfg.get("MODEL.LARGER_IO")), conv_layers=conv_layers,
         conv_block_order=str(cfg.get("MODEL.CONV_BLOCK_ORDER")), **common,
     )
+    if name.startswith("unext"):
+        for key in _NOT_FOR_UNEXT:
+            del kwargs[key]
+        kwargs["cn_layers"] = kwargs.pop("conv_layers")
+        kwargs["stochastic_depth_prob"] = float(cfg.get("MODEL.CONVNEXT_SD_PROB"))
+        kwargs["stem_k_size"] = int(cfg.get("MODEL.CONVNEXT_STEM_K_SIZE"))
+        if name == "unext_v1":
+            kwargs["layer_scale"] = float(cfg.get("MODEL.CONVNEXT_LAYER_SCALE"))
+    return kwargs
 
 
 def architecture_source(

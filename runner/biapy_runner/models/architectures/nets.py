@@ -20,7 +20,7 @@ tensor, or a dict ``{"pred": ..., "class": ...}`` when a classification head is 
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 _ACTIVATIONS = {
     "relu": lambda: nn.ReLU(inplace=True),
@@ -79,6 +79,14 @@ def _kernel(ndim: int, k: int, isotropic: bool) -> tuple[int, ...]:
     if ndim == 3:
         return (k, k, k) if isotropic else (1, k, k)
     return (k, k)
+
+
+def _sr_upsampling(ndim: int, channels: int, factor, position: str, where: str):
+    """BiaPy's super-resolution upsampling (a transposed convolution by ``factor``) when
+    ``position`` is ``where`` (``pre``: on the input, ``post``: on the features), else None."""
+    if len(factor) > 0 and position == where:
+        return _layers(ndim)[1](channels, channels, kernel_size=factor, stride=factor)
+    return None
 
 
 class SqExBlock(nn.Module):
@@ -230,7 +238,7 @@ class ResConvBlock(nn.Module):
         def unit(i: int, o: int, **kw) -> ConvBlock:
             return ConvBlock(conv, i, o, k_size, **kw)
 
-        options = dict(act=act, norm=norm, dropout=dropout)
+        options = {"act": act, "norm": norm, "dropout": dropout}
         if order == "norm_act_conv":
             self.pre_conv = (
                 nn.Sequential(unit(in_size, out_size, order=order, **options))
@@ -363,6 +371,15 @@ class _Heads(nn.Module):
             conv(features, n, kernel_size=1, padding="same") for n in self.output_channels
         ])
 
+    def _end(self, feats: list[torch.Tensor]) -> torch.Tensor | dict[str, torch.Tensor]:
+        """The large-kernel output layers and super-resolution upsampling (when the network
+        has them), then :meth:`_outputs`."""
+        if getattr(self, "conv_out", None) is not None:
+            feats = [layer(f) for layer, f in zip(self.conv_out, feats)]
+        if self.post_upsampling is not None:
+            feats[0] = self.post_upsampling(feats[0])
+        return self._outputs(feats)
+
     def _outputs(self, feats: list[torch.Tensor]) -> torch.Tensor | dict[str, torch.Tensor]:
         outs, class_outs = [], []
         for i, head in enumerate(self.heads):
@@ -393,7 +410,59 @@ def decoder_feature_maps(feature_maps, num_decoders, divide):
     return [max(1, x // num_decoders) for x in feature_maps]
 
 
-class UNetFamily(_Heads):
+class _EncoderDecoder(_Heads):
+    """What BiaPy's U-Net-like networks share around their levels: the super-resolution
+    upsampling before (``pre_upsampling``) or after (``post_upsampling``) the network, the
+    large-kernel input and output layers (``conv_in``, ``conv_out``) and the heads."""
+
+    def _stem(self, depth, image_shape, feature_maps, k_size, yx_down, z_down, isotropy,
+              options, upsampling_factor, upsampling_position, larger_io):
+        """Set ``ndim``, ``depth`` and the layers before the encoder (``options``: activation,
+        normalisation, block order); returns the encoder's input width, the isotropy per
+        level and the block options."""
+        self.depth = depth
+        self.z_down, self.yx_down = z_down, yx_down
+        self.ndim = ndim = 3 if len(image_shape) == 4 else 2
+        if isinstance(isotropy, bool):
+            isotropy = [isotropy] * len(feature_maps)
+        activation, normalization, order = options
+        common = {"act": activation.lower(), "norm": normalization, "order": order}
+        conv = _layers(ndim)[0]
+        self.pre_upsampling = _sr_upsampling(ndim, image_shape[-1], upsampling_factor,
+                                             upsampling_position, "pre")
+        self.down_path = nn.ModuleList()
+        self.mpooling_layers = nn.ModuleList()
+        self.conv_in = None
+        if not larger_io:
+            return image_shape[-1], isotropy, common
+        self.conv_in = ConvBlock(conv, image_shape[-1], feature_maps[0],
+                                 _kernel(ndim, k_size + 2, isotropy[0]), **common)
+        return feature_maps[0], isotropy, common
+
+    def _tail(self, width, k_size, isotropy, upsampling_factor, upsampling_position, larger_io,
+              common, heads) -> None:
+        """The layers after the decoders (``width`` channels each) and the heads (``heads``:
+        the arguments of :meth:`_setup_heads` after the width)."""
+        conv = _layers(self.ndim)[0]
+        self.conv_out = None
+        if larger_io:
+            self.conv_out = nn.ModuleList([
+                ConvBlock(conv, width, width, _kernel(self.ndim, k_size + 2, isotropy[0]), **common)
+                for _ in range(self.num_decoders)
+            ])
+        self.post_upsampling = _sr_upsampling(self.ndim, width, upsampling_factor,
+                                              upsampling_position, "post")
+        self._setup_heads(self.ndim, width, *heads)
+        init_weights(self)
+
+    def _begin(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pre_upsampling is not None:
+            x = self.pre_upsampling(x)
+        return x if self.conv_in is None else self.conv_in(x)
+
+
+
+class UNetFamily(_EncoderDecoder):
     """The U-Net skeleton BiaPy's U-Net variants share: optional large-kernel input/output
     layers, ``len(feature_maps) - 1`` encoder levels with max pooling, a bottleneck, one or
     several decoders, super-resolution upsampling before or after, and the heads. Subclasses
@@ -415,27 +484,13 @@ class UNetFamily(_Heads):
         return_one_tensor=False, conv_block_order="conv_norm_act",
     ) -> None:
         super().__init__()
-        activation = activation.lower()
-        self.depth = len(feature_maps) - 1
-        self.ndim = ndim = 3 if len(image_shape) == 4 else 2
-        self.z_down, self.yx_down = z_down, yx_down
-        if isinstance(isotropy, bool):
-            isotropy = [isotropy] * len(feature_maps)
+        sr = (upsampling_factor, upsampling_position)
+        in_channels, isotropy, common = self._stem(
+            len(feature_maps) - 1, image_shape, feature_maps, k_size, yx_down, z_down, isotropy,
+            (activation, normalization, conv_block_order), *sr, larger_io,
+        )
+        ndim = self.ndim
         conv, convtranspose, pooling = _layers(ndim)
-        common = dict(act=activation, norm=normalization, order=conv_block_order)
-        self.pre_upsampling = None
-        if len(upsampling_factor) > 0 and upsampling_position == "pre":
-            self.pre_upsampling = convtranspose(image_shape[-1], image_shape[-1],
-                                                kernel_size=upsampling_factor,
-                                                stride=upsampling_factor)
-        in_channels = image_shape[-1]
-        self.conv_in = None
-        if larger_io:
-            self.conv_in = ConvBlock(conv, in_channels, feature_maps[0],
-                                     _kernel(ndim, k_size + 2, isotropy[0]), **common)
-            in_channels = feature_maps[0]
-        self.down_path = nn.ModuleList()
-        self.mpooling_layers = nn.ModuleList()
         for i in range(self.depth):
             self.down_path.append(self._encoder_block(
                 conv, in_channels, feature_maps[i], _kernel(ndim, k_size, isotropy[i]),
@@ -461,19 +516,9 @@ class UNetFamily(_Heads):
                     nconvs=conv_layers[i], **common,
                 ))
                 in_channels = dec[i]
-        self.conv_out = None
-        if larger_io:
-            self.conv_out = nn.ModuleList([
-                ConvBlock(conv, dec[0], dec[0], _kernel(ndim, k_size + 2, isotropy[0]), **common)
-                for _ in range(self.num_decoders)
-            ])
-        self.post_upsampling = None
-        if len(upsampling_factor) > 0 and upsampling_position == "post":
-            self.post_upsampling = convtranspose(dec[0], dec[0], kernel_size=upsampling_factor,
-                                                 stride=upsampling_factor)
-        self._setup_heads(ndim, dec[0], output_channels, output_channel_info,
-                          explicit_activations, head_activations, return_one_tensor, contrast)
-        init_weights(self)
+        self._tail(dec[0], k_size, isotropy, *sr, larger_io, common, (
+            output_channels, output_channel_info, explicit_activations, head_activations,
+            return_one_tensor, contrast))
 
     def _encoder_block(self, conv, in_size, out_size, k_size, *, first, order, **kw) -> nn.Module:
         if self.residual:
@@ -489,10 +534,7 @@ class UNetFamily(_Heads):
         return UpBlock(se_block=self.squeeze_excite, attention_gate=self.attention, **kw)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
-        if self.pre_upsampling is not None:
-            x = self.pre_upsampling(x)
-        if self.conv_in is not None:
-            x = self.conv_in(x)
+        x = self._begin(x)
         blocks = []
         for down, pool in zip(self.down_path, self.mpooling_layers):
             x = down(x)
@@ -505,11 +547,7 @@ class UNetFamily(_Heads):
             for i, up in enumerate(path):
                 x = up(x, blocks[-i - 1])
             feats.append(x)
-        if self.conv_out is not None:
-            feats = [layer(f) for layer, f in zip(self.conv_out, feats)]
-        if self.post_upsampling is not None:
-            feats[0] = self.post_upsampling(feats[0])
-        return self._outputs(feats)
+        return self._end(feats)
 
 
 class U_Net(UNetFamily):
@@ -589,7 +627,7 @@ class ResUNetPlusPlus_AttentionBlock(nn.Module):
         return out * x2
 
 
-class ResUNetPlusPlus(_Heads):
+class ResUNetPlusPlus(_EncoderDecoder):
     """BiaPy's ``resunet++``: residual encoder with SE, ASPP bridge and output, attention
     before each decoder level."""
 
@@ -604,28 +642,14 @@ class ResUNetPlusPlus(_Heads):
         contrast_proj_dim=256, return_one_tensor=False,
     ) -> None:
         super().__init__()
-        activation = activation.lower()
-        self.depth = len(feature_maps) - 2
-        self.ndim = ndim = 3 if len(image_shape) == 4 else 2
-        self.z_down, self.yx_down = z_down, yx_down
-        if isinstance(isotropy, bool):
-            isotropy = [isotropy] * len(feature_maps)
+        sr = (upsampling_factor, upsampling_position)
+        in_channels, isotropy, common = self._stem(
+            len(feature_maps) - 2, image_shape, feature_maps, k_size, yx_down, z_down, isotropy,
+            (activation, normalization, conv_block_order), *sr, larger_io,
+        )
+        ndim = self.ndim
         conv, convtranspose, pooling = _layers(ndim)
-        common = dict(act=activation, norm=normalization, order=conv_block_order)
-        self.pre_upsampling = None
-        if len(upsampling_factor) > 0 and upsampling_position == "pre":
-            self.pre_upsampling = convtranspose(image_shape[-1], image_shape[-1],
-                                                kernel_size=upsampling_factor,
-                                                stride=upsampling_factor)
-        self.down_path = nn.ModuleList()
-        self.mpooling_layers = nn.ModuleList()
         self.sqex_blocks = nn.ModuleList()
-        in_channels = image_shape[-1]
-        self.conv_in = None
-        if larger_io:
-            self.conv_in = ConvBlock(conv, in_channels, feature_maps[0],
-                                     _kernel(ndim, k_size + 2, isotropy[0]), **common)
-            in_channels = feature_maps[0]
         for level in range(self.depth + 1):
             i = max(level - 1, 0)  # BiaPy sizes level n >= 1 with the settings of level n - 1
             kernel = _kernel(ndim, k_size, isotropy[i])
@@ -664,25 +688,12 @@ class ResUNetPlusPlus(_Heads):
         self.aspp_out = nn.ModuleList([
             ASPP(conv, dec[1], dec[0], norm=normalization) for _ in range(self.num_decoders)
         ])
-        self.conv_out = None
-        if larger_io:
-            self.conv_out = nn.ModuleList([
-                ConvBlock(conv, dec[0], dec[0], _kernel(ndim, k_size + 2, isotropy[0]), **common)
-                for _ in range(self.num_decoders)
-            ])
-        self.post_upsampling = None
-        if len(upsampling_factor) > 0 and upsampling_position == "post":
-            self.post_upsampling = convtranspose(dec[0], dec[0], kernel_size=upsampling_factor,
-                                                 stride=upsampling_factor)
-        self._setup_heads(ndim, dec[0], output_channels, output_channel_info,
-                          explicit_activations, head_activations, return_one_tensor, contrast)
-        init_weights(self)
+        self._tail(dec[0], k_size, isotropy, *sr, larger_io, common, (
+            output_channels, output_channel_info, explicit_activations, head_activations,
+            return_one_tensor, contrast))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
-        if self.pre_upsampling is not None:
-            x = self.pre_upsampling(x)
-        if self.conv_in is not None:
-            x = self.conv_in(x)
+        x = self._begin(x)
         blocks = []
         last = len(self.down_path) - 1
         for i, (down, sqex, pool) in enumerate(
@@ -702,11 +713,7 @@ class ResUNetPlusPlus(_Heads):
                 x = att(blocks[-i - 2], x)
                 x = up(x, blocks[-i - 2])
             feats.append(aspp(x))
-        if self.conv_out is not None:
-            feats = [layer(f) for layer, f in zip(self.conv_out, feats)]
-        if self.post_upsampling is not None:
-            feats[0] = self.post_upsampling(feats[0])
-        return self._outputs(feats)
+        return self._end(feats)
 
 
 class Conv_batchnorm(nn.Module):
@@ -794,11 +801,8 @@ class MultiResUnet(_Heads):
         conv, convtranspose, _ = _layers(ndim)
         batchnorm = nn.BatchNorm3d if ndim == 3 else nn.BatchNorm2d
         pooling = nn.MaxPool3d if ndim == 3 else nn.MaxPool2d
-        self.pre_upsampling = None
-        if len(upsampling_factor) > 0 and upsampling_position == "pre":
-            self.pre_upsampling = convtranspose(input_channels, input_channels,
-                                                kernel_size=upsampling_factor,
-                                                stride=upsampling_factor)
+        self.pre_upsampling = _sr_upsampling(ndim, input_channels, upsampling_factor,
+                                             upsampling_position, "pre")
         width = input_channels
         for level in range(1, 6):  # encoder 1-4 with their res paths, bottleneck 5
             filters = 32 * 2 ** (level - 1)
@@ -821,10 +825,8 @@ class MultiResUnet(_Heads):
                     Multiresblock(conv, batchnorm, filters * 2, filters, alpha))
             width = sum(_multires_width(filters, alpha))
             setattr(self, f"in_filters{level}", width)
-        self.post_upsampling = None
-        if len(upsampling_factor) > 0 and upsampling_position == "post":
-            self.post_upsampling = convtranspose(width, width, kernel_size=upsampling_factor,
-                                                 stride=upsampling_factor)
+        self.post_upsampling = _sr_upsampling(ndim, width, upsampling_factor,
+                                              upsampling_position, "post")
         self._setup_heads(ndim, width, output_channels, output_channel_info,
                           explicit_activations, head_activations, return_one_tensor, contrast)
 
@@ -840,6 +842,235 @@ class MultiResUnet(_Heads):
         for level in range(6, 10):
             up = getattr(self, f"upsample{level}")(x)
             x = getattr(self, f"multiresblock{level}")(torch.cat([up, skips[9 - level]], dim=1))
-        if self.post_upsampling is not None:
-            x = self.post_upsampling(x)
-        return self._outputs([x])
+        return self._end([x])
+
+
+class Permute(nn.Module):
+    """Reorders the axes (channels last around a LayerNorm, and back)."""
+
+    def __init__(self, dims) -> None:
+        super().__init__()
+        self.dims = list(dims)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.permute(x, self.dims)
+
+
+def _channels_last(ndim: int) -> tuple[Permute, Permute]:
+    if ndim == 3:
+        return Permute([0, 2, 3, 4, 1]), Permute([0, 4, 1, 2, 3])
+    return Permute([0, 2, 3, 1]), Permute([0, 3, 1, 2])
+
+
+def _channel_norm(ndim: int, channels: int) -> list[nn.Module]:
+    """LayerNorm over the channels of a channel-first tensor (permuted around it)."""
+    to_last, to_first = _channels_last(ndim)
+    return [to_last, nn.LayerNorm(channels), to_first]
+
+
+class StochasticDepth(nn.Module):
+    """Drops whole samples of a residual branch with probability ``p`` while training."""
+
+    def __init__(self, p: float, mode: str = "row") -> None:
+        super().__init__()
+        self.p = p
+        self.mode = mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        survival = 1.0 - self.p
+        shape = [x.shape[0]] + [1] * (x.ndim - 1) if self.mode == "row" else [1] * x.ndim
+        noise = torch.empty(shape, dtype=x.dtype, device=x.device).bernoulli_(survival)
+        return x * (noise / survival if survival > 0 else noise)
+
+
+class GRN(nn.Module):
+    """ConvNeXt V2's global response normalisation (channels last; BiaPy's norm over the first
+    two spatial axes)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.zeros(1, 1, 1, dim))
+        self.beta = nn.Parameter(torch.zeros(1, 1, 1, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gx = torch.norm(x, p=2, dim=(1, 2), keepdim=True)
+        nx = gx / (gx.mean(dim=-1, keepdim=True) + 1e-06)
+        return self.gamma * (x * nx) + self.beta + x
+
+
+class ConvNeXtBlock(nn.Module):
+    """ConvNeXt block: depthwise 7x7 convolution, LayerNorm, 4x MLP (with GRN in V2), layer
+    scale (V1), stochastic depth, residual."""
+
+    def __init__(self, ndim, conv, dim, version, layer_scale=1e-06, stochastic_depth_prob=0.0,
+                 k_size=(7, 7)) -> None:
+        super().__init__()
+        to_last, to_first = _channels_last(ndim)
+        pad = (0, 3, 3) if ndim == 3 and k_size[0] == 1 else (3,) * ndim
+        mlp: list[nn.Module] = [nn.Linear(dim, 4 * dim), nn.GELU()]
+        if version == 2:
+            mlp.append(GRN(4 * dim))
+        self.block = nn.Sequential(
+            conv(dim, dim, kernel_size=k_size, padding=pad, groups=dim, bias=True), to_last,
+            nn.LayerNorm(dim, eps=1e-06), *mlp, nn.Linear(4 * dim, dim), to_first,
+        )
+        if version == 1:
+            scale = torch.ones((dim,) + (1,) * ndim) * layer_scale
+            self.layer_scale = nn.Parameter(scale) if layer_scale > 0 else None
+        self.stochastic_depth = StochasticDepth(stochastic_depth_prob, "row")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        result = self.block(x)
+        if getattr(self, "layer_scale", None) is not None:
+            result = self.layer_scale * result
+        return x + self.stochastic_depth(result)
+
+
+class UpConvNeXtBlock(nn.Module):
+    """U-NeXt decoder level: LayerNorm and upsampling, concatenation, 1x1 convolution, ConvNeXt
+    blocks."""
+
+    def __init__(self, ndim, convtranspose, in_size, out_size, z_down, up_mode, conv, version,
+                 yx_down=2, cn_layers=1, sd_probs=(0.0,), layer_scale=1e-06, k_size=(7, 7),
+                 in_size_bridge=None) -> None:
+        super().__init__()
+        self.ndim = ndim
+        in_size_bridge = out_size if in_size_bridge is None else in_size_bridge
+        size = _pool_size(ndim, z_down, yx_down)
+        block: list[nn.Module] = [nn.Sequential(*_channel_norm(ndim, in_size))]
+        if up_mode == "convtranspose":
+            block.append(convtranspose(in_size, out_size, kernel_size=size, stride=size))
+        else:
+            block.append(nn.Upsample(mode="bilinear" if ndim == 2 else "trilinear",
+                                     scale_factor=size))
+            block.append(conv(in_size, out_size, kernel_size=1))
+        self.up = nn.Sequential(*block)
+        self.attention_gate = None
+        self.conv_block = ConvBlock(conv, out_size + in_size_bridge, out_size, k_size=1)
+        self.cn_block = nn.Sequential(*[
+            ConvNeXtBlock(ndim, conv, out_size, version, layer_scale, sd_probs[i], k_size=k_size)
+            for i in reversed(range(cn_layers))
+        ])
+
+    def forward(self, x: torch.Tensor, bridge: torch.Tensor) -> torch.Tensor:
+        return self.cn_block(self.conv_block(torch.cat([self.up(x), bridge], 1)))
+
+
+class _UNeXt(_Heads):
+    """BiaPy's U-NeXt (ConvNeXt blocks in a U-Net): a patchifying stem, LayerNorm + strided
+    convolution downsampling, ConvNeXt stages, and a transposed-convolution head."""
+
+    version = 1
+
+    def __init__(
+        self, image_shape=(256, 256, 1), feature_maps=(32, 64, 128, 256),
+        upsample_layer="convtranspose", z_down=(2, 2, 2, 2), yx_down=(2, 2, 2, 2),
+        output_channels=(1,), separated_decoders=False, divide_decoder_feature_maps=False,
+        output_channel_info=("F",), explicit_activations=False, head_activations=("ce_sigmoid",),
+        upsampling_factor=(), upsampling_position="pre", stochastic_depth_prob=0.1,
+        layer_scale=1e-06, cn_layers=(2, 2, 2, 2), isotropy=True, stem_k_size=2, contrast=False,
+        contrast_proj_dim=256, return_one_tensor=False,
+    ) -> None:
+        super().__init__()
+        self.depth = len(feature_maps) - 1
+        self.ndim = ndim = 3 if len(image_shape) == 4 else 2
+        self.z_down, self.yx_down = z_down, yx_down
+        if isinstance(isotropy, bool):
+            isotropy = [isotropy] * len(feature_maps)
+        conv, convtranspose, _ = _layers(ndim)
+        self.pre_upsampling = _sr_upsampling(ndim, image_shape[-1], upsampling_factor,
+                                             upsampling_position, "pre")
+        z_factor = int(max(z_down[0] / stem_k_size, 1))
+        stem = (stem_k_size * z_factor, stem_k_size, stem_k_size) if ndim == 3 else (
+            stem_k_size, stem_k_size)
+        self.down_path = nn.ModuleList([nn.Sequential(
+            conv(image_shape[-1], feature_maps[0], kernel_size=stem, stride=stem),
+            *_channel_norm(ndim, feature_maps[0]),
+        )])
+        self.downsample_layers = nn.ModuleList()
+        kernel = (7,) * ndim  # as in BiaPy, once anisotropic, every later level stays so
+        total = sum(cn_layers)
+        block_id = 0
+        sd_probs = []
+
+        def stage(dim: int, count: int) -> nn.Sequential:
+            nonlocal block_id
+            blocks, probs = [], []
+            for _ in range(count):
+                probs.append(stochastic_depth_prob * block_id / (total - 1.0))
+                blocks.append(ConvNeXtBlock(ndim, conv, dim, self.version, layer_scale,
+                                            probs[-1], k_size=kernel))
+                block_id += 1
+            sd_probs.append(probs)
+            return nn.Sequential(*blocks)
+
+        for i in range(self.depth):
+            if not isotropy[i] and ndim == 3:
+                kernel = (1, 7, 7)
+            self.down_path.append(stage(feature_maps[i], cn_layers[i]))
+            size = _pool_size(ndim, z_down[i], yx_down[i])
+            self.downsample_layers.append(nn.Sequential(
+                *_channel_norm(ndim, feature_maps[i]),
+                conv(feature_maps[i], feature_maps[i + 1], kernel_size=size, stride=size),
+            ))
+        if not isotropy[-1] and ndim == 3:
+            kernel = (1, 7, 7)
+        self.bottleneck = stage(feature_maps[-1], cn_layers[-1])
+        self.num_decoders = len(output_channels) if separated_decoders else 1
+        dec = decoder_feature_maps(feature_maps, self.num_decoders, divide_decoder_feature_maps)
+        self.up_paths = nn.ModuleList([nn.ModuleList() for _ in range(self.num_decoders)])
+        for path in self.up_paths:
+            in_channels = feature_maps[-1]
+            for i in range(self.depth - 1, -1, -1):
+                if not isotropy[i] and ndim == 3:
+                    kernel = (1, 7, 7)
+                path.append(UpConvNeXtBlock(
+                    ndim, convtranspose, in_channels, dec[i], z_down[i], upsample_layer, conv,
+                    self.version, yx_down=yx_down[i], cn_layers=cn_layers[i],
+                    sd_probs=sd_probs[i], layer_scale=layer_scale, k_size=kernel,
+                    in_size_bridge=feature_maps[i],
+                ))
+                in_channels = dec[i]
+            path.append(nn.Sequential(
+                convtranspose(dec[0], dec[0], kernel_size=stem, stride=stem),
+                *_channel_norm(ndim, dec[0]),
+            ))
+        self.post_upsampling = _sr_upsampling(ndim, dec[0], upsampling_factor,
+                                              upsampling_position, "post")
+        self._setup_heads(ndim, dec[0], output_channels, output_channel_info,
+                          explicit_activations, head_activations, return_one_tensor, contrast)
+        init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
+        if self.pre_upsampling is not None:
+            x = self.pre_upsampling(x)
+        x = self.down_path[0](x)
+        blocks = []
+        for down, pool in zip(self.down_path[1:], self.downsample_layers):
+            x = down(x)
+            blocks.append(x)
+            x = pool(x)
+        bottom = self.bottleneck(x)
+        feats = []
+        for path in self.up_paths:
+            x = bottom
+            for i, up in enumerate(path[:-1]):
+                x = up(x, blocks[-i - 1])
+            feats.append(path[-1](x))
+        return self._end(feats)
+
+
+class U_NeXt_V1(_UNeXt):
+    """BiaPy's ``unext_v1`` (ConvNeXt V1 blocks with layer scale)."""
+
+
+class U_NeXt_V2(_UNeXt):
+    """BiaPy's ``unext_v2`` (ConvNeXt V2 blocks with GRN, no layer scale)."""
+
+    version = 2
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.pop("layer_scale", None)
+        super().__init__(*args, **kwargs)
