@@ -30,8 +30,8 @@ def test_guided_form_gives_the_training_keys() -> None:
         "MODEL.ARCHITECTURE": "resunet",
         "TRAIN.EPOCHS": 3,
         "TRAIN.BATCH_SIZE": 2,
-        "TRAIN.LR": 0.01,
         "DATA.VAL.SPLIT_TRAIN": 0.2,
+        "TRAIN.LR": [0.01],
         "MODEL.SOURCE": "bmz",
         "MODEL.BMZ.SOURCE_MODEL_ID": "start_model.zip",
         "MODEL.BMZ.EXPORT.ENABLE": True,
@@ -53,7 +53,7 @@ def test_file_settings_keep_the_users_keys(tmp_path: Path) -> None:
     assert main(["galaxy-train-config", "--form", str(form), "--config", str(base),
                  "--out", str(out)]) == 0
     cfg = load_config(out)
-    assert cfg.get("TRAIN.EPOCHS") == 7 and cfg.get("TRAIN.LR") == pytest.approx(1e-4)
+    assert cfg.get("TRAIN.EPOCHS") == 7 and cfg.get("TRAIN.LR") == pytest.approx([1e-4])
     assert tuple(cfg.get("DATA.PATCH_SIZE")) == (48, 48, 1)
     assert tuple(cfg.get("PROBLEM.SUPER_RESOLUTION.UPSCALING")) == (4, 4)
     assert cfg.get("MODEL.BMZ.EXPORT.ENABLE") is True

@@ -110,7 +110,6 @@ _GUIDED_KEYS = {
     "architecture": "MODEL.ARCHITECTURE",
     "epochs": "TRAIN.EPOCHS",
     "batch_size": "TRAIN.BATCH_SIZE",
-    "lr": "TRAIN.LR",
     "patience": "TRAIN.PATIENCE",
     "val_split": "DATA.VAL.SPLIT_TRAIN",
 }
@@ -158,6 +157,8 @@ def train_settings(form: Mapping[str, Any]) -> list[tuple[str, Any]]:
             keys.append(("MODEL.FEATURE_MAPS", maps))
         keys += [(key, guided[name]) for name, key in _GUIDED_KEYS.items()
                  if _given(guided.get(name))]
+        if _given(guided.get("lr")):  # one learning rate per optimizer (BiaPy 3.7)
+            keys.append(("TRAIN.LR", [float(guided["lr"])]))
     if problem == "SUPER_RESOLUTION" and _given(form.get("upscaling")):
         ndim = str(guided["ndim"]) if guided else None
         factor = int(form["upscaling"])
