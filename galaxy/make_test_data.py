@@ -32,6 +32,8 @@ rebuilt byte-different each time, so regenerate only the group you changed.
   (middle class) and inverted (bright class); ``nuclei_classes.tabular``: the classes of these,
   ``dsb_nuclei`` (0) and ``nuclei_b`` (labelled 1 although it is the same pixels as
   ``dsb_nuclei``: one wrong prediction, accuracy 0.75).
+- ``train_nuclei_{a,b,c}.tif`` / ``..._mask.tif`` (group training): three 64x64 crops of
+  ``dsb_nuclei.tif`` and their masks, the train mode's tiny training (a, b) and test (c) set.
 """
 
 from __future__ import annotations
@@ -196,8 +198,18 @@ def classification(build: Path) -> None:
     (TEST_DATA / "classifier3.zip").write_bytes(classifier_model(build).read_bytes())
 
 
+def training(build: Path) -> None:
+    """Tiny training and test crops for the train mode (64x64 nuclei and their masks)."""
+    image = tifffile.imread(TEST_DATA / "dsb_nuclei.tif")
+    mask = tifffile.imread(TEST_DATA / "dsb_nuclei_mask.tif")
+    for name, (r, c) in (("a", (32, 32)), ("b", (128, 96)), ("c", (160, 160))):
+        write_tiff(f"train_nuclei_{name}.tif", image[r:r + 64, c:c + 64])
+        write_tiff(f"train_nuclei_{name}_mask.tif", mask[r:r + 64, c:c + 64])
+
+
 GROUPS = {
     "segmentation": segmentation,
+    "training": training,
     "restoration": restoration,
     "classification": classification,
     "decoders": decoders,

@@ -56,7 +56,8 @@ def test_galaxy_example_config_loads_with_its_values() -> None:
     assert cfg.get("MODEL.BMZ.SOURCE_MODEL_ID") == "sensible-cat"
     assert cfg.get("MODEL.FEATURE_MAPS") == [16, 32, 64, 128, 256]
     assert cfg.get("TEST.FULL_IMG") is False
-    lr = cfg.get("TRAIN.LR")  # written 1.E-3, which YAML reads as a string
+    # written 1.E-3, which YAML reads as a string; one optimizer's LR becomes BiaPy 3.7's list
+    (lr,) = cfg.get("TRAIN.LR")
     assert isinstance(lr, float) and lr == pytest.approx(1e-3)
     assert cfg.get("TRAIN.LR_SCHEDULER.NAME") == "onecycle"
     assert set(cfg.ignored) == {
@@ -120,7 +121,7 @@ def test_scientific_floats_written_by_biapy(tmp_path: Path) -> None:
         tmp_path, "TRAIN:\n  LR: 1.E-4\nTEST:\n  POST_PROCESSING:\n    VORONOI_TH: 5.E-1\n"
     )
     cfg = load_config(path)
-    assert cfg.get("TRAIN.LR") == pytest.approx(1e-4)
+    assert cfg.get("TRAIN.LR") == [pytest.approx(1e-4)]  # one optimizer: BiaPy 3.7's list
     assert cfg.get("TEST.POST_PROCESSING.VORONOI_TH") == pytest.approx(0.5)
     assert isinstance(cfg.get("TEST.POST_PROCESSING.VORONOI_TH"), float)
 

@@ -1,4 +1,4 @@
-"""Command line: ``biapy-runner run | evaluate | split | merge | make-config`` (also
+"""Command line: ``biapy-runner run | train | evaluate | split | merge | make-config`` (also
 ``python -m biapy_runner``)."""
 
 from __future__ import annotations
@@ -38,34 +38,67 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gt", type=Path, nargs="+", default=[], help="ground truth, paired by stem")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--model", help="overrides MODEL.BMZ.SOURCE_MODEL_ID (id, DOI, URL or zip)")
+    _add_execution(p, "TEST.AUGMENTATION=True")
+    p.add_argument("--cache-dir", type=Path, help="model cache (default $BIAPY_RUNNER_CACHE or "
+                   "~/.cache/biapy-runner/models)")
+    p.add_argument("--batch-size", type=int, help="tiles per forward pass (default: as many as "
+                   "half the free memory holds, at most 4 on CPU and 32 on a GPU)")
+    p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
+                   help="how the model runs (default auto: the fastest that gives the same "
+                   "results, measured on the first tile and remembered in the model cache)")
+    p.add_argument("--z-range", metavar="START:END",
+                   help="predict only z slices START..END-1 of one 3D volume (BiaPy's "
+                   "TEST.BY_CHUNKS.Z_START/Z_END) into slabs/, for biapy-runner merge; a file "
+                   "holding START:END is read too (what split writes)")
+    _add_common(p)
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="train a BiaPy configuration's network, then test it (TEST.ENABLE)",
+        description="Train MODEL.ARCHITECTURE on the training images (TRAIN.ENABLE is implied); "
+        "with test images, test the best checkpoint as `run` does. Under --out: "
+        "checkpoints/<name>-checkpoint-best.pth (and -<epoch>.pth every MODEL.SAVE_CKPT_FREQ "
+        "epochs), train_log.tsv, train_curves.png, config.yaml, the report and the test outputs.",
+    )
+    p.add_argument("--config", type=Path, required=True, help="BiaPy YAML configuration")
+    p.add_argument("--train-images", type=Path, nargs="+", default=[],
+                   help="training images or folders (default DATA.TRAIN.PATH)")
+    p.add_argument("--train-gt", type=Path, nargs="+", default=[],
+                   help="training ground truth, paired by stem (default DATA.TRAIN.GT_PATH)")
+    p.add_argument("--val-images", type=Path, nargs="+", default=[],
+                   help="validation images (default: split from training, DATA.VAL.SPLIT_TRAIN)")
+    p.add_argument("--val-gt", type=Path, nargs="+", default=[], help="validation ground truth")
+    p.add_argument("--test-images", dest="images", type=Path, nargs="+", default=[],
+                   help="test images (implies TEST.ENABLE; default DATA.TEST.PATH when set)")
+    p.add_argument("--test-gt", dest="gt", type=Path, nargs="+", default=[],
+                   help="test ground truth, paired by stem")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--name", default="model",
+                   help="job name: the checkpoints' prefix, <name>-checkpoint-best.pth")
+    _add_execution(p, "TRAIN.EPOCHS=50")
+    _add_common(p)
+
+
+def _add_execution(p: argparse.ArgumentParser, example: str) -> None:
+    """The options ``run`` and ``train`` share: overrides, device, threads, axes, dataset, AMP,
+    expected workflow."""
     p.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="override a configuration key, e.g. --set TEST.AUGMENTATION=True (repeatable)",
+        help=f"override a configuration key, e.g. --set {example} (repeatable)",
     )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--threads", type=int, help="CPU threads (default SYSTEM.NUM_CPUS, "
                    "else $GALAXY_SLOTS, else all)")
     p.add_argument("--axes", help="axes of the stored images when metadata cannot tell, e.g. ZYXC")
     p.add_argument("--dataset", help="dataset path inside HDF5 / Zarr inputs")
-    p.add_argument("--cache-dir", type=Path, help="model cache (default $BIAPY_RUNNER_CACHE or "
-                   "~/.cache/biapy-runner/models)")
-    p.add_argument("--batch-size", type=int, help="tiles per forward pass (default: as many as "
-                   "half the free memory holds, at most 4 on CPU and 32 on a GPU)")
     p.add_argument("--amp", action="store_true", help="mixed precision (float16) on CUDA")
+    p.add_argument("--workflow", choices=sorted(PROBLEM_TYPES),
+                   help="the workflow the configuration must run (checked against PROBLEM.TYPE)")
     p.add_argument("--memory-budget", metavar="SIZE",
                    help="RAM the prediction may use, e.g. 1.5G: larger images (Zarr, HDF5, TIFF) "
                    "are predicted by chunks (default $BIAPY_RUNNER_MEMORY_BUDGET, else half the "
                    "available memory)")
-    p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
-                   help="how the model runs (default auto: the fastest that gives the same "
-                   "results, measured on the first tile and remembered in the model cache)")
-    p.add_argument("--workflow", choices=sorted(PROBLEM_TYPES),
-                   help="the workflow the configuration must run (checked against PROBLEM.TYPE)")
-    p.add_argument("--z-range", metavar="START:END",
-                   help="predict only z slices START..END-1 of one 3D volume (BiaPy's "
-                   "TEST.BY_CHUNKS.Z_START/Z_END) into slabs/, for biapy-runner merge; a file "
-                   "holding START:END is read too (what split writes)")
-    _add_common(p)
 
 
 def _add_split(sub: argparse._SubParsersAction) -> None:
@@ -139,6 +172,11 @@ def _add_galaxy(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--manifest", type=Path, required=True, help="the images' manifest")
     p.add_argument("--out", type=Path, required=True, help="the run's output folder")
     p.add_argument("--into", type=Path, required=True, help="folder of the collections")
+    p.add_argument("--group", help="only the manifest lines of this group (4th column)")
+    p = sub.add_parser("galaxy-train-config", help="(Galaxy tool) the train mode's configuration")
+    p.add_argument("--form", type=Path, required=True, help="the form's answers (JSON)")
+    p.add_argument("--config", type=Path, help="the user's BiaPy YAML (default: BiaPy's defaults)")
+    p.add_argument("--out", type=Path, required=True, help="the configuration to write")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"biapy-runner {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run(sub)
+    _add_train(sub)
     _add_evaluate(sub)
     _add_split(sub)
     make_config.add_arguments(
@@ -165,6 +204,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command.startswith("galaxy-"):
         from biapy_runner import galaxy
 
+        if args.command == "galaxy-train-config":
+            galaxy.write_train_config(args.form, args.config, args.out)
+            return 0
         entries = galaxy.read_manifest(args.manifest, getattr(args, "group", None))
         if args.command == "galaxy-stage":
             print("\n".join(str(p) for p in galaxy.stage(entries, args.into)))
@@ -173,6 +215,18 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     from biapy_runner import pipeline  # imports torch: only for the commands that need it
 
+    if args.command == "train":
+        from biapy_runner import training
+
+        training.run_train(training.TrainOptions(
+            config=args.config, out=args.out, images=args.images, gt=args.gt,
+            overrides=args.overrides, device=args.device, threads=args.threads, axes=args.axes,
+            dataset=args.dataset, amp=args.amp, report=args.report, gt_extra=args.gt_extra,
+            workflow=PROBLEM_TYPES[args.workflow] if args.workflow else None,
+            train_images=args.train_images, train_gt=args.train_gt, val_images=args.val_images,
+            val_gt=args.val_gt, name=args.name,
+        ))
+        return 0
     if args.command == "run":
         opts = pipeline.RunOptions(
             config=args.config, out=args.out, images=args.images, gt=args.gt, model=args.model,

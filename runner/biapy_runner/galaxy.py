@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from biapy_runner.errors import InputError
 
@@ -102,3 +103,93 @@ def collect(entries: Sequence[Entry], out: Path, into: Path) -> list[Path]:
                 source.replace(target)
             gathered.append(target)
     return gathered
+
+
+#: the guided training form's answers -> configuration keys (the rest are BiaPy's defaults)
+_GUIDED_KEYS = {
+    "architecture": "MODEL.ARCHITECTURE",
+    "epochs": "TRAIN.EPOCHS",
+    "batch_size": "TRAIN.BATCH_SIZE",
+    "patience": "TRAIN.PATIENCE",
+    "val_split": "DATA.VAL.SPLIT_TRAIN",
+}
+
+
+def _given(value: Any) -> bool:
+    """Whether a form answer is set (Cheetah writes an unset optional number as ``None``)."""
+    return value not in (None, "", "None")
+
+
+def _listed_text(text: Any) -> list[str]:
+    """``"a, b,c"`` -> ``["a", "b", "c"]`` (empty items dropped)."""
+    return [part.strip() for part in str(text or "").split(",") if part.strip()]
+
+
+def train_settings(form: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """The configuration keys the Galaxy train mode's form sets, in order.
+
+    ``form`` (the tool's JSON configfile): ``workflow`` (the form's workflow name),
+    ``instance_channels`` (``"F,C"``), ``n_classes``, ``upscaling``; ``guided`` with ``ndim``,
+    ``channels``, ``patch`` (and ``depth`` in 3D), ``feature_maps`` (``"16,32,64"``) and
+    :data:`_GUIDED_KEYS`; ``fine_tune`` (a package path: MODEL.SOURCE bmz); ``export`` with
+    ``name``, ``description``, ``authors`` and ``tags`` (comma separated) and ``license``.
+    """
+    from biapy_runner.config.wizard import PROBLEM_TYPES
+
+    problem = PROBLEM_TYPES[str(form["workflow"])]
+    keys: list[tuple[str, Any]] = [("PROBLEM.TYPE", problem)]
+    if problem == "INSTANCE_SEG" and _given(form.get("instance_channels")):
+        channels = _listed_text(form["instance_channels"])
+        keys.append(("PROBLEM.INSTANCE_SEG.DATA_CHANNELS", channels))
+    if problem == "SEMANTIC_SEG" and _given(form.get("n_classes")):
+        keys.append(("DATA.N_CLASSES", int(form["n_classes"])))
+    guided = form.get("guided")
+    if guided:
+        ndim = str(guided["ndim"])
+        patch = [int(guided["patch"])] * 2
+        if ndim == "3D":
+            patch = [int(guided["depth"] if _given(guided.get("depth")) else guided["patch"]),
+                     *patch]
+        keys += [("PROBLEM.NDIM", ndim),
+                 ("DATA.PATCH_SIZE", tuple(patch + [int(guided.get("channels") or 1)]))]
+        if _given(guided.get("feature_maps")):
+            maps = [int(v) for v in _listed_text(guided["feature_maps"])]
+            keys.append(("MODEL.FEATURE_MAPS", maps))
+        keys += [(key, guided[name]) for name, key in _GUIDED_KEYS.items()
+                 if _given(guided.get(name))]
+        if _given(guided.get("lr")):  # one learning rate per optimizer (BiaPy 3.7)
+            keys.append(("TRAIN.LR", [float(guided["lr"])]))
+    if problem == "SUPER_RESOLUTION" and _given(form.get("upscaling")):
+        ndim = str(guided["ndim"]) if guided else None
+        factor = int(form["upscaling"])
+        keys.append(("PROBLEM.SUPER_RESOLUTION.UPSCALING", (factor,) * (3 if ndim == "3D" else 2)))
+    if _given(form.get("fine_tune")):
+        keys += [("MODEL.SOURCE", "bmz"), ("MODEL.BMZ.SOURCE_MODEL_ID", str(form["fine_tune"]))]
+    export = form.get("export") or {}
+    keys.append(("MODEL.BMZ.EXPORT.ENABLE", True))
+    for name, key in (("name", "MODEL_NAME"), ("description", "DESCRIPTION"),
+                      ("license", "LICENSE")):
+        if str(export.get(name) or "").strip():
+            keys.append((f"MODEL.BMZ.EXPORT.{key}", str(export[name]).strip()))
+    authors = [{"name": name} for name in _listed_text(export.get("authors"))]
+    if authors:
+        keys.append(("MODEL.BMZ.EXPORT.AUTHORS", authors))
+    if _listed_text(export.get("tags")):
+        keys.append(("MODEL.BMZ.EXPORT.TAGS", _listed_text(export.get("tags"))))
+    return keys
+
+
+def write_train_config(form_path: Path, base: Path | None, out: Path) -> Path:
+    """Write the training configuration of the Galaxy train mode: the user's file (or BiaPy's
+    defaults) with the form's answers (:func:`train_settings`), resolved by the runner's own
+    loader, so that a bad value is reported with its key."""
+    import json
+
+    from biapy_runner.config.load import load_config
+
+    form = json.loads(form_path.read_text(encoding="utf-8"))
+    cfg = load_config(base)
+    for key, value in train_settings(form):
+        cfg.set(key, value)
+    out.write_text(cfg.to_yaml(), encoding="utf-8")
+    return out

@@ -497,13 +497,18 @@ def _configure(opts: RunOptions) -> Config:
             f"The configuration {opts.config} runs PROBLEM.TYPE {cfg.get('PROBLEM.TYPE')}, but "
             f"{opts.workflow} was expected (--workflow); choose the workflow the file runs."
         )
+    return cfg
+
+
+def check_model_source(cfg: Config) -> None:
+    """The model that inference runs is configured (MODEL.SOURCE and its keys)."""
     source = cfg.get("MODEL.SOURCE")
     if source == "biapy":
         from biapy_runner.models.checkpoint import checkpoint_file
 
         check_model_implemented(cfg)
         checkpoint_file(cfg)
-        return cfg
+        return
     if source != "bmz":
         raise ConfigError(
             f"MODEL.SOURCE is {source!r}: this runner runs BioImage.IO models (MODEL.SOURCE: "
@@ -515,11 +520,12 @@ def _configure(opts: RunOptions) -> Config:
             "No model given: set MODEL.BMZ.SOURCE_MODEL_ID in the configuration or pass --model "
             "with a BioImage.IO id, DOI, URL or a local .zip package."
         )
-    return cfg
 
 
 def run(opts: RunOptions) -> Path:
-    """Run the configured workflow on the images and write every output under ``opts.out``.
+    """Run the configured workflow on the images and write every output under ``opts.out``
+    (with TRAIN.ENABLE: train first, see ``biapy_runner.training``; with ``--z-range``: one slab
+    of a volume, see ``biapy_runner.split``).
 
     Options, configuration, inputs (existence, distinct name stems, GT pairing) and the output
     folder are checked before the model is loaded.
@@ -530,55 +536,83 @@ def run(opts: RunOptions) -> Path:
 
         return run_slab(opts, parse_z_range(opts.z_range))
     check_options(opts)
-    started, mark = time.monotonic(), log.warning_count()
+    since = (time.monotonic(), log.warning_count())
     cfg = _configure(opts)
+    if cfg.get("TRAIN.ENABLE"):
+        from biapy_runner import training
+
+        return training.train(training.TrainOptions.from_run(opts), cfg, since)
+    check_model_source(cfg)
     workflow = workflow_for(cfg)
     check_output_dir(opts.out)
     images, gts = input_files(opts, cfg, workflow)
+    with OutputStage(opts.out) as stage:
+        test(stage, opts, cfg, workflow, (images, gts), since)
+        stage.publish()
+    log.info(f"results written to {opts.out}")
+    return opts.out
+
+
+def test(
+    stage: OutputStage,
+    opts: RunOptions,
+    cfg: Config,
+    workflow: Workflow,
+    files: tuple[list[Path], list[Path]],
+    since: tuple[float, int],
+    model: RunnableModel | None = None,
+) -> None:
+    """Predict, decode, write and score ``files`` (images, GT) into ``stage``, then the report;
+    ``since``: the command's start (``time.monotonic()``) and the warning count then; ``model``:
+    the model to run (default: the configured one, loaded now). Images too large for the memory
+    budget (or with TEST.BY_CHUNKS.ENABLE) are predicted by chunks."""
+    images, gts = files
     inputs = _pair(workflow, images, gts, opts.gt_extra)
     threads, origin = resolve_threads(opts.threads, cfg)
     log.info(
         f"{cfg.get('PROBLEM.TYPE')} {cfg.get('PROBLEM.NDIM')}: {len(inputs)} image(s), "
         f"{'with' if gts else 'without'} ground truth, {threads} CPU thread(s) ({origin})"
     )
+    if model is None:
+        model = load_configured_model(cfg, opts, threads)
+    check_model_kind(workflow, model)
+    check_model_ndim(model, cfg)
+    workflow.check_model(model.out_channels, model.out_channel_names)
+    predictor = TiledPredictor(model, cfg, opts.batch_size, opts.amp)
+    chunks = _Chunks(cfg, workflow, predictor, stage, opts)
+
+    def predict(path: Path) -> tuple[Image, np.ndarray | None, Any]:
+        lazy = chunks.open(path)
+        if lazy is not None:
+            return chunks.predict(lazy)
+        axes, dataset = chunks.axes_and_dataset(path)
+        image = read_image(path, ndim=_ndim(cfg), axes=axes, dataset=dataset)
+        check_finite(image)
+        raw = workflow.predict(image, predictor)
+        return image, raw, workflow.decode(raw, image)
+
+    config_text = ran_config(cfg, workflow, opts.config, images, gts)
+    items = _process(stage, cfg, workflow, inputs, predict, config_text)
+    if opts.report:
+        from biapy_runner.report.build import RunInfo
+        from biapy_runner.report.panels import Reader, ResultSet
+
+        info = RunInfo(
+            "run", str(cfg.get("PROBLEM.TYPE")), _ndim(cfg), 0.0, model_info(model, cfg),
+            str(model.device), str(cfg.source or ""),
+        )
+        reader = Reader(_ndim(cfg), opts.axes, opts.dataset)
+        _report(stage, info, since, items, [ResultSet("", stage.root)], reader)
+
+
+def load_configured_model(cfg: Config, opts: RunOptions, threads: int) -> RunnableModel:
+    """The model the configuration names (MODEL.SOURCE), loaded for inference on
+    ``opts.device``."""
     from biapy_runner.models.runnable import open_model  # torch: once the inputs are checked
 
-    with OutputStage(opts.out) as stage:
-        model = open_model(
-            cfg, device=opts.device, cache_dir=opts.cache_dir, threads=threads,
-            backend=opts.backend,
-        )
-        check_model_kind(workflow, model)
-        check_model_ndim(model, cfg)
-        workflow.check_model(model.out_channels, model.out_channel_names)
-        predictor = TiledPredictor(model, cfg, opts.batch_size, opts.amp)
-        chunks = _Chunks(cfg, workflow, predictor, stage, opts)
-
-        def predict(path: Path) -> tuple[Image, np.ndarray | None, Any]:
-            lazy = chunks.open(path)
-            if lazy is not None:
-                return chunks.predict(lazy)
-            axes, dataset = chunks.axes_and_dataset(path)
-            image = read_image(path, ndim=_ndim(cfg), axes=axes, dataset=dataset)
-            check_finite(image)
-            raw = workflow.predict(image, predictor)
-            return image, raw, workflow.decode(raw, image)
-
-        config_text = ran_config(cfg, workflow, opts.config, images, gts)
-        items = _process(stage, cfg, workflow, inputs, predict, config_text)
-        if opts.report:
-            from biapy_runner.report.build import RunInfo
-            from biapy_runner.report.panels import Reader, ResultSet
-
-            info = RunInfo(
-                "run", str(cfg.get("PROBLEM.TYPE")), _ndim(cfg), 0.0, model_info(model, cfg),
-                str(model.device), str(cfg.source or ""),
-            )
-            reader = Reader(_ndim(cfg), opts.axes, opts.dataset)
-            _report(stage, info, (started, mark), items, [ResultSet("", stage.root)], reader)
-        stage.publish()
-    log.info(f"results written to {opts.out}")
-    return opts.out
+    return open_model(
+        cfg, device=opts.device, cache_dir=opts.cache_dir, threads=threads, backend=opts.backend
+    )
 
 
 def model_info(model: RunnableModel, cfg: Config) -> dict[str, str]:

@@ -251,6 +251,29 @@ def _single_to_list(c: _Conversion) -> None:
         c.note(f"{dotted}: {value} -> {(value,) * c.ndim}")
 
 
+def _optimizer_lists(c: _Conversion) -> None:
+    """One optimizer's settings that became lists (one item per optimizer, BiaPy 3.7):
+    TRAIN.OPTIMIZER, TRAIN.LR, TRAIN.OPT_BETAS and TRAIN.LR_SCHEDULER.MIN_LR."""
+    optimizer = _lookup((c.tree,), "TRAIN.OPTIMIZER", None)
+    if isinstance(optimizer, str):
+        _put(c.tree, "TRAIN.OPTIMIZER", [optimizer])
+        c.note(f"TRAIN.OPTIMIZER: {optimizer!r} -> [{optimizer!r}]")
+    lr = _lookup((c.tree,), "TRAIN.LR", None)
+    if isinstance(lr, float):
+        _put(c.tree, "TRAIN.LR", [lr])
+        c.note(f"TRAIN.LR: {lr} -> [{lr}]")
+    betas = _lookup((c.tree,), "TRAIN.OPT_BETAS", None)
+    if isinstance(betas, str):
+        pair = [float(x.strip()) for x in betas.strip().strip("()").split(",")]
+        _put(c.tree, "TRAIN.OPT_BETAS", [pair])
+        c.note(f"TRAIN.OPT_BETAS: {betas!r} -> [{pair}]")
+    min_lr = _lookup((c.tree,), "TRAIN.LR_SCHEDULER.MIN_LR", None)
+    if isinstance(min_lr, float):
+        count = len(_lookup(c.trees, "TRAIN.OPTIMIZER", ["SGD"]))
+        _put(c.tree, "TRAIN.LR_SCHEDULER.MIN_LR", [min_lr] * count)
+        c.note(f"TRAIN.LR_SCHEDULER.MIN_LR: {min_lr} -> {[min_lr] * count}")
+
+
 def _instance_channels(c: _Conversion) -> None:
     """String ``DATA_CHANNELS`` -> the 3.7 list; ``DATA_MW_TH_*`` -> ``WATERSHED`` thresholds."""
     seg = _node(c.tree, _IS)
@@ -349,6 +372,7 @@ _STEPS: tuple[Callable[[_Conversion], None], ...] = (
     _first_of_list,
     _instance_refinement,
     _single_to_list,
+    _optimizer_lists,
     _instance_channels,
     _roi_mask,
     _normalization,

@@ -516,6 +516,20 @@ class Config:
         self.user_keys.add(name)
         return True
 
+    def check_training_keys(self) -> None:
+        """Training uses the training-only keys that inference ignores: none of the user's may be
+        unknown (another release's option) or of the wrong type.
+
+        Raises
+        ------
+        ConfigError
+            Naming the first unknown key (with the nearest valid one) or badly typed value.
+        """
+        for name in sorted(self._extra):
+            raise _unknown_key_error(name, self.source, None)
+        for name in sorted(k for k in self.user_keys if is_training_only(k)):
+            coerce_value(name, self.get(name), self.source)
+
     # -- export ---------------------------------------------------------------------------
 
     def as_dict(self) -> dict[str, Any]:
@@ -763,6 +777,8 @@ def _report_ignored(cfg: Config) -> None:
     """Log once which training-only parts of the file are ignored; keys left at BiaPy's
     default (``TRAIN.ENABLE: false``) change nothing and are not listed; MODEL.* builds the
     network when MODEL.SOURCE is biapy (a BiaPy checkpoint), so it is not listed then."""
+    if cfg.get("TRAIN.ENABLE"):
+        return  # training uses them (what it does not implement is refused by config/support.py)
     groups: list[str] = []
     builds_network = cfg.get("MODEL.SOURCE") == "biapy"
     for key in cfg.ignored:

@@ -1311,6 +1311,26 @@ IMPLEMENTED_WATERSHED_CHANNELS: frozenset[str] = CREATION_PROCESS_CHANNELS["wate
 #: INSTANCE_REFINEMENT operations the runner applies
 IMPLEMENTED_REFINEMENT_OPERATIONS: tuple[str, ...] = INSTANCE_REFINEMENT_OPERATIONS
 
+#: optimizers and learning-rate schedulers the runner trains with (TRAIN.OPTIMIZER,
+#: TRAIN.LR_SCHEDULER.NAME; "" = a constant learning rate)
+TRAINING_OPTIMIZERS: tuple[str, ...] = ("SGD", "ADAM", "ADAMW")
+TRAINING_SCHEDULERS: tuple[str, ...] = ("", "reduceonplateau", "warmupcosine", "onecycle")
+#: keys that change BiaPy's training but that the runner's training does not implement: key ->
+#: (values it implements, what the key does); checked only when TRAIN.ENABLE is set
+TRAINING_NOT_IMPLEMENTED: dict[str, tuple[tuple[Any, ...], str]] = {
+    "DATA.TRAIN.INPUT_ZARR_MULTIPLE_DATA": ((False,), "raw and GT read from one Zarr/H5 file"),
+    "DATA.VAL.INPUT_ZARR_MULTIPLE_DATA": ((False,), "raw and GT read from one Zarr/H5 file"),
+    "DATA.TRAIN.FILTER_SAMPLES.ENABLE": ((False,), "skipping training samples by their properties"),
+    "DATA.VAL.FILTER_SAMPLES.ENABLE": ((False,), "skipping validation samples by their properties"),
+    "DATA.PREPROCESS.TRAIN": ((False,), "pre-processing of the training images"),
+    "DATA.PREPROCESS.VAL": ((False,), "pre-processing of the validation images"),
+    "DATA.VAL.CROSS_VAL": ((False,), "cross-validation folds"),
+    "DATA.NORMALIZATION.TARGET.ENABLE": ((False,), "a normalisation of its own for the targets"),
+    "MODEL.OUT_CHECKPOINT_FORMAT": (("pth",), "safetensors checkpoints"),
+    "MODEL.SKIP_UNMATCHED_LAYERS": ((False,), "loading a checkpoint whose layers differ"),
+    "MODEL.FREEZE_LAYERS_MATCHING": (([],), "freezing layers during training"),
+    "TRAIN.CHECKPOINT_MONITOR": (("val_loss",), "choosing the best checkpoint by a metric"),
+}
 #: AUGMENTOR transforms training implements (``train/augment.py``), each with its probability and
 #: options: the flag -> its other keys
 IMPLEMENTED_AUGMENTATIONS: dict[str, tuple[str, ...]] = {

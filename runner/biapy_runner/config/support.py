@@ -25,6 +25,9 @@ from biapy_runner.config.schema import (
     TRAINABLE_INSTANCE_CHANNELS,
     TRAINING_CHANNEL_LOSSES,
     TRAINING_LOSSES,
+    TRAINING_NOT_IMPLEMENTED,
+    TRAINING_OPTIMIZERS,
+    TRAINING_SCHEDULERS,
     UNBUILT_MODEL_OPTIONS,
     creation_process,
 )
@@ -54,11 +57,7 @@ def unimplemented(cfg: Config) -> list[str]:
     list of str
         ``"KEY = value (what it does)"`` lines.
     """
-    problems = []
-    for key, (allowed, meaning) in NOT_IMPLEMENTED.items():
-        value = cfg.get(key)
-        if not any(_same(value, a) for a in allowed):
-            problems.append(f"{key} = {value!r} ({meaning})")
+    problems = _table_problems(cfg, NOT_IMPLEMENTED)
     if cfg.get("PROBLEM.TYPE") == "INSTANCE_SEG":
         problems += _instance_problems(cfg)
     return problems + _chunk_problems(cfg)
@@ -108,17 +107,35 @@ def _instance_problems(cfg: Config) -> list[str]:
     return problems
 
 
+def _table_problems(cfg: Config, table: dict[str, tuple[tuple[Any, ...], str]]) -> list[str]:
+    """``"KEY = value (what it does)"`` for each key of ``table`` set to a value not listed."""
+    problems = []
+    for key, (allowed, meaning) in table.items():
+        value = cfg.get(key)
+        if not any(_same(value, a) for a in allowed):
+            problems.append(f"{key} = {value!r} ({meaning})")
+    return problems
+
+
 def check_implemented(cfg: Config) -> None:
-    """Raise ConfigError (one paragraph) when ``cfg`` asks for something not implemented."""
-    problems = unimplemented(cfg) + training_problems(cfg)
+    """Raise ConfigError (one paragraph) when ``cfg`` asks for something not implemented (with
+    TRAIN.ENABLE: also an unknown or badly typed training key, or what training does not
+    implement)."""
+    if cfg.get("TRAIN.ENABLE"):
+        cfg.check_training_keys()
+    _refuse(
+        cfg, unimplemented(cfg) + training_problems(cfg), "sets what changes BiaPy's results but "
+        "is not implemented by this runner", "Set these keys back to BiaPy's defaults (or remove "
+        "them) to run with the rest of the configuration; README lists what is honoured, "
+        "ignored and refused.",
+    )
+
+
+def _refuse(cfg: Config, problems: list[str], what: str, advice: str) -> None:
+    """One ConfigError paragraph listing ``problems`` (nothing when there are none)."""
     if problems:
         where = f" in {cfg.source}" if cfg.source else ""
-        raise ConfigError(
-            f"The configuration{where} sets what changes BiaPy's inference results but is not "
-            f"implemented by this runner: {'; '.join(problems)}. Set these keys back to BiaPy's "
-            "defaults (or remove them) to run with the rest of the configuration; README lists "
-            "what is honoured, ignored and refused."
-        )
+        raise ConfigError(f"The configuration{where} {what}: {'; '.join(problems)}. {advice}")
 
 
 def model_problems(cfg: Config) -> list[str]:
@@ -158,14 +175,11 @@ def model_problems(cfg: Config) -> list[str]:
 
 def check_model_implemented(cfg: Config) -> None:
     """Raise ConfigError (one paragraph) when the configured BiaPy network cannot be built."""
-    problems = model_problems(cfg)
-    source = f" in {cfg.source}" if cfg.source else ""
-    if problems:
-        raise ConfigError(
-            f"The configuration{source} asks for a BiaPy network (MODEL.SOURCE: biapy) that "
-            f"this runner does not build: {'; '.join(problems)}. Choose an implemented "
-            "architecture and options, or run a BioImage.IO model (MODEL.SOURCE: bmz, --model)."
-        )
+    _refuse(
+        cfg, model_problems(cfg), "asks for a BiaPy network (MODEL.SOURCE: biapy) that this "
+        "runner does not build", "Choose an implemented architecture and options, or run a "
+        "BioImage.IO model (MODEL.SOURCE: bmz, --model).",
+    )
 
 
 def augmentor_problems(cfg: Config) -> list[str]:
@@ -196,11 +210,45 @@ def augmentor_problems(cfg: Config) -> list[str]:
 
 
 def training_problems(cfg: Config) -> list[str]:
-    """With ``TRAIN.ENABLE``: the AUGMENTOR keys (:func:`augmentor_problems`) and the training
-    targets and losses (:func:`target_problems`) that training does not implement."""
+    """With ``TRAIN.ENABLE``: the AUGMENTOR keys (:func:`augmentor_problems`), the training
+    targets and losses (:func:`target_problems`) and the data, optimizer, scheduler and
+    checkpoint settings (:func:`loop_problems`) that training does not implement."""
     if not cfg.get("TRAIN.ENABLE"):
         return []
-    return augmentor_problems(cfg) + target_problems(cfg)
+    return augmentor_problems(cfg) + target_problems(cfg) + loop_problems(cfg)
+
+
+def loop_problems(cfg: Config) -> list[str]:
+    """One line per data, optimizer, scheduler or checkpoint setting that the training loop does
+    not implement (``schema.TRAINING_NOT_IMPLEMENTED``, one optimizer among
+    ``TRAINING_OPTIMIZERS``, a scheduler among ``TRAINING_SCHEDULERS``).
+
+    Parameters
+    ----------
+    cfg : Config
+        A loaded configuration.
+
+    Returns
+    -------
+    list of str
+        ``"KEY = value (what it does)"`` lines.
+    """
+    problems = _table_problems(cfg, TRAINING_NOT_IMPLEMENTED)
+    optimizers = cfg.get("TRAIN.OPTIMIZER")
+    optimizers = list(optimizers) if isinstance(optimizers, (list, tuple)) else [optimizers]
+    if len(optimizers) != 1:
+        problems.append(f"TRAIN.OPTIMIZER = {optimizers} (one optimizer per sub-network)")
+    elif str(optimizers[0]).upper() not in TRAINING_OPTIMIZERS:
+        problems.append(
+            f"TRAIN.OPTIMIZER = {optimizers[0]!r} (implemented: {', '.join(TRAINING_OPTIMIZERS)})"
+        )
+    name = str(cfg.get("TRAIN.LR_SCHEDULER.NAME"))
+    if name not in TRAINING_SCHEDULERS:
+        problems.append(
+            f"TRAIN.LR_SCHEDULER.NAME = {name!r} (implemented: "
+            f"{', '.join(s for s in TRAINING_SCHEDULERS if s)})"
+        )
+    return problems
 
 
 def target_problems(cfg: Config) -> list[str]:

@@ -31,9 +31,14 @@ from biapy_runner.io.images import write_tiff
 if TYPE_CHECKING:  # pandas loads when tables are written, not for option or config errors
     import pandas as pd
 
+#: What training writes in the output folder: checkpoints, the per-epoch log and its curves.
+CHECKPOINT_DIR = "checkpoints"
+TRAIN_LOG = "train_log.tsv"
+TRAIN_CURVES = "train_curves.png"
 #: Top-level entries a run may create in the output folder.
 RESULT_ENTRIES = (
-    "raw", "post_proc", "instances", "metrics", "stack_3d", "predictions", "report", "config.yaml"
+    "raw", "post_proc", "instances", "metrics", "stack_3d", "predictions", "report", "config.yaml",
+    CHECKPOINT_DIR, TRAIN_LOG, TRAIN_CURVES,
 )
 
 

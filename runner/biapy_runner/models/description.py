@@ -259,6 +259,30 @@ def channel_names(tensor: Any, roles: Sequence[str], count: int) -> tuple[str, .
     return tuple(f"channel{i}" for i in range(count))
 
 
+def representation_channels(description: str) -> list[str] | None:
+    """The instance channels of BiaPy's ``Instance segmentation representation: F + C`` line in
+    an rdf description, read as BiaPy reads it (after ``representation:`` to the end of the
+    line, split on ``+``); None when there is none."""
+    if "representation:" not in description:
+        return None
+    line = description.split("representation:", 1)[1].split("\n", 1)[0]
+    names = [part.strip() for part in line.split("+")]
+    return names if all(names) else None
+
+
+def output_channel_names(
+    descr: Any, tensor: Any, roles: Sequence[str], count: int
+) -> tuple[str, ...]:
+    """The output's channel names; generic ones (``channel0``, ...) are replaced by the
+    channels of BiaPy's representation line in the description when it names as many (BiaPy
+    3.7.1 exports instance models so)."""
+    names = channel_names(tensor, roles, count)
+    if names != tuple(f"channel{i}" for i in range(count)):
+        return names
+    described = representation_channels(str(getattr(descr, "description", "") or ""))
+    return tuple(described) if described and len(described) == count else names
+
+
 def input_sizes(tensor: Any, roles: Sequence[str]) -> dict[str, tuple[int, int]]:
     """``role -> (min, step)`` for every non-batch axis of an input (step 0: fixed size)."""
     from bioimageio.spec.model import v0_4, v0_5

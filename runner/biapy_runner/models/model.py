@@ -32,9 +32,9 @@ from biapy_runner.models.backends.choice import (
 from biapy_runner.models.description import (
     SPATIAL_ORDER,
     axis_roles,
-    channel_names,
     input_sizes,
     load_description,
+    output_channel_names,
     output_geometry,
 )
 from biapy_runner.models.sources import default_cache_dir, resolve_model
@@ -171,7 +171,9 @@ class BmzModel:
         geometry = output_geometry(self._output, self._out_roles, descr.inputs, sizes)
         self.in_channels = sizes.get("c", (1, 0))[0]
         self.out_channels = int(geometry.get("c", (0, 0.0, 1.0))[2])
-        self.out_channel_names = channel_names(self._output, self._out_roles, self.out_channels)
+        self.out_channel_names = output_channel_names(
+            descr, self._output, self._out_roles, self.out_channels
+        )
         self.min_shape = tuple(sizes[a][0] for a in self.spatial_axes)
         self.step = tuple(sizes[a][1] for a in self.spatial_axes)
         self.halo = tuple(geometry[a][0] for a in self.out_spatial_axes)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from biapy_runner import log
+from biapy_runner.io.outputs import TRAIN_LOG
 from biapy_runner.report import charts
 from biapy_runner.report.html import Page, Preview, render
 from biapy_runner.report.panels import LEGENDS, PANELS, Item, Reader, ResultSet
@@ -125,6 +126,10 @@ def _charts(folder: Path, frames: dict[str, pd.DataFrame], sets: Sequence[Result
     if objects:
         sizes = charts.size_histogram(objects, folder / "charts" / "sizes.png")
         made.append(("Object sizes", sizes))
+    train_log = folder.parent / TRAIN_LOG
+    if train_log.is_file():
+        made.append(("Training curves (train_log.tsv)", charts.training_curves(
+            pd.read_csv(train_log, sep="\t"), folder / "charts" / "training.png")))
     return [(title, str(path.relative_to(folder))) for title, path in made if path is not None]
 
 

@@ -144,3 +144,37 @@ def size_histogram(frames: Mapping[str, pd.DataFrame], path: Path) -> Path | Non
         ax.legend(fontsize="small")
     fig.tight_layout()
     return _save(fig, path)
+
+
+#: ``train_log.tsv`` columns that are not curves
+_LOG_BOOKKEEPING = ("epoch", "lr", "seconds")
+
+
+def training_curves(log_table: pd.DataFrame, path: Path) -> Path | None:
+    """The training log's curves against the epoch: the loss (training and validation), then
+    one panel per metric (``train_<m>`` / ``val_<m>``), then the learning rate; 4 x 3.2 inches
+    per panel. ``None`` for an empty log."""
+    if log_table.empty or "epoch" not in log_table:
+        return None
+    names = ["loss"] + [c[len("train_"):] for c in log_table.columns
+                        if c.startswith("train_") and c != "train_loss"]
+    panels = [*names, "lr"] if "lr" in log_table else names
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), squeeze=False)
+    epochs = log_table["epoch"].to_numpy()
+    for ax, name in zip(axes[0], panels):
+        if name == "lr":
+            ax.plot(epochs, log_table["lr"].to_numpy(), marker=".", color="tab:gray")
+            ax.set_yscale("log" if (log_table["lr"] > 0).all() else "linear")
+            ax.set_title("learning rate")
+        else:
+            for side in ("train", "val"):
+                column = f"{side}_{name}"
+                if column in log_table and log_table[column].notna().any():
+                    ax.plot(epochs, log_table[column].to_numpy(), marker=".",
+                            label="training" if side == "train" else "validation")
+            ax.set_title(name)
+            ax.legend(fontsize="small")
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)

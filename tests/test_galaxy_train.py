@@ -1,0 +1,68 @@
+"""The Galaxy train mode's form (the tool's JSON configfile) turned into a configuration."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from biapy_runner.cli import main
+from biapy_runner.config.load import load_config
+from biapy_runner.errors import ConfigError
+from biapy_runner.galaxy import train_settings, write_train_config
+
+GUIDED = {"ndim": "3D", "depth": 8, "channels": 2, "patch": 32, "feature_maps": "4, 8",
+          "architecture": "resunet", "epochs": 3, "batch_size": 2, "lr": 0.01,
+          "patience": "None", "val_split": 0.2}
+EXPORT = {"name": "my model", "description": "", "authors": "Ada Lovelace, Bob",
+          "license": "MIT", "tags": "nuclei,  fluorescence ,"}
+
+
+def test_guided_form_gives_the_training_keys() -> None:
+    form = {"workflow": "instance", "instance_channels": "F,P", "guided": GUIDED,
+            "fine_tune": "start_model.zip", "export": EXPORT}
+    assert dict(train_settings(form)) == {
+        "PROBLEM.TYPE": "INSTANCE_SEG",
+        "PROBLEM.INSTANCE_SEG.DATA_CHANNELS": ["F", "P"],
+        "PROBLEM.NDIM": "3D",
+        "DATA.PATCH_SIZE": (8, 32, 32, 2),
+        "MODEL.FEATURE_MAPS": [4, 8],
+        "MODEL.ARCHITECTURE": "resunet",
+        "TRAIN.EPOCHS": 3,
+        "TRAIN.BATCH_SIZE": 2,
+        "DATA.VAL.SPLIT_TRAIN": 0.2,
+        "TRAIN.LR": [0.01],
+        "MODEL.SOURCE": "bmz",
+        "MODEL.BMZ.SOURCE_MODEL_ID": "start_model.zip",
+        "MODEL.BMZ.EXPORT.ENABLE": True,
+        "MODEL.BMZ.EXPORT.MODEL_NAME": "my model",
+        "MODEL.BMZ.EXPORT.LICENSE": "MIT",
+        "MODEL.BMZ.EXPORT.AUTHORS": [{"name": "Ada Lovelace"}, {"name": "Bob"}],
+        "MODEL.BMZ.EXPORT.TAGS": ["nuclei", "fluorescence"],
+    }
+
+
+def test_file_settings_keep_the_users_keys(tmp_path: Path) -> None:
+    base = tmp_path / "user.yaml"
+    base.write_text("PROBLEM:\n  TYPE: SUPER_RESOLUTION\n  NDIM: 2D\nTRAIN:\n  EPOCHS: 7\n"
+                    "  LR: 1.E-4\nDATA:\n  PATCH_SIZE: (48, 48, 1)\n")
+    form = tmp_path / "form.json"
+    form.write_text(json.dumps({"workflow": "super-resolution", "upscaling": 4,
+                                "export": {"name": "", "license": "CC-BY-4.0"}}))
+    out = tmp_path / "train.yaml"
+    assert main(["galaxy-train-config", "--form", str(form), "--config", str(base),
+                 "--out", str(out)]) == 0
+    cfg = load_config(out)
+    assert cfg.get("TRAIN.EPOCHS") == 7 and cfg.get("TRAIN.LR") == pytest.approx([1e-4])
+    assert tuple(cfg.get("DATA.PATCH_SIZE")) == (48, 48, 1)
+    assert tuple(cfg.get("PROBLEM.SUPER_RESOLUTION.UPSCALING")) == (4, 4)
+    assert cfg.get("MODEL.BMZ.EXPORT.ENABLE") is True
+    assert cfg.get("MODEL.BMZ.EXPORT.MODEL_NAME") == ""  # the export's default name applies
+
+
+def test_bad_form_value_names_the_key(tmp_path: Path) -> None:
+    form = tmp_path / "form.json"
+    form.write_text(json.dumps({"workflow": "semantic", "n_classes": 2,
+                                "guided": {**GUIDED, "ndim": "4D"}}))
+    with pytest.raises(ConfigError, match="PROBLEM.NDIM.*allowed values"):
+        write_train_config(form, None, tmp_path / "train.yaml")
