@@ -18,6 +18,9 @@
 #   GALAXY_TEST_INDEX    only run these tool tests (1-based, space separated, e.g. "1 3")
 #   GALAXY_SKIP_WORKFLOW=1       skip the workflow test
 #   GALAXY_SKIP_EVALUATE=1       skip the tests of biapy_evaluate.xml
+#   GALAXY_SKIP_SPLIT=1          skip the tests of biapy_split.xml and biapy_merge.xml
+#   GALAXY_WORKFLOWS     only test these workflows of galaxy/workflows/ (names without .ga,
+#                        space separated, e.g. "split_volume"; default: all)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -232,7 +235,7 @@ main() {
     local planemo="$PLANEMO_VENV/bin/planemo" lint_failed=0
     say "planemo lint"
     "$planemo" lint --fail_level warn --skip BioToolsValid "$ROOT/biapy.xml" "$ROOT/biapy_evaluate.xml" \
-        || lint_failed=1
+        "$ROOT/biapy_split.xml" "$ROOT/biapy_merge.xml" || lint_failed=1
 
     ADMIN_KEY="bootstrap-$(date +%s)-$RANDOM"
     PORT="$(free_port)"
@@ -261,10 +264,22 @@ main() {
             --test_output "$SCRATCH/reports/evaluate.html" "$ROOT/biapy_evaluate.xml" || true
         reports+=("$SCRATCH/reports/evaluate.json")
     fi
+    if [ "${GALAXY_SKIP_SPLIT:-0}" != "1" ]; then
+        local tool
+        for tool in split merge; do
+            say "planemo test biapy_$tool.xml"
+            "$planemo" test "${common[@]}" --test_output_json "$SCRATCH/reports/$tool.json" \
+                --test_output "$SCRATCH/reports/$tool.html" "$ROOT/biapy_$tool.xml" || true
+            reports+=("$SCRATCH/reports/$tool.json")
+        done
+    fi
     if [ "${GALAXY_SKIP_WORKFLOW:-0}" != "1" ]; then
         say "planemo test galaxy/workflows"
         for wf in "$ROOT"/galaxy/workflows/*.ga; do
             local name; name="$(basename "$wf" .ga)"
+            if [ -n "${GALAXY_WORKFLOWS:-}" ] && [[ " $GALAXY_WORKFLOWS " != *" $name "* ]]; then
+                continue
+            fi
             planemo_test "?" "${common[@]}" \
                 --test_output_json "$SCRATCH/reports/$name.json" \
                 --test_output "$SCRATCH/reports/$name.html" "$wf" || true

@@ -136,9 +136,7 @@ def test_detection_35_lists_and_percentile_clip() -> None:
     assert zarr.get("DATA.NORMALIZATION.PERC_CLIP.LOWER_PERC") == pytest.approx(0.1)
     assert zarr.get("DATA.NORMALIZATION.PERC_CLIP.UPPER_PERC") == pytest.approx(99.5)
     assert zarr.get("DATA.TEST.INPUT_IMG_AXES_ORDER") == "ZYXC"  # TEST.BY_CHUNKS.INPUT_*
-    assert unimplemented(zarr) == [
-        "TEST.BY_CHUNKS.ENABLE = True (chunk-by-chunk inference of large Zarr/H5 volumes)"
-    ]
+    assert unimplemented(zarr) == []  # TEST.BY_CHUNKS.ENABLE: predicted by chunks
 
 
 def test_custom_normalisation_and_model_n_classes() -> None:
@@ -225,7 +223,7 @@ def test_run_refuses_not_implemented_keys_before_any_image(
                  "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 2
-    assert "TEST.BY_CHUNKS.ENABLE = True" in err and "DATA.TEST.FILTER_SAMPLES.ENABLE" in err
+    assert "DATA.TEST.FILTER_SAMPLES.ENABLE" in err and "TEST.BY_CHUNKS.ENABLE = True" not in err
     assert "Traceback" not in err and not out.exists()
 
 

@@ -1,4 +1,5 @@
-"""Command line: ``biapy-runner run | train | evaluate | make-config`` (also ``python -m biapy_runner``)."""
+"""Command line: ``biapy-runner run | train | evaluate | split | merge | make-config`` (also
+``python -m biapy_runner``)."""
 
 from __future__ import annotations
 
@@ -42,9 +43,17 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                    "~/.cache/biapy-runner/models)")
     p.add_argument("--batch-size", type=int, help="tiles per forward pass (default: as many as "
                    "half the free memory holds, at most 4 on CPU and 32 on a GPU)")
+    p.add_argument("--memory-budget", metavar="SIZE",
+                   help="RAM the prediction may use, e.g. 1.5G: larger images (Zarr, HDF5, TIFF) "
+                   "are predicted by chunks (default $BIAPY_RUNNER_MEMORY_BUDGET, else half the "
+                   "available memory)")
     p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
                    help="how the model runs (default auto: the fastest that gives the same "
                    "results, measured on the first tile and remembered in the model cache)")
+    p.add_argument("--z-range", metavar="START:END",
+                   help="predict only z slices START..END-1 of one 3D volume (BiaPy's "
+                   "TEST.BY_CHUNKS.Z_START/Z_END) into slabs/, for biapy-runner merge; a file "
+                   "holding START:END is read too (what split writes)")
     _add_common(p)
 
 
@@ -90,6 +99,35 @@ def _add_execution(p: argparse.ArgumentParser, example: str) -> None:
     p.add_argument("--amp", action="store_true", help="mixed precision (float16) on CUDA")
     p.add_argument("--workflow", choices=sorted(PROBLEM_TYPES),
                    help="the workflow the configuration must run (checked against PROBLEM.TYPE)")
+
+
+def _add_split(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("split", help="the z ranges that split one volume across N jobs")
+    p.add_argument("--image", type=Path, required=True, help="the 3D volume")
+    p.add_argument("--jobs", type=int, required=True, help="number of jobs")
+    p.add_argument("--out", type=Path, required=True,
+                   help="output folder: ranges.tsv and ranges/<stem>.jobNNN.txt (START:END)")
+    p.add_argument("--config", type=Path,
+                   help="BiaPy YAML: split points on its tile step along z")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--axes", help="axes of the stored volume when metadata cannot tell")
+    p.add_argument("--dataset", help="dataset path inside HDF5 / Zarr inputs")
+    p = sub.add_parser("merge", help="stitch the slabs of run --z-range, decode and score")
+    p.add_argument("--slabs", type=Path, nargs="+", required=True,
+                   help="slab files (or folders of them) written by run --z-range")
+    p.add_argument("--config", type=Path, required=True, help="the run jobs' BiaPy YAML")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--gt", type=Path, nargs="+", default=[], help="ground truth of the volume")
+    p.add_argument("--image", type=Path, help="the input volume (drawn in the report)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--axes", help="axes of the stored volume when metadata cannot tell")
+    p.add_argument("--dataset", help="dataset path inside HDF5 / Zarr inputs")
+    p.add_argument("--memory-budget", metavar="SIZE",
+                   help="decode by chunks when the volume's results exceed it (as run's option)")
+    p.add_argument(
+        "--report", action=argparse.BooleanOptionalAction, default=True,
+        help="write report/index.html (needs --image; default: on)",
+    )
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -147,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_train(sub)
     _add_evaluate(sub)
+    _add_split(sub)
     make_config.add_arguments(
         sub.add_parser("make-config", help="write a BiaPy configuration from plain options")
     )
@@ -185,11 +224,23 @@ def _dispatch(args: argparse.Namespace) -> int:
             config=args.config, out=args.out, images=args.images, gt=args.gt, model=args.model,
             overrides=args.overrides, device=args.device, threads=args.threads, axes=args.axes,
             dataset=args.dataset, cache_dir=args.cache_dir, batch_size=args.batch_size,
-            amp=args.amp, backend=args.backend,
+            amp=args.amp, backend=args.backend, memory_budget=args.memory_budget,
             report=args.report, gt_extra=args.gt_extra,
             workflow=PROBLEM_TYPES[args.workflow] if args.workflow else None,
+            z_range=_z_range(args.z_range),
         )
         pipeline.run(opts)
+    elif args.command in ("split", "merge"):
+        from biapy_runner import split
+
+        if args.command == "split":
+            split.split(args.image, args.jobs, args.out, args.config, tuple(args.overrides),
+                        args.axes, args.dataset)  # fmt: skip
+        else:
+            split.merge(
+                _slab_files(args.slabs), args.out, args.config, tuple(args.overrides), args.gt,
+                args.image, args.axes, args.dataset, args.report, args.memory_budget,
+            )  # fmt: skip
     else:
         pipeline.evaluate(
             PROBLEM_TYPES[args.workflow], prediction_sets(args.pred, args.pred_name), args.gt,
@@ -197,6 +248,27 @@ def _dispatch(args: argparse.Namespace) -> int:
             images=args.images, report=args.report, gt_extra=args.gt_extra,
         )
     return 0
+
+
+def _z_range(value: str | None) -> str | None:
+    """``--z-range``: START:END, or a file holding it (a Galaxy job gets one of split's files)."""
+    if value is None or ":" in value:
+        return value
+    path = Path(value)
+    if path.is_file():
+        return path.read_text(encoding="utf-8").strip()
+    return value  # parse_z_range names the bad value
+
+
+def _slab_files(paths: list[Path]) -> list[Path]:
+    """``--slabs``: files, or folders whose TIFF files are slabs (a run's output folder)."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*.tif") if not p.name.startswith("."))
+        else:
+            files.append(path)
+    return files
 
 
 def _stop(signum: int, frame: FrameType | None) -> None:

@@ -33,6 +33,7 @@ from biapy_runner.workflows.base import Workflow, workflow_for
 
 if TYPE_CHECKING:  # torch and the model load only once the configuration and inputs are checked
     from biapy_runner.inference.tiling import TilePlan
+    from biapy_runner.io.chunked import LazyImage
     from biapy_runner.models.runnable import RunnableModel
     from biapy_runner.report.build import RunInfo
     from biapy_runner.report.panels import Item, Reader, ResultSet
@@ -56,9 +57,12 @@ class RunOptions:
     batch_size: int | None = None
     amp: bool = False
     backend: str = "auto"
+    memory_budget: str | None = None
     report: bool = True
     gt_extra: str = "error"
     workflow: str | None = None
+    #: ``--z-range START:END``: predict that slab of one volume (``split.run_slab``)
+    z_range: str | None = None
 
 
 @dataclass
@@ -111,6 +115,100 @@ class TiledPredictor:
         mode = str(self.cfg.get("TEST.AUGMENTATION_MODE"))
         log.info(f"  test-time augmentation ({mode} of flips and 90-degree rotations)")
         return predict_tta(prepared, self._predict_one, ndim=data.ndim - 1, mode=mode)
+
+    def slab(
+        self, volume: np.ndarray | LazyImage, start: int, end: int, budget: int
+    ) -> tuple[np.ndarray, tuple[int, int]]:
+        """The prediction of z slices ``[start, end)`` of ``volume`` ``(C, Z, Y, X)`` as
+        ``tiled`` predicts them (the volume's tile grid, its statistics; no test-time
+        augmentation), and the input slices its tiles read (``inference/slab.py``). A
+        ``LazyImage`` is read by regions: statistics in passes of at most a quarter of
+        ``budget`` bytes, then only the slices the slab's tiles need."""
+        from biapy_runner.inference.slab import plan_slab, predict_slab
+        from biapy_runner.inference.tiling import first_tile, tile_grid
+
+        if not isinstance(volume, np.ndarray) and not hasattr(self.model, "input_measures"):
+            volume = volume.read()  # a model without region preprocessing: the whole volume
+        if isinstance(volume, np.ndarray):
+            prepared = self.prepare(volume)
+
+            def read_rows(a: int, b: int) -> np.ndarray:
+                return prepared[:, a:b]
+
+            shape = prepared.shape[1:]
+        else:
+            read_rows = self._lazy_rows(volume, budget)
+            shape = volume.spatial_shape
+        plan = self._plan(shape)
+        probe = read_rows(0, min(int(shape[0]), plan.patch[0]))
+        choice = self.model.select_backend(first_tile(probe, plan))
+        sub = plan_slab(shape, plan, start, end)
+        tiles = (sub.grid if sub is not None else tile_grid(shape, plan)).count
+        output, rows = predict_slab(
+            read_rows, shape, self.model.forward, plan, start, end,
+            out_channels=self.model.out_channels,
+            batch_size=self._batch(plan, tiles, choice.peak_bytes),
+            device=self.model.device, amp=self.amp, on_batch=_BatchLogger(),
+        )  # fmt: skip
+        return self.model.postprocess(output), rows
+
+    def _lazy_rows(self, image: LazyImage, budget: int) -> Callable[[int, int], np.ndarray]:
+        """Reads slices ``a..b-1`` of ``image`` preprocessed with the whole image's statistics
+        (computed now, by regions)."""
+        prepare = self.region_preparer(image, budget)
+
+        def read_rows(a: int, b: int) -> np.ndarray:
+            rest = (slice(0, n) for n in image.spatial_shape[1:])
+            return prepare(image.read((slice(a, b), *rest)))
+
+        return read_rows
+
+    def region_preparer(self, image: LazyImage, budget: int) -> Callable[[np.ndarray], np.ndarray]:
+        """The preprocessing of regions of ``image`` with the whole image's statistics
+        (DATA.NORMALIZATION when asked and the model's own), computed now in passes over
+        regions of at most a quarter of ``budget`` bytes."""
+        from biapy_runner.inference.chunked import check_region_input, input_statistics
+        from biapy_runner.inference.normalization import normalize
+
+        check_region_input(image, self.model.in_channels)
+        wanted = any(key.startswith("DATA.NORMALIZATION.") for key in self.cfg.user_keys)
+        normalizes = wanted and not self.model.normalizes_input
+        stats = input_statistics(image, self.cfg, self.model, normalizes, budget)
+
+        def prepare(block: np.ndarray) -> np.ndarray:
+            if stats.normalization is not None:
+                block = normalize(block, self.cfg, stats.normalization)
+            return self.model.preprocess(block, stat=stats.model_stat)
+
+        return prepare
+
+    def chunked(
+        self, image: LazyImage, out: Path, budget: int,
+        on_slab: Callable[[tuple[slice, ...], np.ndarray], None] | None = None,
+    ) -> Any:
+        """Predict ``image`` (read by regions) into the Zarr ``out`` within ``budget`` bytes:
+        the whole image's statistics first, then groups of tiles (``inference/chunked.py``);
+        ``on_slab(region, prediction)`` gets each finished slab of the prediction."""
+        from biapy_runner.inference.chunked import ChunkedModel, check_chunkable, predict_chunked
+
+        check_chunkable(self.cfg, self.model)
+        prepare = self.region_preparer(image, budget)
+
+        def batch(tile_bytes: int, tiles: int) -> int:
+            return self._batch(plan, tiles, tile_bytes)
+
+        plan = self._plan(image.spatial_shape)
+        model = ChunkedModel(
+            self.model.forward, prepare, self.model.postprocess, self.model.select_backend,
+            self.model.out_channels, self.model.device, batch, self.amp,
+        )
+        attrs = {
+            "axes": image.axes.upper(), "source": str(image.path.resolve()),
+            "tile_plan": {"patch": list(plan.patch), "padding": list(plan.padding),
+                          "overlap": list(plan.overlap), "scale": list(plan.scale)},
+        }  # fmt: skip
+        return predict_chunked(image, model, plan, out, budget=budget, attrs=attrs,
+                               on_batch=_BatchLogger(), on_slab=on_slab)  # fmt: skip
 
     def whole(self, data: np.ndarray) -> np.ndarray:
         """One forward pass on ``data`` as it is, with the model's pre- and postprocessing."""
@@ -399,6 +497,8 @@ def _configure(opts: RunOptions) -> Config:
             f"The configuration {opts.config} runs PROBLEM.TYPE {cfg.get('PROBLEM.TYPE')}, but "
             f"{opts.workflow} was expected (--workflow); choose the workflow the file runs."
         )
+    if not cfg.get("TRAIN.ENABLE"):  # training builds its network (training.py checks it)
+        check_model_source(cfg)
     return cfg
 
 
@@ -431,6 +531,11 @@ def run(opts: RunOptions) -> Path:
     Options, configuration, inputs (existence, distinct name stems, GT pairing) and the output
     folder are checked before the model is loaded.
     """
+    if opts.z_range is not None:
+        from biapy_runner.inference.slab import parse_z_range
+        from biapy_runner.split import run_slab
+
+        return run_slab(opts, parse_z_range(opts.z_range))
     check_options(opts)
     since = (time.monotonic(), log.warning_count())
     cfg = _configure(opts)
@@ -438,7 +543,6 @@ def run(opts: RunOptions) -> Path:
         from biapy_runner import training
 
         return training.train(training.TrainOptions.from_run(opts), cfg, since)
-    check_model_source(cfg)
     workflow = workflow_for(cfg)
     check_output_dir(opts.out)
     images, gts = input_files(opts, cfg, workflow)
@@ -474,9 +578,14 @@ def test(
     check_model_ndim(model, cfg)
     workflow.check_model(model.out_channels, model.out_channel_names)
     predictor = TiledPredictor(model, cfg, opts.batch_size, opts.amp)
+    chunks = _Chunks(cfg, workflow, predictor, stage, opts)
 
     def predict(path: Path) -> tuple[Image, np.ndarray | None, Any]:
-        image = read_image(path, ndim=_ndim(cfg), axes=opts.axes, dataset=opts.dataset)
+        lazy = chunks.open(path)
+        if lazy is not None:
+            return chunks.predict(lazy)
+        axes, dataset = chunks.axes_and_dataset(path)
+        image = read_image(path, ndim=_ndim(cfg), axes=axes, dataset=dataset)
         check_finite(image)
         raw = workflow.predict(image, predictor)
         return image, raw, workflow.decode(raw, image)
@@ -693,6 +802,11 @@ def _process(
     for index, (path, gt_ref) in enumerate(inputs, start=1):
         log.info(f"image {index}/{len(inputs)}: {path.name}")
         image, raw, decoded = produce(path)
+        if isinstance(decoded, ChunkedResult):  # written by chunks; scored when it fits
+            summary_rows.append({"image": image.stem, **decoded.summary})
+            if gt_ref is not None:
+                log.warn(f"{image.stem}: predicted by chunks; its metrics are not computed")
+            continue
         gt = None if gt_ref is None else workflow.load_gt(gt_ref, image)
         summary, scores = _write_result(stage, workflow, image, raw, decoded, gt)
         summary_rows.append(summary)
@@ -766,3 +880,222 @@ def _format_row(row: dict[str, Any], limit: int = 8) -> str:
     items = [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()]
     more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
     return ", ".join(items[:limit]) + more
+
+
+# --------------------------------------------------------------------------- by chunks
+
+
+@dataclass
+class ChunkedResult:
+    """An image predicted by chunks: its outputs are Zarr stores (and TIFFs) already written in
+    the staging folder; ``summary``: its row of ``metrics/summary.tsv``."""
+
+    summary: dict[str, Any]
+
+
+#: DATA.TEST.INPUT_IMG_AXES_ORDER's default: the axes are then the file's (metadata, shape).
+BIAPY_AXES_ORDER = "TZCYX"
+
+
+class _Chunks:
+    """TEST.BY_CHUNKS and the memory budget: which images are predicted by chunks, and the
+    prediction, decoding and writing of those (``raw/<stem>.zarr``, ``<folder>/<stem>.zarr``)."""
+
+    def __init__(
+        self, cfg: Config, workflow: Workflow, predictor: TiledPredictor, stage: OutputStage,
+        opts: RunOptions,
+    ) -> None:
+        from biapy_runner.inference.chunked import memory_budget
+
+        self.cfg, self.workflow, self.predictor, self.stage = cfg, workflow, predictor, stage
+        self.opts = opts
+        self.enabled = bool(cfg.get("TEST.BY_CHUNKS.ENABLE"))
+        self.budget, self.origin = memory_budget(opts.memory_budget)
+
+    def axes_and_dataset(self, path: Path) -> tuple[str | None, str | None]:
+        """The stored axes and dataset of an HDF5/Zarr input: ``--axes``/``--dataset``, else
+        DATA.TEST.INPUT_IMG_AXES_ORDER (other than BiaPy's default ``TZCYX``, which leaves the
+        axes to the file's metadata and shape) and INPUT_ZARR_MULTIPLE_DATA_RAW_PATH."""
+        from biapy_runner.io.chunked import is_lazy_format, zarr_dataset_path
+
+        axes, dataset = self.opts.axes, self.opts.dataset
+        if not is_lazy_format(path) or path.suffix.lower() in (".tif", ".tiff"):
+            return axes, dataset
+        key = "DATA.TEST.INPUT_IMG_AXES_ORDER"
+        order = str(self.cfg.get(key))
+        if axes is None and order != BIAPY_AXES_ORDER:  # BiaPy's default: the file says
+            axes = check_axes_letters(order, key)
+        if dataset is None and self.cfg.get("DATA.TEST.INPUT_ZARR_MULTIPLE_DATA"):
+            raw = str(self.cfg.get("DATA.TEST.INPUT_ZARR_MULTIPLE_DATA_RAW_PATH") or "")
+            if not raw.strip():
+                raise ConfigError(
+                    "DATA.TEST.INPUT_ZARR_MULTIPLE_DATA is set but "
+                    "DATA.TEST.INPUT_ZARR_MULTIPLE_DATA_RAW_PATH is empty: give the path of the "
+                    "raw image inside the Zarr/HDF5 file (e.g. volumes.raw)."
+                )
+            dataset = zarr_dataset_path(raw) if path.name.lower().endswith(".zarr") or \
+                path.suffix.lower() in (".h5", ".hdf5", ".hdf") else None
+        return axes, dataset
+
+    def open(self, path: Path) -> LazyImage | None:
+        """The image opened for reading by regions when it is predicted by chunks, else None
+        (read in memory as usual); the decision is logged with its numbers."""
+        from biapy_runner.inference.chunked import decide
+        from biapy_runner.io.chunked import is_lazy_format, open_lazy
+
+        if not is_lazy_format(path):
+            if self.enabled:
+                log.info(f"  {path.name}: not a Zarr/HDF5/TIFF image, read whole")
+            return None
+        axes, dataset = self.axes_and_dataset(path)
+        lazy = open_lazy(path, ndim=_ndim(self.cfg), axes=axes, dataset=dataset, announce=False)
+        model = self.predictor.model
+        scale = [round(s) for s in model.scale]
+        if decide(self.enabled, lazy, model.out_channels, scale, self.budget, self.origin):
+            lazy.announce()
+            return lazy
+        lazy.close()
+        return None
+
+    def predict(self, lazy: LazyImage) -> tuple[Image, None, ChunkedResult]:
+        """Predict ``lazy`` into ``raw/<stem>.zarr`` and decode it region by region when the
+        workflow can (per-pixel decodes: each slab as it is finished; with a halo: in a pass
+        over the prediction), else whole when it fits the budget; TIFFs when asked and small."""
+        from biapy_runner.io.chunked import open_prediction
+
+        try:
+            raw_path = self.stage.folder / "raw" / f"{lazy.stem}.zarr"
+            raw_path.parent.mkdir(parents=True, exist_ok=True)
+            halo = self.workflow.chunk_halo() if self._decodes() else None
+            whole = self.cfg.get("TEST.BY_CHUNKS.WORKFLOW_PROCESS.TYPE") == "entire_pred"
+            fused = _RegionDecoder(self, lazy) if halo == 0 and not whole else None
+            self.predictor.chunked(lazy, raw_path, self.budget,
+                                   fused.add if fused is not None else None)  # fmt: skip
+            raw = open_prediction(raw_path)
+            summary: dict[str, Any] = {
+                "shape": "x".join(str(n) for n in raw.spatial_shape), "by_chunks": True,
+            }
+            self.tiff("raw", raw)
+            if fused is not None:
+                summary.update(fused.close())
+            elif self._decodes():
+                summary.update(self._decode(lazy, raw, halo, whole))
+            stub = Image(lazy.path, lazy.stem, np.empty((0,) * (lazy.ndim + 1)), lazy.axes,
+                         lazy.source_axes, lazy.dtype)  # fmt: skip
+            return stub, None, ChunkedResult(summary)
+        finally:
+            lazy.close()
+
+    def _decodes(self) -> bool:
+        """Whether the workflow's results are made in this job (WORKFLOW_PROCESS.ENABLE and a
+        phase beyond ``prediction``, as BiaPy's PHASES say)."""
+        phases = list(self.cfg.get("TEST.BY_CHUNKS.PHASES"))
+        return bool(self.cfg.get("TEST.BY_CHUNKS.WORKFLOW_PROCESS.ENABLE")) and phases != [
+            "prediction"
+        ]
+
+    def fits(self, nbytes: int) -> bool:
+        """Whether an array of ``nbytes`` may be held whole (a quarter of the budget's room)."""
+        from biapy_runner.inference.chunked import room
+
+        return nbytes <= room(self.budget) // 4
+
+    def tiff(self, folder: str, array: LazyImage) -> None:
+        """``<folder>/<stem>.tif`` too, with TEST.BY_CHUNKS.SAVE_OUT_TIF, when it fits."""
+        if not self.cfg.get("TEST.BY_CHUNKS.SAVE_OUT_TIF"):
+            return
+        if not self.fits(array.nbytes):
+            log.warn(
+                f"{array.stem}: {folder}/{array.stem}.tif not written (TEST.BY_CHUNKS."
+                f"SAVE_OUT_TIF): {array.nbytes / 2**20:.1f} MiB does not fit a quarter of the "
+                "memory budget"
+            )
+            return
+        data = array.read()
+        axes = array.axes if data.ndim == len(array.axes) else array.axes[1:]
+        self.stage.write_image(folder, array.stem, data, axes)
+
+    def _decode(
+        self, lazy: LazyImage, raw: LazyImage, halo: int | None, whole: bool
+    ) -> dict[str, Any]:
+        """The workflow's results from the stored raw prediction: in slabs along the first
+        axis grown by the workflow's ``halo``, or whole when the workflow cannot decode by
+        regions and the prediction fits the budget (WORKFLOW_PROCESS.TYPE entire_pred: whole)."""
+        from biapy_runner.inference.chunked import room
+
+        if halo is not None and not whole:
+            decoder = _RegionDecoder(self, lazy)
+            shape = raw.spatial_shape
+            for region in raw.blocks(room(self.budget) // 8):
+                grown = tuple(slice(max(0, r.start - halo), min(n, r.stop + halo))
+                              for r, n in zip(region, shape))  # fmt: skip
+                decoder.add(region, raw.read(grown), grown)
+            return decoder.close()
+        if not self.fits(raw.nbytes) and not whole:
+            raise ConfigError(
+                f"{self.workflow.problem_type} cannot decode a prediction by chunks, and the raw "
+                f"prediction of {lazy.path} ({raw.nbytes / 2**30:.2f} GiB) does not fit the "
+                "memory budget: give a larger --memory-budget, or set TEST.BY_CHUNKS.PHASES to "
+                "[prediction] to keep the raw prediction only."
+            )
+        image = Image(lazy.path, lazy.stem, lazy.read(), lazy.axes, lazy.source_axes,
+                      lazy.dtype)  # fmt: skip
+        decoded = self.workflow.decode(raw.read(), image)
+        for folder, array in decoded.images.items():
+            axes = image.axes if array.ndim == len(image.axes) else image.axes[1:]
+            self.stage.write_image(folder, lazy.stem, array, axes)
+        self.stage.add_tables(decoded.tables, lazy.stem)
+        return self.workflow.summarize(decoded, image)
+
+
+class _RegionDecoder:
+    """The workflow's decode region by region, each output image written into
+    ``<folder>/<stem>.zarr`` (chunked like the raw prediction)."""
+
+    def __init__(self, chunks: _Chunks, lazy: LazyImage) -> None:
+        self.chunks, self.lazy = chunks, lazy
+        self.stores: dict[str, Any] = {}
+        self.scale = [round(s) for s in chunks.predictor.model.scale]
+
+    def add(self, region: tuple[slice, ...], raw: np.ndarray,
+            grown: tuple[slice, ...] | None = None) -> None:  # fmt: skip
+        """Decode ``raw``, the prediction of ``grown`` (default: ``region``) in output pixels,
+        and write the part of each result that lies in ``region``."""
+        grown = region if grown is None else grown
+        lazy, ndim = self.lazy, len(region)
+        source = tuple(slice(g.start // k, -(-g.stop // k)) for g, k in zip(grown, self.scale))
+        image = Image(lazy.path, lazy.stem, lazy.read(source), lazy.axes, lazy.source_axes,
+                      lazy.dtype)  # fmt: skip
+        decoded = self.chunks.workflow.decode(raw, image)
+        inner = tuple(slice(r.start - g.start, r.stop - g.start) for r, g in zip(region, grown))
+        for folder, array in decoded.images.items():
+            lead = (slice(None),) * (array.ndim - ndim)
+            if folder not in self.stores:
+                self.stores[folder] = self._create(folder, array, ndim)
+            self.stores[folder][lead + region] = array[lead + inner]
+
+    def _create(self, folder: str, array: np.ndarray, ndim: int) -> Any:
+        """The Zarr of one result: the raw prediction's spatial shape and chunks."""
+        import zarr
+
+        from biapy_runner.io.chunked import create_zarr
+
+        raw = zarr.open_array(str(self.chunks.stage.folder / "raw" / f"{self.lazy.stem}.zarr"),
+                              mode="r")  # fmt: skip
+        lead = tuple(array.shape[: array.ndim - ndim])
+        path = self.chunks.stage.folder / folder / f"{self.lazy.stem}.zarr"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        axes = self.lazy.axes.upper() if lead else self.lazy.axes[1:].upper()
+        return create_zarr(path, (*lead, *raw.shape[1:]), array.dtype, (*lead, *raw.chunks[1:]),
+                           {"axes": axes, "source": str(self.lazy.path.resolve())})
+
+    def close(self) -> dict[str, Any]:
+        """Mark the results complete, write their TIFFs when asked; the summary's fields."""
+        from biapy_runner.io.chunked import open_prediction
+
+        stem = self.lazy.stem
+        for folder, store in self.stores.items():
+            store.attrs["complete"] = True
+            self.chunks.tiff(folder, open_prediction(self.chunks.stage.folder / folder /
+                                                      f"{stem}.zarr"))  # fmt: skip
+        return {"outputs": ", ".join(f"{f}/{stem}.zarr" for f in self.stores)}

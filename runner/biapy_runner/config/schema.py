@@ -1286,8 +1286,6 @@ NOT_IMPLEMENTED: dict[str, tuple[tuple[Any, ...], str]] = {
     "DATA.FILTER_BY_IMAGE": ((False,), "filtering samples by whole-image properties"),
     "DATA.FORCE_RGB": ((False,), "converting the images to RGB"),
     "DATA.TEST.MEDIAN_PADDING": ((False,), "padding the test images with their median"),
-    "DATA.TEST.INPUT_ZARR_MULTIPLE_DATA": ((False,), "raw and GT read from one Zarr/H5 file"),
-    "TEST.BY_CHUNKS.ENABLE": ((False,), "chunk-by-chunk inference of large Zarr/H5 volumes"),
     "TEST.AUGMENTATION_GROUP": (("auto", "full"), "a smaller set of test-time augmentations"),
     "TEST.EVAL_BORDER_CROP": (([],), "ignoring a border of the image in the metrics"),
     f"{_PP}.MEASURE_PROPERTIES.EXTRA_PROPS": (([],), "extra per-object measurements"),

@@ -60,6 +60,23 @@ def unimplemented(cfg: Config) -> list[str]:
     problems = _table_problems(cfg, NOT_IMPLEMENTED)
     if cfg.get("PROBLEM.TYPE") == "INSTANCE_SEG":
         problems += _instance_problems(cfg)
+    return problems + _chunk_problems(cfg)
+
+
+def _chunk_problems(cfg: Config) -> list[str]:
+    """What of TEST.BY_CHUNKS and the one-file Zarr/H5 inputs the runner does not do."""
+    problems = []
+    if cfg.get("DATA.TEST.INPUT_ZARR_MULTIPLE_DATA") and cfg.get("DATA.TEST.LOAD_GT"):
+        problems.append(
+            "DATA.TEST.INPUT_ZARR_MULTIPLE_DATA with DATA.TEST.LOAD_GT (ground truth read from "
+            "the image's own Zarr/H5 file; give the GT as its own file instead)"
+        )
+    phases = list(cfg.get("TEST.BY_CHUNKS.PHASES"))
+    if "prediction" not in phases:
+        problems.append(f"TEST.BY_CHUNKS.PHASES = {phases} (a job without the prediction phase)")
+    for key in ("TEST.BY_CHUNKS.Z_START", "TEST.BY_CHUNKS.Z_END"):
+        if cfg.get(key) != -1:
+            problems.append(f"{key} = {cfg.get(key)!r} (predicting a range of Z slices)")
     return problems
 
 

@@ -5,9 +5,14 @@ Statistics are taken over the whole image (per channel), never per tile. Types:
 ``zero_mean_unit_variance`` (``ZERO_MEAN_UNIT_VAR.MEAN_VAL/STD_VAL`` when set, else the image's
 own); ``PERC_CLIP`` clips to percentiles (or fixed values) first. Since BiaPy 3.7 the fixed
 values are lists with one value per channel (one value applies to every channel); -1 = unset.
+
+An image read by chunks is normalised region by region with statistics computed over the whole
+image beforehand (``stats``: the keys ``statistics_needed`` names, see ``inference/chunked.py``).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -34,15 +39,32 @@ def _broadcast(values: np.ndarray, image: np.ndarray) -> np.ndarray:
     return values.reshape(-1, *([1] * (image.ndim - 1)))
 
 
-def _clip(image: np.ndarray, cfg: Config) -> np.ndarray:
-    if not cfg.get(f"{KEY}.PERC_CLIP.ENABLE"):
-        return image
+def statistics_needed(cfg: Config) -> tuple[tuple[float, float] | None, set[str]]:
+    """What ``normalize`` takes from the whole image: the clipping percentiles (None when it
+    does not clip by percentiles) and the statistics of the (clipped) image among ``"max"``
+    (global), ``"min_c"``/``"max_c"`` and ``"mean_c"``/``"std_c"`` (per channel)."""
+    clip = None
+    if cfg.get(f"{KEY}.PERC_CLIP.ENABLE") and _fixed_clip(cfg, 1) is None:
+        clip = _clip_percentiles(cfg)
+    kind = str(cfg.get(f"{KEY}.TYPE"))
+    if kind == "div":
+        return clip, {"max"}
+    if kind == "scale_range":
+        return clip, {"min_c", "max_c"}
+    if kind in ("zero_mean_unit_variance", "custom") and _fixed_moments(cfg, 1) is None:
+        return clip, {"mean_c", "std_c"}
+    return clip, set()
+
+
+def _fixed_clip(cfg: Config, channels: int) -> tuple[np.ndarray, np.ndarray] | None:
     low_v, high_v = (
-        _channel_values(cfg, f"{KEY}.PERC_CLIP.{k}", image.shape[0])
+        _channel_values(cfg, f"{KEY}.PERC_CLIP.{k}", channels)
         for k in ("LOWER_VALUE", "UPPER_VALUE")
     )
-    if low_v is not None and high_v is not None:
-        return np.clip(image, _broadcast(low_v, image), _broadcast(high_v, image))
+    return None if low_v is None or high_v is None else (low_v, high_v)
+
+
+def _clip_percentiles(cfg: Config) -> tuple[float, float]:
     low_perc, high_perc = (
         _channel_values(cfg, f"{KEY}.PERC_CLIP.{k}", 1) for k in ("LOWER_PERC", "UPPER_PERC")
     )
@@ -53,7 +75,27 @@ def _clip(image: np.ndarray, cfg: Config) -> np.ndarray:
             "give percentiles with 0 <= LOWER_PERC < UPPER_PERC <= 100 (or LOWER_VALUE / "
             "UPPER_VALUE)."
         )
-    low, high = np.percentile(image, [float(low_perc[0]), float(high_perc[0])])
+    return float(low_perc[0]), float(high_perc[0])
+
+
+def _fixed_moments(cfg: Config, channels: int) -> tuple[np.ndarray, np.ndarray] | None:
+    mean_v, std_v = (
+        _channel_values(cfg, f"{KEY}.ZERO_MEAN_UNIT_VAR.{k}", channels)
+        for k in ("MEAN_VAL", "STD_VAL")
+    )
+    return None if mean_v is None or std_v is None else (mean_v, std_v)
+
+
+def _clip(image: np.ndarray, cfg: Config, stats: dict[str, Any] | None = None) -> np.ndarray:
+    if not cfg.get(f"{KEY}.PERC_CLIP.ENABLE"):
+        return image
+    fixed = _fixed_clip(cfg, image.shape[0])
+    if fixed is not None:
+        return np.clip(image, _broadcast(fixed[0], image), _broadcast(fixed[1], image))
+    if stats is not None:
+        low, high = stats["clip"]
+    else:
+        low, high = np.percentile(image, list(_clip_percentiles(cfg)))
     return np.clip(image, low, high)
 
 
@@ -62,23 +104,27 @@ def _per_channel(image: np.ndarray, reduce: str) -> np.ndarray:
     return getattr(image, reduce)(axis=axes, keepdims=True)
 
 
-def normalize(image: np.ndarray, cfg: Config) -> np.ndarray:
-    """``image`` ``(C, *spatial)`` normalised as DATA.NORMALIZATION says, as float32."""
-    data = _clip(np.asarray(image, dtype=np.float32), cfg)
+def normalize(image: np.ndarray, cfg: Config, stats: dict[str, Any] | None = None) -> np.ndarray:
+    """``image`` ``(C, *spatial)`` normalised as DATA.NORMALIZATION says, as float32; with
+    ``stats`` (a region of a larger image) the whole image's statistics instead of its own."""
+    data = _clip(np.asarray(image, dtype=np.float32), cfg, stats)
     kind = str(cfg.get(f"{KEY}.TYPE"))
     if kind == "div":
-        return data / (65535.0 if data.max() > 255 else 255.0)
+        top = float(stats["max"]) if stats is not None else data.max()
+        return data / (65535.0 if top > 255 else 255.0)
     if kind == "scale_range":
-        low, high = _per_channel(data, "min"), _per_channel(data, "max")
+        if stats is not None:
+            low, high = _broadcast(stats["min_c"], data), _broadcast(stats["max_c"], data)
+        else:
+            low, high = _per_channel(data, "min"), _per_channel(data, "max")
         return (data - low) / np.maximum(high - low, np.finfo(np.float32).eps)
     if kind in ("zero_mean_unit_variance", "custom"):
-        mean_v, std_v = (
-            _channel_values(cfg, f"{KEY}.ZERO_MEAN_UNIT_VAR.{k}", data.shape[0])
-            for k in ("MEAN_VAL", "STD_VAL")
-        )
-        if mean_v is None or std_v is None:
-            mean, std = _per_channel(data, "mean"), _per_channel(data, "std")
+        fixed = _fixed_moments(cfg, data.shape[0])
+        if fixed is not None:
+            mean, std = _broadcast(fixed[0], data), _broadcast(fixed[1], data)
+        elif stats is not None:
+            mean, std = _broadcast(stats["mean_c"], data), _broadcast(stats["std_c"], data)
         else:
-            mean, std = _broadcast(mean_v, data), _broadcast(std_v, data)
+            mean, std = _per_channel(data, "mean"), _per_channel(data, "std")
         return (data - mean) / np.maximum(std, 1e-6)
     return data

@@ -404,9 +404,23 @@ def first_tile(image: np.ndarray, plan: TilePlan) -> np.ndarray:
 
 
 def predict_tiled(
-    image: np.ndarray,
+    image: np.ndarray, forward: Forward, plan: TilePlan, **options: Any
+) -> np.ndarray:
+    """Predict ``image`` ``(C, *spatial)`` tile by tile; returns float32 ``(C_out, *spatial *
+    scale)``. Tiles are cut from the border-padded image (``TileGrid.pad``); ``options`` are
+    those of :func:`predict_grid`."""
+    if image.ndim != plan.ndim + 1:
+        raise InputError(
+            f"The image has shape {image.shape}, expected channels plus {plan.ndim} spatial axes."
+        )
+    grid = tile_grid(image.shape[1:], plan)
+    return predict_grid(grid.pad(np.asarray(image, dtype=np.float32)), grid, forward, **options)
+
+
+def predict_grid(
+    padded: np.ndarray,
+    grid: TileGrid,
     forward: Forward,
-    plan: TilePlan,
     *,
     out_channels: int | None = None,
     batch_size: int = 1,
@@ -415,29 +429,24 @@ def predict_tiled(
     on_batch: OnBatch | None = None,
     blend_on: torch.device | None = None,
 ) -> np.ndarray:
-    """Predict ``image`` ``(C, *spatial)`` tile by tile; returns float32 ``(C_out, *spatial *
-    scale)``.
+    """Predict the tiles of ``grid`` from ``padded``, its input already padded (``grid.pad``, or
+    the part of a larger image's padded input that a sub-grid of its tiles covers:
+    ``inference/slab.py``); returns float32 ``(C_out, *extent * scale)`` cropped to the image.
 
-    Tiles are cut from the border-padded image, run in batches of ``batch_size`` under
-    ``torch.inference_mode`` (with float16 autocast on CUDA when ``amp``), stripped of their
-    padding and blended into the output with the plan's window. Blending runs beside the forward:
-    on the host in a worker thread, one batch behind (same order, so the same sums), or on the
-    device itself (``blend_on``; default: the device when it is a GPU), where it is queued behind
-    the forward. ``out_channels``, when given, is checked against the model's output.
-    ``on_batch(done, total)`` is called after each batch.
+    Tiles run in batches of ``batch_size`` under ``torch.inference_mode`` (with float16 autocast
+    on CUDA when ``amp``), stripped of their padding and blended into the output with the plan's
+    window. Blending runs beside the forward: on the host in a worker thread, one batch behind
+    (same order, so the same sums), or on the device itself (``blend_on``; default: the device
+    when it is a GPU), where it is queued behind the forward. ``out_channels``, when given, is
+    checked against the model's output. ``on_batch(done, total)`` is called after each batch.
     """
-    if image.ndim != plan.ndim + 1:
-        raise InputError(
-            f"The image has shape {image.shape}, expected channels plus {plan.ndim} spatial axes."
-        )
     if batch_size < 1:
         raise ConfigError(f"The batch size must be at least 1, got {batch_size}.")
-    grid = tile_grid(image.shape[1:], plan)
-    padded = grid.pad(np.asarray(image, dtype=np.float32))
+    plan = grid.plan
     blend_on = blend_on if blend_on is not None else (device if device.type == "cuda" else None)
     blender = _Blender(grid, out_channels, blend_on)
     out_patch = tuple(p * s for p, s in zip(plan.patch, plan.scale))
-    buffers = _HostBuffers((min(batch_size, grid.count), image.shape[0], *plan.patch), device)
+    buffers = _HostBuffers((min(batch_size, grid.count), padded.shape[0], *plan.patch), device)
     done = 0
     with torch.inference_mode(), _autocast(device, amp), blender:
         for starts in _batches(grid.starts(), batch_size):

@@ -262,9 +262,50 @@ class BmzModel:
         out = _rearrange(data, roles, self._canonical(member))
         return np.ascontiguousarray(out[0], dtype=np.float32)
 
-    def preprocess(self, arr: np.ndarray) -> np.ndarray:
+    def input_measures(self) -> list[tuple[Any, str, frozenset[str]]]:
+        """The statistics the rdf's input preprocessing takes from the image: ``(measure, kind,
+        reduced roles)`` with kind ``"mean"``, ``"std"`` or ``"quantile"`` (``measure.q``) and
+        the runner's axis roles (``"c"``, ``"z"``, ...) the measure is taken over (an out-of-core
+        run computes them in a pass over the image, ``inference/chunked.py``).
+
+        Raises
+        ------
+        ModelError
+            A statistic of another kind, or one per spatial position, which cannot be streamed.
+        """
+        roles = dict(zip(self._in_dims, self._in_roles))
+        wanted: dict[Any, tuple[str, frozenset[str]]] = {}
+        for op in self._pre:
+            for measure in getattr(op, "required_measures", ()):
+                kind = str(getattr(measure, "name", ""))
+                axes = getattr(measure, "axes", None)
+                reduced = frozenset(roles.values() if axes is None else (roles[a] for a in axes))
+                if kind not in ("mean", "std", "quantile") or set(roles.values()) - reduced - {
+                    "b", "c"
+                }:
+                    raise ModelError(
+                        f"The model {self.name!r} normalises its input with a statistic "
+                        f"({measure}) that cannot be computed by chunks; run it without "
+                        "TEST.BY_CHUNKS on an image that fits in memory."
+                    )
+                wanted[measure] = (kind, reduced | {"b"})
+        return [(m, kind, reduced) for m, (kind, reduced) in wanted.items()]
+
+    def measure_value(self, measure: Any, values: np.ndarray) -> Any:
+        """``values`` (one per channel when the measure keeps the channel axis, else one) as
+        the value bioimageio's operators expect for ``measure``."""
+        from bioimageio.core import Tensor
+
+        roles = dict(zip(self._in_dims, self._in_roles))
+        reduced = set(measure.axes) if measure.axes is not None else set(self._in_dims)
+        kept = [d for d in self._in_dims if d not in reduced]
+        shape = [values.size if roles[d] == "c" else 1 for d in kept]
+        return Tensor(np.asarray(values, dtype=np.float64).reshape(shape), dims=kept)
+
+    def preprocess(self, arr: np.ndarray, stat: dict[Any, Any] | None = None) -> np.ndarray:
         """Apply the rdf's preprocessing to ``arr`` ``(C, *spatial)`` with statistics over the
-        whole array; returns float32, channel first."""
+        whole array, or with ``stat`` (measure -> value, ``measure_value``) given for a region
+        of a larger image; returns float32, channel first."""
         arr = np.asarray(arr)
         if arr.ndim != len(self.spatial_axes) + 1:
             raise InputError(
@@ -278,10 +319,23 @@ class BmzModel:
                 "image axes)."
             )
         sample = self._sample(self._in_id, arr, self._in_dims, self._in_roles)
+        if stat is not None:
+            sample.stat = dict(stat)
         for op in self._pre:
-            op(sample)
+            if stat is None or type(op).__name__ != "UpdateStats":
+                op(sample)
         self._stat = dict(sample.stat)
         return self._unsample(sample, self._in_id, self._in_dims, self._in_roles)
+
+    @property
+    def postprocess_is_pointwise(self) -> bool:
+        """Whether the rdf's postprocessing needs no statistic of the output (so that it can
+        be applied region by region to an output larger than memory)."""
+        return not any(
+            getattr(m, "member_id", None) == self._out_id
+            for op in self._post
+            for m in getattr(op, "required_measures", ())
+        )
 
     def postprocess(self, arr: np.ndarray) -> np.ndarray:
         """Apply the rdf's postprocessing (e.g. sigmoid) to the merged output ``(C, *spatial)``

@@ -83,6 +83,13 @@ class Workflow(ABC):
     def check_model(self, out_channels: int, channel_names: Sequence[str]) -> None:
         """Raise ``ConfigError`` when the model's output does not fit this workflow's config."""
 
+    def chunk_halo(self) -> int | None:
+        """Pixels of context (per side, output pixels) that ``decode`` needs around a region of
+        the prediction to give that region's result exactly as on the whole prediction: 0 for a
+        per-pixel decode; ``None`` (the default) when this workflow cannot decode region by
+        region (a prediction by chunks is then decoded whole when it fits the memory budget)."""
+        return None
+
     def predict(self, image: Image, predictor: Predictor) -> np.ndarray:
         """Run the model on ``image``; by default tiled inference over the whole image."""
         return predictor.tiled(image.data)
@@ -90,6 +97,12 @@ class Workflow(ABC):
     @abstractmethod
     def decode(self, raw: np.ndarray, image: Image) -> Decoded:
         """Turn the merged raw prediction ``raw`` of ``image`` into the workflow's results."""
+
+    def decode_by_chunks(self, raw: Any, image: Image) -> Decoded:
+        """Decode a raw prediction ``raw`` (numpy, or an array that slices like one, e.g. Zarr)
+        chunk by chunk with halos (TEST.BY_CHUNKS' chunk_by_chunk process); by default the
+        workflow's decoding needs no context beyond a pixel and runs on the whole array."""
+        return self.decode(np.asarray(raw), image)
 
     def read_prediction(self, path: Path, ndim: int | None, axes: str | None) -> Image:
         """Read a stored prediction for ``evaluate``; by default as an image (``ndim`` None:

@@ -19,6 +19,7 @@ import pandas as pd
 from scipy import ndimage
 
 from biapy_runner import log
+from biapy_runner.decode.chunked import chunk_geometry, detect_points_by_chunks, read_all
 from biapy_runner.decode.filters import configured_median_filter
 from biapy_runner.decode.points import (
     AXIS_COLUMNS,
@@ -224,6 +225,34 @@ class Detection(Workflow):
         if self.cfg.get("TEST.POST_PROCESSING.DET_WATERSHED"):
             dilations = self._dilations(raw.shape[0], raw.ndim - 1)
             decoded.images["instances"] = grow_instances(raw, points, dilations)
+        return decoded
+
+    def decode_by_chunks(self, raw: Any, image: Image) -> Decoded:
+        """Points found chunk by chunk (``decode.chunked``: BiaPy's chunk_by_chunk chunk and
+        halo), kept in the chunk that owns them, close points of neighbouring chunks
+        deduplicated (within REMOVE_CLOSE_POINTS_RADIUS when set, else the peak spacing
+        TEST.DET_PEAK_LOCAL_MAX_MIN_DISTANCE). TEST.DET_TH_TYPE auto / relative thresholds are
+        computed per chunk, as BiaPy does per tile."""
+        ndim = len(raw.shape) - 1
+        chunk, halo = chunk_geometry(self.cfg, ndim)
+        if self.cfg.get("TEST.POST_PROCESSING.REMOVE_CLOSE_POINTS"):
+            key = "TEST.POST_PROCESSING.REMOVE_CLOSE_POINTS_RADIUS"
+            radius = max(per_class(self.cfg.get(key), int(raw.shape[0]), key))
+            resolution, norm = self._resolution(ndim), 2.0
+        else:
+            radius = float(self.cfg.get("TEST.DET_PEAK_LOCAL_MAX_MIN_DISTANCE"))
+            resolution, norm = (1.0,) * ndim, np.inf
+        log.info(f"  points by chunks of {chunk} with a halo of {halo}")
+        points = detect_points_by_chunks(
+            raw,
+            lambda block: self.find_points(configured_median_filter(block, self.cfg)),
+            chunk, halo, radius, resolution, norm,
+        )  # fmt: skip
+        log.info(f"  {len(points)} point(s) detected")
+        decoded = self._wrap(points, tuple(raw.shape[1:]))
+        if self.cfg.get("TEST.POST_PROCESSING.DET_WATERSHED"):
+            dilations = self._dilations(int(raw.shape[0]), ndim)
+            decoded.images["instances"] = grow_instances(read_all(raw), points, dilations)
         return decoded
 
     @staticmethod

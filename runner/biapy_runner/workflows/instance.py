@@ -29,6 +29,7 @@ from biapy_runner.decode.channels import (
     channel_targets,
     parse_channels,
 )
+from biapy_runner.decode.chunked import chunk_geometry, decode_instances_by_chunks, read_all
 from biapy_runner.decode.filters import configured_median_filter
 from biapy_runner.decode.layout import extra_opts
 from biapy_runner.decode.postprocess import (
@@ -49,6 +50,7 @@ from biapy_runner.workflows.base import Decoded, Scored, Workflow, register
 IS = "PROBLEM.INSTANCE_SEG."
 PP = "TEST.POST_PROCESSING."
 RP = PP + "MEASURE_PROPERTIES.REMOVE_BY_PROPERTIES."
+MERGE_IOU = "TEST.BY_CHUNKS.WORKFLOW_PROCESS.INSTANCE_SEG_MERGE_IOU_TH"
 DEFAULT_THS = (0.3, 0.5, 0.75)
 
 
@@ -180,18 +182,45 @@ class InstanceSegmentation(Workflow):
         raw = configured_median_filter(np.asarray(raw, dtype=np.float32), self.cfg)
         result = create_instances(raw, self.channels, self.cfg)
         post = self.post_process(result.labels, raw)
-        log.info(
-            f"instances: {_count(result.labels)} from {self.process}, "
-            f"{_count(post)} after post-processing"
-        )
         images = {"instances": result.labels, "post_proc": post}
         if self._get(IS + "WATERSHED.DATA_CHECK_MW", False):
             images.update({f"watershed/{name}": m for name, m in result.maps.items()})
+        return self._decoded(images, raw, image)
+
+    def _decoded(self, images: dict[str, np.ndarray], raw: np.ndarray, image: Image) -> Decoded:
+        log.info(
+            f"instances: {_count(images['instances'])} from {self.process}, "
+            f"{_count(images['post_proc'])} after post-processing"
+        )
         return Decoded(
             images=images,
-            tables={"metrics/objects.tsv": self._objects(post, raw, image.stem)},
+            tables={"metrics/objects.tsv": self._objects(images["post_proc"], raw, image.stem)},
             state={"raw": raw},
         )
+
+    def decode_block(self, raw: np.ndarray) -> dict[str, np.ndarray]:
+        """The instances and post-processed labels of one block of the prediction."""
+        raw = configured_median_filter(np.asarray(raw, dtype=np.float32), self.cfg)
+        labels = create_instances(raw, self.channels, self.cfg).labels
+        return {"instances": labels, "post_proc": self.post_process(labels, raw)}
+
+    def decode_by_chunks(self, raw: Any, image: Image) -> Decoded:
+        """Decode chunk by chunk (``decode.chunked``: the chunk and halo of BiaPy's
+        chunk_by_chunk process, labels merged across borders when their IoU in the halo
+        exceeds TEST.BY_CHUNKS.WORKFLOW_PROCESS.INSTANCE_SEG_MERGE_IOU_TH); the
+        post-processing runs per chunk, with the chunk's halo as context."""
+        ndim = len(raw.shape) - 1
+        chunk, halo = chunk_geometry(self.cfg, ndim)
+        threshold = float(self._get(MERGE_IOU, 0.3))
+        if not 0 < threshold <= 1:
+            raise ConfigError(f"{MERGE_IOU} is {threshold}: it must be in (0, 1].")
+        log.info(f"instances by chunks of {chunk} with a halo of {halo} (merge IoU > {threshold})")
+        labels, _ = decode_instances_by_chunks(raw, self.decode_block, chunk, halo, threshold)
+        images = {
+            name: np.asarray(array).astype(label_dtype(int(np.max(array, initial=0))))
+            for name, array in labels.items()
+        }
+        return self._decoded(images, read_all(raw).astype(np.float32, copy=False), image)
 
     def decode_file(self, path: Path, image: Image) -> Decoded:
         """An existing label image is taken as the final instances (no post-processing); float

@@ -55,6 +55,10 @@ class RestorationWorkflow(Workflow):
         mode = str(self.cfg.get("TEST.OUTPUT_DTYPE"))
         return Decoded(images={"post_proc": convert_output(raw, image.data, mode)})
 
+    def chunk_halo(self) -> int | None:
+        """Per pixel, except ``input_rescale`` (the whole output's and input's ranges)."""
+        return None if self.cfg.get("TEST.OUTPUT_DTYPE") == "input_rescale" else 0
+
     def decode_file(self, path: Path, image: Image) -> Decoded:
         """An existing restored image (``evaluate``): scored as it is."""
         return Decoded(images={"post_proc": image.data})

@@ -37,6 +37,14 @@ class SemanticSegmentation(Workflow):
         raw = configured_median_filter(raw, self.cfg)
         return Decoded(images={"post_proc": class_labels(raw)}, state={"classes": raw.shape[0]})
 
+    def chunk_halo(self) -> int | None:
+        """Thresholding and argmax are per pixel; the median filters (applied one after the
+        other) need half of each size."""
+        if not self.cfg.get("TEST.POST_PROCESSING.MEDIAN_FILTER"):
+            return 0
+        sizes = [int(s) for s in self.cfg.get("TEST.POST_PROCESSING.MEDIAN_FILTER_SIZE")]
+        return sum(size // 2 for size in sizes)
+
     def decode_file(self, path: Path, image: Image) -> Decoded:
         """A stored prediction: probabilities (float) are decoded, labels are taken as they are."""
         if np.issubdtype(image.data.dtype, np.floating):

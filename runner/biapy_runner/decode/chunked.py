@@ -1,0 +1,347 @@
+"""Decoding a prediction chunk by chunk, with halos, into results that agree across chunk borders.
+
+A raw prediction ``(C, *spatial)`` (a numpy array, any array that slices like one: a Zarr or
+HDF5 dataset, a memory map; or an ``io.chunked.LazyImage``) is cut into a grid of chunk *cores*.
+Each core is decoded together with a *halo* of context on every side (clipped at the volume's
+borders) by the workflow's own decoder, and only the core's result is kept, as BiaPy's ``TEST.BY_CHUNKS.WORKFLOW_PROCESS.TYPE:
+chunk_by_chunk`` post-processes each tile with the ``DATA.TEST.PADDING`` of its border patches as
+context.
+
+Instances (``decode_instances_by_chunks``): the labels of each chunk get ids of their own (an
+offset per chunk). Chunks are decoded in raster order; the halo of a chunk overlaps the cores of
+the chunks already written, and a label of the chunk is joined (union-find) with a written object
+(the pieces earlier chunks wrote, as joined so far) when their IoU *within that overlap* exceeds
+``merge_iou`` (BiaPy's
+``TEST.BY_CHUNKS.WORKFLOW_PROCESS.INSTANCE_SEG_MERGE_IOU_TH``, "minimum normalised IoU required to
+merge two instances across a chunk boundary", default 0.3, compared with ``>`` as BiaPy does). A
+last pass rewrites every core with consecutive final ids (1..N, in the order of each object's first
+voxel in chunk order). When every object and the context its decoder looks at fit in the halo, the
+result equals the in-memory decoding up to a relabelling.
+
+Points (``detect_points_by_chunks``): each chunk's points are found with its halo and kept when
+they lie in its core, so no point is reported twice; two points of neighbouring chunks closer than
+``radius`` (the peak finder's own spacing, which the in-memory search would have enforced across
+the border) are deduplicated, keeping the more probable one.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from biapy_runner.decode.points import PointSet, sort_points
+
+#: Box of a chunk: one slice per spatial axis.
+Box = tuple[slice, ...]
+#: Decodes one block ``(C, *spatial)`` into named label images of the block's spatial shape.
+InstanceDecoder = Callable[[np.ndarray], Mapping[str, np.ndarray]]
+#: Finds the points of one block ``(C, *spatial)``, coordinates in the block.
+PointFinder = Callable[[np.ndarray], PointSet]
+
+
+@dataclass(frozen=True)
+class ChunkGrid:
+    """A grid of chunk cores over a volume of ``shape`` with ``halo`` voxels of context per side."""
+
+    shape: tuple[int, ...]
+    chunk: tuple[int, ...]
+    halo: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if not (len(self.shape) == len(self.chunk) == len(self.halo)):
+            raise ValueError(f"chunk {self.chunk} / halo {self.halo} do not fit shape {self.shape}")
+        if any(c < 1 for c in self.chunk) or any(h < 0 for h in self.halo):
+            raise ValueError(f"chunk {self.chunk} must be positive and halo {self.halo} >= 0")
+
+    @property
+    def counts(self) -> tuple[int, ...]:
+        """Number of chunks along each axis."""
+        return tuple(-(-n // c) for n, c in zip(self.shape, self.chunk))
+
+    def indices(self) -> Iterator[tuple[int, ...]]:
+        """Chunk indices in raster order (last axis fastest)."""
+        return itertools.product(*(range(n) for n in self.counts))
+
+    def core(self, index: Sequence[int]) -> Box:
+        """The core of chunk ``index``."""
+        return tuple(
+            slice(i * c, min((i + 1) * c, n)) for i, c, n in zip(index, self.chunk, self.shape)
+        )
+
+    def extended(self, index: Sequence[int]) -> Box:
+        """The core of chunk ``index`` with its halo, clipped to the volume."""
+        return tuple(
+            slice(max(0, s.start - h), min(n, s.stop + h))
+            for s, h, n in zip(self.core(index), self.halo, self.shape)
+        )
+
+    def earlier(self, index: Sequence[int], box: Box) -> np.ndarray:
+        """Mask over ``box`` of the voxels whose chunk comes before ``index`` in raster order."""
+        ndim = len(box)
+        owner = [
+            (np.arange(s.start, s.stop) // c).reshape([-1 if a == axis else 1 for a in range(ndim)])
+            for axis, (s, c) in enumerate(zip(box, self.chunk))
+        ]
+        before = np.zeros(tuple(s.stop - s.start for s in box), dtype=bool)
+        same = np.ones_like(before)
+        for axis, k in enumerate(index):
+            before |= same & (owner[axis] < k)
+            same &= owner[axis] == k
+        return before
+
+
+def read_region(raw: Any, box: Box) -> np.ndarray:
+    """All channels of ``raw`` over the spatial ``box``: a ``io.chunked.LazyImage`` (its
+    ``read``) or any array that slices like numpy (numpy, Zarr, HDF5)."""
+    if hasattr(raw, "read"):
+        return np.asarray(raw.read(box))
+    return np.asarray(raw[(slice(None), *box)])
+
+
+def read_all(raw: Any) -> np.ndarray:
+    """The whole of ``raw`` (see ``read_region``) in memory."""
+    return read_region(raw, tuple(slice(0, int(n)) for n in raw.shape[1:]))
+
+
+def _relative(inner: Box, outer: Box) -> Box:
+    """``inner`` in the coordinates of ``outer``."""
+    return tuple(slice(i.start - o.start, i.stop - o.start) for i, o in zip(inner, outer))
+
+
+class _UnionFind:
+    """Union-find over integer ids 1..n (grown on demand), root = smallest id of the set."""
+
+    def __init__(self) -> None:
+        self.parent = np.zeros(1, dtype=np.int64)
+
+    def grow(self, n: int) -> None:
+        """Make room for ids up to ``n`` (each its own set)."""
+        if n + 1 > self.parent.size:
+            old = self.parent.size
+            self.parent = np.concatenate([self.parent, np.arange(old, n + 1, dtype=np.int64)])
+
+    def find(self, a: int) -> int:
+        """The root of ``a`` (with path halving)."""
+        parent = self.parent
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = int(parent[a])
+        return a
+
+    def union(self, a: int, b: int) -> None:
+        """Join the sets of ``a`` and ``b``."""
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+    def roots(self) -> np.ndarray:
+        """The root of every id (pointer jumping: a parent is never above its child)."""
+        parent = self.parent.copy()
+        while True:
+            jumped = parent[parent]
+            if np.array_equal(jumped, parent):
+                return parent
+            parent = jumped
+
+
+def overlap_pairs(mine: np.ndarray, theirs: np.ndarray, threshold: float) -> list[tuple[int, int]]:
+    """Label pairs ``(a, b)`` of two label arrays over one region whose IoU within the region
+    exceeds ``threshold`` (``intersection / (size_a + size_b - intersection) > threshold``)."""
+    mine, theirs = mine.ravel().astype(np.int64), theirs.ravel().astype(np.int64)
+    both = (mine > 0) & (theirs > 0)
+    if not both.any():
+        return []
+    pairs, inter = np.unique(np.stack([mine[both], theirs[both]]), axis=1, return_counts=True)
+    ids_a, size_a = np.unique(mine[mine > 0], return_counts=True)
+    ids_b, size_b = np.unique(theirs[theirs > 0], return_counts=True)
+    sa = size_a[np.searchsorted(ids_a, pairs[0])]
+    sb = size_b[np.searchsorted(ids_b, pairs[1])]
+    iou = inter / (sa + sb - inter)
+    keep = iou > threshold
+    return list(zip(pairs[0][keep].tolist(), pairs[1][keep].tolist()))
+
+
+class _LabelMerger:
+    """One named label output being assembled: chunk ids, union-find, ids present in cores."""
+
+    def __init__(self, out: Any) -> None:
+        self.out = out
+        self.next_id = 0
+        self.links = _UnionFind()
+        self.present: list[np.ndarray] = []
+
+    def add(
+        self, grid: ChunkGrid, index: tuple[int, ...], labels: np.ndarray, threshold: float
+    ) -> None:
+        """Give the block's labels ids of their own, link them to the written neighbours by
+        overlap in the halo, and write the core."""
+        ext, core = grid.extended(index), grid.core(index)
+        ids, inverse = np.unique(labels, return_inverse=True)
+        background = bool(ids[0] == 0)
+        # labels 1..count of this block become next_id + 1 .. next_id + count
+        glob = inverse.reshape(labels.shape).astype(np.int64) + (self.next_id + 1 - background)
+        if background:
+            glob[labels == 0] = 0
+        count = int(ids.size - background)
+        self.links.grow(self.next_id + count)
+        self.next_id += count
+        earlier = grid.earlier(index, ext)
+        if earlier.any():
+            written = self._resolved(np.asarray(self.out[ext])[earlier])
+            for a, b in overlap_pairs(glob[earlier], written, threshold):
+                self.links.union(a, b)
+        kept = glob[_relative(core, ext)]
+        self.out[core] = kept
+        self.present.append(np.unique(kept[kept > 0]))
+
+    def _resolved(self, written: np.ndarray) -> np.ndarray:
+        """Written ids replaced by their set's root: pieces of one object written by several
+        earlier chunks, already joined, count as one object in the IoU."""
+        ids, inverse = np.unique(written, return_inverse=True)
+        roots = np.array([self.links.find(int(i)) for i in ids], dtype=np.int64)
+        return roots[inverse.ravel()]
+
+    def finish(self, grid: ChunkGrid) -> int:
+        """Rewrite every core with the final consecutive ids; the number of objects."""
+        roots = self.links.roots()
+        present = np.concatenate([np.zeros(0, dtype=np.int64), *self.present])
+        kept_roots = np.unique(roots[present]) if present.size else np.zeros(0, dtype=np.int64)
+        final = np.zeros(roots.size, dtype=np.int64)
+        rank = np.zeros(roots.size, dtype=np.int64)
+        rank[kept_roots] = np.arange(1, kept_roots.size + 1)
+        final[:] = rank[roots]
+        final[0] = 0
+        for index in grid.indices():
+            core = grid.core(index)
+            self.out[core] = final[np.asarray(self.out[core], dtype=np.int64)]
+        return int(kept_roots.size)
+
+
+def decode_instances_by_chunks(
+    raw: Any,
+    decode: InstanceDecoder,
+    chunk: Sequence[int],
+    halo: Sequence[int],
+    merge_iou: float = 0.3,
+    out: MutableMapping[str, Any] | None = None,
+) -> tuple[dict[str, Any], dict[str, int]]:
+    """Instance labels of ``raw`` ``(C, *spatial)`` decoded chunk by chunk.
+
+    Parameters
+    ----------
+    raw
+        The raw prediction, channel first; numpy or any array that slices like one.
+    decode
+        The workflow's decoder for one block (its channels with the halo): named label images.
+    chunk, halo
+        Core size and context per side, per spatial axis (z, y, x).
+    merge_iou
+        Labels of neighbouring chunks are the same object when their IoU within the overlap of
+        their halos exceeds this (BiaPy's ``INSTANCE_SEG_MERGE_IOU_TH``).
+    out
+        Where each named output goes (writable arrays of the spatial shape, integer dtype wide
+        enough for the ids before the final relabelling, e.g. uint32 Zarr arrays); missing names
+        get numpy uint32 arrays.
+
+    Returns
+    -------
+    dict, dict
+        The label arrays by name (ids 1..N, the same object keeping one id across chunks) and
+        the number of objects of each.
+    """
+    grid = ChunkGrid(tuple(int(n) for n in raw.shape[1:]), tuple(map(int, chunk)),
+                     tuple(map(int, halo)))  # fmt: skip
+    out = {} if out is None else out
+    mergers: dict[str, _LabelMerger] = {}
+    for index in grid.indices():
+        block = read_region(raw, grid.extended(index))
+        for name, labels in decode(block).items():
+            if name not in mergers:
+                if name not in out:
+                    out[name] = np.zeros(grid.shape, dtype=np.uint32)
+                mergers[name] = _LabelMerger(out[name])
+            mergers[name].add(grid, index, np.asarray(labels), merge_iou)
+    counts = {name: merger.finish(grid) for name, merger in mergers.items()}
+    return {name: out[name] for name in mergers}, counts
+
+
+def detect_points_by_chunks(
+    raw: Any,
+    find: PointFinder,
+    chunk: Sequence[int],
+    halo: Sequence[int],
+    radius: float,
+    resolution: Sequence[float] | None = None,
+    norm: float = np.inf,
+) -> PointSet:
+    """Points of ``raw`` ``(C, *spatial)`` found chunk by chunk (one table for the volume).
+
+    Each chunk's points are searched with its halo and kept in its core; then points of
+    different chunks at ``radius`` or less (``norm``: the Minkowski p of the distance, infinity
+    for Chebyshev as the peak finder's spacing, 2 for close-point removal; physical units,
+    ``resolution`` per axis) are deduplicated within each class, the more probable one kept
+    (ties: chunk order).
+    Returns the points sorted as ``find_peaks`` sorts them.
+    """
+    grid = ChunkGrid(tuple(int(n) for n in raw.shape[1:]), tuple(map(int, chunk)),
+                     tuple(map(int, halo)))  # fmt: skip
+    sets, owners = [], []
+    for number, index in enumerate(grid.indices()):
+        ext, core = grid.extended(index), grid.core(index)
+        found = find(read_region(raw, ext))
+        coords = found.coords + np.array([s.start for s in ext], dtype=np.float64)
+        centre = np.round(coords)
+        inside = np.all(
+            (centre >= [s.start for s in core]) & (centre < [s.stop for s in core]), axis=1
+        ) if len(found) else np.zeros(0, dtype=bool)  # fmt: skip
+        sets.append(PointSet(coords[inside], found.probs[inside], found.classes[inside]))
+        owners.append(np.full(int(inside.sum()), number, dtype=np.int64))
+    ndim = len(grid.shape)
+    points = PointSet(
+        np.concatenate([s.coords for s in sets]).reshape(-1, ndim),
+        np.concatenate([s.probs for s in sets]),
+        np.concatenate([s.classes for s in sets]).astype(np.int64),
+    )
+    resolution = tuple(resolution) if resolution is not None else (1.0,) * ndim
+    keep = _dedupe(points, np.concatenate(owners), radius, resolution, norm)
+    return sort_points(points.subset(keep))
+
+
+def _dedupe(
+    points: PointSet, owners: np.ndarray, radius: float, resolution: Sequence[float], norm: float
+) -> np.ndarray:
+    """Indices of the points kept: of two points of different chunks (same class) within
+    ``radius``, the more probable one."""
+    if len(points) < 2 or radius <= 0:
+        return np.arange(len(points))
+    scaled = points.coords * np.asarray(resolution, dtype=np.float64)
+    order = np.argsort(-points.probs, kind="stable")
+    tree = cKDTree(scaled)
+    dropped = np.zeros(len(points), dtype=bool)
+    for i in order:
+        if dropped[i]:
+            continue
+        for j in tree.query_ball_point(scaled[i], r=radius, p=norm):
+            if j != i and owners[j] != owners[i] and points.classes[j] == points.classes[i]:
+                dropped[j] = True
+    return np.flatnonzero(~dropped)
+
+
+def chunk_geometry(cfg: Any, ndim: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Chunk core and halo of BiaPy's chunk-by-chunk workflow process for ``ndim`` spatial axes.
+
+    The core is ``TEST.BY_CHUNKS.WORKFLOW_PROCESS.PATCHES_PER_TILE * (DATA.PATCH_SIZE - 2 *
+    DATA.TEST.PADDING)`` per axis (BiaPy's tile of the workflow process) and the halo is
+    ``DATA.TEST.PADDING`` (the context BiaPy post-processes a tile with).
+    """
+    patch = tuple(int(p) for p in cfg.get("DATA.PATCH_SIZE"))[:ndim]
+    padding = tuple(int(p) for p in cfg.get("DATA.TEST.PADDING"))[:ndim]
+    per_tile = tuple(int(n) for n in cfg.get("TEST.BY_CHUNKS.WORKFLOW_PROCESS.PATCHES_PER_TILE"))
+    per_tile = per_tile[-ndim:]
+    chunk = tuple(max(1, n * (p - 2 * d)) for n, p, d in zip(per_tile, patch, padding))
+    return chunk, padding

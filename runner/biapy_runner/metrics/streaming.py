@@ -1,0 +1,81 @@
+"""Instance matching metrics accumulated block by block, for label volumes larger than memory.
+
+``OverlapAccumulator`` adds the label co-occurrences of one block of a ground truth and a
+prediction at a time (the intersection of every pair of objects and every object's size are sums
+over blocks); ``overlap()`` then gives exactly the ``metrics.matching.Overlap`` that
+``label_overlap`` computes on the whole arrays (same ids, same pair order, same IoU values), so
+``match_overlap`` scores it with the same numbers as in memory.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from biapy_runner.errors import InputError
+from biapy_runner.metrics.matching import Overlap, _check_labels
+
+
+def _reduce(keys: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sum ``counts`` of equal ``keys`` (rows of a 2D array or values of a 1D one); sorted."""
+    if keys.size == 0:
+        return keys, counts
+    uniq, inverse = np.unique(keys, axis=0 if keys.ndim == 2 else None, return_inverse=True)
+    return uniq, np.bincount(inverse.ravel(), weights=counts, minlength=len(uniq)).astype(np.int64)
+
+
+class OverlapAccumulator:
+    """Sums of label sizes and pair intersections over the blocks added so far."""
+
+    def __init__(self) -> None:
+        self.pairs = np.zeros((0, 2), dtype=np.int64)
+        self.inter = np.zeros(0, dtype=np.int64)
+        self.sizes = [
+            (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)) for _ in range(2)
+        ]
+
+    def add(self, y_true: np.ndarray, y_pred: np.ndarray) -> None:
+        """Add one block of the ground truth and the prediction (same shape)."""
+        y_true = _check_labels("ground truth", y_true).ravel().astype(np.int64)
+        y_pred = _check_labels("prediction", y_pred).ravel().astype(np.int64)
+        if y_true.shape != y_pred.shape:
+            raise InputError(
+                f"Ground truth block {y_true.shape} differs from prediction block {y_pred.shape}."
+            )
+        both = (y_true > 0) & (y_pred > 0)
+        pairs, inter = np.unique(np.stack([y_true[both], y_pred[both]], axis=1), axis=0,
+                                 return_counts=True)  # fmt: skip
+        self.pairs, self.inter = _reduce(
+            np.concatenate([self.pairs, pairs]), np.concatenate([self.inter, inter])
+        )
+        for side, labels in enumerate((y_true, y_pred)):
+            ids, counts = np.unique(labels[labels > 0], return_counts=True)
+            old_ids, old_counts = self.sizes[side]
+            self.sizes[side] = _reduce(
+                np.concatenate([old_ids, ids]), np.concatenate([old_counts, counts])
+            )
+
+    def overlap(self) -> Overlap:
+        """The overlap of everything added, as ``label_overlap`` gives it."""
+        (t_ids, t_sizes), (p_ids, p_sizes) = self.sizes
+        rows = np.searchsorted(t_ids, self.pairs[:, 0]).astype(np.int64)
+        cols = np.searchsorted(p_ids, self.pairs[:, 1]).astype(np.int64)
+        union = t_sizes[rows] + p_sizes[cols] - self.inter
+        iou = self.inter / np.maximum(union, 1)
+        return Overlap(t_ids, p_ids, rows, cols, iou.astype(np.float64))
+
+
+def streaming_overlap(y_true: Any, y_pred: Any, block: int = 64) -> Overlap:
+    """``label_overlap`` of two label volumes (numpy, Zarr, HDF5: anything that slices) read
+    ``block`` planes of the first axis at a time."""
+    if tuple(y_true.shape) != tuple(y_pred.shape):
+        raise InputError(
+            f"Ground truth shape {tuple(y_true.shape)} differs from prediction shape "
+            f"{tuple(y_pred.shape)}."
+        )
+    acc = OverlapAccumulator()
+    for start in range(0, int(y_true.shape[0]), block):
+        part = slice(start, start + block)
+        acc.add(np.asarray(y_true[part]), np.asarray(y_pred[part]))
+    return acc.overlap()

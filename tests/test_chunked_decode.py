@@ -1,0 +1,189 @@
+"""Decoding by chunks with halos (decode/chunked.py) and streaming matching metrics
+(metrics/streaming.py) against the in-memory results on synthetic 3D volumes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from biapy_runner.config.load import load_config
+from biapy_runner.decode.chunked import (
+    ChunkGrid,
+    chunk_geometry,
+    decode_instances_by_chunks,
+    overlap_pairs,
+)
+from biapy_runner.io.images import Image
+from biapy_runner.metrics.matching import label_overlap, match_overlap
+from biapy_runner.metrics.streaming import OverlapAccumulator, streaming_overlap
+from biapy_runner.workflows.base import workflow_for
+from scipy import ndimage
+from skimage.segmentation import find_boundaries
+
+SHAPE = (40, 64, 64)
+#: balls placed across the chunk borders (16, 32, 48) and at the volume's borders
+CENTRES = [(8, 16, 16), (16, 30, 33), (20, 47, 10), (31, 15, 50), (33, 48, 48), (5, 60, 60),
+           (24, 32, 16), (37, 5, 30), (12, 40, 56)]  # fmt: skip
+
+
+def balls(shape: tuple[int, ...] = SHAPE, radius: float = 5.5) -> np.ndarray:
+    """A label volume of balls 1..n (the nearer centre wins where two balls touch)."""
+    grid = np.indices(shape)
+    dist = np.stack([sum((g - c) ** 2 for g, c in zip(grid, centre)) for centre in CENTRES])
+    labels = (np.argmin(dist, axis=0) + 1).astype(np.uint16)
+    labels[np.min(dist, axis=0) > radius**2] = 0
+    return labels
+
+
+def fc_maps(labels: np.ndarray) -> np.ndarray:
+    """Smooth F (foreground) and C (contour) probability maps of a label volume."""
+    fg = labels > 0
+    contour = find_boundaries(labels, mode="thick") & fg
+    return np.stack([ndimage.gaussian_filter(m.astype(np.float32), 0.8) for m in (fg, contour)])
+
+
+def same_up_to_relabelling(a: np.ndarray, b: np.ndarray) -> bool:
+    """Identical object masks: equal foreground and a bijection between the label sets."""
+    if not np.array_equal(a > 0, b > 0):
+        return False
+    fg = a > 0
+    pairs = np.unique(np.stack([a[fg], b[fg]]), axis=1)
+    return pairs.shape[1] == np.unique(a[fg]).size == np.unique(b[fg]).size
+
+
+def instance_workflow(padding: int = 16, *extra: str):
+    cfg = load_config(None, [
+        "PROBLEM.TYPE=INSTANCE_SEG", "PROBLEM.NDIM=3D",
+        "PROBLEM.INSTANCE_SEG.DATA_CHANNELS=[F, C]",
+        "PROBLEM.INSTANCE_SEG.WATERSHED.SEED_CHANNELS_THRESH=[0.5, 0.3]",
+        "PROBLEM.INSTANCE_SEG.WATERSHED.GROWTH_MASK_CHANNELS_THRESH=[0.4]",
+        f"DATA.PATCH_SIZE=({padding * 2 + 16}, {padding * 2 + 16}, {padding * 2 + 16}, 1)",
+        f"DATA.TEST.PADDING=({padding}, {padding}, {padding})", *extra,
+    ])  # fmt: skip
+    return workflow_for(cfg)
+
+
+def volume_image(raw: np.ndarray) -> Image:
+    return Image(Path("vol.tif"), "vol", raw, "czyx", "czyx", raw.dtype)
+
+
+@pytest.fixture(scope="module")
+def prediction() -> tuple[np.ndarray, np.ndarray]:
+    gt = balls()
+    return gt, fc_maps(gt)
+
+
+def test_chunk_grid_covers_the_volume_once() -> None:
+    grid = ChunkGrid((40, 64, 64), (16, 16, 16), (4, 4, 4))
+    assert grid.counts == (3, 4, 4)
+    seen = np.zeros((40, 64, 64), dtype=int)
+    for index in grid.indices():
+        seen[grid.core(index)] += 1
+    assert (seen == 1).all()
+    assert grid.extended((0, 1, 3)) == (slice(0, 20), slice(12, 36), slice(44, 64))
+    earlier = grid.earlier((1, 1, 1), grid.extended((1, 1, 1)))  # box z 12..36, y/x 12..36
+    # voxels of chunks (0, ., .), (1, 0, 1), (1, 1, 0) come earlier
+    assert earlier[0, 10, 10] and earlier[5, 3, 20] and earlier[5, 10, 2]
+    assert not earlier[5, 10, 10] and not earlier[5, 22, 2] and not earlier[22, 0, 0]
+
+
+def test_overlap_pairs_use_iou_within_the_region() -> None:
+    mine = np.array([1, 1, 1, 1, 2, 2, 0, 0])
+    theirs = np.array([5, 5, 5, 0, 6, 0, 6, 6])
+    # 1~5: 3 / (4 + 3 - 3) = 0.75; 2~6: 1 / (2 + 3 - 1) = 0.25
+    assert overlap_pairs(mine, theirs, 0.3) == [(1, 5)]
+    assert overlap_pairs(mine, theirs, 0.2) == [(1, 5), (2, 6)]
+
+
+def test_instances_by_chunks_equal_in_memory(prediction) -> None:
+    gt, raw = prediction
+    workflow = instance_workflow()
+    assert chunk_geometry(workflow.cfg, 3) == ((16, 16, 16), (16, 16, 16))
+    whole = workflow.decode(raw, volume_image(raw))
+    chunked = workflow.decode_by_chunks(raw, volume_image(raw))
+    for name in ("instances", "post_proc"):
+        assert whole.images[name].max() == len(CENTRES)
+        assert chunked.images[name].max() == len(CENTRES)
+        assert same_up_to_relabelling(whole.images[name], chunked.images[name])
+    a = workflow.score(whole, gt, volume_image(raw)).row
+    b = workflow.score(chunked, gt, volume_image(raw)).row
+    assert a == b and a["tp@0.5"] == len(CENTRES)
+
+
+def test_small_halo_still_joins_objects_across_borders(prediction) -> None:
+    """With a halo smaller than the balls each chunk sees parts of them: the IoU in the halo
+    still joins the parts into one label per ball."""
+    gt, raw = prediction
+    workflow = instance_workflow(4)
+    chunked = workflow.decode_by_chunks(raw, volume_image(raw))
+    labels = chunked.images["instances"]
+    assert labels.max() == len(CENTRES)
+    assert workflow.score(chunked, gt, volume_image(raw)).row["tp@0.5"] == len(CENTRES)
+
+
+def test_labels_go_to_a_zarr_from_a_lazy_prediction(prediction, tmp_path: Path) -> None:
+    """The raw prediction read by regions from a Zarr (io.chunked), the labels written into a
+    Zarr array chunk by chunk."""
+    from biapy_runner.io.chunked import create_zarr, open_prediction
+
+    _, raw = prediction
+    stored = create_zarr(tmp_path / "raw.zarr", raw.shape, np.float32, (2, 16, 32, 32))
+    stored[...] = raw
+    stored.attrs.update({"axes": "CZYX", "complete": True})
+    lazy = open_prediction(tmp_path / "raw.zarr")
+    workflow = instance_workflow()
+    out = {"instances": create_zarr(tmp_path / "labels.zarr", SHAPE, np.uint32, (16, 32, 32))}
+    labels, counts = decode_instances_by_chunks(lazy, workflow.decode_block, (16, 32, 32),
+                                                (16, 16, 16), 0.3, out)  # fmt: skip
+    assert labels["instances"] is out["instances"]
+    assert counts == {"instances": len(CENTRES), "post_proc": len(CENTRES)}
+    whole = workflow.decode_block(raw)["instances"]
+    assert same_up_to_relabelling(np.asarray(labels["instances"][...]), whole)
+    assert same_up_to_relabelling(labels["post_proc"], workflow.decode_block(raw)["post_proc"])
+
+
+def test_streaming_overlap_equals_label_overlap(prediction) -> None:
+    gt, raw = prediction
+    pred = instance_workflow().decode(raw, volume_image(raw)).images["instances"]
+    pred = np.where(pred == 3, 0, pred).astype(np.uint32) * 1000  # a missed object, sparse ids
+    whole = label_overlap(gt, pred)
+    for block in (1, 7, 40):
+        streamed = streaming_overlap(gt, pred, block)
+        for field in ("true_ids", "pred_ids", "rows", "cols", "iou"):
+            assert np.array_equal(getattr(whole, field), getattr(streamed, field)), field
+        for th in (0.3, 0.5, 0.75):
+            assert match_overlap(streamed, th).stats == match_overlap(whole, th).stats
+    empty = OverlapAccumulator()
+    empty.add(np.zeros((2, 2), np.uint8), np.zeros((2, 2), np.uint8))
+    assert empty.overlap().true_ids.size == 0
+
+
+def detection_workflow(*extra: str):
+    cfg = load_config(None, [
+        "PROBLEM.TYPE=DETECTION", "PROBLEM.NDIM=3D", "TEST.DET_MIN_TH_TO_BE_PEAK=0.3",
+        "TEST.DET_PEAK_LOCAL_MAX_MIN_DISTANCE=3", "DATA.PATCH_SIZE=(24, 24, 24, 1)",
+        "DATA.TEST.PADDING=(6, 6, 6)", *extra,
+    ])  # fmt: skip
+    return workflow_for(cfg)
+
+
+@pytest.mark.parametrize("extra", [(), ("TEST.POST_PROCESSING.REMOVE_CLOSE_POINTS=True",
+                                        "TEST.POST_PROCESSING.REMOVE_CLOSE_POINTS_RADIUS=4")])
+def test_points_by_chunks_equal_in_memory(extra) -> None:
+    rng = np.random.default_rng(3)
+    centres = rng.integers(2, np.array(SHAPE) - 2, size=(40, 3))
+    centres[:4] = [(12, 11, 30), (11, 12, 30), (23, 35, 35), (24, 36, 36)]  # pairs across borders
+    spikes = np.zeros(SHAPE, np.float32)
+    spikes[tuple(centres.T)] = rng.uniform(0.6, 1.0, len(centres))
+    prob = ndimage.gaussian_filter(spikes, 1.0)[None] / 0.0635  # peaks ~ their spike value
+    workflow = detection_workflow(*extra)
+    image = volume_image(prob)
+    whole = workflow.decode(prob, image).state["points"]
+    chunked = workflow.decode_by_chunks(prob, image)
+    points = chunked.state["points"]
+    assert len(whole) > 20
+    assert np.array_equal(whole.coords, points.coords)
+    assert np.array_equal(whole.probs, points.probs)
+    mask = workflow.decode(prob, image).images["post_proc"]
+    assert np.array_equal(chunked.images["post_proc"], mask)
