@@ -36,22 +36,11 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG = """PROBLEM:
-  TYPE: SEMANTIC_SEG
-  NDIM: 3D
-DATA:
-  PATCH_SIZE: (64, 128, 128, 1)
-  TEST:
-    PADDING: (4, 8, 8)
-MODEL:
-  SOURCE: bmz
-"""
 YX = (1024, 1024)
 
 
 def build_model(work: Path) -> Path:
     """The tests' small 3D net (two 3x3x3 convolutions, 2 sigmoid channels) as a package."""
-    sys.path.insert(0, str(REPO))
     from tests.test_chunks import conv3d_package
 
     return conv3d_package(work)
@@ -108,8 +97,10 @@ def main() -> None:
     parser.add_argument("--work", type=Path, help="folder for the volumes and outputs")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     opts = parser.parse_args()
-    sys.path.insert(0, str(REPO / "runner"))
+    sys.path[:0] = [str(REPO / "runner"), str(REPO)]
     from biapy_runner.inference.chunked import parse_size
+
+    from tests.test_chunks import semantic_config
 
     budget = parse_size(opts.budget, "--budget")
     work = opts.work or Path(tempfile.mkdtemp(prefix="bench-chunks-"))
@@ -117,7 +108,7 @@ def main() -> None:
     try:
         model = build_model(work)
         config = work / "cfg.yaml"
-        config.write_text(CONFIG)
+        config.write_text(semantic_config((64, 128, 128), (4, 8, 8), 0.0))
         plane = YX[0] * YX[1]
         depth = max(64, round(opts.scale * 1e9 / (2 * plane)))
         fit_depth = min(depth, 128)  # predicted in memory: ~2.3 GB at its peak

@@ -24,17 +24,15 @@ class Net(torch.nn.Module):
     def forward(self, x):
         return torch.sigmoid(self.b(torch.relu(self.a(x))))
 """
-CONFIG = """PROBLEM:
-  TYPE: SEMANTIC_SEG
-  NDIM: 3D
-DATA:
-  PATCH_SIZE: (24, 24, 24, 1)
-  TEST:
-    PADDING: (4, 4, 4)
-    OVERLAP: (0.25, 0.25, 0.25)
-MODEL:
-  SOURCE: bmz
-"""
+
+
+def semantic_config(patch: tuple[int, ...], padding: tuple[int, ...], overlap: float) -> str:
+    """A 3D semantic configuration with these tiles (also ``benchmarks/bench_chunks.py``'s)."""
+    return (
+        "PROBLEM:\n  TYPE: SEMANTIC_SEG\n  NDIM: 3D\nDATA:\n"
+        f"  PATCH_SIZE: {(*patch, 1)}\n  TEST:\n    PADDING: {padding}\n"
+        f"    OVERLAP: {(overlap,) * 3}\nMODEL:\n  SOURCE: bmz\n"
+    )
 
 
 def conv3d_package(folder: Path) -> Path:
@@ -76,7 +74,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     tifffile.imwrite(root / "vol.tif", volume)
     tifffile.imwrite(root / "volz.tif", volume, compression="zlib", tile=(16, 16))
     config = root / "cfg.yaml"
-    config.write_text(CONFIG)
+    config.write_text(semantic_config((24, 24, 24), (4, 4, 4), 0.25))
     return {"root": root, "model": model, "config": config}
 
 

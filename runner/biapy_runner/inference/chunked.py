@@ -13,8 +13,9 @@ same blending windows, so the result equals ``predict_tiled``'s up to float roun
    only its input region (tiles plus context; border context by the same reflection or zeros as
    ``TileGrid.pad``), normalises it with the whole image's statistics, runs its tiles and adds
    the window-weighted cores into a float32 Zarr accumulator chunked like the tiles' cores;
-3. a last pass divides the accumulator by the window weights, crops it to the image, applies
-   the model's postprocessing and leaves the raw prediction in the Zarr (``complete`` set).
+3. a last pass, block by block (one chunk deep, sized to the budget), divides the accumulator
+   by the window weights, crops it to the image, applies the model's postprocessing and leaves
+   the raw prediction in the Zarr (``complete`` set).
 
 The budget is the whole process's memory: what the runner holds (Python, torch, the model and
 its backend) plus one group's buffers plus a batch of tiles, bounded by it, not by the image.
@@ -433,7 +434,7 @@ def predict_chunked(
 
     ``model.prepare`` normalises a raw region with the whole image's statistics;
     ``model.batch_size(tile_bytes, tiles)`` picks the batch; ``on_slab(region, data)`` gets each
-    finished slab of the prediction (e.g. to decode it without reading it back). ``budget`` is
+    finished block of the prediction (e.g. to decode it without reading it back). ``budget`` is
     the whole process's: the backend is chosen on the first tile, then what the process holds
     is subtracted, and one group's buffers get ``GROUP_SHARE`` of the rest, a batch of tiles
     the other part.
@@ -459,10 +460,14 @@ def predict_chunked(
                        int(space * (1 - GROUP_SHARE)) // tile_cost))  # fmt: skip
     sizes = _group_sizes(grid, image.shape[0], model.out_channels, int(space * GROUP_SHARE))
     if space == MIN_ROOM or sizes == [1] * len(sizes) and grid.count > 1:
+        held = current_rss()
+        left = (
+            f"is below what the runner itself holds ({_gib(held)})" if budget - held < MIN_ROOM
+            else f"leaves {_gib(budget - held)} beside what the runner holds ({_gib(held)})"
+        )  # fmt: skip
         log.warn(
-            f"the memory budget {_gib(budget)} leaves {_gib(budget - current_rss())} beside "
-            f"what the runner holds ({_gib(current_rss())}): groups of one tile, slower; give "
-            "a larger --memory-budget"
+            f"the memory budget {_gib(budget)} {left}: groups of one tile, slower; give a "
+            "larger --memory-budget"
         )
     groups = math.prod(math.ceil(len(a.starts) / g) for a, g in zip(grid.axes, sizes))
     log.info(
@@ -521,7 +526,7 @@ def _finish(
     attrs: dict[str, Any] | None, in_place: bool,
     on_slab: Callable[[Region, np.ndarray], None] | None,
 ) -> Any:
-    """Divide by the window weights, crop to the image and postprocess, slab by slab; the
+    """Divide by the window weights, crop to the image and postprocess, block by block; the
     prediction is ``out`` (the accumulator itself when no crop is needed)."""
     plan = grid.plan
     weights = [(1.0 / w).astype(np.float32) for w in grid.weight_sums()]
@@ -529,12 +534,7 @@ def _finish(
     shape = tuple(a.length * s for a, s in zip(grid.axes, plan.scale))
     target = acc if in_place else create_zarr(out, (acc.shape[0], *shape), np.float32,
                                               acc.chunks)  # fmt: skip
-    plane = acc.shape[0] * math.prod(shape[1:]) * 4
-    step = max(acc.chunks[1], (int(space * GROUP_SHARE) // (5 * plane)) // acc.chunks[1]
-               * acc.chunks[1])  # fmt: skip
-    for start in range(0, shape[0], step):
-        stop = min(start + step, shape[0])
-        region = (slice(start, stop), *(slice(0, n) for n in shape[1:]))
+    for region in _finish_blocks(shape, acc.shape[0], acc.chunks[1:], space):
         source = tuple(slice(r.start + o, r.stop + o) for r, o in zip(region, offsets))
         data = np.asarray(acc[(slice(None), *source)], dtype=np.float32)
         for axis, (w, s) in enumerate(zip(weights, source)):
@@ -553,6 +553,22 @@ def _finish(
             on_slab(region, data)
     target.attrs.update({**(attrs or {}), "complete": True})
     return target
+
+
+def _finish_blocks(
+    shape: Sequence[int], channels: int, chunks: Sequence[int], space: int
+) -> Iterator[Region]:
+    """Regions of the output aligned to its chunks, one chunk deep along the first axis and as
+    wide along the others as ``GROUP_SHARE`` of ``space`` allows five float32 copies of."""
+    block = [min(int(c), int(n)) for c, n in zip(chunks, shape)]
+    limit = max(1, int(space * GROUP_SHARE) // (5 * 4 * channels))
+    for axis in range(len(shape) - 1, 0, -1):  # widen the last axes first, whole chunks
+        rest = math.prod(block) // block[axis]
+        block[axis] = min(int(shape[axis]),
+                          max(block[axis], limit // rest // chunks[axis] * chunks[axis]))  # fmt: skip
+    ranges = [range(0, int(n), b) for n, b in zip(shape, block)]
+    for starts in itertools.product(*ranges):
+        yield tuple(slice(a, min(a + b, int(n))) for a, b, n in zip(starts, block, shape))
 
 
 def check_chunkable(cfg: Config, model: Any) -> None:
