@@ -43,6 +43,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                    "~/.cache/biapy-runner/models)")
     p.add_argument("--batch-size", type=int, help="tiles per forward pass (default: as many as "
                    "half the free memory holds, at most 4 on CPU and 32 on a GPU)")
+    p.add_argument("--memory-budget", metavar="SIZE",
+                   help="RAM the prediction may use, e.g. 1.5G: larger images (Zarr, HDF5, TIFF) "
+                   "are predicted by chunks (default $BIAPY_RUNNER_MEMORY_BUDGET, else half the "
+                   "available memory)")
     p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
                    help="how the model runs (default auto: the fastest that gives the same "
                    "results, measured on the first tile and remembered in the model cache)")
@@ -95,10 +99,6 @@ def _add_execution(p: argparse.ArgumentParser, example: str) -> None:
     p.add_argument("--amp", action="store_true", help="mixed precision (float16) on CUDA")
     p.add_argument("--workflow", choices=sorted(PROBLEM_TYPES),
                    help="the workflow the configuration must run (checked against PROBLEM.TYPE)")
-    p.add_argument("--memory-budget", metavar="SIZE",
-                   help="RAM the prediction may use, e.g. 1.5G: larger images (Zarr, HDF5, TIFF) "
-                   "are predicted by chunks (default $BIAPY_RUNNER_MEMORY_BUDGET, else half the "
-                   "available memory)")
 
 
 def _add_split(sub: argparse._SubParsersAction) -> None:

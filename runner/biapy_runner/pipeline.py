@@ -497,6 +497,8 @@ def _configure(opts: RunOptions) -> Config:
             f"The configuration {opts.config} runs PROBLEM.TYPE {cfg.get('PROBLEM.TYPE')}, but "
             f"{opts.workflow} was expected (--workflow); choose the workflow the file runs."
         )
+    if not cfg.get("TRAIN.ENABLE"):  # training builds its network (training.py checks it)
+        check_model_source(cfg)
     return cfg
 
 
@@ -542,7 +544,6 @@ def run(opts: RunOptions) -> Path:
         from biapy_runner import training
 
         return training.train(training.TrainOptions.from_run(opts), cfg, since)
-    check_model_source(cfg)
     workflow = workflow_for(cfg)
     check_output_dir(opts.out)
     images, gts = input_files(opts, cfg, workflow)

@@ -112,8 +112,7 @@ def train(opts: TrainOptions, cfg: Config, since: tuple[float, int]) -> Path:
     Path
         The output folder.
     """
-    if cfg.get("MODEL.SOURCE") == "biapy":
-        check_model_implemented(cfg)
+    check_trainable_model(cfg)
     if not opts.name or "/" in opts.name or opts.name.startswith("."):
         raise InputError(f"--name {opts.name!r}: give a plain name for the checkpoint files.")
     workflow = workflow_for(cfg)
@@ -157,6 +156,21 @@ def train(opts: TrainOptions, cfg: Config, since: tuple[float, int]) -> Path:
         stage.publish()
     log.info(f"results written to {opts.out}")
     return opts.out
+
+
+def check_trainable_model(cfg: Config) -> None:
+    """Training builds the network of MODEL.ARCHITECTURE (MODEL.SOURCE: biapy), which must be
+    one the runner builds, or fine-tunes a BioImage.IO package (MODEL.SOURCE: bmz); checked
+    before any image is read."""
+    if fine_tuning(cfg):
+        return
+    source = cfg.get("MODEL.SOURCE")
+    if source != "biapy":
+        raise ConfigError(
+            f"MODEL.SOURCE is {source!r}: training builds the network of MODEL.ARCHITECTURE "
+            "(MODEL.SOURCE: biapy)."
+        )
+    check_model_implemented(cfg)
 
 
 def trained_model(cfg: Config, staged: Path, device: Any) -> Any:
@@ -353,14 +367,8 @@ def _initial_model(cfg: Config, in_channels: int) -> tuple[Any, tuple[int, Any, 
     from biapy_runner.train.loop import seed_everything
 
     seed_everything(int(cfg.get("SYSTEM.SEED")))
-    source = cfg.get("MODEL.SOURCE")
     if fine_tuning(cfg):
         return start_from_package(cfg), None
-    if source != "biapy":
-        raise ConfigError(
-            f"MODEL.SOURCE is {source!r}: training builds the network of MODEL.ARCHITECTURE "
-            "(MODEL.SOURCE: biapy)."
-        )
     if not cfg.get("MODEL.LOAD_CHECKPOINT"):
         from biapy_runner.models.architectures import build_model
 
