@@ -1089,7 +1089,7 @@ class _Chunks:
         ``summary``: WORKFLOW_PROCESS.TYPE chunk_by_chunk decodes in slabs along the first axis
         grown by the workflow's ``halo`` (per-pixel decodes) or with
         ``Workflow.decode_by_chunks`` (instances merged across chunk borders, points
-        deduplicated); entire_pred decodes it whole when it fits. The decoded results when
+        deduplicated); entire_pred decodes it whole, as BiaPy does. The decoded results when
         they were held in memory (to score), else None."""
         from biapy_runner.inference.chunked import room
 
@@ -1102,12 +1102,9 @@ class _Chunks:
             summary.update(writer.close())
             return None
         if whole and not self.fits(raw.nbytes):
-            raise ConfigError(
-                f"TEST.BY_CHUNKS.WORKFLOW_PROCESS.TYPE is entire_pred, but the raw prediction of "
-                f"{lazy.path} ({raw.nbytes / 2**30:.2f} GiB) does not fit the memory budget: "
-                "set it to chunk_by_chunk, give a larger --memory-budget, or set "
-                "TEST.BY_CHUNKS.PHASES to [prediction] to keep the raw prediction only."
-            )
+            log.warn(f"{lazy.stem}: TEST.BY_CHUNKS.WORKFLOW_PROCESS.TYPE is entire_pred: the raw "
+                     f"prediction ({raw.nbytes / 2**30:.2f} GiB) is decoded whole although it "
+                     "exceeds the memory budget (chunk_by_chunk decodes it by chunks)")  # fmt: skip
         if whole:
             image = Image(lazy.path, lazy.stem, lazy.read(), lazy.axes, lazy.source_axes,
                           lazy.dtype)  # fmt: skip
