@@ -806,8 +806,9 @@ def _process(
         image, raw, decoded = produce(path)
         if isinstance(decoded, ChunkedResult):  # written by chunks; scored when it fits
             summary_rows.append({"image": image.stem, **decoded.summary})
-            if gt_ref is not None:
-                log.warn(f"{image.stem}: predicted by chunks; its metrics are not computed")
+            scored = None if gt_ref is None else decoded.score(gt_ref)
+            if scored is not None:
+                metric_rows.append(_scored_row(stage, image.stem, scored))
             continue
         gt = None if gt_ref is None else workflow.load_gt(gt_ref, image)
         summary, scores = _write_result(stage, workflow, image, raw, decoded, gt)
@@ -847,10 +848,14 @@ def _write_result(
     summary = {"image": image.stem, **workflow.summarize(decoded, image)}
     if gt is None:
         return summary, None
-    scored = workflow.score(decoded, gt, image)
-    stage.add_tables(scored.tables, image.stem)
+    return summary, _scored_row(stage, image.stem, workflow.score(decoded, gt, image))
+
+
+def _scored_row(stage: OutputStage, stem: str, scored: Any) -> dict[str, Any]:
+    """The metrics row of one image's ``scored`` results (its tables staged)."""
+    stage.add_tables(scored.tables, stem)
     log.info("  " + _format_row(scored.row))
-    return summary, {"image": image.stem, **scored.row}
+    return {"image": stem, **scored.row}
 
 
 def _write_metrics(
@@ -890,9 +895,66 @@ def _format_row(row: dict[str, Any], limit: int = 8) -> str:
 @dataclass
 class ChunkedResult:
     """An image predicted by chunks: its outputs are Zarr stores (and TIFFs) already written in
-    the staging folder; ``summary``: its row of ``metrics/summary.tsv``."""
+    the staging folder; ``summary``: its row of ``metrics/summary.tsv``; ``image``: the image's
+    shape without its pixels (a zero-strided view); ``decoded``: the decoded results when they
+    were made in memory (instance labels, points), else read back from ``post_proc`` to score."""
 
     summary: dict[str, Any]
+    image: Image
+    decoded: Any = None
+    chunks: Any = None
+    gt: Any = None
+
+    def score(self, gt_ref: Any) -> Any:
+        """The image's ``Scored`` against ``gt_ref``: in memory when its results were decoded
+        in memory (instance labels, points: the GT, no larger, is read whole), else streamed
+        over ``post_proc/<stem>.zarr`` and the GT read by blocks (``Workflow.score_stored``);
+        None, with a warning, when the workflow cannot."""
+        import zarr
+
+        from biapy_runner.io.chunked import open_prediction
+
+        workflow, folder, stem = self.chunks.workflow, self.chunks.stage.folder, self.image.stem
+        if self.decoded is not None:
+            return workflow.score(self.decoded, workflow.load_gt(gt_ref, self.image), self.image)
+        stored = folder / "post_proc" / f"{stem}.zarr"
+        scored = None
+        if stored.exists():
+            scored = workflow.score_stored(zarr.open_array(str(stored), mode="r"),
+                                           open_prediction(folder / "raw" / f"{stem}.zarr"),
+                                           self._gt_planes(gt_ref))  # fmt: skip
+        if scored is None:
+            log.warn(f"{stem}: predicted by chunks and not decoded in memory; its metrics are "
+                     "not computed")  # fmt: skip
+        return scored
+
+    def _gt_planes(self, gt_ref: Path) -> Any:
+        """The GT as a label volume that slices along its first axis: read by regions from a
+        Zarr/HDF5/TIFF of the image's shape, else read whole."""
+        from biapy_runner.io.chunked import is_lazy_format, open_lazy
+
+        shape = self.image.spatial_shape
+        if is_lazy_format(gt_ref):
+            lazy = open_lazy(gt_ref, ndim=len(shape), announce=False)
+            if lazy.shape == (1, *shape):
+                return _Planes(lazy)
+            lazy.close()
+        return self.chunks.workflow.load_gt(gt_ref, self.image)
+
+
+@dataclass
+class _Planes:
+    """A one-channel ``LazyImage`` as a label volume sliced along its first axis."""
+
+    lazy: LazyImage
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.lazy.spatial_shape
+
+    def __getitem__(self, first: slice) -> np.ndarray:
+        rest = tuple(slice(0, n) for n in self.lazy.spatial_shape[1:])
+        return self.lazy.read((first, *rest))[0]
 
 
 #: DATA.TEST.INPUT_IMG_AXES_ORDER's default: the axes are then the file's (metadata, shape).
@@ -971,6 +1033,7 @@ class _Chunks:
             halo = self.workflow.chunk_halo() if self._decodes() else None
             whole = self.cfg.get("TEST.BY_CHUNKS.WORKFLOW_PROCESS.TYPE") == "entire_pred"
             fused = _RegionDecoder(self, lazy) if halo == 0 and not whole else None
+            decoded = None
             self.predictor.chunked(lazy, raw_path, self.budget,
                                    fused.add if fused is not None else None)  # fmt: skip
             raw = open_prediction(raw_path)
@@ -978,13 +1041,13 @@ class _Chunks:
                 "shape": "x".join(str(n) for n in raw.spatial_shape), "by_chunks": True,
             }
             self.tiff("raw", raw)
+            view = Image(lazy.path, lazy.stem, np.broadcast_to(np.zeros((), lazy.dtype),
+                         lazy.shape), lazy.axes, lazy.source_axes, lazy.dtype)  # fmt: skip
             if fused is not None:
                 summary.update(fused.close())
             elif self._decodes():
-                summary.update(self._decode(lazy, raw, halo, whole))
-            stub = Image(lazy.path, lazy.stem, np.empty((0,) * (lazy.ndim + 1)), lazy.axes,
-                         lazy.source_axes, lazy.dtype)  # fmt: skip
-            return stub, None, ChunkedResult(summary)
+                decoded = self._decode(lazy, raw, halo, whole, view, summary)
+            return view, None, ChunkedResult(summary, view, decoded, self)
         finally:
             lazy.close()
 
@@ -1018,36 +1081,41 @@ class _Chunks:
         self.stage.write_image(folder, array.stem, data, axes)
 
     def _decode(
-        self, lazy: LazyImage, raw: LazyImage, halo: int | None, whole: bool
-    ) -> dict[str, Any]:
-        """The workflow's results from the stored raw prediction: in slabs along the first
-        axis grown by the workflow's ``halo``, or whole when the workflow cannot decode by
-        regions and the prediction fits the budget (WORKFLOW_PROCESS.TYPE entire_pred: whole)."""
+        self, lazy: LazyImage, raw: LazyImage, halo: int | None, whole: bool, view: Image,
+        summary: dict[str, Any],
+    ) -> Any:
+        """The workflow's results from the stored raw prediction, written to
+        ``<folder>/<stem>.zarr`` (and TIFF when asked and small), their fields added to
+        ``summary``: WORKFLOW_PROCESS.TYPE chunk_by_chunk decodes in slabs along the first axis
+        grown by the workflow's ``halo`` (per-pixel decodes) or with
+        ``Workflow.decode_by_chunks`` (instances merged across chunk borders, points
+        deduplicated); entire_pred decodes it whole, as BiaPy does. The decoded results when
+        they were held in memory (to score), else None."""
         from biapy_runner.inference.chunked import room
 
+        writer = _RegionDecoder(self, lazy)
         if halo is not None and not whole:
-            decoder = _RegionDecoder(self, lazy)
-            shape = raw.spatial_shape
             for region in raw.blocks(room(self.budget) // 8):
                 grown = tuple(slice(max(0, r.start - halo), min(n, r.stop + halo))
-                              for r, n in zip(region, shape))  # fmt: skip
-                decoder.add(region, raw.read(grown), grown)
-            return decoder.close()
-        if not self.fits(raw.nbytes) and not whole:
-            raise ConfigError(
-                f"{self.workflow.problem_type} cannot decode a prediction by chunks, and the raw "
-                f"prediction of {lazy.path} ({raw.nbytes / 2**30:.2f} GiB) does not fit the "
-                "memory budget: give a larger --memory-budget, or set TEST.BY_CHUNKS.PHASES to "
-                "[prediction] to keep the raw prediction only."
-            )
-        image = Image(lazy.path, lazy.stem, lazy.read(), lazy.axes, lazy.source_axes,
-                      lazy.dtype)  # fmt: skip
-        decoded = self.workflow.decode(raw.read(), image)
-        for folder, array in decoded.images.items():
-            axes = image.axes if array.ndim == len(image.axes) else image.axes[1:]
-            self.stage.write_image(folder, lazy.stem, array, axes)
+                              for r, n in zip(region, raw.spatial_shape))  # fmt: skip
+                writer.add(region, raw.read(grown), grown)
+            summary.update(writer.close())
+            return None
+        if whole and not self.fits(raw.nbytes):
+            log.warn(f"{lazy.stem}: TEST.BY_CHUNKS.WORKFLOW_PROCESS.TYPE is entire_pred: the raw "
+                     f"prediction ({raw.nbytes / 2**30:.2f} GiB) is decoded whole although it "
+                     "exceeds the memory budget (chunk_by_chunk decodes it by chunks)")  # fmt: skip
+        if whole:
+            image = Image(lazy.path, lazy.stem, lazy.read(), lazy.axes, lazy.source_axes,
+                          lazy.dtype)  # fmt: skip
+            decoded = self.workflow.decode(raw.read(), image)
+        else:
+            decoded = self.workflow.decode_by_chunks(raw, view)
+        writer.write(tuple(slice(0, n) for n in raw.spatial_shape), decoded.images)
+        summary.update(writer.close())
+        summary.update(self.workflow.summarize(decoded, view))
         self.stage.add_tables(decoded.tables, lazy.stem)
-        return self.workflow.summarize(decoded, image)
+        return decoded
 
 
 class _RegionDecoder:
@@ -1064,13 +1132,20 @@ class _RegionDecoder:
         """Decode ``raw``, the prediction of ``grown`` (default: ``region``) in output pixels,
         and write the part of each result that lies in ``region``."""
         grown = region if grown is None else grown
-        lazy, ndim = self.lazy, len(region)
+        lazy = self.lazy
         source = tuple(slice(g.start // k, -(-g.stop // k)) for g, k in zip(grown, self.scale))
         image = Image(lazy.path, lazy.stem, lazy.read(source), lazy.axes, lazy.source_axes,
                       lazy.dtype)  # fmt: skip
         decoded = self.chunks.workflow.decode(raw, image)
         inner = tuple(slice(r.start - g.start, r.stop - g.start) for r, g in zip(region, grown))
-        for folder, array in decoded.images.items():
+        self.write(region, decoded.images, inner)
+
+    def write(self, region: tuple[slice, ...], images: dict[str, np.ndarray],
+              inner: tuple[slice, ...] | None = None) -> None:  # fmt: skip
+        """Write the part ``inner`` (default: all) of each result into ``region`` of its Zarr."""
+        ndim = len(region)
+        inner = tuple(slice(None) for _ in region) if inner is None else inner
+        for folder, array in images.items():
             lead = (slice(None),) * (array.ndim - ndim)
             if folder not in self.stores:
                 self.stores[folder] = self._create(folder, array, ndim)

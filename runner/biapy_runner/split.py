@@ -200,19 +200,13 @@ def _merge_gt(workflow: Workflow, stem: str, gt: list[Path]) -> Any:
 def _decodes_by_chunks(cfg: Config, info: SlabInfo, option: str | None) -> bool:
     """Whether the merged prediction is decoded by chunks: TEST.BY_CHUNKS.ENABLE, or its
     float32 prediction plus the decoder's copies (about three) exceed the memory budget."""
-    from biapy_runner.inference.chunked import memory_budget
+    from biapy_runner.inference.chunked import by_chunks, memory_budget
 
     needed = 3 * 4 * int(np.prod(info.out_shape))
     budget, origin = memory_budget(option)
     numbers = f"~{needed / 2**30:.2f} GiB, memory budget {budget / 2**30:.2f} GiB ({origin})"
-    if cfg.get("TEST.BY_CHUNKS.ENABLE"):
-        log.info(f"merge: decoding by chunks (TEST.BY_CHUNKS.ENABLE): {numbers}")
-        return True
-    if needed > budget:
-        log.info(f"merge: decoding by chunks (automatic: the volume does not fit): {numbers}")
-        return True
-    log.info(f"merge: decoding the whole volume (fits the memory budget): {numbers}")
-    return False
+    return by_chunks(bool(cfg.get("TEST.BY_CHUNKS.ENABLE")), needed > budget, numbers,
+                     "merge: decoding ")  # fmt: skip
 
 
 def _open_volume(path: Path, opts: RunOptions) -> Any:

@@ -150,13 +150,35 @@ def decide(
         f"~{_gib(needed)} beside the {_gib(held)} the runner holds, memory budget {_gib(budget)} "
         f"({origin})"
     )
+    return by_chunks(enabled, needed + held > budget, numbers, "  ")
+
+
+def by_chunks(enabled: bool, too_big: bool, numbers: str, prefix: str = "") -> bool:
+    """The one rule for working by chunks (prediction in ``run``, decoding in ``merge``):
+    TEST.BY_CHUNKS.ENABLE, or automatically when the whole does not fit the memory budget
+    (``too_big``); the decision is logged with its ``numbers``.
+
+    Parameters
+    ----------
+    enabled
+        TEST.BY_CHUNKS.ENABLE.
+    too_big
+        Whether the in-memory work would exceed the memory budget.
+    numbers, prefix
+        The sizes behind the decision, and what starts the log line.
+
+    Returns
+    -------
+    bool
+        True to work by chunks.
+    """
     if enabled:
-        log.info(f"  by chunks (TEST.BY_CHUNKS.ENABLE): {numbers}")
+        log.info(f"{prefix}by chunks (TEST.BY_CHUNKS.ENABLE): {numbers}")
         return True
-    if needed + held > budget:
-        log.info(f"  by chunks (automatic: the image does not fit the memory budget): {numbers}")
+    if too_big:
+        log.info(f"{prefix}by chunks (automatic: it does not fit the memory budget): {numbers}")
         return True
-    log.info(f"  in memory (fits the memory budget): {numbers}")
+    log.info(f"{prefix}in memory (fits the memory budget): {numbers}")
     return False
 
 

@@ -9,6 +9,7 @@ over blocks); ``overlap()`` then gives exactly the ``metrics.matching.Overlap`` 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -79,3 +80,40 @@ def streaming_overlap(y_true: Any, y_pred: Any, block: int = 64) -> Overlap:
         part = slice(start, start + block)
         acc.add(np.asarray(y_true[part]), np.asarray(y_pred[part]))
     return acc.overlap()
+
+
+def streaming_class_ious(
+    y_true: Any, y_pred: Any, classes: Sequence[int] | None, block: int = 64
+) -> list[float]:
+    """``masks.binary_iou`` of each class of two label volumes read ``block`` planes of the
+    first axis at a time (numpy, Zarr: anything that slices).
+
+    Parameters
+    ----------
+    y_true, y_pred
+        Label volumes of one shape (ground truth, prediction).
+    classes
+        The class numbers to score; None: the foreground (label > 0) once.
+    block
+        Planes read at a time.
+
+    Returns
+    -------
+    list of float
+        One IoU per class (0.0 when a class is in neither), as ``binary_iou`` on the whole.
+    """
+    if tuple(y_true.shape) != tuple(y_pred.shape):
+        raise InputError(
+            f"Ground truth shape {tuple(y_true.shape)} differs from prediction shape "
+            f"{tuple(y_pred.shape)}."
+        )
+    picks = [None] if classes is None else list(classes)
+    inter, union = np.zeros(len(picks), dtype=np.int64), np.zeros(len(picks), dtype=np.int64)
+    for start in range(0, int(y_true.shape[0]), block):
+        part = slice(start, start + block)
+        true, pred = np.asarray(y_true[part]), np.asarray(y_pred[part])
+        for i, k in enumerate(picks):
+            a, b = (true > 0, pred > 0) if k is None else (true == k, pred == k)
+            inter[i] += np.count_nonzero(a & b)
+            union[i] += np.count_nonzero(a | b)
+    return [float(i / u) if u else 0.0 for i, u in zip(inter, union)]

@@ -151,6 +151,12 @@ class Workflow(ABC):
     def score(self, decoded: Decoded, gt: Any, image: Image) -> Scored:
         """Compare one decoded prediction with its ground truth."""
 
+    def score_stored(self, labels: Any, raw: Any, gt: Any) -> Scored | None:
+        """``score`` streamed over results stored by chunks: ``labels`` (``post_proc``) and
+        ``gt`` slice like numpy label volumes (read by blocks), ``raw`` is the stored raw
+        prediction; None (the default) when the workflow can only score in memory."""
+        return None
+
     def summarize(self, decoded: Decoded, image: Image) -> dict[str, Any]:
         """A row of ``metrics/summary.tsv`` describing a prediction when there is no GT."""
         return {}

@@ -70,6 +70,17 @@ class SemanticSegmentation(Workflow):
         per_class = {f"iou_class_{k}": binary_iou(labels == k, gt == k) for k in range(classes)}
         return Scored(row={"iou": float(np.mean(list(per_class.values()))), **per_class})
 
+    def score_stored(self, labels: Any, raw: Any, gt: Any) -> Scored:
+        """``score`` streamed over stored labels and GT read by blocks (same values)."""
+        from biapy_runner.metrics.streaming import streaming_class_ious
+
+        classes = int(raw.shape[0])
+        if classes <= 2:
+            return Scored(row={"iou": streaming_class_ious(gt, labels, None)[0]})
+        ious = streaming_class_ious(gt, labels, range(classes))
+        per_class = {f"iou_class_{k}": v for k, v in enumerate(ious)}
+        return Scored(row={"iou": float(np.mean(ious)), **per_class})
+
     def summarize(self, decoded: Decoded, image: Image) -> dict[str, Any]:
         """Shape and foreground fraction (or the fraction of each class)."""
         labels = decoded.images["post_proc"]
