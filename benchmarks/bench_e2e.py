@@ -165,7 +165,7 @@ def bare_forward(cached: Path, volume: np.ndarray, threads: int, backend: str | 
              for s in grid.starts()]
     result = {"tiles": len(tiles), "eager": _timed_over(model.reference, tiles)}
     if backend and backend != "torch":
-        source = choice.Source("pytorch_state_dict", model.reference, model.descr,
+        source = choice.Source("pytorch_state_dict", model.reference, None,
                                torch.device("cpu"), threads, cached.parent / "floor")
         forward = choice.builders_for(source, tiles[0], 5, (1, 1))[backend]()
         result[backend] = _timed_over(forward, tiles)

@@ -269,16 +269,68 @@ def test_cached_package_is_validated_once(
 
     monkeypatch.setattr(model_module, "load_description", spy)
     monkeypatch.setattr(model_module, "resolve_model", lambda source, cache_dir: cached)
-    for _ in range(2):
-        load_model("my-model", device="cpu", cache_dir=cache, backend="torch")
-    assert checks == [True, False]
+    models = [load_model("my-model", device="cpu", cache_dir=cache, backend="torch")
+              for _ in range(2)]
+    assert checks == [True]  # the second run reads the kept digest: no bioimageio at all
+    assert models[1].digest == models[0].digest and models[1].name == "backend conv"
     assert store.is_verified(cached)
-    assert store.derived_folder(cached, cache) == cache / "my-model__0123456789abcdef.derived"
+    folder = store.derived_folder(cached, cache)
+    assert folder == cache / "my-model__0123456789abcdef.derived"
+    assert store.read_digest(cached, folder) == models[0].digest
     with zipfile.ZipFile(conv_zip) as source, zipfile.ZipFile(cached, "w") as changed:
         for name in source.namelist():
             data = source.read(name)
-            changed.writestr(name, data.replace(b"backend conv", b"backend cone"))
+            if name.endswith((".yaml", ".yml")):
+                data = data.replace(b"name: backend conv", b"name: backend cone")
+            changed.writestr(name, data)
     assert not store.is_verified(cached)  # another rdf: validated again
+    assert store.read_digest(cached, folder) is None
+    model = load_model("my-model", device="cpu", cache_dir=cache, backend="torch")
+    assert checks == [True, True] and model.name == "backend cone"
+
+
+def test_kept_digest_follows_the_package_content(conv_zip: Path, tmp_path: Path) -> None:
+    """Same rdf but other bytes (a weight file replaced in place): the digest is made again."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    cached = cache / "my-model__0123456789abcdef.zip"
+    cached.write_bytes(conv_zip.read_bytes())
+    folder = store.derived_folder(cached, cache)
+    model = load_model(cached, device="cpu", cache_dir=cache, backend="torch")
+    assert store.read_digest(cached, folder) == model.digest
+    with zipfile.ZipFile(conv_zip) as source, zipfile.ZipFile(cached, "w") as changed:
+        for name in source.namelist():
+            changed.writestr(name, source.read(name) + (b"\n" if name.endswith(".py") else b""))
+    assert store.is_verified(cached)  # the rdf is the same ...
+    assert store.read_digest(cached, folder) is None  # ... but the package is not
+    (folder / store.DIGEST_NAME).write_text("{not json")
+    assert store.read_digest(cached, folder) is None
+
+
+def test_warm_load_imports_no_bioimageio(conv_zip: Path, tmp_path: Path) -> None:
+    """A cached package with its digest loads, preprocesses and runs without bioimageio."""
+    import subprocess
+    import sys
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    cached = cache / "my-model__0123456789abcdef.zip"
+    cached.write_bytes(conv_zip.read_bytes())
+    script = (
+        "import sys, numpy as np, torch\n"
+        "from biapy_runner.models.model import load_model\n"
+        f"m = load_model({str(cached)!r}, device='cpu', cache_dir={str(cache)!r})\n"
+        "x = m.preprocess(np.arange(16 * 16, dtype=np.float32).reshape(1, 16, 16) % 7)\n"
+        "y = m.forward(torch.from_numpy(x[None]))\n"
+        "p = m.postprocess(y[0].numpy())\n"
+        "print(p.shape, float(p.sum()), any(k.startswith('bioimageio') for k in sys.modules))\n"
+    )
+    runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                           timeout=300) for _ in range(2)]
+    assert all(r.returncode == 0 for r in runs), runs[-1].stderr
+    cold, warm = (r.stdout.split() for r in runs)
+    assert cold[-1] == "True" and warm[-1] == "False"
+    assert cold[:-1] == warm[:-1]  # same shape and values
 
 
 # ----------------------------------------------------------------------------- batching

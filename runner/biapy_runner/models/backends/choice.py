@@ -27,7 +27,7 @@ import torch
 
 from biapy_runner.errors import real_cause
 from biapy_runner.log import info, warn
-from biapy_runner.models.backends import BackendUnavailable, Forward, remote_weights
+from biapy_runner.models.backends import BackendUnavailable, Forward, Weights
 
 #: The backends ``--backend`` accepts besides ``auto``, in order of preference on ties.
 BACKENDS = ("torch", "torch-channels-last", "torchscript", "onnxruntime", "openvino")
@@ -367,12 +367,12 @@ def _cached(
 @dataclass
 class Source:
     """What the candidates are made from: the reference weights as loaded (``format`` a weight
-    format, ``forward`` its callable), the description (for ONNX weights of the package), where
-    they run, and the folder that keeps our conversions (None: a temporary one)."""
+    format, ``forward`` its callable), the package's ONNX weights (None without), where they
+    run, and the folder that keeps our conversions (None: a temporary one)."""
 
     format: str
     forward: Forward
-    descr: Any
+    onnx: Weights | None
     device: torch.device
     threads: int | None
     folder: Path
@@ -403,9 +403,9 @@ def builders_for(
 
     def onnx_model() -> bytes | Path:
         if not onnx_file:
-            packaged = getattr(source.descr.weights, "onnx", None)
-            if packaged is not None and not remote_weights(source.descr, "onnx"):  # offline
-                onnx_file.append(packaged.get_reader().read())
+            packaged = source.onnx
+            if packaged is not None and not packaged.remote:  # offline
+                onnx_file.append(packaged.data())
             elif module is not None:
                 path = source.folder / "model.onnx"
                 if not path.is_file():
