@@ -194,7 +194,7 @@ class Run:
 
 
 _MARKS = [
-    ("loaded", re.compile(r"running \S+ weights on")),
+    ("loaded", re.compile(r"running \S+ weights on|weights on \S+, loaded only if")),
     ("chosen", re.compile(r": backend \S+")),
     ("first_tile", re.compile(r"tile\(s\) \(.*batches of")),
     ("tiles_done", re.compile(r"tiles (\d+)/\1 ")),

@@ -239,8 +239,13 @@ def test_load_model_chooses_and_remembers(conv_zip: Path, tmp_path: Path, capsys
     assert float((out - expected).abs().max()) <= 1e-4
     capsys.readouterr()
     again = load_model(conv_zip, device="cpu", cache_dir=cache, threads=1)
+    assert again._source.forward is None  # a choice is remembered: weights loaded when needed
     assert again.select_backend(tile).name == chosen.name
-    assert "(remembered" in capsys.readouterr().err
+    log = capsys.readouterr().err
+    assert "(remembered" in log and "loaded only if the remembered backend needs them" in log
+    torch_based = chosen.name in ("torch", "torch-channels-last", "torchscript")
+    assert (again._source.forward is not None) == torch_based
+    np.testing.assert_array_equal(again.forward(torch.from_numpy(tile)[None]), out)
 
 
 def test_forced_torch_skips_the_probe(conv_zip: Path, tmp_path: Path) -> None:

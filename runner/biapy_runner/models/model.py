@@ -19,9 +19,10 @@ import torch
 from biapy_runner.errors import InputError, ModelError, real_cause
 from biapy_runner.log import info, warn
 from biapy_runner.models import store
-from biapy_runner.models.backends import WEIGHT_FORMATS, Weights, load_weights
+from biapy_runner.models.backends import WEIGHT_FORMATS, Weights, first_format, load_weights
 from biapy_runner.models.backends.choice import (
     CHOICES,
+    STORE_NAME,
     Choice,
     ChoiceStore,
     Source,
@@ -185,15 +186,27 @@ class BmzModel:
         self._stat: dict[Any, Any] = {}
         shown = self.name if source == self.name else f"{self.name} from {source}"
         weights = {f: Weights(f, entry, self._read) for f, entry in known.weights.items()}
-        self.weight_format, reference = load_weights(
-            weights, shown, device, weight_format, threads
-        )
+
+        def load() -> tuple[str, Any]:
+            return load_weights(weights, shown, device, weight_format, threads)
+
         self._wanted_backend = backend
-        self._source = Source(
-            self.weight_format, reference, weights.get("onnx"), device, threads, folder
-        )
+        remembered = folder is not None and (folder / STORE_NAME).is_file()
+        if backend == "auto" and remembered and first_format(weights, weight_format):
+            fmt = first_format(weights, weight_format)
+            info(f"model {shown}: {fmt} weights on {device}, loaded only if the remembered "
+                 "backend needs them")
+            self._source = Source(fmt, None, weights.get("onnx"), device, threads, folder, load)
+        else:
+            fmt, reference = load()
+            self._source = Source(fmt, reference, weights.get("onnx"), device, threads, folder)
         self.choice: Choice | None = None
         self._tmp: tempfile.TemporaryDirectory | None = None  # conversions when no cache folder
+
+    @property
+    def weight_format(self) -> str:
+        """The package's weight format the model runs (or is checked against)."""
+        return self._source.format
 
     @property
     def descr(self) -> Any:
@@ -363,7 +376,7 @@ class BmzModel:
     def reference(self) -> Any:
         """The package's weights as loaded (a torch module for torch formats): the reference
         every other backend is checked against."""
-        return self._source.forward
+        return self._source.reference()
 
     @property
     def backend(self) -> str | None:
@@ -388,7 +401,7 @@ class BmzModel:
         reference = reference_name(source.format)
         if self._wanted_backend == reference:
             info(f"model {self.name}: backend {reference} (--backend {reference}: not probed)")
-            self.choice = Choice(reference, source.forward)
+            self.choice = Choice(reference, source.reference())
             return
         if source.folder is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="biapy-runner-model-")

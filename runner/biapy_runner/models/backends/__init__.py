@@ -75,6 +75,22 @@ def _missing_module(err: BaseException) -> str | None:
     return None
 
 
+def _order(weights: Mapping[str, Weights], wanted: str | None) -> list[str]:
+    """The formats :func:`load_weights` tries, in order: those whose weights are in the package
+    first (a URL may be unreachable on offline nodes)."""
+    if wanted:
+        return [wanted]
+    runnable = [f for f in WEIGHT_FORMATS if f in weights]
+    return sorted(runnable, key=lambda f: bool(weights[f].remote))
+
+
+def first_format(weights: Mapping[str, Weights], wanted: str | None) -> str | None:
+    """The format :func:`load_weights` tries first (None when there is none or it is not in
+    the package)."""
+    order = _order(weights, wanted)
+    return order[0] if order and order[0] in weights and not weights[order[0]].remote else None
+
+
 def load_weights(
     weights: Mapping[str, Weights],
     name: str,
@@ -98,9 +114,7 @@ def load_weights(
     A :class:`~biapy_runner.errors.ModelError` says why none could run.
     """
     present = [f for f in (*WEIGHT_FORMATS, *_UNSUPPORTED_FORMATS) if f in weights]
-    # formats whose weights are in the package first: a URL may be unreachable (offline nodes)
-    runnable = [f for f in WEIGHT_FORMATS if f in present]
-    order = [wanted] if wanted else sorted(runnable, key=lambda f: bool(weights[f].remote))
+    order = _order(weights, wanted)
     if wanted and wanted not in present:
         raise ModelError(
             f"The model {name!r} has no {wanted} weights; it has: {', '.join(present)}."

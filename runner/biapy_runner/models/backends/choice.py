@@ -366,16 +366,25 @@ def _cached(
 
 @dataclass
 class Source:
-    """What the candidates are made from: the reference weights as loaded (``format`` a weight
-    format, ``forward`` its callable), the package's ONNX weights (None without), where they
-    run, and the folder that keeps our conversions (None: a temporary one)."""
+    """What the candidates are made from: the reference weights (``format`` a weight format,
+    ``forward`` its callable; None until ``load`` gives both, when a candidate first needs them),
+    the package's ONNX weights (None without), where they run, and the folder that keeps our
+    conversions (None: a temporary one)."""
 
     format: str
-    forward: Forward
+    forward: Forward | None
     onnx: Weights | None
     device: torch.device
     threads: int | None
     folder: Path
+    load: Callable[[], tuple[str, Forward]] | None = None
+
+    def reference(self) -> Forward:
+        """The reference weights, loaded now if they were not."""
+        if self.forward is None:
+            assert self.load is not None
+            self.format, self.forward = self.load()
+        return self.forward
 
 
 def reference_name(weight_format: str) -> str:
@@ -397,20 +406,23 @@ def builders_for(
     axes an ONNX export keeps fixed); ``batch_axis``: the input's first axis is a batch axis."""
     from biapy_runner.models.backends import convert, onnx, openvino
 
-    module = source.forward if isinstance(source.forward, torch.nn.Module) else None
-    builders: dict[str, Builder] = {reference_name(source.format): lambda: source.forward}
+    torch_weights = source.format in ("pytorch_state_dict", "torchscript")
+    builders: dict[str, Builder] = {reference_name(source.format): source.reference}
     onnx_file: list[Any] = []
+
+    def module() -> torch.nn.Module:
+        return source.reference()  # type: ignore[return-value]
 
     def onnx_model() -> bytes | Path:
         if not onnx_file:
             packaged = source.onnx
+            path = source.folder / "model.onnx"
             if packaged is not None and not packaged.remote:  # offline
                 onnx_file.append(packaged.data())
-            elif module is not None:
-                path = source.folder / "model.onnx"
+            elif torch_weights:
                 if not path.is_file():
                     convert.export_onnx(
-                        module, example, path, out_rank=out_rank,
+                        module(), example, path, out_rank=out_rank,
                         fixed_inputs=(channel_axes[0],), fixed_outputs=(channel_axes[1],),
                     )
                 onnx_file.append(path)
@@ -418,9 +430,9 @@ def builders_for(
                 raise BackendUnavailable("needs ONNX weights or a torch model to export")
         return onnx_file[0]
 
-    if module is not None:
-        builders["torch-channels-last"] = lambda: convert.channels_last(module, example)
-        builders["torchscript"] = lambda: convert.torchscript(module, example)
+    if torch_weights:
+        builders["torch-channels-last"] = lambda: convert.channels_last(module(), example)
+        builders["torchscript"] = lambda: convert.torchscript(module(), example)
         builders["onnxruntime"] = lambda: onnx.session(onnx_model(), source.device, source.threads)
     builders["openvino"] = lambda: openvino.compile_onnx(
         onnx_model(), source.device, source.threads, source.folder / "openvino",
