@@ -13,7 +13,8 @@ with 4/16/16 pixels of context) in a subprocess, as a user runs it. Reported, in
   its speed-up over eager as the runner measured it.
 
 Runs: ``cold`` (the backend is probed: no remembered choice), then ``warm`` (choice remembered,
-the normal case), then ``torch`` (``--backend torch``: eager, no probe) unless ``--quick``.
+the normal case), then ``torch`` (``--backend torch-channels-last``: torch only, checked against
+eager on the first tile) unless ``--quick``.
 The machine's load changes wall times: compare ratios measured in the same run, and rerun on a
 quiet machine for figures to quote.
 
@@ -277,7 +278,7 @@ def main() -> None:
     runs.append(run_runner("warm", cached, image, work / "out-warm", args.threads, []))
     if not args.quick:
         runs.append(run_runner("torch", cached, image, work / "out-torch", args.threads,
-                               ["--backend", "torch"]))
+                               ["--backend", "torch-channels-last"]))
     chosen = runs[-1 if args.quick else 1].backend
     floor = bare_forward(cached, synthetic_volume(tuple(args.shape)), args.threads, chosen)
 

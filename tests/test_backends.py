@@ -256,6 +256,22 @@ def test_forced_torch_skips_the_probe(conv_zip: Path, tmp_path: Path) -> None:
     assert not list(cache.glob("local/*/backends.json"))
 
 
+def test_forced_backend_check_is_remembered(conv_zip: Path, tmp_path: Path, capsys) -> None:
+    """--backend torch-channels-last: checked against eager once, then trusted on later runs."""
+    cache = tmp_path / "cache"
+    tile = np.random.default_rng(1).random((1, 16, 16), dtype=np.float32)
+    logs = []
+    for _ in range(2):
+        model = load_model(conv_zip, device="cpu", cache_dir=cache, backend="torch-channels-last")
+        assert model.select_backend(tile).name == "torch-channels-last"
+        logs.append(capsys.readouterr().err)
+    assert "probe on one tile" in logs[0] and "(remembered" not in logs[0]
+    assert "(remembered" in logs[1] and "probe on one tile" not in logs[1]
+    (remembered,) = cache.glob("local/*/backends.json")
+    (key,) = json.loads(remembered.read_text())
+    assert key.endswith("|forced=torch-channels-last")
+
+
 def test_cached_package_is_validated_once(
     conv_zip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -299,18 +299,21 @@ def choose(
     """The backend ``wanted`` (``auto``: the fastest correct one, remembered in ``store`` under
     ``key``) for the model ``name``, probed on the tile ``x``; logs the choice and its speed-up.
 
-    A forced backend is still checked against the reference on the tile; a backend that is not
-    installed, does not apply to this model or gives other results falls back to the reference
-    with a log line."""
-    if wanted == "auto":
-        cached = _cached(store.get(key), builders, reference, name)
-        if cached is not None:
-            return cached
-    elif wanted not in builders:
+    A forced backend is still checked against the reference on the tile (one run each, not
+    timed again once it passed: the check is remembered under ``key`` and the backend's name); a
+    backend that is not installed, does not apply to this model or gives other results falls
+    back to the reference with a log line."""
+    if wanted != "auto" and wanted not in builders:
         info(f"model {name}: backend {wanted} does not apply to this model; using {reference}")
         return Choice(reference, builders[reference]())
     if wanted == reference:
         return Choice(reference, builders[reference]())
+    if wanted != "auto":
+        key = f"{key}|forced={wanted}"
+        measure = _once(measure)
+    cached = _cached(store.get(key), builders, reference, name)
+    if cached is not None:
+        return cached
     subset = builders if wanted == "auto" else {k: builders[k] for k in (reference, wanted)}
     trials, forwards = probe(
         subset, reference, x, compare, measure=measure,
@@ -326,7 +329,7 @@ def choose(
     for t in trials:
         if t.refused and (wanted == "auto" or t.name == wanted):
             info(f"model {name}: backend {t.name} not used: {t.refused}")
-    if wanted == "auto":
+    if wanted == "auto" or winner.name == wanted:
         store.put(key, record)
     speedup = record["speedup"]
     info(
@@ -335,6 +338,13 @@ def choose(
         + f" (probe on one tile {tuple(x.shape)}: {_describe(trials, subset)})"
     )
     return Choice(winner.name, forwards[winner.name], speedup, winner.peak_bytes)
+
+
+def _once(timed: Measure) -> Measure:
+    """``timed`` without the timed repeats (the default :func:`measure`: its warm-up run only)."""
+    if timed is not measure:
+        return timed
+    return lambda forward, x: measure(forward, x, repeats=0)
 
 
 def _failure(trial: Trial) -> Exception:
