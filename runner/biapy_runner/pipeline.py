@@ -450,14 +450,20 @@ def run(opts: RunOptions) -> Path:
         workflow.check_model(model.out_channels, model.out_channel_names)
         predictor = TiledPredictor(model, cfg, opts.batch_size, opts.amp)
 
-        def predict(path: Path) -> tuple[Image, np.ndarray | None, Any]:
+        def predict(path: Path) -> tuple[Image, np.ndarray | None]:
             image = read_image(path, ndim=_ndim(cfg), axes=opts.axes, dataset=opts.dataset)
             check_finite(image)
-            raw = workflow.predict(image, predictor)
-            return image, raw, workflow.decode(raw, image)
+            return image, workflow.predict(image, predictor)
+
+        def decode(predicted: tuple[Image, Any]) -> tuple[Image, np.ndarray | None, Any]:
+            return (*predicted, workflow.decode(predicted[1], predicted[0]))
 
         config_text = ran_config(cfg, workflow, opts.config, images, gts)
-        items = _process(stage, cfg, workflow, inputs, predict, config_text)
+        # image i is decoded in a worker thread while image i+1 is predicted
+        from biapy_runner.inference.overlap import Overlapped
+
+        with Overlapped(predict, decode, [path for path, _ in inputs]) as produce:
+            items = _process(stage, cfg, workflow, inputs, produce, config_text)
         if opts.report:
             from biapy_runner.report.build import RunInfo
             from biapy_runner.report.panels import Reader, ResultSet
