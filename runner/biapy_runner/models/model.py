@@ -80,8 +80,7 @@ def load_model(
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = resolve_model(str(source), cache_dir)
     cached = store.in_cache(path, cache)
-    folder = store.derived_folder(path, cache)
-    known = store.read_digest(path, folder) if cached else None
+    known = store.read_digest(path, store.derived_folder(path, cache)) if cached else None
     descr = None
     if known is None:
         trusted = cached and store.is_verified(path)
@@ -90,7 +89,8 @@ def load_model(
             store.mark_verified(path)
         known = digest(descr)
         if cached:
-            store.write_digest(path, folder, known)
+            store.write_digest(path, store.derived_folder(path, cache), known)
+    folder = store.derived_folder(path, cache)  # after validation: it reads a local rdf
     return BmzModel(
         known, str(source), torch_device, weight_format, threads,
         backend=backend, folder=folder, package=path, descr=descr,

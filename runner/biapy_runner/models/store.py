@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import zipfile
+import zlib
 from pathlib import Path
 
 from biapy_runner.log import warn
@@ -117,8 +118,8 @@ def read_digest(package: Path, folder: Path) -> ModelDigest | None:
         if not isinstance(data, dict) or data.get("package") != _package_key(package):
             return None
         return ModelDigest.from_json(data.get("digest") or {})
-    except (OSError, ValueError, TypeError, KeyError):
-        return None
+    except (OSError, ValueError, TypeError, KeyError, EOFError, zipfile.BadZipFile, zlib.error):
+        return None  # validated (and its problem named) again
 
 
 def write_digest(package: Path, folder: Path, digest: ModelDigest) -> None:
