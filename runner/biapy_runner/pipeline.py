@@ -153,10 +153,10 @@ class TiledPredictor:
             size = auto_batch_size(tile_bytes, io_bytes, free, tiles, self.model.device.type)
             cost = f"{tile_bytes / 2**20:.0f} MiB measured" if tile_bytes else "not measured"
             why = f"{free / 2**30:.1f} GiB free on {self.model.device}, one tile {cost}"
-        note = f"{tiles} tile(s) {tuple(plan.patch)}, batches of {size} ({why})"
+        note = f"{tiles} tile(s) {tuple(plan.patch)}, batches of {size}"
         if note not in self._noted:  # once per run, not once per TTA transform or image
-            self._noted.add(note)
-            log.info(f"  {note}")
+            self._noted.add(note)  # (the free memory in ``why`` varies from image to image)
+            log.info(f"  {note} ({why})")
         return size
 
     def _plan(self, spatial_shape: Sequence[int]) -> TilePlan:
@@ -459,7 +459,7 @@ def run(opts: RunOptions) -> Path:
             return (*predicted, workflow.decode(predicted[1], predicted[0]))
 
         config_text = ran_config(cfg, workflow, opts.config, images, gts)
-        # image i is decoded in a worker thread while image i+1 is predicted
+        # image i+1 is predicted in a background thread while image i is decoded and written
         from biapy_runner.inference.overlap import Overlapped
 
         with Overlapped(predict, decode, [path for path, _ in inputs]) as produce:
