@@ -116,8 +116,8 @@ TEST:
 def build_package(work: Path, cache: Path) -> Path:
     """The ResUNet as a BioImage.IO package, saved in ``cache`` as the runner saves downloads."""
     sys.path.insert(0, str(REPO / "tests"))
-    from bmz_factory import make_model_package
     from biapy_runner.models.store import rdf_bytes
+    from bmz_factory import make_model_package
 
     torch.manual_seed(0)
     package = make_model_package(

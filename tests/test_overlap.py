@@ -71,11 +71,10 @@ def test_error_raised_where_sequential_raises_it(capsys, where: str) -> None:
     expected_warnings = log.warnings_since(mark)
     mark = log.warning_count()
     done = []
-    with pytest.raises(type(expected.value)) as got:  # noqa: PT012 - the loop is the run
-        with Overlapped(first, second, KEYS) as produce:
-            for key in KEYS:
-                log.info(f"image {key}")
-                done.append(produce(key))
+    with pytest.raises(type(expected.value)) as got, Overlapped(first, second, KEYS) as produce:
+        for key in KEYS:
+            log.info(f"image {key}")
+            done.append(produce(key))
     assert str(got.value) == str(expected.value)
     assert done == ["AA", "BB"]  # a and b were used before c failed, d never
     assert _lines(capsys) == expected_log

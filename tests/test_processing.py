@@ -6,11 +6,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from bioimageio.core import Sample, Tensor
-from bioimageio.core.proc_setup import setup_pre_and_postprocessing
 from biapy_runner.models.description import load_description
 from biapy_runner.models.digest import digest
 from biapy_runner.models.processing import Processing
+from bioimageio.core import Sample, Tensor
+from bioimageio.core.proc_setup import setup_pre_and_postprocessing
 from bmz_factory import make_model_package
 from model_sources import PIXEL_FOREGROUND
 

@@ -145,7 +145,7 @@ def _architecture(weights: Any) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "kwargs": dict(kwargs),
         "strict": bool(getattr(weights, "strict", True)),
-        "callable": str(getattr(arch, "callable", None) or getattr(arch, "callable_name")),
+        "callable": str(getattr(arch, "callable", None) or arch.callable_name),
     }
     if getattr(arch, "import_from", None) or getattr(arch, "module_name", None):
         entry["import_from"] = str(getattr(arch, "import_from", None) or arch.module_name)

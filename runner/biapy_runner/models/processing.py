@@ -146,15 +146,14 @@ class Processing:
         return np.asarray(values, dtype=np.float64).reshape(shape)
 
     def _accumulate(self, index: int, n: int, *values: Any) -> tuple[Any, ...]:
-        """Running weighted means of ``values`` over the calls (for dataset statistics)."""
+        """Running means of ``values`` over the calls, weighted by ``n`` (dataset quantiles)."""
         seen = self._running.get(index)
-        if seen is None:
-            self._running[index] = (n, values, None)
-            return values
-        total = seen[0] + n
-        merged = tuple((seen[0] * a + n * b) / total for a, b in zip(seen[1], values))
-        self._running[index] = (total, merged, None)
-        return merged
+        if seen is not None:
+            total = seen[0] + n
+            values = tuple((seen[0] * a + n * b) / total for a, b in zip(seen[1], values))
+            n = total
+        self._running[index] = (n, values, None)
+        return values
 
     # -- steps ----------------------------------------------------------------------------
 
@@ -194,10 +193,10 @@ class Processing:
         m2 = np.square(data - mean).sum(axis=axes, keepdims=True)
         seen = self._running.get(index)
         if seen is not None:  # Chan et al.'s update, as bioimageio.core's MeanVarStdCalculator
-            n_a, mean_a, m2_a = seen[0], seen[1], seen[2]
+            n_a, mean_a, m2_a = seen
             total = n_a + n
-            delta = mean - mean_a
-            mean, m2, n = (n_a * mean_a + n * mean) / total, m2_a + m2 + delta**2 * n_a * n / total, total
+            m2 = m2_a + m2 + (mean - mean_a) ** 2 * n_a * n / total
+            mean, n = (n_a * mean_a + n * mean) / total, total
         self._running[index] = (n, mean, m2)
         return (x - mean) / ((m2 / n) ** 0.5 + op["eps"])
 

@@ -14,6 +14,7 @@ import importlib.util
 import io
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -32,7 +33,7 @@ def load(weights: Weights, device: torch.device, threads: int | None) -> Forward
     build = getattr(_architecture_module(weights), str(entry["callable"]))
     module = build(**dict(entry.get("kwargs") or {}))
     if not isinstance(module, torch.nn.Module):
-        raise ValueError(f"Calling {entry['callable']} did not return a torch.nn.Module.")
+        raise TypeError(f"Calling {entry['callable']} did not return a torch.nn.Module.")
     module = module.to(device)
     state = torch.load(io.BytesIO(weights.data()), map_location=device, weights_only=True)
     incompatible = module.load_state_dict(state, strict=bool(entry.get("strict", True)))
@@ -63,8 +64,13 @@ def _architecture_module(weights: Weights) -> Any:
 def _import(name: str, code: bytes) -> ModuleType:
     folder = tempfile.TemporaryDirectory(prefix="biapy-runner-arch-", ignore_cleanup_errors=True)
     _FOLDERS.append(folder)
-    path = Path(folder.name) / f"{name}.py"
-    path.write_bytes(code)
+    path = Path(folder.name) / name
+    if code.startswith(b"PK\x03\x04"):  # a zipped package, unpacked as bioimageio.core does
+        with zipfile.ZipFile(io.BytesIO(code)) as archive:
+            archive.extractall(path)
+    else:
+        path = path.with_suffix(".py")
+        path.write_bytes(code)
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot import the architecture file as {name}")
