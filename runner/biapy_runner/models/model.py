@@ -258,8 +258,7 @@ class BmzModel:
     @property
     def version(self) -> str:
         """The package's version ("" when its rdf gives none)."""
-        version = getattr(self.descr, "version", None)
-        return "" if version is None else str(version)
+        return self.digest.version or ""
 
     @property
     def normalizes_input(self) -> bool:
