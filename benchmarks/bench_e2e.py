@@ -13,7 +13,8 @@ with 4/16/16 pixels of context) in a subprocess, as a user runs it. Reported, in
   its speed-up over eager as the runner measured it.
 
 Runs: ``cold`` (the backend is probed: no remembered choice), then ``warm`` (choice remembered,
-the normal case), then ``torch`` (``--backend torch``: eager, no probe) unless ``--quick``.
+the normal case), then ``torch`` (``--backend torch-channels-last``: torch only, checked against
+eager on the first tile) unless ``--quick``.
 The machine's load changes wall times: compare ratios measured in the same run, and rerun on a
 quiet machine for figures to quote.
 
@@ -115,8 +116,8 @@ TEST:
 def build_package(work: Path, cache: Path) -> Path:
     """The ResUNet as a BioImage.IO package, saved in ``cache`` as the runner saves downloads."""
     sys.path.insert(0, str(REPO / "tests"))
-    from bmz_factory import make_model_package
     from biapy_runner.models.store import rdf_bytes
+    from bmz_factory import make_model_package
 
     torch.manual_seed(0)
     package = make_model_package(
@@ -165,7 +166,7 @@ def bare_forward(cached: Path, volume: np.ndarray, threads: int, backend: str | 
              for s in grid.starts()]
     result = {"tiles": len(tiles), "eager": _timed_over(model.reference, tiles)}
     if backend and backend != "torch":
-        source = choice.Source("pytorch_state_dict", model.reference, model.descr,
+        source = choice.Source("pytorch_state_dict", model.reference, None,
                                torch.device("cpu"), threads, cached.parent / "floor")
         forward = choice.builders_for(source, tiles[0], 5, (1, 1))[backend]()
         result[backend] = _timed_over(forward, tiles)
@@ -194,7 +195,7 @@ class Run:
 
 
 _MARKS = [
-    ("loaded", re.compile(r"running \S+ weights on")),
+    ("loaded", re.compile(r"running \S+ weights on|weights on \S+, loaded only if")),
     ("chosen", re.compile(r": backend \S+")),
     ("first_tile", re.compile(r"tile\(s\) \(.*batches of")),
     ("tiles_done", re.compile(r"tiles (\d+)/\1 ")),
@@ -277,7 +278,7 @@ def main() -> None:
     runs.append(run_runner("warm", cached, image, work / "out-warm", args.threads, []))
     if not args.quick:
         runs.append(run_runner("torch", cached, image, work / "out-torch", args.threads,
-                               ["--backend", "torch"]))
+                               ["--backend", "torch-channels-last"]))
     chosen = runs[-1 if args.quick else 1].backend
     floor = bare_forward(cached, synthetic_volume(tuple(args.shape)), args.threads, chosen)
 

@@ -239,8 +239,13 @@ def test_load_model_chooses_and_remembers(conv_zip: Path, tmp_path: Path, capsys
     assert float((out - expected).abs().max()) <= 1e-4
     capsys.readouterr()
     again = load_model(conv_zip, device="cpu", cache_dir=cache, threads=1)
+    assert again._source.forward is None  # a choice is remembered: weights loaded when needed
     assert again.select_backend(tile).name == chosen.name
-    assert "(remembered" in capsys.readouterr().err
+    log = capsys.readouterr().err
+    assert "(remembered" in log and "loaded only if the remembered backend needs them" in log
+    torch_based = chosen.name in ("torch", "torch-channels-last", "torchscript")
+    assert (again._source.forward is not None) == torch_based
+    np.testing.assert_array_equal(again.forward(torch.from_numpy(tile)[None]), out)
 
 
 def test_forced_torch_skips_the_probe(conv_zip: Path, tmp_path: Path) -> None:
@@ -251,10 +256,27 @@ def test_forced_torch_skips_the_probe(conv_zip: Path, tmp_path: Path) -> None:
     assert not list(cache.glob("local/*/backends.json"))
 
 
+def test_forced_backend_check_is_remembered(conv_zip: Path, tmp_path: Path, capsys) -> None:
+    """--backend torch-channels-last: checked against eager once, then trusted on later runs."""
+    cache = tmp_path / "cache"
+    tile = np.random.default_rng(1).random((1, 16, 16), dtype=np.float32)
+    logs = []
+    for _ in range(2):
+        model = load_model(conv_zip, device="cpu", cache_dir=cache, backend="torch-channels-last")
+        assert model.select_backend(tile).name == "torch-channels-last"
+        logs.append(capsys.readouterr().err)
+    assert "probe on one tile" in logs[0] and "(remembered" not in logs[0]
+    assert "(remembered" in logs[1] and "probe on one tile" not in logs[1]
+    (remembered,) = cache.glob("local/*/backends.json")
+    (key,) = json.loads(remembered.read_text())
+    assert key.endswith("|forced=torch-channels-last")
+
+
 def test_cached_package_is_validated_once(
     conv_zip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from biapy_runner.models import description, model as model_module
+    from biapy_runner.models import description
+    from biapy_runner.models import model as model_module
 
     cache = tmp_path / "cache"
     cache.mkdir()
@@ -269,16 +291,71 @@ def test_cached_package_is_validated_once(
 
     monkeypatch.setattr(model_module, "load_description", spy)
     monkeypatch.setattr(model_module, "resolve_model", lambda source, cache_dir: cached)
-    for _ in range(2):
-        load_model("my-model", device="cpu", cache_dir=cache, backend="torch")
-    assert checks == [True, False]
+    models = [load_model("my-model", device="cpu", cache_dir=cache, backend="torch")
+              for _ in range(2)]
+    assert checks == [True]  # the second run reads the kept digest: no bioimageio at all
+    assert models[1].digest == models[0].digest and models[1].name == "backend conv"
     assert store.is_verified(cached)
-    assert store.derived_folder(cached, cache) == cache / "my-model__0123456789abcdef.derived"
+    folder = store.derived_folder(cached, cache)
+    assert folder == cache / "my-model__0123456789abcdef.derived"
+    assert store.read_digest(cached, folder) == models[0].digest
     with zipfile.ZipFile(conv_zip) as source, zipfile.ZipFile(cached, "w") as changed:
         for name in source.namelist():
             data = source.read(name)
-            changed.writestr(name, data.replace(b"backend conv", b"backend cone"))
+            if name.endswith((".yaml", ".yml")):
+                data = data.replace(b"name: backend conv", b"name: backend cone")
+            changed.writestr(name, data)
     assert not store.is_verified(cached)  # another rdf: validated again
+    assert store.read_digest(cached, folder) is None
+    model = load_model("my-model", device="cpu", cache_dir=cache, backend="torch")
+    assert checks == [True, True] and model.name == "backend cone"
+
+
+def test_kept_digest_follows_the_package_content(conv_zip: Path, tmp_path: Path) -> None:
+    """Same rdf but other bytes (a weight file replaced in place): the digest is made again."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    cached = cache / "my-model__0123456789abcdef.zip"
+    cached.write_bytes(conv_zip.read_bytes())
+    folder = store.derived_folder(cached, cache)
+    model = load_model(cached, device="cpu", cache_dir=cache, backend="torch")
+    assert store.read_digest(cached, folder) == model.digest
+    with zipfile.ZipFile(conv_zip) as source, zipfile.ZipFile(cached, "w") as changed:
+        for name in source.namelist():
+            changed.writestr(name, source.read(name) + (b"\n" if name.endswith(".py") else b""))
+    assert store.is_verified(cached)  # the rdf is the same ...
+    assert store.read_digest(cached, folder) is None  # ... but the package is not
+    (folder / store.DIGEST_NAME).write_text("{not json")
+    assert store.read_digest(cached, folder) is None
+
+
+def test_warm_load_imports_no_bioimageio(conv_zip: Path, tmp_path: Path) -> None:
+    """A cached package with its digest loads, preprocesses and runs without bioimageio."""
+    import subprocess
+    import sys
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    cached = cache / "my-model__0123456789abcdef.zip"
+    cached.write_bytes(conv_zip.read_bytes())
+    script = (
+        "import sys, numpy as np, torch\n"
+        "from biapy_runner.models.model import load_model\n"
+        f"m = load_model({str(cached)!r}, device='cpu', cache_dir={str(cache)!r})\n"
+        "x = m.preprocess(np.arange(16 * 16, dtype=np.float32).reshape(1, 16, 16) % 7)\n"
+        "y = m.forward(torch.from_numpy(x[None]))\n"
+        "p = m.postprocess(y[0].numpy())\n"
+        "print(p.shape, float(p.sum()), any(k.startswith('bioimageio') for k in sys.modules))\n"
+    )
+    runs = [
+        subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       check=False, timeout=300)
+        for _ in range(2)
+    ]
+    assert all(r.returncode == 0 for r in runs), runs[-1].stderr
+    cold, warm = (r.stdout.split() for r in runs)
+    assert cold[-1] == "True" and warm[-1] == "False"
+    assert cold[:-1] == warm[:-1]  # same shape and values
 
 
 # ----------------------------------------------------------------------------- batching

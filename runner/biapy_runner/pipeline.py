@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import shlex
@@ -251,10 +252,10 @@ class TiledPredictor:
             size = auto_batch_size(tile_bytes, io_bytes, free, tiles, self.model.device.type)
             cost = f"{tile_bytes / 2**20:.0f} MiB measured" if tile_bytes else "not measured"
             why = f"{free / 2**30:.1f} GiB free on {self.model.device}, one tile {cost}"
-        note = f"{tiles} tile(s) {tuple(plan.patch)}, batches of {size} ({why})"
+        note = f"{tiles} tile(s) {tuple(plan.patch)}, batches of {size}"
         if note not in self._noted:  # once per run, not once per TTA transform or image
-            self._noted.add(note)
-            log.info(f"  {note}")
+            self._noted.add(note)  # (the free memory in ``why`` varies from image to image)
+            log.info(f"  {note} ({why})")
         return size
 
     def _plan(self, spatial_shape: Sequence[int]) -> TilePlan:
@@ -582,18 +583,24 @@ def test(
     predictor = TiledPredictor(model, cfg, opts.batch_size, opts.amp)
     chunks = _Chunks(cfg, workflow, predictor, stage, opts)
 
-    def predict(path: Path) -> tuple[Image, np.ndarray | None, Any]:
+    def predict(path: Path) -> tuple[Image, np.ndarray | None] | _ChunkedInput:
         lazy = chunks.open(path)
         if lazy is not None:
-            return chunks.predict(lazy)
+            return _ChunkedInput(lazy)
         axes, dataset = chunks.axes_and_dataset(path)
         image = read_image(path, ndim=_ndim(cfg), axes=axes, dataset=dataset)
         check_finite(image)
-        raw = workflow.predict(image, predictor)
+        return image, workflow.predict(image, predictor)
+
+    def decode(predicted: Any) -> tuple[Image, np.ndarray | None, Any]:
+        if isinstance(predicted, _ChunkedInput):  # in this thread: one budget at a time
+            return chunks.predict(predicted.lazy)
+        image, raw = predicted
         return image, raw, workflow.decode(raw, image)
 
     config_text = ran_config(cfg, workflow, opts.config, images, gts)
-    items = _process(stage, cfg, workflow, inputs, predict, config_text)
+    with _ahead(chunks, opts, predict, decode, [path for path, _ in inputs]) as produce:
+        items = _process(stage, cfg, workflow, inputs, produce, config_text)
     if opts.report:
         from biapy_runner.report.build import RunInfo
         from biapy_runner.report.panels import Reader, ResultSet
@@ -604,6 +611,32 @@ def test(
         )
         reader = Reader(_ndim(cfg), opts.axes, opts.dataset)
         _report(stage, info, since, items, [ResultSet("", stage.root)], reader)
+
+
+@dataclass(frozen=True)
+class _ChunkedInput:
+    """An image that ``test`` predicts and decodes by chunks, in the caller's thread."""
+
+    lazy: LazyImage
+
+
+def _ahead(
+    chunks: _Chunks,
+    opts: RunOptions,
+    predict: Callable[[Path], Any],
+    decode: Callable[[Any], tuple[Image, np.ndarray | None, Any]],
+    paths: Sequence[Path],
+) -> Any:
+    """``predict`` then ``decode`` per path as a context manager giving ``produce(path)``: image
+    i+1 predicted in a background thread while image i is decoded and written
+    (``inference/overlap.py``), unless the user set a memory budget or BY_CHUNKS (then one image
+    is in memory at a time, as the budget assumes)."""
+    from biapy_runner.inference.chunked import BUDGET_ENV
+    from biapy_runner.inference.overlap import Overlapped
+
+    if chunks.enabled or opts.memory_budget or os.environ.get(BUDGET_ENV):
+        return contextlib.nullcontext(lambda path: decode(predict(path)))
+    return Overlapped(predict, decode, paths)
 
 
 def load_configured_model(cfg: Config, opts: RunOptions, threads: int) -> RunnableModel:

@@ -683,7 +683,8 @@ _MAX_CLASSIC_TIFF = 2**32 - 2**25  # leave room for tags and offsets
 
 
 def write_tiff(path: Path, array: np.ndarray, axes: str) -> None:
-    """Write ``array`` with ``axes`` (e.g. ``"czyx"``, ``"yx"``) as a zlib-compressed TIFF.
+    """Write ``array`` with ``axes`` (e.g. ``"czyx"``, ``"yx"``) as a zlib-compressed TIFF
+    (level 1 for floats, 6 otherwise).
 
     ImageJ hyperstack metadata when the dtype allows it (uint8, uint16, float32) and no Z axis
     of size 1 would be lost, tifffile's shaped metadata (readable back with the axes) otherwise.
@@ -721,6 +722,8 @@ def write_tiff(path: Path, array: np.ndarray, axes: str) -> None:
             metadata={"axes": letters},
             photometric=photometric,
             compression="zlib",
+            # float predictions barely compress: the fastest level (a third less time, same size)
+            compressionargs={"level": 1 if array.dtype.kind == "f" else 6},
         )
         os.replace(temporary, path)
     except BaseException:

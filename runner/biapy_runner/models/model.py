@@ -19,9 +19,10 @@ import torch
 from biapy_runner.errors import InputError, ModelError, real_cause
 from biapy_runner.log import info, warn
 from biapy_runner.models import store
-from biapy_runner.models.backends import WEIGHT_FORMATS, load_weights
+from biapy_runner.models.backends import WEIGHT_FORMATS, Weights, first_format, load_weights
 from biapy_runner.models.backends.choice import (
     CHOICES,
+    STORE_NAME,
     Choice,
     ChoiceStore,
     Source,
@@ -29,14 +30,9 @@ from biapy_runner.models.backends.choice import (
     choose,
     reference_name,
 )
-from biapy_runner.models.description import (
-    SPATIAL_ORDER,
-    axis_roles,
-    input_sizes,
-    load_description,
-    output_channel_names,
-    output_geometry,
-)
+from biapy_runner.models.description import SPATIAL_ORDER, load_description
+from biapy_runner.models.digest import ModelDigest, digest, is_remote, read_file
+from biapy_runner.models.processing import Processing
 from biapy_runner.models.sources import default_cache_dir, resolve_model
 
 
@@ -68,8 +64,9 @@ def load_model(
     weights once on ``device`` (``auto``: CUDA when available, else CPU).
 
     A package from the cache that was validated before is loaded without checking its files'
-    sha256 again. ``backend`` (:data:`~biapy_runner.models.backends.choice.CHOICES`) is chosen on
-    the first tile the model runs (see :meth:`BmzModel.select_backend`); ``threads`` sets torch's,
+    sha256 again, and without bioimageio at all once its digest (:mod:`.digest`) is kept beside
+    it. ``backend`` (:data:`~biapy_runner.models.backends.choice.CHOICES`) is chosen on the
+    first tile the model runs (see :meth:`BmzModel.select_backend`); ``threads`` sets torch's,
     ONNX Runtime's and OpenVINO's CPU threads."""
     if weight_format is not None and weight_format not in WEIGHT_FORMATS:
         raise InputError(
@@ -83,13 +80,20 @@ def load_model(
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = resolve_model(str(source), cache_dir)
     cached = store.in_cache(path, cache)
-    trusted = cached and store.is_verified(path)
-    descr = load_description(path, str(source), io_checks=not trusted)
-    if cached and not trusted:
-        store.mark_verified(path)
+    known = store.read_digest(path, store.derived_folder(path, cache)) if cached else None
+    descr = None
+    if known is None:
+        trusted = cached and store.is_verified(path)
+        descr = load_description(path, str(source), io_checks=not trusted)
+        if cached and not trusted:
+            store.mark_verified(path)
+        known = digest(descr)
+        if cached:
+            store.write_digest(path, store.derived_folder(path, cache), known)
+    folder = store.derived_folder(path, cache)  # after validation: it reads a local rdf
     return BmzModel(
-        descr, str(source), torch_device, weight_format, threads,
-        backend=backend, folder=store.derived_folder(path, cache),
+        known, str(source), torch_device, weight_format, threads,
+        backend=backend, folder=folder, package=path, descr=descr,
     )
 
 
@@ -121,7 +125,8 @@ def _rearrange(array: Any, src: Sequence[str], dst: Sequence[str]) -> Any:
 class BmzModel:
     """A loaded BioImage.IO model in the runner's layout (channel first, spatial z, y, x).
 
-    Attributes: ``name``, ``source``, ``descr`` (the bioimageio description, format 0.4 or 0.5),
+    Attributes: ``name``, ``source``, ``digest`` (:class:`~.digest.ModelDigest`), ``descr``
+    (the bioimageio description, format 0.4 or 0.5, read when first asked for),
     ``weight_format``, ``device``, ``spatial_axes`` (e.g. ``("y", "x")``), ``in_channels``,
     ``out_channels``, ``out_channel_names``, ``min_shape`` and ``step`` per spatial axis (step 0:
     fixed size), ``halo`` (output pixels to discard at each border), ``scale`` (output size /
@@ -136,7 +141,7 @@ class BmzModel:
 
     def __init__(
         self,
-        descr: Any,
+        known: ModelDigest,
         source: str,
         device: torch.device,
         weight_format: str | None = None,
@@ -144,51 +149,86 @@ class BmzModel:
         *,
         backend: str = "auto",
         folder: Path | None = None,
+        package: Path | None = None,
+        descr: Any = None,
     ) -> None:
-        """Read the axes of ``descr`` and load its reference weights; the backend
+        """Read the axes of the digest ``known`` and load its reference weights (the files of
+        the local ``package``; ``descr``, when already read, for files at a URL); the backend
         (``backend``) is chosen on the first tile, remembered in ``folder`` (None: not kept)."""
-        from bioimageio.core.digest_spec import get_member_id
-
-        if len(descr.inputs) != 1:
+        if known.inputs != 1:
             raise ModelError(
-                f"The model {descr.name!r} has {len(descr.inputs)} inputs; this runner supports "
+                f"The model {known.name!r} has {known.inputs} inputs; this runner supports "
                 "models with one input tensor."
             )
-        if len(descr.outputs) > 1:
-            warn(f"model {descr.name}: using its first output of {len(descr.outputs)}")
-        self.descr = descr
-        self.name: str = str(descr.name)
+        if known.outputs > 1:
+            warn(f"model {known.name}: using its first output of {known.outputs}")
+        self.digest = known
+        self._descr, self._package = descr, package
+        self.name: str = known.name
         self.source = source
         self.device = device
-        self._input, self._output = descr.inputs[0], descr.outputs[0]
-        self._in_id, self._out_id = get_member_id(self._input), get_member_id(self._output)
-        self._in_dims, self._in_roles = axis_roles(self._input)
-        self._out_dims, self._out_roles = axis_roles(self._output)
+        self._in_id, self._out_id = known.in_id, known.out_id
+        self._in_dims, self._in_roles = known.in_dims, known.in_roles
+        self._out_dims, self._out_roles = known.out_dims, known.out_roles
         self.spatial_axes: tuple[str, ...] = tuple(a for a in SPATIAL_ORDER if a in self._in_roles)
         self.out_spatial_axes = tuple(a for a in SPATIAL_ORDER if a in self._out_roles)
         self._check_axes()
-        sizes = input_sizes(self._input, self._in_roles)
-        geometry = output_geometry(self._output, self._out_roles, descr.inputs, sizes)
+        sizes, geometry = known.sizes, known.geometry
         self.in_channels = sizes.get("c", (1, 0))[0]
         self.out_channels = int(geometry.get("c", (0, 0.0, 1.0))[2])
-        self.out_channel_names = output_channel_names(
-            descr, self._output, self._out_roles, self.out_channels
-        )
+        self.out_channel_names = known.out_channel_names
         self.min_shape = tuple(sizes[a][0] for a in self.spatial_axes)
         self.step = tuple(sizes[a][1] for a in self.spatial_axes)
         self.halo = tuple(geometry[a][0] for a in self.out_spatial_axes)
         self.scale = tuple(geometry[a][1] for a in self.out_spatial_axes)
         self.offset = tuple(int(geometry[a][2]) for a in self.out_spatial_axes)
+        self._core: tuple[list[Any], list[Any]] | None = None
         self._pre, self._post = self._processing()
         self._stat: dict[Any, Any] = {}
         shown = self.name if source == self.name else f"{self.name} from {source}"
-        self.weight_format, reference = load_weights(
-            descr, shown, device, weight_format, threads
-        )
+        weights = {f: Weights(f, entry, self._read) for f, entry in known.weights.items()}
+
+        def load() -> tuple[str, Any]:
+            return load_weights(weights, shown, device, weight_format, threads)
+
         self._wanted_backend = backend
-        self._source = Source(self.weight_format, reference, descr, device, threads, folder)
+        remembered = folder is not None and (folder / STORE_NAME).is_file()
+        if backend == "auto" and remembered and first_format(weights, weight_format):
+            fmt = first_format(weights, weight_format)
+            info(f"model {shown}: {fmt} weights on {device}, loaded only if the remembered "
+                 "backend needs them")
+            self._source = Source(fmt, None, weights.get("onnx"), device, threads, folder, load)
+        else:
+            fmt, reference = load()
+            self._source = Source(fmt, reference, weights.get("onnx"), device, threads, folder)
         self.choice: Choice | None = None
         self._tmp: tempfile.TemporaryDirectory | None = None  # conversions when no cache folder
+
+    @property
+    def weight_format(self) -> str:
+        """The package's weight format the model runs (or is checked against)."""
+        return self._source.format
+
+    @property
+    def descr(self) -> Any:
+        """The bioimageio description (read, without checking the files again, when needed)."""
+        if self._descr is None:
+            if self._package is None:
+                raise ModelError(f"The description of the model {self.name!r} is not known.")
+            self._descr = load_description(self._package, self.source, io_checks=False)
+        return self._descr
+
+    def _read(self, source: str) -> bytes:
+        """A file the description names: from the local package, else downloaded."""
+        if not is_remote(source) and self._package is not None:
+            try:
+                return read_file(self._package, source)
+            except (OSError, KeyError):
+                if self._descr is None:
+                    raise
+        from bioimageio.spec.utils import download
+
+        return download(source).read()
 
     def _check_axes(self) -> None:
         if not self.spatial_axes or self.out_spatial_axes not in (self.spatial_axes, ()):
@@ -198,30 +238,43 @@ class BmzModel:
                 "in input and output (image to image), or none in the output (classifiers)."
             )
 
-    def _processing(self) -> tuple[list[Any], list[Any]]:
-        from bioimageio.core.proc_setup import setup_pre_and_postprocessing
+    def _processing(self) -> tuple[Any, Any]:
+        """The pre- and postprocessing: numpy steps from the digest, or bioimageio.core's
+        operators where the digest cannot say them (see :mod:`.processing`)."""
+        known = self.digest
+        if known.preprocessing is not None and known.postprocessing is not None:
+            return (Processing(known.preprocessing, self._in_dims),
+                    Processing(known.postprocessing, self._out_dims))
+        return self._core_ops()
 
-        try:
-            setup = setup_pre_and_postprocessing(self.descr, dataset_for_initial_statistics=[])
-        except Exception as err:
-            raise ModelError(
-                f"Cannot set up the pre/postprocessing of the model {self.name!r}: "
-                f"{real_cause(err)}."
-            ) from err
-        return list(setup.pre), list(setup.post)
+    def _core_ops(self) -> tuple[list[Any], list[Any]]:
+        """bioimageio.core's pre- and postprocessing operators, set up once when a run needs
+        them: steps the digest cannot say, or statistics given for the regions of an image
+        predicted by chunks."""
+        if self._core is None:
+            from bioimageio.core.proc_setup import setup_pre_and_postprocessing
+
+            try:
+                setup = setup_pre_and_postprocessing(
+                    self.descr, dataset_for_initial_statistics=[]
+                )
+            except Exception as err:
+                raise ModelError(
+                    f"Cannot set up the pre/postprocessing of the model {self.name!r}: "
+                    f"{real_cause(err)}."
+                ) from err
+            self._core = (list(setup.pre), list(setup.post))
+        return self._core
 
     @property
     def version(self) -> str:
         """The package's version ("" when its rdf gives none)."""
-        version = getattr(self.descr, "version", None)
-        return "" if version is None else str(version)
+        return self.digest.version or ""
 
     @property
     def normalizes_input(self) -> bool:
         """Whether the rdf's preprocessing does more than cast the input's dtype."""
-        steps = self.descr.inputs[0].preprocessing or []
-        names = {str(getattr(step, "id", None) or getattr(step, "name", "")) for step in steps}
-        return bool(names - {"ensure_dtype"})
+        return self.digest.normalizes_input
 
     @property
     def size_rule(self) -> str:
@@ -277,7 +330,7 @@ class BmzModel:
         """
         roles = dict(zip(self._in_dims, self._in_roles))
         wanted: dict[Any, tuple[str, frozenset[str]]] = {}
-        for op in self._pre:
+        for op in self._core_ops()[0]:
             for measure in getattr(op, "required_measures", ()):
                 kind = str(getattr(measure, "name", ""))
                 axes = getattr(measure, "axes", None)
@@ -320,10 +373,12 @@ class BmzModel:
                 f"image has {arr.shape[0]}. Select or combine channels to match (check the "
                 "image axes)."
             )
+        if stat is None and isinstance(self._pre, Processing):
+            return self._processed(self._pre, self._in_id, arr, self._in_roles)
         sample = self._sample(self._in_id, arr, self._in_dims, self._in_roles)
         if stat is not None:
             sample.stat = dict(stat)
-        for op in self._pre:
+        for op in self._core_ops()[0]:
             if stat is None or type(op).__name__ != "UpdateStats":
                 op(sample)
         self._stat = dict(sample.stat)
@@ -335,9 +390,17 @@ class BmzModel:
         be applied region by region to an output larger than memory)."""
         return not any(
             getattr(m, "member_id", None) == self._out_id
-            for op in self._post
+            for op in self._core_ops()[1]
             for m in getattr(op, "required_measures", ())
         )
+
+    def _processed(
+        self, steps: Processing, member: str, arr: np.ndarray, roles: Sequence[str]
+    ) -> np.ndarray:
+        """``arr`` (channel first) through the numpy ``steps`` in the model's layout."""
+        data = steps(_rearrange(arr[None], self._canonical(member), roles))
+        out = _rearrange(np.asarray(data), roles, self._canonical(member))
+        return np.ascontiguousarray(out[0], dtype=np.float32)
 
     def postprocess(self, arr: np.ndarray) -> np.ndarray:
         """Apply the rdf's postprocessing (e.g. sigmoid) to the merged output ``(C, *spatial)``
@@ -345,6 +408,8 @@ class BmzModel:
         image where an op refers to them."""
         if not self._post:
             return np.asarray(arr, dtype=np.float32)
+        if isinstance(self._post, Processing):
+            return self._processed(self._post, self._out_id, np.asarray(arr), self._out_roles)
         sample = self._sample(self._out_id, np.asarray(arr), self._out_dims, self._out_roles)
         sample.stat = dict(self._stat)
         for op in self._post:
@@ -375,7 +440,7 @@ class BmzModel:
     def reference(self) -> Any:
         """The package's weights as loaded (a torch module for torch formats): the reference
         every other backend is checked against."""
-        return self._source.forward
+        return self._source.reference()
 
     @property
     def backend(self) -> str | None:
@@ -400,7 +465,7 @@ class BmzModel:
         reference = reference_name(source.format)
         if self._wanted_backend == reference:
             info(f"model {self.name}: backend {reference} (--backend {reference}: not probed)")
-            self.choice = Choice(reference, source.forward)
+            self.choice = Choice(reference, source.reference())
             return
         if source.folder is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="biapy-runner-model-")

@@ -4,7 +4,10 @@
   against their sha256 when it was validated; later runs load it without those checks.
 - a derived folder (``<package>.derived/`` for cached zips, ``local/<hash>/`` in the cache for
   other paths, which are never written to): the backend choice and our conversions (ONNX export,
-  OpenVINO blobs), see :mod:`biapy_runner.models.backends.choice`.
+  OpenVINO blobs), see :mod:`biapy_runner.models.backends.choice`, and for cached zips the
+  digest of the validated description (``description.json``, :mod:`.digest`), valid while the
+  package keeps its size, modification time and rdf (whose sha256 is in the package's name and
+  which pins every file's sha256), so that later runs do not import bioimageio.
 """
 
 from __future__ import annotations
@@ -13,11 +16,14 @@ import hashlib
 import json
 import os
 import zipfile
+import zlib
 from pathlib import Path
 
 from biapy_runner.log import warn
+from biapy_runner.models.digest import ModelDigest
 
 MARKER_SUFFIX = ".verified.json"
+DIGEST_NAME = "description.json"
 _RDF_NAMES = ("bioimageio.yaml", "rdf.yaml")
 
 
@@ -92,3 +98,39 @@ def derived_folder(path: Path, cache_dir: Path) -> Path:
         f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|".encode() + rdf_bytes(path)
     ).hexdigest()[:16]
     return cache_dir / "local" / ident
+
+
+def _package_key(package: Path) -> dict[str, object]:
+    """What identifies the content of ``package``: size, modification time and rdf sha256."""
+    stat = package.stat()
+    return {
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "rdf_sha256": hashlib.sha256(rdf_bytes(package)).hexdigest(),
+    }
+
+
+def read_digest(package: Path, folder: Path) -> ModelDigest | None:
+    """The digest kept for the cached ``package`` in its derived ``folder``; None when there is
+    none, or it was made from another package content or by another digest version."""
+    try:
+        data = json.loads((folder / DIGEST_NAME).read_text())
+        if not isinstance(data, dict) or data.get("package") != _package_key(package):
+            return None
+        return ModelDigest.from_json(data.get("digest") or {})
+    except (OSError, ValueError, TypeError, KeyError, EOFError, zipfile.BadZipFile, zlib.error):
+        return None  # validated (and its problem named) again
+
+
+def write_digest(package: Path, folder: Path, digest: ModelDigest) -> None:
+    """Keep ``digest`` (of the validated cached ``package``) in its derived ``folder``."""
+    target = folder / DIGEST_NAME
+    partial = folder / f".{DIGEST_NAME}.{os.getpid()}.partial"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        partial.write_text(json.dumps({"package": _package_key(package),
+                                       "digest": digest.to_json()}, indent=1))
+        os.replace(partial, target)
+    except (OSError, TypeError, ValueError) as err:
+        partial.unlink(missing_ok=True)
+        warn(f"cannot keep the description of {package} in the cache: {err}")

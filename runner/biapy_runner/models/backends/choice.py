@@ -27,7 +27,7 @@ import torch
 
 from biapy_runner.errors import real_cause
 from biapy_runner.log import info, warn
-from biapy_runner.models.backends import BackendUnavailable, Forward, remote_weights
+from biapy_runner.models.backends import BackendUnavailable, Forward, Weights
 
 #: The backends ``--backend`` accepts besides ``auto``, in order of preference on ties.
 BACKENDS = ("torch", "torch-channels-last", "torchscript", "onnxruntime", "openvino")
@@ -299,18 +299,21 @@ def choose(
     """The backend ``wanted`` (``auto``: the fastest correct one, remembered in ``store`` under
     ``key``) for the model ``name``, probed on the tile ``x``; logs the choice and its speed-up.
 
-    A forced backend is still checked against the reference on the tile; a backend that is not
-    installed, does not apply to this model or gives other results falls back to the reference
-    with a log line."""
-    if wanted == "auto":
-        cached = _cached(store.get(key), builders, reference, name)
-        if cached is not None:
-            return cached
-    elif wanted not in builders:
+    A forced backend is still checked against the reference on the tile (one run each, not
+    timed again once it passed: the check is remembered under ``key`` and the backend's name); a
+    backend that is not installed, does not apply to this model or gives other results falls
+    back to the reference with a log line."""
+    if wanted != "auto" and wanted not in builders:
         info(f"model {name}: backend {wanted} does not apply to this model; using {reference}")
         return Choice(reference, builders[reference]())
     if wanted == reference:
         return Choice(reference, builders[reference]())
+    if wanted != "auto":
+        key = f"{key}|forced={wanted}"
+        measure = _once(measure)
+    cached = _cached(store.get(key), builders, reference, name)
+    if cached is not None:
+        return cached
     subset = builders if wanted == "auto" else {k: builders[k] for k in (reference, wanted)}
     trials, forwards = probe(
         subset, reference, x, compare, measure=measure,
@@ -326,7 +329,7 @@ def choose(
     for t in trials:
         if t.refused and (wanted == "auto" or t.name == wanted):
             info(f"model {name}: backend {t.name} not used: {t.refused}")
-    if wanted == "auto":
+    if wanted == "auto" or winner.name == wanted:
         store.put(key, record)
     speedup = record["speedup"]
     info(
@@ -335,6 +338,13 @@ def choose(
         + f" (probe on one tile {tuple(x.shape)}: {_describe(trials, subset)})"
     )
     return Choice(winner.name, forwards[winner.name], speedup, winner.peak_bytes)
+
+
+def _once(timed: Measure) -> Measure:
+    """``timed`` without the timed repeats (the default :func:`measure`: its warm-up run only)."""
+    if timed is not measure:
+        return timed
+    return lambda forward, x: measure(forward, x, repeats=0)
 
 
 def _failure(trial: Trial) -> Exception:
@@ -366,16 +376,25 @@ def _cached(
 
 @dataclass
 class Source:
-    """What the candidates are made from: the reference weights as loaded (``format`` a weight
-    format, ``forward`` its callable), the description (for ONNX weights of the package), where
-    they run, and the folder that keeps our conversions (None: a temporary one)."""
+    """What the candidates are made from: the reference weights (``format`` a weight format,
+    ``forward`` its callable; None until ``load`` gives both, when a candidate first needs them),
+    the package's ONNX weights (None without), where they run, and the folder that keeps our
+    conversions (None: a temporary one)."""
 
     format: str
-    forward: Forward
-    descr: Any
+    forward: Forward | None
+    onnx: Weights | None
     device: torch.device
     threads: int | None
     folder: Path
+    load: Callable[[], tuple[str, Forward]] | None = None
+
+    def reference(self) -> Forward:
+        """The reference weights, loaded now if they were not."""
+        if self.forward is None:
+            assert self.load is not None
+            self.format, self.forward = self.load()
+        return self.forward
 
 
 def reference_name(weight_format: str) -> str:
@@ -397,20 +416,23 @@ def builders_for(
     axes an ONNX export keeps fixed); ``batch_axis``: the input's first axis is a batch axis."""
     from biapy_runner.models.backends import convert, onnx, openvino
 
-    module = source.forward if isinstance(source.forward, torch.nn.Module) else None
-    builders: dict[str, Builder] = {reference_name(source.format): lambda: source.forward}
+    torch_weights = source.format in ("pytorch_state_dict", "torchscript")
+    builders: dict[str, Builder] = {reference_name(source.format): source.reference}
     onnx_file: list[Any] = []
+
+    def module() -> torch.nn.Module:
+        return source.reference()  # type: ignore[return-value]
 
     def onnx_model() -> bytes | Path:
         if not onnx_file:
-            packaged = getattr(source.descr.weights, "onnx", None)
-            if packaged is not None and not remote_weights(source.descr, "onnx"):  # offline
-                onnx_file.append(packaged.get_reader().read())
-            elif module is not None:
-                path = source.folder / "model.onnx"
+            packaged = source.onnx
+            path = source.folder / "model.onnx"
+            if packaged is not None and not packaged.remote:  # offline
+                onnx_file.append(packaged.data())
+            elif torch_weights:
                 if not path.is_file():
                     convert.export_onnx(
-                        module, example, path, out_rank=out_rank,
+                        module(), example, path, out_rank=out_rank,
                         fixed_inputs=(channel_axes[0],), fixed_outputs=(channel_axes[1],),
                     )
                 onnx_file.append(path)
@@ -418,9 +440,9 @@ def builders_for(
                 raise BackendUnavailable("needs ONNX weights or a torch model to export")
         return onnx_file[0]
 
-    if module is not None:
-        builders["torch-channels-last"] = lambda: convert.channels_last(module, example)
-        builders["torchscript"] = lambda: convert.torchscript(module, example)
+    if torch_weights:
+        builders["torch-channels-last"] = lambda: convert.channels_last(module(), example)
+        builders["torchscript"] = lambda: convert.torchscript(module(), example)
         builders["onnxruntime"] = lambda: onnx.session(onnx_model(), source.device, source.threads)
     builders["openvino"] = lambda: openvino.compile_onnx(
         onnx_model(), source.device, source.threads, source.folder / "openvino",

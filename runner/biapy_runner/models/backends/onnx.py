@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from biapy_runner.models.backends import BackendUnavailable, Forward
+from biapy_runner.models.backends import BackendUnavailable, Forward, Weights
 
 
-def load(descr: Any, device: torch.device, threads: int | None) -> Forward:
+def load(weights: Weights, device: torch.device, threads: int | None) -> Forward:
     """An ONNX Runtime session for the package's weights, wrapped to take and give torch tensors."""
-    return session(descr.weights.onnx.get_reader().read(), device, threads)
+    return session(weights.data(), device, threads)
 
 
 def session(model: bytes | Path, device: torch.device, threads: int | None) -> Forward:

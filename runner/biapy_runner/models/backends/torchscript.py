@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import io
-from typing import Any
 
 import torch
 
-from biapy_runner.models.backends import Forward
+from biapy_runner.models.backends import Forward, Weights
 
 
-def load(descr: Any, device: torch.device, threads: int | None) -> Forward:
+def load(weights: Weights, device: torch.device, threads: int | None) -> Forward:
     """Load the TorchScript module of the package on ``device``, in eval mode."""
-    module = torch.jit.load(io.BytesIO(descr.weights.torchscript.get_reader().read()), device)
+    module = torch.jit.load(io.BytesIO(weights.data()), device)
     return module.eval()
