@@ -104,6 +104,8 @@ def main_bench() -> None:
                  str(args.threads), "--no-report"]) == 0
     result = {
         "held_out_iou": round(held_out_iou(out), 4),
+        "iou_goal": 0.80,
+        "iou_meets_goal": held_out_iou(out) >= 0.80,
         "run_with_checkpoint_iou": round(held_out_iou(rerun), 4),
         "same_iou": abs(held_out_iou(out) - held_out_iou(rerun)) <= 1e-6,
         "epochs": int(log["epoch"].iloc[-1]),

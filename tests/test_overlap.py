@@ -113,7 +113,7 @@ def _run(data, images, gts, out, capsys) -> tuple[int, list[str]]:
     import re
 
     lines = capsys.readouterr().err.splitlines()  # times aside, the same lines
-    return code, [re.sub(r"\d+\.\d+", "N", line.split("] ", 1)[-1]).replace(str(out), "OUT")
+    return code, [re.sub(r"\d+(\.\d+)? [KMGT]?i?B\b|\d+\.\d+", "N", line.split("] ", 1)[-1]).replace(str(out), "OUT")
                   for line in lines]
 
 

@@ -7,7 +7,8 @@ in the caller, whose result is then returned at once (and written, scored, ... b
 before key i+1 is asked for). Results come in order; the background thread's log lines are held
 back and written when its key is asked for, so the log reads as a sequential run's; an exception
 of ``first`` is raised when its key is asked for, as a sequential run raises it. The thread is a
-daemon: a run stopped by an error or a signal does not wait for it.
+daemon, and leaving the context waits for it (a stopped run waits for the prediction running
+ahead, never for more).
 """
 
 from __future__ import annotations
@@ -67,7 +68,11 @@ class Overlapped(Generic[K]):
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._ahead = None  # a daemon thread still running is left to finish or to the exit
+        """Wait for a prediction still running ahead (a run stopped by an error or a signal):
+        a forward left running beside the interpreter's exit or the next job can crash it."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            ahead.thread.join()
 
     def __call__(self, key: K) -> Any:
         """The result of ``key``, which must be the next of ``keys``."""
