@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import os
 import shlex
@@ -583,24 +582,18 @@ def test(
     predictor = TiledPredictor(model, cfg, opts.batch_size, opts.amp)
     chunks = _Chunks(cfg, workflow, predictor, stage, opts)
 
-    def predict(path: Path) -> tuple[Image, np.ndarray | None] | _ChunkedInput:
+    def predict(path: Path) -> tuple[Image, np.ndarray | None, Any]:
         lazy = chunks.open(path)
         if lazy is not None:
-            return _ChunkedInput(lazy)
+            return chunks.predict(lazy)
         axes, dataset = chunks.axes_and_dataset(path)
         image = read_image(path, ndim=_ndim(cfg), axes=axes, dataset=dataset)
         check_finite(image)
-        return image, workflow.predict(image, predictor)
-
-    def decode(predicted: Any) -> tuple[Image, np.ndarray | None, Any]:
-        if isinstance(predicted, _ChunkedInput):  # in this thread: one budget at a time
-            return chunks.predict(predicted.lazy)
-        image, raw = predicted
+        raw = workflow.predict(image, predictor)
         return image, raw, workflow.decode(raw, image)
 
     config_text = ran_config(cfg, workflow, opts.config, images, gts)
-    with _ahead(chunks, opts, predict, decode, [path for path, _ in inputs]) as produce:
-        items = _process(stage, cfg, workflow, inputs, produce, config_text)
+    items = _process(stage, cfg, workflow, inputs, predict, config_text)
     if opts.report:
         from biapy_runner.report.build import RunInfo
         from biapy_runner.report.panels import Reader, ResultSet
@@ -611,32 +604,6 @@ def test(
         )
         reader = Reader(_ndim(cfg), opts.axes, opts.dataset)
         _report(stage, info, since, items, [ResultSet("", stage.root)], reader)
-
-
-@dataclass(frozen=True)
-class _ChunkedInput:
-    """An image that ``test`` predicts and decodes by chunks, in the caller's thread."""
-
-    lazy: LazyImage
-
-
-def _ahead(
-    chunks: _Chunks,
-    opts: RunOptions,
-    predict: Callable[[Path], Any],
-    decode: Callable[[Any], tuple[Image, np.ndarray | None, Any]],
-    paths: Sequence[Path],
-) -> Any:
-    """``predict`` then ``decode`` per path as a context manager giving ``produce(path)``: image
-    i+1 predicted in a background thread while image i is decoded and written
-    (``inference/overlap.py``), unless the user set a memory budget or BY_CHUNKS (then one image
-    is in memory at a time, as the budget assumes)."""
-    from biapy_runner.inference.chunked import BUDGET_ENV
-    from biapy_runner.inference.overlap import Overlapped
-
-    if chunks.enabled or opts.memory_budget or os.environ.get(BUDGET_ENV):
-        return contextlib.nullcontext(lambda path: decode(predict(path)))
-    return Overlapped(predict, decode, paths)
 
 
 def load_configured_model(cfg: Config, opts: RunOptions, threads: int) -> RunnableModel:
