@@ -117,6 +117,17 @@ def test_run_by_chunks_scores_like_in_memory(root: Path, kind: str) -> None:
         assert labels.attrs["complete"]
         whole = tifffile.imread(memory / "post_proc" / "instance.tif")
         assert same_up_to_relabelling(labels[...], whole)
+        assert labels.dtype == whole.dtype == np.uint16
+        assert not (chunks / ".scratch").exists()
+        tables = [pd.read_csv(out / "metrics" / "objects.tsv", sep="\t").drop(columns="label")
+                  .sort_values(["centroid_z", "centroid_y", "centroid_x"], ignore_index=True)
+                  for out in (memory, chunks)]  # fmt: skip
+        assert len(tables[0]) == 9
+        pd.testing.assert_frame_equal(tables[1], tables[0])
+        summaries = [pd.read_csv(out / "metrics" / "summary.tsv", sep="\t") for out in
+                     (memory, chunks)]  # fmt: skip
+        assert summaries[1].loc[0, "n_objects"] == summaries[0].loc[0, "n_objects"] == 9
+        assert summaries[1].loc[0, "mean_size"] == summaries[0].loc[0, "mean_size"]
     elif kind == "semantic":
         assert expected.loc[0, "iou"] > 0.5
     else:
@@ -124,3 +135,5 @@ def test_run_by_chunks_scores_like_in_memory(root: Path, kind: str) -> None:
         points = [pd.read_csv(out / "post_proc" / "detection_points.tsv", sep="\t")
                   for out in (memory, chunks)]  # fmt: skip
         pd.testing.assert_frame_equal(points[1], points[0])
+        mask = zarr.open_array(str(chunks / "post_proc" / "detection.zarr"), mode="r")
+        assert np.array_equal(mask[...], tifffile.imread(memory / "post_proc" / "detection.tif"))

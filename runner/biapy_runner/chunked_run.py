@@ -14,6 +14,7 @@ import numpy as np
 
 from biapy_runner import log
 from biapy_runner.config.load import Config
+from biapy_runner.decode.chunked import LabelStore
 from biapy_runner.errors import ConfigError
 from biapy_runner.io.images import Image, check_axes_letters
 from biapy_runner.io.outputs import OutputStage
@@ -46,6 +47,8 @@ class ChunkedResult:
         from biapy_runner.io.chunked import open_prediction
 
         workflow, folder, stem = self.chunks.workflow, self.chunks.stage.folder, self.image.stem
+        if self.decoded is not None and "planes" in self.decoded.state:  # labels in Zarr
+            return workflow.score(self.decoded, self._gt_planes(gt_ref), self.image)
         if self.decoded is not None:
             return workflow.score(self.decoded, workflow.load_gt(gt_ref, self.image), self.image)
         stored = folder / "post_proc" / f"{stem}.zarr"
@@ -196,6 +199,16 @@ class Chunks:
 
         return nbytes <= room(self.budget) // 4
 
+    def planes(self, raw: LazyImage) -> int:
+        """Planes (first spatial axis) of the volume that one pass over its labels may hold:
+        a labels window (with its copies and object masks) and the raw prediction's planes
+        within an eighth of the budget's room."""
+        from biapy_runner.inference.chunked import room
+
+        plane = int(np.prod(raw.spatial_shape[1:]))
+        per_plane = plane * (4 * raw.shape[0] + 32)
+        return max(1, room(self.budget) // 8 // max(per_plane, 1))
+
     def tiff(self, folder: str, array: LazyImage) -> None:
         """``<folder>/<stem>.tif`` too, with TEST.BY_CHUNKS.SAVE_OUT_TIF, when it fits."""
         if not self.cfg.get("TEST.BY_CHUNKS.SAVE_OUT_TIF"):
@@ -241,8 +254,13 @@ class Chunks:
                           lazy.dtype)  # fmt: skip
             decoded = self.workflow.decode(raw.read(), image)
         else:
-            decoded = self.workflow.decode_by_chunks(raw, view)
-        writer.write(tuple(slice(0, n) for n in raw.spatial_shape), decoded.images)
+            store = _ZarrLabels(writer, self.planes(raw))
+            try:
+                decoded = self.workflow.decode_by_chunks(raw, view, store)
+            finally:
+                store.close()
+        held = {k: v for k, v in decoded.images.items() if isinstance(v, np.ndarray)}
+        writer.write(tuple(slice(0, n) for n in raw.spatial_shape), held)
         summary.update(writer.close())
         summary.update(self.workflow.summarize(decoded, view))
         self.stage.add_tables(decoded.tables, lazy.stem)
@@ -279,23 +297,30 @@ class _RegionDecoder:
         for folder, array in images.items():
             lead = (slice(None),) * (array.ndim - ndim)
             if folder not in self.stores:
-                self.stores[folder] = self._create(folder, array, ndim)
+                self.create(folder, tuple(array.shape[: array.ndim - ndim]), array.dtype)
             self.stores[folder][lead + region] = array[lead + inner]
 
-    def _create(self, folder: str, array: np.ndarray, ndim: int) -> Any:
-        """The Zarr of one result: the raw prediction's spatial shape and chunks."""
-        import zarr
-
+    def create(self, folder: str, lead: tuple[int, ...], dtype: Any) -> Any:
+        """The Zarr of one result (``lead``: its axes before the spatial ones), of the raw
+        prediction's spatial shape and chunks, kept among the stores to close."""
         from biapy_runner.io.chunked import create_zarr
 
-        raw = zarr.open_array(str(self.chunks.stage.folder / "raw" / f"{self.lazy.stem}.zarr"),
-                              mode="r")  # fmt: skip
-        lead = tuple(array.shape[: array.ndim - ndim])
+        raw = self.raw_array()
         path = self.chunks.stage.folder / folder / f"{self.lazy.stem}.zarr"
         path.parent.mkdir(parents=True, exist_ok=True)
         axes = self.lazy.axes.upper() if lead else self.lazy.axes[1:].upper()
-        return create_zarr(path, (*lead, *raw.shape[1:]), array.dtype, (*lead, *raw.chunks[1:]),
-                           {"axes": axes, "source": str(self.lazy.path.resolve())})
+        self.stores[folder] = create_zarr(
+            path, (*lead, *raw.shape[1:]), dtype, (*lead, *raw.chunks[1:]),
+            {"axes": axes, "source": str(self.lazy.path.resolve())},
+        )  # fmt: skip
+        return self.stores[folder]
+
+    def raw_array(self) -> Any:
+        """The raw prediction's Zarr array (its shape and chunks)."""
+        import zarr
+
+        return zarr.open_array(str(self.chunks.stage.folder / "raw" / f"{self.lazy.stem}.zarr"),
+                               mode="r")  # fmt: skip
 
     def close(self) -> dict[str, Any]:
         """Mark the results complete, write their TIFFs when asked; the summary's fields."""
@@ -307,3 +332,29 @@ class _RegionDecoder:
             self.chunks.tiff(folder, open_prediction(self.chunks.stage.folder / folder /
                                                       f"{stem}.zarr"))  # fmt: skip
         return {"outputs": ", ".join(f"{f}/{stem}.zarr" for f in self.stores)}
+
+
+class _ZarrLabels(LabelStore):
+    """Decoding by chunks out of core: the final labels go to ``<folder>/<stem>.zarr`` (the
+    region decoder's stores, closed with it), the chunk ids before the final relabelling to a
+    scratch Zarr in the staging folder, removed at ``close``."""
+
+    def __init__(self, writer: _RegionDecoder, planes: int) -> None:
+        super().__init__(planes)
+        self.writer = writer
+        self.folder = writer.chunks.stage.folder / ".scratch" / writer.lazy.stem
+
+    def scratch(self, name: str, shape: tuple[int, ...]) -> Any:
+        from biapy_runner.io.chunked import create_zarr
+
+        chunks = self.writer.raw_array().chunks[1:]
+        return create_zarr(self.folder / f"{name.replace('/', '_')}.zarr", shape, np.uint32,
+                           chunks)  # fmt: skip
+
+    def final(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> Any:
+        return self.writer.create(name, (), dtype)
+
+    def close(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.folder.parent, ignore_errors=True)

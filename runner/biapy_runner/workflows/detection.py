@@ -19,7 +19,13 @@ import pandas as pd
 from scipy import ndimage
 
 from biapy_runner import log
-from biapy_runner.decode.chunked import chunk_geometry, detect_points_by_chunks, read_all
+from biapy_runner.decode.chunked import (
+    LabelStore,
+    chunk_geometry,
+    detect_points_by_chunks,
+    read_all,
+    write_point_mask,
+)
 from biapy_runner.decode.filters import configured_median_filter
 from biapy_runner.decode.points import (
     AXIS_COLUMNS,
@@ -35,7 +41,7 @@ from biapy_runner.decode.points import (
 )
 from biapy_runner.config.load import voxel_spacing
 from biapy_runner.errors import ConfigError
-from biapy_runner.io.images import Image, label_dtype, stem_of, stored_labels
+from biapy_runner.io.images import Image, class_dtype, label_dtype, stem_of, stored_labels
 from biapy_runner.metrics.points import Matching, match_points, ratios
 from biapy_runner.workflows.base import Decoded, Scored, Workflow, register
 
@@ -227,12 +233,16 @@ class Detection(Workflow):
             decoded.images["instances"] = grow_instances(raw, points, dilations)
         return decoded
 
-    def decode_by_chunks(self, raw: Any, image: Image) -> Decoded:
+    def decode_by_chunks(
+        self, raw: Any, image: Image, store: LabelStore | None = None
+    ) -> Decoded:
         """Points found chunk by chunk (``decode.chunked``: BiaPy's chunk_by_chunk chunk and
         halo), kept in the chunk that owns them, close points of neighbouring chunks
         deduplicated (within REMOVE_CLOSE_POINTS_RADIUS when set, else the peak spacing
         TEST.DET_PEAK_LOCAL_MAX_MIN_DISTANCE). TEST.DET_TH_TYPE auto / relative thresholds are
-        computed per chunk, as BiaPy does per tile."""
+        computed per chunk, as BiaPy does per tile. The point mask is drawn chunk by chunk
+        into ``store``'s array (numpy by default, Zarr out of core); only DET_WATERSHED's
+        instances (a watershed over the whole map) read the whole prediction."""
         ndim = len(raw.shape) - 1
         chunk, halo = chunk_geometry(self.cfg, ndim)
         if self.cfg.get("TEST.POST_PROCESSING.REMOVE_CLOSE_POINTS"):
@@ -249,7 +259,13 @@ class Detection(Workflow):
             chunk, halo, radius, resolution, norm,
         )  # fmt: skip
         log.info(f"  {len(points)} point(s) detected")
-        decoded = self._wrap(points, tuple(raw.shape[1:]))
+        store = LabelStore() if store is None else store
+        shape = tuple(int(n) for n in raw.shape[1:])
+        top = int(points.classes.max()) if len(points) else 0
+        mask = store.final("post_proc", shape, np.dtype(class_dtype(top)))
+        write_point_mask(points, mask, chunk)
+        decoded = self._wrap(points, None)
+        decoded.images["post_proc"] = mask
         if self.cfg.get("TEST.POST_PROCESSING.DET_WATERSHED"):
             dilations = self._dilations(int(raw.shape[0]), ndim)
             decoded.images["instances"] = grow_instances(read_all(raw), points, dilations)
