@@ -344,10 +344,10 @@ class _ZarrLabels(LabelStore):
         self.writer = writer
         self.folder = writer.chunks.stage.folder / ".scratch" / writer.lazy.stem
 
-    def scratch(self, name: str, shape: tuple[int, ...]) -> Any:
+    def scratch(self, name: str, shape: tuple[int, ...], chunk: tuple[int, ...]) -> Any:
         from biapy_runner.io.chunked import create_zarr
 
-        chunks = self.writer.raw_array().chunks[1:]
+        chunks = tuple(min(c, n) for c, n in zip(chunk, shape))
         return create_zarr(self.folder / f"{name.replace('/', '_')}.zarr", shape, np.uint32,
                            chunks)  # fmt: skip
 

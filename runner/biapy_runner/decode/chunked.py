@@ -235,8 +235,9 @@ class LabelStore:
     def __init__(self, planes: int = 64) -> None:
         self.planes = max(1, int(planes))
 
-    def scratch(self, name: str, shape: tuple[int, ...]) -> Any:
-        """The chunk ids of output ``name`` before the final relabelling (uint32)."""
+    def scratch(self, name: str, shape: tuple[int, ...], chunk: tuple[int, ...]) -> Any:
+        """The chunk ids of output ``name`` before the final relabelling (uint32), written
+        ``chunk`` by ``chunk``."""
         return np.zeros(shape, dtype=np.uint32)
 
     def final(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> Any:
@@ -295,7 +296,7 @@ def decode_instances_by_chunks(
         for name, labels in decode(block).items():
             if name not in mergers:
                 if name not in out:
-                    out[name] = store.scratch(name, grid.shape)
+                    out[name] = store.scratch(name, grid.shape, grid.chunk)
                 mergers[name] = _LabelMerger(out[name])
             mergers[name].add(grid, index, np.asarray(labels), merge_iou)
         del block
