@@ -95,6 +95,16 @@ class Planes:
 BIAPY_AXES_ORDER = "TZCYX"
 
 
+def pass_planes(shape: tuple[int, ...], budget: int) -> int:
+    """Planes (first spatial axis) of a ``(C, *spatial)`` prediction's volume that one pass
+    over its labels may hold (object tables, streamed scores): a labels window with its copies
+    and object masks beside the prediction's planes, within an eighth of the budget's room."""
+    from biapy_runner.inference.chunked import room
+
+    per_plane = int(np.prod(shape[2:])) * (4 * int(shape[0]) + 32)
+    return max(1, room(budget) // 8 // max(per_plane, 1))
+
+
 class Chunks:
     """TEST.BY_CHUNKS and the memory budget: which images are predicted by chunks, and the
     prediction, decoding and writing of those (``raw/<stem>.zarr``, ``<folder>/<stem>.zarr``)."""
@@ -200,14 +210,8 @@ class Chunks:
         return nbytes <= room(self.budget) // 4
 
     def planes(self, raw: LazyImage) -> int:
-        """Planes (first spatial axis) of the volume that one pass over its labels may hold:
-        a labels window (with its copies and object masks) and the raw prediction's planes
-        within an eighth of the budget's room."""
-        from biapy_runner.inference.chunked import room
-
-        plane = int(np.prod(raw.spatial_shape[1:]))
-        per_plane = plane * (4 * raw.shape[0] + 32)
-        return max(1, room(self.budget) // 8 // max(per_plane, 1))
+        """Planes of the volume one pass over its labels may hold (``pass_planes``)."""
+        return pass_planes(raw.shape, self.budget)
 
     def tiff(self, folder: str, array: LazyImage) -> None:
         """``<folder>/<stem>.tif`` too, with TEST.BY_CHUNKS.SAVE_OUT_TIF, when it fits."""
