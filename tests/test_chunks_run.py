@@ -107,7 +107,8 @@ def test_run_by_chunks_scores_like_in_memory(root: Path, kind: str) -> None:
 
     memory = _run(root, kind, f"{kind}_memory", "--memory-budget", "4G")
     chunks = _run(root, kind, f"{kind}_chunks", "--memory-budget", "2M",
-                  "--set", "TEST.BY_CHUNKS.ENABLE=True")  # fmt: skip
+                  "--set", "TEST.BY_CHUNKS.ENABLE=True",
+                  *(["--report"] if kind == "instance" else []))  # fmt: skip
     expected = pd.read_csv(memory / "metrics" / "metrics.tsv", sep="\t")
     got = pd.read_csv(chunks / "metrics" / "metrics.tsv", sep="\t")
     pd.testing.assert_frame_equal(got, expected)
@@ -118,6 +119,12 @@ def test_run_by_chunks_scores_like_in_memory(root: Path, kind: str) -> None:
         whole = tifffile.imread(memory / "post_proc" / "instance.tif")
         assert same_up_to_relabelling(labels[...], whole)
         assert labels.dtype == whole.dtype == np.uint16
+        # the report's preview read the Zarr results thinned (2 MiB budget: every 2nd voxel)
+        from PIL import Image as PILImage
+
+        preview = np.asarray(PILImage.open(chunks / "report" / "previews" / "instance.png"))
+        assert preview.shape[0] == 2 * 32 + 2 * 20 + 3 * 4  # z views 32 high, y/x views 20
+        assert "previews/instance.png" in (chunks / "report" / "index.html").read_text()
         assert not (chunks / ".scratch").exists()
         tables = [pd.read_csv(out / "metrics" / "objects.tsv", sep="\t").drop(columns="label")
                   .sort_values(["centroid_z", "centroid_y", "centroid_x"], ignore_index=True)

@@ -209,6 +209,12 @@ class Chunks:
 
         return nbytes <= room(self.budget) // 4
 
+    def preview_voxels(self) -> int:
+        """Voxels of a volume the report reads whole for a preview; larger volumes are read
+        thinned, plane by plane (``report.panels.Reader``): a 64th of the budget (a few
+        volumes of float32 and RGB views fit in it), at most 2**26."""
+        return max(1 << 12, min(1 << 26, self.budget // 64))
+
     def planes(self, raw: LazyImage) -> int:
         """Planes of the volume one pass over its labels may hold (``pass_planes``)."""
         return pass_planes(raw.shape, self.budget)

@@ -604,7 +604,7 @@ def test(
             "run", str(cfg.get("PROBLEM.TYPE")), _ndim(cfg), 0.0, model_info(model, cfg),
             str(model.device), str(cfg.source or ""),
         )
-        reader = Reader(_ndim(cfg), opts.axes, opts.dataset)
+        reader = Reader(_ndim(cfg), opts.axes, opts.dataset, chunks.preview_voxels())
         _report(stage, info, since, items, [ResultSet("", stage.root)], reader)
 
 
@@ -807,16 +807,18 @@ def _process(
     for index, (path, gt_ref) in enumerate(inputs, start=1):
         log.info(f"image {index}/{len(inputs)}: {path.name}")
         image, raw, decoded = produce(path)
-        if isinstance(decoded, ChunkedResult):  # written by chunks; scored when it fits
+        item = Item(image.stem, path, gt_ref if isinstance(gt_ref, Path) else None)
+        if isinstance(decoded, ChunkedResult):  # written by chunks, scored streaming
             summary_rows.append({"image": image.stem, **decoded.summary})
             scored = None if gt_ref is None else decoded.score(gt_ref)
             if scored is not None:
                 metric_rows.append(_scored_row(stage, image.stem, scored))
+            items.append(item)  # its preview reads the Zarr results thinned (report.panels)
             continue
         gt = None if gt_ref is None else workflow.load_gt(gt_ref, image)
         summary, scores = _write_result(stage, workflow, image, raw, decoded, gt)
         summary_rows.append(summary)
-        items.append(Item(image.stem, path, gt_ref if isinstance(gt_ref, Path) else None))
+        items.append(item)
         if scores is not None:
             metric_rows.append(scores)
         if stack is not None and raw is not None:
