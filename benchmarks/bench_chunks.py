@@ -52,7 +52,7 @@ def build_model(work: Path) -> Path:
     return conv3d_package(work)
 
 
-#: The instance model: B = sigmoid(4 z) of the normalised input z, C = sigmoid(-10) ~ 0.
+#: The instance model: B = sigmoid(4 z - 4) of the normalised input z, C = sigmoid(-10) ~ 0.
 CONV1 = """
 import torch
 
@@ -83,7 +83,7 @@ def build_instance_model(work: Path) -> Path:
     from tests.bmz_factory import make_model_package
 
     state = {"a.weight": torch.tensor([4.0, 0.0]).reshape(2, 1, 1, 1, 1),
-             "a.bias": torch.tensor([0.0, -10.0])}  # fmt: skip
+             "a.bias": torch.tensor([-4.0, -10.0])}  # fmt: skip
     return make_model_package(
         work / "instance_model", architecture_source=CONV1, callable_name="Net", kwargs={},
         state_dict=state, ndim=3, out_channels=2, size=(16, 8), halo=0, name="conv1-bc",
@@ -143,6 +143,8 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--workflow", choices=("semantic", "instance"), default="semantic",
                         help="instance: BC channels decoded by chunks out of core")
+    parser.add_argument("--yx", type=int, default=YX[0],
+                        help="side of the volumes' YX planes (smaller for a quick check)")
     opts = parser.parse_args()
     sys.path[:0] = [str(REPO / "runner"), str(REPO)]
     from biapy_runner.inference.chunked import parse_size
@@ -161,15 +163,16 @@ def main() -> None:
         else:
             model = build_model(work)
             config.write_text(semantic_config((64, 128, 128), (4, 8, 8), 0.0))
-        plane = YX[0] * YX[1]
+        yx = (opts.yx, opts.yx)
+        plane = yx[0] * yx[1]
         depth = max(64, round(opts.scale * 1e9 / (2 * plane)))
         fit_depth = min(depth, 128)  # predicted in memory: ~2.3 GB at its peak
-        big = write_volume(work / "big.zarr", depth, YX)
-        write_volume(work / "fits.zarr", fit_depth, YX, seed=1)
+        big = write_volume(work / "big.zarr", depth, yx)
+        write_volume(work / "fits.zarr", fit_depth, yx, seed=1)
         write_volume(work / "tiny.zarr", 56, (120, 120), seed=2)
-        print(f"large volume {depth}x{YX[0]}x{YX[1]} uint16 = {big / 2**30:.2f} GiB, "
+        print(f"large volume {depth}x{yx[0]}x{yx[1]} uint16 = {big / 2**30:.2f} GiB, "
               f"{big / budget:.1f}x the budget {budget / 2**30:.2f} GiB; in-memory volume "
-              f"{fit_depth}x{YX[0]}x{YX[1]}")  # fmt: skip
+              f"{fit_depth}x{yx[0]}x{yx[1]}", flush=True)  # fmt: skip
         common = ["--config", str(config), "--model", str(model)]
         base_wall, base_rss, _ = run([*common, "--images", str(work / "tiny.zarr"), "--out",
                                       str(work / "out_tiny"), "--memory-budget", "64G"],

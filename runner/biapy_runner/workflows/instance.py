@@ -365,10 +365,9 @@ class InstanceSegmentation(Workflow):
         streamed = not all(isinstance(a, np.ndarray) for a in (gt, *decoded.images.values())) \
             or not (raw is None or isinstance(raw, np.ndarray))  # fmt: skip
         planes = int(decoded.state.get("planes", 64)) if streamed else None
-        if not streamed:
-            gt = np.asarray(gt)
-            if gt.ndim == decoded.images["post_proc"].ndim + 1 and gt.shape[0] == 1:
-                gt = gt[0]
+        gt = gt if streamed and not isinstance(gt, np.ndarray) else np.asarray(gt)
+        if gt.ndim == decoded.images["post_proc"].ndim + 1 and gt.shape[0] == 1:
+            gt = gt[0]
         row: dict[str, Any] = {}
         assoc: list[dict[str, Any]] = []
         if "instances" in decoded.images:
