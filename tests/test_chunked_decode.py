@@ -170,7 +170,9 @@ def detection_workflow(*extra: str):
 
 
 @pytest.mark.parametrize("extra", [(), ("TEST.POST_PROCESSING.REMOVE_CLOSE_POINTS=True",
-                                        "TEST.POST_PROCESSING.REMOVE_CLOSE_POINTS_RADIUS=4")])
+                                        "TEST.POST_PROCESSING.REMOVE_CLOSE_POINTS_RADIUS=4"),
+                                   ("TEST.POST_PROCESSING.DET_WATERSHED=True",
+                                    "TEST.POST_PROCESSING.DET_WATERSHED_FIRST_DILATION=[[1, 3, 3]]")])
 def test_points_by_chunks_equal_in_memory(extra) -> None:
     rng = np.random.default_rng(3)
     centres = rng.integers(2, np.array(SHAPE) - 2, size=(40, 3))
@@ -186,8 +188,11 @@ def test_points_by_chunks_equal_in_memory(extra) -> None:
     assert len(whole) > 20
     assert np.array_equal(whole.coords, points.coords)
     assert np.array_equal(whole.probs, points.probs)
-    mask = workflow.decode(prob, image).images["post_proc"]
-    assert np.array_equal(chunked.images["post_proc"], mask)
+    in_memory = workflow.decode(prob, image).images
+    assert np.array_equal(chunked.images["post_proc"], in_memory["post_proc"])
+    if "instances" in in_memory:  # DET_WATERSHED, grown chunk by chunk: the same ids
+        assert in_memory["instances"].max() == len(points)
+        assert np.array_equal(chunked.images["instances"], in_memory["instances"])
 
 
 class Recording:

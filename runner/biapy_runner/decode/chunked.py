@@ -105,11 +105,6 @@ def read_region(raw: Any, box: Box) -> np.ndarray:
     return np.asarray(raw[(slice(None), *box)])
 
 
-def read_all(raw: Any) -> np.ndarray:
-    """The whole of ``raw`` (see ``read_region``) in memory."""
-    return read_region(raw, tuple(slice(0, int(n)) for n in raw.shape[1:]))
-
-
 def _relative(inner: Box, outer: Box) -> Box:
     """``inner`` in the coordinates of ``outer``."""
     return tuple(slice(i.start - o.start, i.stop - o.start) for i, o in zip(inner, outer))

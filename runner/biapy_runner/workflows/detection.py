@@ -20,13 +20,15 @@ from scipy import ndimage
 
 from biapy_runner import log
 from biapy_runner.decode.chunked import (
+    ChunkGrid,
     LabelStore,
     chunk_geometry,
     detect_points_by_chunks,
-    read_all,
+    read_region,
     write_point_mask,
 )
 from biapy_runner.decode.filters import configured_median_filter
+from biapy_runner.decode.thresholds import otsu_of_blocks
 from biapy_runner.decode.points import (
     AXIS_COLUMNS,
     PointSet,
@@ -80,6 +82,63 @@ def grow_instances(
     seeds = _dilate_seeds(seeds, points.classes, dilations)
     foreground = (best >= otsu_thresholds(best[None])[0]) | (seeds > 0)
     return watershed(-best, markers=seeds, mask=foreground).astype(dtype)
+
+
+def grow_instances_by_chunks(
+    raw: Any, points: PointSet, dilations: Sequence[Sequence[int]], chunk: Sequence[int],
+    halo: Sequence[int], dest: Any,
+) -> None:  # fmt: skip
+    """``grow_instances`` of a prediction larger than memory, written into ``dest`` chunk by
+    chunk: the Otsu threshold of the whole map from passes over the chunks
+    (``thresholds.otsu_of_blocks``), then each chunk's watershed over the chunk with its halo,
+    seeded by the points within reach (their ids are the points' rows, the same in every
+    chunk). Equal to ``grow_instances`` when each grown object and its basin fit in the halo.
+
+    Parameters
+    ----------
+    raw
+        The probability map ``(C, *spatial)`` (numpy, Zarr, a ``LazyImage``).
+    points, dilations
+        As ``grow_instances``.
+    chunk, halo
+        Chunk core and context per side, per spatial axis.
+    dest
+        A writable array of the spatial shape (``label_dtype(len(points))``).
+    """
+    from skimage.segmentation import watershed
+
+    shape = tuple(int(n) for n in raw.shape[1:])
+    grid = ChunkGrid(shape, tuple(map(int, chunk)), tuple(map(int, halo)))
+
+    def best(box: tuple[slice, ...]) -> np.ndarray:
+        return np.max(read_region(raw, box), axis=0).astype(np.float32)
+
+    def cores() -> Any:
+        return (best(grid.core(index)) for index in grid.indices())
+
+    lo = min(float(b.min()) for b in cores())
+    hi = max(float(b.max()) for b in cores())
+    threshold = otsu_of_blocks(cores) if lo < hi else hi  # a constant map: its value
+    centres = np.clip(np.round(points.coords).astype(np.int64), 0, np.asarray(shape) - 1) \
+        if len(points) else np.zeros((0, len(shape)), dtype=np.int64)  # fmt: skip
+    reach = max([max(list(d) or [0]) for d in dilations] + [0]) // 2 + 1
+    ids = np.arange(1, len(points) + 1)
+    for index in grid.indices():
+        ext, core = grid.extended(index), grid.core(index)
+        around = tuple(slice(max(0, e.start - reach), min(n, e.stop + reach))
+                       for e, n in zip(ext, shape))  # fmt: skip
+        lo_a = np.array([a.start for a in around])
+        hi_a = np.array([a.stop for a in around])
+        near = np.all((centres >= lo_a) & (centres < hi_a), axis=1)
+        seeds = np.zeros(tuple(hi_a - lo_a), dtype=np.int64)
+        seeds[tuple((centres[near] - lo_a).T)] = ids[near]
+        seeds = _dilate_seeds(seeds, points.classes, dilations)
+        seeds = seeds[tuple(slice(e.start - a.start, e.stop - a.start)
+                            for e, a in zip(ext, around))]  # fmt: skip
+        prob = best(ext)
+        labels = watershed(-prob, markers=seeds, mask=(prob >= threshold) | (seeds > 0))
+        inner = tuple(slice(c.start - e.start, c.stop - e.start) for c, e in zip(core, ext))
+        dest[core] = labels[inner].astype(dest.dtype)
 
 
 def _dilate_seeds(
@@ -240,9 +299,9 @@ class Detection(Workflow):
         halo), kept in the chunk that owns them, close points of neighbouring chunks
         deduplicated (within REMOVE_CLOSE_POINTS_RADIUS when set, else the peak spacing
         TEST.DET_PEAK_LOCAL_MAX_MIN_DISTANCE). TEST.DET_TH_TYPE auto / relative thresholds are
-        computed per chunk, as BiaPy does per tile. The point mask is drawn chunk by chunk
-        into ``store``'s array (numpy by default, Zarr out of core); only DET_WATERSHED's
-        instances (a watershed over the whole map) read the whole prediction."""
+        computed per chunk, as BiaPy does per tile. The point mask and DET_WATERSHED's
+        instances (``grow_instances_by_chunks``) are made chunk by chunk into ``store``'s arrays
+        (numpy by default, Zarr out of core)."""
         ndim = len(raw.shape) - 1
         chunk, halo = chunk_geometry(self.cfg, ndim)
         if self.cfg.get("TEST.POST_PROCESSING.REMOVE_CLOSE_POINTS"):
@@ -268,7 +327,9 @@ class Detection(Workflow):
         decoded.images["post_proc"] = mask
         if self.cfg.get("TEST.POST_PROCESSING.DET_WATERSHED"):
             dilations = self._dilations(int(raw.shape[0]), ndim)
-            decoded.images["instances"] = grow_instances(read_all(raw), points, dilations)
+            grown = store.final("instances", shape, np.dtype(label_dtype(len(points))))
+            grow_instances_by_chunks(raw, points, dilations, chunk, halo, grown)
+            decoded.images["instances"] = grown
         return decoded
 
     @staticmethod
