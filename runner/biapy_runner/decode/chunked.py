@@ -77,10 +77,7 @@ class ChunkGrid:
 
     def extended(self, index: Sequence[int]) -> Box:
         """The core of chunk ``index`` with its halo, clipped to the volume."""
-        return tuple(
-            slice(max(0, s.start - h), min(n, s.stop + h))
-            for s, h, n in zip(self.core(index), self.halo, self.shape)
-        )
+        return grown_box(self.core(index), self.halo, self.shape)
 
     def earlier(self, index: Sequence[int], box: Box) -> np.ndarray:
         """Mask over ``box`` of the voxels whose chunk comes before ``index`` in raster order."""
@@ -95,6 +92,19 @@ class ChunkGrid:
             before |= same & (owner[axis] < k)
             same &= owner[axis] == k
         return before
+
+
+def grown_box(box: Box, reach: Sequence[int], shape: Sequence[int]) -> Box:
+    """``box`` grown by ``reach`` voxels per side (per axis), clipped to ``shape``."""
+    return tuple(slice(max(0, s.start - r), min(int(n), s.stop + r))
+                 for s, r, n in zip(box, reach, shape))  # fmt: skip
+
+
+def pixel_centres(points: PointSet, shape: Sequence[int]) -> np.ndarray:
+    """The points' pixels (rounded coordinates clipped to ``shape``), ``(N, ndim)`` int64."""
+    if not len(points):
+        return np.zeros((0, len(shape)), dtype=np.int64)
+    return np.clip(np.round(points.coords).astype(np.int64), 0, np.asarray(shape) - 1)
 
 
 def read_region(raw: Any, box: Box) -> np.ndarray:
@@ -451,13 +461,11 @@ def write_point_mask(
 
     shape = tuple(int(n) for n in dest.shape)
     grid = ChunkGrid(shape, tuple(map(int, chunk)), (0,) * len(shape))
-    centres = np.clip(np.round(points.coords).astype(np.int64), 0, np.asarray(shape) - 1) \
-        if len(points) else np.zeros((0, len(shape)), dtype=np.int64)  # fmt: skip
+    centres = pixel_centres(points, shape)
     reach = (0,) * (len(shape) - 2) + (radius, radius)
     for index in grid.indices():
         core = grid.core(index)
-        grown = tuple(slice(max(0, s.start - r), min(n, s.stop + r))
-                      for s, r, n in zip(core, reach, shape))  # fmt: skip
+        grown = grown_box(core, reach, shape)
         lo, hi = np.array([g.start for g in grown]), np.array([g.stop for g in grown])
         near = np.all((centres >= lo) & (centres < hi), axis=1)
         local = PointSet((centres[near] - lo).astype(np.float64), points.probs[near],

@@ -24,6 +24,8 @@ from biapy_runner.decode.chunked import (
     LabelStore,
     chunk_geometry,
     detect_points_by_chunks,
+    grown_box,
+    pixel_centres,
     read_region,
     write_point_mask,
 )
@@ -119,14 +121,12 @@ def grow_instances_by_chunks(
     lo = min(float(b.min()) for b in cores())
     hi = max(float(b.max()) for b in cores())
     threshold = otsu_of_blocks(cores) if lo < hi else hi  # a constant map: its value
-    centres = np.clip(np.round(points.coords).astype(np.int64), 0, np.asarray(shape) - 1) \
-        if len(points) else np.zeros((0, len(shape)), dtype=np.int64)  # fmt: skip
+    centres = pixel_centres(points, shape)
     reach = max([max(list(d) or [0]) for d in dilations] + [0]) // 2 + 1
     ids = np.arange(1, len(points) + 1)
     for index in grid.indices():
         ext, core = grid.extended(index), grid.core(index)
-        around = tuple(slice(max(0, e.start - reach), min(n, e.stop + reach))
-                       for e, n in zip(ext, shape))  # fmt: skip
+        around = grown_box(ext, (reach,) * len(shape), shape)
         lo_a = np.array([a.start for a in around])
         hi_a = np.array([a.stop for a in around])
         near = np.all((centres >= lo_a) & (centres < hi_a), axis=1)
