@@ -366,8 +366,8 @@ class InstanceSegmentation(Workflow):
             or not (raw is None or isinstance(raw, np.ndarray))  # fmt: skip
         planes = int(decoded.state.get("planes", 64)) if streamed else None
         gt = gt if streamed and not isinstance(gt, np.ndarray) else np.asarray(gt)
-        if gt.ndim == decoded.images["post_proc"].ndim + 1 and gt.shape[0] == 1:
-            gt = gt[0]
+        if len(gt.shape) == len(decoded.images["post_proc"].shape) + 1 and gt.shape[0] == 1:
+            gt = gt[0]  # a one-channel GT
         row: dict[str, Any] = {}
         assoc: list[dict[str, Any]] = []
         if "instances" in decoded.images:
