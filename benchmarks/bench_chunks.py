@@ -15,7 +15,13 @@ Reported:
 - throughput of the chunked run / throughput in memory (goal >= 0.8).
 
     PYTHONPATH=runner .venv/bin/python benchmarks/bench_chunks.py [--scale 6.5] [--budget 1.5G]
-        [--threads 2] [--work DIR] [--keep]
+        [--threads 2] [--work DIR] [--keep] [--workflow semantic|instance]
+
+``--workflow instance`` runs the same volumes as 3D instance segmentation instead: a small model
+(a 1x1x1 convolution) gives BiaPy's ``BC`` channels (B: the blobs, C: no contours), which the
+runner decodes by chunks out of core (watershed per chunk with its halo, labels merged across
+chunk borders into a Zarr, the object table by windows of planes), so the peak RSS / budget
+covers the decoding too (the in-memory run decodes its volume whole).
 
 Check the free disk first (``df -h``): the input, the raw prediction (float32: twice the input)
 and the labels are written under ``--work`` (default: a temporary folder).
@@ -44,6 +50,45 @@ def build_model(work: Path) -> Path:
     from tests.test_chunks import conv3d_package
 
     return conv3d_package(work)
+
+
+#: The instance model: B = sigmoid(4 z - 4) of the normalised input z, C = sigmoid(-10) ~ 0.
+CONV1 = """
+import torch
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Conv3d(1, 2, 1)
+
+    def forward(self, x):
+        return torch.sigmoid(self.a(x))
+"""
+
+INSTANCE_CONFIG = (
+    "PROBLEM:\n  TYPE: INSTANCE_SEG\n  NDIM: 3D\n  INSTANCE_SEG:\n    DATA_CHANNELS: BC\n"
+    "    WATERSHED:\n      SEED_CHANNELS_THRESH: [0.5, 0.3]\n"
+    "      GROWTH_MASK_CHANNELS_THRESH: [0.4]\n"
+    "DATA:\n  PATCH_SIZE: (64, 128, 128, 1)\n  TEST:\n    PADDING: (4, 8, 8)\n"
+    "MODEL:\n  SOURCE: bmz\n"
+)
+
+
+def build_instance_model(work: Path) -> Path:
+    """A 1x1x1 convolution giving B (the blobs) and C (none) with zero-mean/unit-variance
+    input, as a package."""
+    import torch
+
+    from tests.bmz_factory import make_model_package
+
+    state = {"a.weight": torch.tensor([4.0, 0.0]).reshape(2, 1, 1, 1, 1),
+             "a.bias": torch.tensor([-4.0, -10.0])}  # fmt: skip
+    return make_model_package(
+        work / "instance_model", architecture_source=CONV1, callable_name="Net", kwargs={},
+        state_dict=state, ndim=3, out_channels=2, size=(16, 8), halo=0, name="conv1-bc",
+        preprocessing=[{"id": "zero_mean_unit_variance"}], channel_names=["B", "C"],
+    )  # fmt: skip
 
 
 def write_volume(path: Path, depth: int, yx: tuple[int, int], seed: int = 0) -> int:
@@ -96,6 +141,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", type=Path, help="folder for the volumes and outputs")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument("--workflow", choices=("semantic", "instance"), default="semantic",
+                        help="instance: BC channels decoded by chunks out of core")
+    parser.add_argument("--yx", type=int, default=YX[0],
+                        help="side of the volumes' YX planes (smaller for a quick check)")
     opts = parser.parse_args()
     sys.path[:0] = [str(REPO / "runner"), str(REPO)]
     from biapy_runner.inference.chunked import parse_size
@@ -106,18 +155,24 @@ def main() -> None:
     work = opts.work or Path(tempfile.mkdtemp(prefix="bench-chunks-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        model = build_model(work)
         config = work / "cfg.yaml"
-        config.write_text(semantic_config((64, 128, 128), (4, 8, 8), 0.0))
-        plane = YX[0] * YX[1]
+        if opts.workflow == "instance":
+            (work / "instance_model").mkdir(exist_ok=True)
+            model = build_instance_model(work)
+            config.write_text(INSTANCE_CONFIG)
+        else:
+            model = build_model(work)
+            config.write_text(semantic_config((64, 128, 128), (4, 8, 8), 0.0))
+        yx = (opts.yx, opts.yx)
+        plane = yx[0] * yx[1]
         depth = max(64, round(opts.scale * 1e9 / (2 * plane)))
         fit_depth = min(depth, 128)  # predicted in memory: ~2.3 GB at its peak
-        big = write_volume(work / "big.zarr", depth, YX)
-        write_volume(work / "fits.zarr", fit_depth, YX, seed=1)
+        big = write_volume(work / "big.zarr", depth, yx)
+        write_volume(work / "fits.zarr", fit_depth, yx, seed=1)
         write_volume(work / "tiny.zarr", 56, (120, 120), seed=2)
-        print(f"large volume {depth}x{YX[0]}x{YX[1]} uint16 = {big / 2**30:.2f} GiB, "
+        print(f"large volume {depth}x{yx[0]}x{yx[1]} uint16 = {big / 2**30:.2f} GiB, "
               f"{big / budget:.1f}x the budget {budget / 2**30:.2f} GiB; in-memory volume "
-              f"{fit_depth}x{YX[0]}x{YX[1]}")  # fmt: skip
+              f"{fit_depth}x{yx[0]}x{yx[1]}", flush=True)  # fmt: skip
         common = ["--config", str(config), "--model", str(model)]
         base_wall, base_rss, _ = run([*common, "--images", str(work / "tiny.zarr"), "--out",
                                       str(work / "out_tiny"), "--memory-budget", "64G"],
@@ -132,6 +187,9 @@ def main() -> None:
         mem_rate = fit_depth * plane / mem_wall
         chk_rate = depth * plane / chk_wall
         print(decision.strip())
+        if opts.workflow == "instance":
+            print(next((line.strip() for line in reversed(log.splitlines())
+                        if "instances:" in line), "no instance count in the log"))  # fmt: skip
         print(f"{'run':26} {'wall s':>8} {'Mvoxel/s':>9} {'peak RSS':>10}")
         for name, wall, rate, rss in (
             ("fixed footprint (1 tile)", base_wall, math.nan, base_rss),

@@ -107,7 +107,8 @@ def test_run_by_chunks_scores_like_in_memory(root: Path, kind: str) -> None:
 
     memory = _run(root, kind, f"{kind}_memory", "--memory-budget", "4G")
     chunks = _run(root, kind, f"{kind}_chunks", "--memory-budget", "2M",
-                  "--set", "TEST.BY_CHUNKS.ENABLE=True")  # fmt: skip
+                  "--set", "TEST.BY_CHUNKS.ENABLE=True",
+                  *(["--report"] if kind == "instance" else []))  # fmt: skip
     expected = pd.read_csv(memory / "metrics" / "metrics.tsv", sep="\t")
     got = pd.read_csv(chunks / "metrics" / "metrics.tsv", sep="\t")
     pd.testing.assert_frame_equal(got, expected)
@@ -117,6 +118,23 @@ def test_run_by_chunks_scores_like_in_memory(root: Path, kind: str) -> None:
         assert labels.attrs["complete"]
         whole = tifffile.imread(memory / "post_proc" / "instance.tif")
         assert same_up_to_relabelling(labels[...], whole)
+        assert labels.dtype == whole.dtype == np.uint16
+        # the report's preview read the Zarr results thinned (2 MiB budget: every 2nd voxel)
+        from PIL import Image as PILImage
+
+        preview = np.asarray(PILImage.open(chunks / "report" / "previews" / "instance.png"))
+        assert preview.shape[0] == 2 * 32 + 2 * 20 + 3 * 4  # z views 32 high, y/x views 20
+        assert "previews/instance.png" in (chunks / "report" / "index.html").read_text()
+        assert not (chunks / ".scratch").exists()
+        tables = [pd.read_csv(out / "metrics" / "objects.tsv", sep="\t").drop(columns="label")
+                  .sort_values(["centroid_z", "centroid_y", "centroid_x"], ignore_index=True)
+                  for out in (memory, chunks)]  # fmt: skip
+        assert len(tables[0]) == 9
+        pd.testing.assert_frame_equal(tables[1], tables[0])
+        summaries = [pd.read_csv(out / "metrics" / "summary.tsv", sep="\t") for out in
+                     (memory, chunks)]  # fmt: skip
+        assert summaries[1].loc[0, "n_objects"] == summaries[0].loc[0, "n_objects"] == 9
+        assert summaries[1].loc[0, "mean_size"] == summaries[0].loc[0, "mean_size"]
     elif kind == "semantic":
         assert expected.loc[0, "iou"] > 0.5
     else:
@@ -124,3 +142,5 @@ def test_run_by_chunks_scores_like_in_memory(root: Path, kind: str) -> None:
         points = [pd.read_csv(out / "post_proc" / "detection_points.tsv", sep="\t")
                   for out in (memory, chunks)]  # fmt: skip
         pd.testing.assert_frame_equal(points[1], points[0])
+        mask = zarr.open_array(str(chunks / "post_proc" / "detection.zarr"), mode="r")
+        assert np.array_equal(mask[...], tifffile.imread(memory / "post_proc" / "detection.tif"))

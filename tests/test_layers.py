@@ -1,7 +1,7 @@
 """The runner's wings import one way: a test fails when a module imports against the rule.
 
 Each folder of ``runner/biapy_runner/`` is a stage (a wing); ``errors``, ``log`` and the package's
-``__init__`` are the base every wing may use; ``cli``, ``pipeline``, ``training``, ``split``,
+``__init__`` are the base every wing may use; ``cli``, ``pipeline``, ``chunked_run``, ``training``, ``split``,
 ``galaxy`` and ``__main__`` are the application on top. ``ALLOWED`` is the rule that ``docs/ARCHITECTURE.md`` states in words.
 """
 
@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "runner" / "biapy_runner"
 ARCHITECTURE = Path(__file__).resolve().parents[1] / "docs" / "ARCHITECTURE.md"
 
 BASE = {"errors", "log", "__init__"}
-APP = {"cli", "pipeline", "training", "split", "galaxy", "__main__"}
+APP = {"cli", "pipeline", "chunked_run", "training", "split", "galaxy", "__main__"}
 #: wing -> the wings its modules may import (besides itself and the base).
 ALLOWED: dict[str, set[str]] = {
     "base": set(),

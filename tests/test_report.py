@@ -368,3 +368,21 @@ def test_extra_gt_ignored_only_when_asked(tmp_path: Path) -> None:
     shutil.copy(pred, lone)
     assert main(["evaluate", "--workflow", "instance", "--pred", str(lone), "--gt", *map(str, gts),
                  "--gt-extra", "ignore", "--out", str(tmp_path / "c")]) == 2  # fmt: skip
+
+
+def test_large_volumes_are_previewed_thinned_plane_by_plane(tmp_path: Path) -> None:
+    """A 3D result above the reader's voxel limit (a Zarr written by chunks) is read every
+    n-th plane and pixel, one plane at a time; a missing ``.tif`` falls back to ``.zarr``."""
+    from biapy_runner.io.chunked import create_zarr
+    from biapy_runner.report.panels import Reader
+
+    labels = np.arange(40 * 64 * 64, dtype=np.uint32).reshape(40, 64, 64)
+    store = create_zarr(tmp_path / "vol.zarr", labels.shape, np.uint32, (16, 32, 32),
+                        {"axes": "ZYX", "complete": True})  # fmt: skip
+    store[...] = labels
+    reader = Reader(3, max_voxels=40 * 64 * 64 // 8)
+    thin = reader.labels(tmp_path / "vol.tif")
+    assert reader.scale == 2 and thin.shape == (20, 32, 32)
+    assert np.array_equal(thin, labels[::2, ::2, ::2])
+    whole = Reader(3, max_voxels=1 << 20)
+    assert np.array_equal(whole.labels(tmp_path / "vol.tif"), labels) and whole.scale == 1

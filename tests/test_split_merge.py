@@ -130,6 +130,11 @@ def test_split_in_three_and_merge_equal_the_whole_run(volume: dict[str, Path]) -
     m_merged = pd.read_csv(merged / "metrics" / "metrics.tsv", sep="\t").set_index("image")
     pd.testing.assert_frame_equal(m_whole, m_merged)
     assert m_merged.loc["vol", "post_tp@0.5"] == 7
+    objects = [pd.read_csv(d / "metrics" / "objects.tsv", sep="\t").drop(columns="label")
+               .sort_values(["centroid_z", "centroid_y", "centroid_x"], ignore_index=True)
+               for d in (whole, merged)]  # fmt: skip
+    assert len(objects[0]) == 7
+    pd.testing.assert_frame_equal(objects[1], objects[0])  # measured by windows of planes
     assert (merged / "report" / "index.html").is_file()
 
 

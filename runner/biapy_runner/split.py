@@ -263,10 +263,15 @@ def merge(
     by_chunks = _decodes_by_chunks(cfg, first, memory_budget)
 
     def produce(_: Path) -> tuple[Image, np.ndarray, Any]:
+        from biapy_runner.chunked_run import pass_planes
+        from biapy_runner.decode.chunked import LabelStore
+        from biapy_runner.inference.chunked import memory_budget as budget_of
+
         raw, _info = stitch([p for p, _ in infos])
         whole = Image(image or Path(first.stem), first.stem, raw, "czyx", "CZYX", raw.dtype)
-        if by_chunks:
-            return whole, raw, workflow.decode_by_chunks(raw, whole)
+        if by_chunks:  # object tables measured by windows of planes within the budget
+            store = LabelStore(pass_planes(raw.shape, budget_of(memory_budget)[0]))
+            return whole, raw, workflow.decode_by_chunks(raw, whole, store)
         return whole, raw, workflow.decode(raw, whole)
 
     with OutputStage(out) as stage:

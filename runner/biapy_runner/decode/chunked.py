@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
+from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from biapy_runner.decode.points import PointSet, sort_points
@@ -75,10 +77,7 @@ class ChunkGrid:
 
     def extended(self, index: Sequence[int]) -> Box:
         """The core of chunk ``index`` with its halo, clipped to the volume."""
-        return tuple(
-            slice(max(0, s.start - h), min(n, s.stop + h))
-            for s, h, n in zip(self.core(index), self.halo, self.shape)
-        )
+        return grown_box(self.core(index), self.halo, self.shape)
 
     def earlier(self, index: Sequence[int], box: Box) -> np.ndarray:
         """Mask over ``box`` of the voxels whose chunk comes before ``index`` in raster order."""
@@ -95,17 +94,25 @@ class ChunkGrid:
         return before
 
 
+def grown_box(box: Box, reach: Sequence[int], shape: Sequence[int]) -> Box:
+    """``box`` grown by ``reach`` voxels per side (per axis), clipped to ``shape``."""
+    return tuple(slice(max(0, s.start - r), min(int(n), s.stop + r))
+                 for s, r, n in zip(box, reach, shape))  # fmt: skip
+
+
+def pixel_centres(points: PointSet, shape: Sequence[int]) -> np.ndarray:
+    """The points' pixels (rounded coordinates clipped to ``shape``), ``(N, ndim)`` int64."""
+    if not len(points):
+        return np.zeros((0, len(shape)), dtype=np.int64)
+    return np.clip(np.round(points.coords).astype(np.int64), 0, np.asarray(shape) - 1)
+
+
 def read_region(raw: Any, box: Box) -> np.ndarray:
     """All channels of ``raw`` over the spatial ``box``: a ``io.chunked.LazyImage`` (its
     ``read``) or any array that slices like numpy (numpy, Zarr, HDF5)."""
     if hasattr(raw, "read"):
         return np.asarray(raw.read(box))
     return np.asarray(raw[(slice(None), *box)])
-
-
-def read_all(raw: Any) -> np.ndarray:
-    """The whole of ``raw`` (see ``read_region``) in memory."""
-    return read_region(raw, tuple(slice(0, int(n)) for n in raw.shape[1:]))
 
 
 def _relative(inner: Box, outer: Box) -> Box:
@@ -206,8 +213,9 @@ class _LabelMerger:
         roots = np.array([self.links.find(int(i)) for i in ids], dtype=np.int64)
         return roots[inverse.ravel()]
 
-    def finish(self, grid: ChunkGrid) -> int:
-        """Rewrite every core with the final consecutive ids; the number of objects."""
+    def finish(self, grid: ChunkGrid, target: Callable[[int], Any] | None = None) -> int:
+        """Write every core with the final consecutive ids into ``target(count)`` (default: the
+        chunk ids' own array, rewritten); the number of objects."""
         roots = self.links.roots()
         present = np.concatenate([np.zeros(0, dtype=np.int64), *self.present])
         kept_roots = np.unique(roots[present]) if present.size else np.zeros(0, dtype=np.int64)
@@ -216,10 +224,33 @@ class _LabelMerger:
         rank[kept_roots] = np.arange(1, kept_roots.size + 1)
         final[:] = rank[roots]
         final[0] = 0
+        dest = self.out if target is None else target(int(kept_roots.size))
+        dtype = np.dtype(dest.dtype)
         for index in grid.indices():
             core = grid.core(index)
-            self.out[core] = final[np.asarray(self.out[core], dtype=np.int64)]
+            dest[core] = final[np.asarray(self.out[core], dtype=np.int64)].astype(dtype)
         return int(kept_roots.size)
+
+
+class LabelStore:
+    """Where decoding by chunks keeps its label volumes: numpy arrays here; the application
+    gives chunked Zarr arrays instead (out of core). ``planes``: how many planes of the first
+    axis one pass over a label volume may hold (object measurements, streamed scores)."""
+
+    def __init__(self, planes: int = 64) -> None:
+        self.planes = max(1, int(planes))
+
+    def scratch(self, name: str, shape: tuple[int, ...], chunk: tuple[int, ...]) -> Any:
+        """The chunk ids of output ``name`` before the final relabelling (uint32), written
+        ``chunk`` by ``chunk``."""
+        return np.zeros(shape, dtype=np.uint32)
+
+    def final(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> Any:
+        """Output ``name`` with its final ids (``dtype`` wide enough for them)."""
+        return np.zeros(shape, dtype=dtype)
+
+    def close(self) -> None:
+        """Drop the scratch arrays (nothing to do in memory)."""
 
 
 def decode_instances_by_chunks(
@@ -229,6 +260,8 @@ def decode_instances_by_chunks(
     halo: Sequence[int],
     merge_iou: float = 0.3,
     out: MutableMapping[str, Any] | None = None,
+    store: LabelStore | None = None,
+    dtype: Callable[[int], np.dtype] | None = None,
 ) -> tuple[dict[str, Any], dict[str, int]]:
     """Instance labels of ``raw`` ``(C, *spatial)`` decoded chunk by chunk.
 
@@ -246,7 +279,11 @@ def decode_instances_by_chunks(
     out
         Where each named output goes (writable arrays of the spatial shape, integer dtype wide
         enough for the ids before the final relabelling, e.g. uint32 Zarr arrays); missing names
-        get numpy uint32 arrays.
+        get ``store.scratch`` arrays.
+    store, dtype
+        With ``dtype`` (the label dtype for a number of objects), the final ids go to
+        ``store.final`` arrays of that dtype instead of being rewritten in place (``store``
+        default: numpy). Nothing larger than a chunk with its halo is read or held at a time.
 
     Returns
     -------
@@ -257,17 +294,85 @@ def decode_instances_by_chunks(
     grid = ChunkGrid(tuple(int(n) for n in raw.shape[1:]), tuple(map(int, chunk)),
                      tuple(map(int, halo)))  # fmt: skip
     out = {} if out is None else out
+    store = LabelStore() if store is None else store
     mergers: dict[str, _LabelMerger] = {}
     for index in grid.indices():
         block = read_region(raw, grid.extended(index))
         for name, labels in decode(block).items():
             if name not in mergers:
                 if name not in out:
-                    out[name] = np.zeros(grid.shape, dtype=np.uint32)
+                    out[name] = store.scratch(name, grid.shape, grid.chunk)
                 mergers[name] = _LabelMerger(out[name])
             mergers[name].add(grid, index, np.asarray(labels), merge_iou)
-    counts = {name: merger.finish(grid) for name, merger in mergers.items()}
-    return {name: out[name] for name in mergers}, counts
+        del block
+    counts, results = {}, {}
+    for name, merger in mergers.items():
+        if dtype is None:
+            counts[name] = merger.finish(grid)
+            results[name] = out[name]
+            continue
+
+        def target(count: int, name: str = name) -> Any:
+            results[name] = store.final(name, grid.shape, np.dtype(dtype(count)))
+            return results[name]
+
+        counts[name] = merger.finish(grid, target)
+    return results, counts
+
+
+def plane_blocks(depth: int, planes: int) -> Iterator[slice]:
+    """Slices of at most ``planes`` planes covering ``range(depth)`` in order."""
+    for start in range(0, int(depth), max(1, int(planes))):
+        yield slice(start, min(start + max(1, int(planes)), int(depth)))
+
+
+def _z_extents(labels: Any, planes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every object's first and last+1 plane (along the first axis) in a label volume read
+    ``planes`` planes at a time: ids, starts, stops (sorted by id)."""
+    from skimage.segmentation import relabel_sequential
+
+    ids, starts, stops = [np.zeros(0, dtype=np.int64) for _ in range(3)]
+    for part in plane_blocks(labels.shape[0], planes):
+        compact, _, original = relabel_sequential(np.asarray(labels[part]))
+        boxes = ndimage.find_objects(compact)
+        found = [(int(original[i]), b[0].start + part.start, b[0].stop + part.start)
+                 for i, b in enumerate(boxes, start=1) if b is not None]  # fmt: skip
+        if found:
+            more = np.array(found, dtype=np.int64).T
+            ids, starts, stops = (np.concatenate([a, b]) for a, b in zip((ids, starts, stops),
+                                                                          more))  # fmt: skip
+    uniq, inverse = np.unique(ids, return_inverse=True)
+    first = np.full(uniq.size, np.iinfo(np.int64).max, dtype=np.int64)
+    last = np.zeros(uniq.size, dtype=np.int64)
+    np.minimum.at(first, inverse, starts)
+    np.maximum.at(last, inverse, stops)
+    return uniq, first, last
+
+
+#: Measures the objects of a window ``(planes, ...)`` of a label volume (other objects zeroed)
+#: whose first plane is ``start``: one row per object, coordinates in the volume.
+WindowMeasure = Callable[[np.ndarray, int], pd.DataFrame]
+
+
+def measure_by_slabs(labels: Any, measure: WindowMeasure, planes: int) -> pd.DataFrame:
+    """The object table of a label volume too large to hold: objects are measured, whole, in
+    windows of planes (those starting within ``planes`` planes, down to the last plane any of
+    them reaches); rows sorted by label as on the whole volume. Memory: ``planes`` plus the
+    tallest object's planes."""
+    ids, first, last = _z_extents(labels, planes)
+    tables = []
+    for part in plane_blocks(labels.shape[0], planes):
+        pick = (first >= part.start) & (first < part.stop)
+        if not pick.any():
+            continue
+        stop = int(last[pick].max())
+        window = np.asarray(labels[part.start : stop])
+        window = np.where(np.isin(window, ids[pick]), window, 0)
+        tables.append(measure(window, part.start))
+        del window
+    if not tables:
+        return measure(np.zeros((0,) * labels.ndim, dtype=np.uint8), 0)
+    return pd.concat(tables, ignore_index=True).sort_values("label", ignore_index=True)
 
 
 def detect_points_by_chunks(
@@ -345,3 +450,25 @@ def chunk_geometry(cfg: Any, ndim: int) -> tuple[tuple[int, ...], tuple[int, ...
     per_tile = per_tile[-ndim:]
     chunk = tuple(max(1, n * (p - 2 * d)) for n, p, d in zip(per_tile, patch, padding))
     return chunk, padding
+
+
+def write_point_mask(
+    points: PointSet, dest: Any, chunk: Sequence[int], radius: int = 1
+) -> None:
+    """``decode.points.point_mask(points, dest.shape, radius)`` written into ``dest`` chunk by
+    chunk (each core drawn with the points within ``radius`` of it): never the whole mask."""
+    from biapy_runner.decode.points import point_mask
+
+    shape = tuple(int(n) for n in dest.shape)
+    grid = ChunkGrid(shape, tuple(map(int, chunk)), (0,) * len(shape))
+    centres = pixel_centres(points, shape)
+    reach = (0,) * (len(shape) - 2) + (radius, radius)
+    for index in grid.indices():
+        core = grid.core(index)
+        grown = grown_box(core, reach, shape)
+        lo, hi = np.array([g.start for g in grown]), np.array([g.stop for g in grown])
+        near = np.all((centres >= lo) & (centres < hi), axis=1)
+        local = PointSet((centres[near] - lo).astype(np.float64), points.probs[near],
+                         points.classes[near])  # fmt: skip
+        mask = point_mask(local, tuple(hi - lo), radius)
+        dest[core] = mask[_relative(core, grown)].astype(dest.dtype)

@@ -8,6 +8,8 @@ values: several times faster than scikit-image on large volumes and with bounded
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 import numpy as np
 
 #: values per block of the histogram pass (the temporaries stay in the CPU cache)
@@ -32,17 +34,41 @@ def otsu(x: np.ndarray, bins: int = 256) -> float:
         The centre of the bin that maximises the between-class variance;
         ``CONSTANT_THRESHOLD`` for a constant channel (the value itself when it is that).
     """
-    lo, hi = float(x.min()), float(x.max())
+    return otsu_of_blocks(lambda: [x], bins)
+
+
+def otsu_of_blocks(blocks: Callable[[], Iterable[np.ndarray]], bins: int = 256) -> float:
+    """``otsu`` of the values of several blocks together (e.g. the chunks of a volume larger
+    than memory), read in two passes (value range, then histogram): the same number as ``otsu``
+    on their concatenation, without ever holding it.
+
+    Parameters
+    ----------
+    blocks : callable
+        Returns a fresh iterable of the blocks (called once per pass).
+    bins : int
+        Number of histogram bins.
+
+    Returns
+    -------
+    float
+        As ``otsu``.
+    """
+    lo, hi = np.inf, -np.inf
+    for block in blocks():
+        if block.size:
+            lo, hi = min(lo, float(block.min())), max(hi, float(block.max()))
     if hi <= lo:
         return CONSTANT_THRESHOLD if lo != CONSTANT_THRESHOLD else lo
     width = (hi - lo) / bins
-    flat = x.reshape(-1)
     hist = np.zeros(bins, dtype=np.int64)
-    for start in range(0, flat.size, CHUNK):
-        q = flat[start : start + CHUNK].astype(np.float64) - lo
-        q /= width
-        np.minimum(q, bins - 1, out=q)
-        hist += np.bincount(q.astype(np.intp), minlength=bins)
+    for block in blocks():
+        flat = block.reshape(-1)
+        for start in range(0, flat.size, CHUNK):
+            q = flat[start : start + CHUNK].astype(np.float64) - lo
+            q /= width
+            np.minimum(q, bins - 1, out=q)
+            hist += np.bincount(q.astype(np.intp), minlength=bins)
     counts = hist.astype(np.float64)
     centers = lo + width * (np.arange(bins) + 0.5)
     w1 = np.cumsum(counts)

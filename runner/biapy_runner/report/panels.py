@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -38,6 +39,9 @@ from biapy_runner.report.previews import (
 #: IoU threshold whose matches colour the instance preview (the nearest one scored).
 PREVIEW_IOU = 0.5
 POINT_COLOUR = (0, 200, 255)
+if TYPE_CHECKING:
+    from biapy_runner.io.chunked import LazyImage
+
 RESTORATION = ("DENOISING", "SUPER_RESOLUTION", "SELF_SUPERVISED", "IMAGE_TO_IMAGE")
 
 
@@ -71,24 +75,61 @@ class Item:
 
 @dataclass
 class Reader:
-    """How to read the files of the report (the run's ``--axes`` / ``--dataset`` for inputs)."""
+    """How to read the files of the report (the run's ``--axes`` / ``--dataset`` for inputs).
+
+    ``max_voxels``: a 3D volume with more voxels (an image predicted by chunks, its Zarr
+    results) is not read whole: every ``scale``-th plane is read, one at a time, keeping every
+    ``scale``-th pixel, so the preview of a volume larger than memory holds about
+    ``max_voxels`` voxels per volume (its projection is then over the planes read). A result
+    missing as ``<stem>.tif`` is read from ``<stem>.zarr`` (results written by chunks)."""
 
     ndim: int
     axes: str | None = None
     dataset: str | None = None
+    max_voxels: int = 1 << 26
+    #: the stride of the volumes read last (1: read whole); coordinates divide by it
+    scale: int = 1
 
     def image(self, path: Path) -> np.ndarray:
         """An input image, channel first."""
-        return read_image(path, ndim=self.ndim, axes=self.axes, dataset=self.dataset).data
+        return self._read(path, self.axes, self.dataset)
 
     def result(self, path: Path) -> np.ndarray | None:
         """A written result (channel first), ``None`` when the file does not exist."""
-        return read_image(path, ndim=self.ndim).data if path.is_file() else None
+        if not path.is_file() and path.with_suffix(".zarr").is_dir():
+            path = path.with_suffix(".zarr")
+        return self._read(path, None, None) if path.exists() else None
 
     def labels(self, path: Path) -> np.ndarray | None:
         """A label image (first channel) or ``None`` when the file does not exist."""
         data = self.result(path)
         return None if data is None else data[0]
+
+    def _read(self, path: Path, axes: str | None, dataset: str | None) -> np.ndarray:
+        """The image at ``path``, thinned plane by plane when it is a large 3D volume."""
+        from biapy_runner.io.chunked import is_lazy_format, open_lazy
+
+        self.scale = 1
+        if self.ndim != 3 or not is_lazy_format(path):
+            return read_image(path, ndim=self.ndim, axes=axes, dataset=dataset).data
+        lazy = open_lazy(path, ndim=3, axes=axes, dataset=dataset, announce=False)
+        try:
+            voxels = int(np.prod(lazy.spatial_shape))
+            if voxels <= self.max_voxels and not path.name.lower().endswith(".zarr"):
+                return read_image(path, ndim=3, axes=axes, dataset=dataset).data
+            self.scale = max(1, int(np.ceil((voxels / self.max_voxels) ** (1 / 3) - 1e-9)))
+            return thinned(lazy, self.scale)
+        finally:
+            lazy.close()
+
+
+def thinned(lazy: LazyImage, step: int) -> np.ndarray:
+    """Every ``step``-th plane of ``lazy`` (channel first, 3D) keeping every ``step``-th pixel,
+    read one plane at a time."""
+    rest = tuple(slice(0, n) for n in lazy.spatial_shape[1:])
+    planes = [lazy.read((slice(z, z + 1), *rest))[:, :, ::step, ::step]
+              for z in range(0, lazy.spatial_shape[0], step)]  # fmt: skip
+    return np.concatenate(planes, axis=1)
 
 
 @dataclass
@@ -225,17 +266,19 @@ def detection_panels(item: Item, sets: Sequence[ResultSet], reader: Reader) -> l
             tiles.append(tile)
         return tiles
 
+    scale = reader.scale  # the stride of the volumes just read (large ones are thinned)
     for s, table in zip(sets, tables):
         if table is not None:
-            points = _coords(table, "", reader.ndim)
+            points = _coords(table, "", reader.ndim) / scale
             panels.append(Panel(s.title("points"), dots([(points, POINT_COLOUR)])))
         assoc = _rows(s.table("metrics/associations.tsv"), item.stem)
         if assoc is not None:
             parts = [
-                (_coords(assoc[assoc["status"] == "tp"], "pred_", reader.ndim), TP_COLOUR),
-                (_coords(assoc[assoc["status"] == "fp"], "pred_", reader.ndim), FP_COLOUR),
-                (_coords(assoc[assoc["status"] == "fn"], "gt_", reader.ndim), FN_COLOUR),
-            ]
+                (_coords(assoc[assoc["status"] == status], side, reader.ndim) / scale, colour)
+                for status, side, colour in (("tp", "pred_", TP_COLOUR),
+                                             ("fp", "pred_", FP_COLOUR),
+                                             ("fn", "gt_", FN_COLOUR))
+            ]  # fmt: skip
             panels.append(Panel(s.title("matched / false positive / missed"), dots(parts)))
     return panels
 

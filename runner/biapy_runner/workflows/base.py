@@ -98,10 +98,13 @@ class Workflow(ABC):
     def decode(self, raw: np.ndarray, image: Image) -> Decoded:
         """Turn the merged raw prediction ``raw`` of ``image`` into the workflow's results."""
 
-    def decode_by_chunks(self, raw: Any, image: Image) -> Decoded:
+    def decode_by_chunks(self, raw: Any, image: Image, store: Any = None) -> Decoded:
         """Decode a raw prediction ``raw`` (numpy, or an array that slices like one, e.g. Zarr)
-        chunk by chunk with halos (TEST.BY_CHUNKS' chunk_by_chunk process); by default the
-        workflow's decoding needs no context beyond a pixel and runs on the whole array."""
+        chunk by chunk with halos (TEST.BY_CHUNKS' chunk_by_chunk process), the label images
+        written into ``store``'s arrays (``decode.chunked.LabelStore``: numpy by default,
+        chunked Zarr out of core); a ``"planes"`` entry in the result's ``state`` asks for
+        ``score`` with the GT read by planes. By default the workflow's decoding needs no
+        context beyond a pixel and runs on the whole array, in memory."""
         return self.decode(np.asarray(raw), image)
 
     def read_prediction(self, path: Path, ndim: int | None, axes: str | None) -> Image:

@@ -19,8 +19,18 @@ import pandas as pd
 from scipy import ndimage
 
 from biapy_runner import log
-from biapy_runner.decode.chunked import chunk_geometry, detect_points_by_chunks, read_all
+from biapy_runner.decode.chunked import (
+    ChunkGrid,
+    LabelStore,
+    chunk_geometry,
+    detect_points_by_chunks,
+    grown_box,
+    pixel_centres,
+    read_region,
+    write_point_mask,
+)
 from biapy_runner.decode.filters import configured_median_filter
+from biapy_runner.decode.thresholds import otsu_of_blocks
 from biapy_runner.decode.points import (
     AXIS_COLUMNS,
     PointSet,
@@ -35,7 +45,7 @@ from biapy_runner.decode.points import (
 )
 from biapy_runner.config.load import voxel_spacing
 from biapy_runner.errors import ConfigError
-from biapy_runner.io.images import Image, label_dtype, stem_of, stored_labels
+from biapy_runner.io.images import Image, class_dtype, label_dtype, stem_of, stored_labels
 from biapy_runner.metrics.points import Matching, match_points, ratios
 from biapy_runner.workflows.base import Decoded, Scored, Workflow, register
 
@@ -74,6 +84,61 @@ def grow_instances(
     seeds = _dilate_seeds(seeds, points.classes, dilations)
     foreground = (best >= otsu_thresholds(best[None])[0]) | (seeds > 0)
     return watershed(-best, markers=seeds, mask=foreground).astype(dtype)
+
+
+def grow_instances_by_chunks(
+    raw: Any, points: PointSet, dilations: Sequence[Sequence[int]], chunk: Sequence[int],
+    halo: Sequence[int], dest: Any,
+) -> None:  # fmt: skip
+    """``grow_instances`` of a prediction larger than memory, written into ``dest`` chunk by
+    chunk: the Otsu threshold of the whole map from passes over the chunks
+    (``thresholds.otsu_of_blocks``), then each chunk's watershed over the chunk with its halo,
+    seeded by the points within reach (their ids are the points' rows, the same in every
+    chunk). Equal to ``grow_instances`` when each grown object and its basin fit in the halo.
+
+    Parameters
+    ----------
+    raw
+        The probability map ``(C, *spatial)`` (numpy, Zarr, a ``LazyImage``).
+    points, dilations
+        As ``grow_instances``.
+    chunk, halo
+        Chunk core and context per side, per spatial axis.
+    dest
+        A writable array of the spatial shape (``label_dtype(len(points))``).
+    """
+    from skimage.segmentation import watershed
+
+    shape = tuple(int(n) for n in raw.shape[1:])
+    grid = ChunkGrid(shape, tuple(map(int, chunk)), tuple(map(int, halo)))
+
+    def best(box: tuple[slice, ...]) -> np.ndarray:
+        return np.max(read_region(raw, box), axis=0).astype(np.float32)
+
+    def cores() -> Any:
+        return (best(grid.core(index)) for index in grid.indices())
+
+    lo = min(float(b.min()) for b in cores())
+    hi = max(float(b.max()) for b in cores())
+    threshold = otsu_of_blocks(cores) if lo < hi else hi  # a constant map: its value
+    centres = pixel_centres(points, shape)
+    reach = max([max(list(d) or [0]) for d in dilations] + [0]) // 2 + 1
+    ids = np.arange(1, len(points) + 1)
+    for index in grid.indices():
+        ext, core = grid.extended(index), grid.core(index)
+        around = grown_box(ext, (reach,) * len(shape), shape)
+        lo_a = np.array([a.start for a in around])
+        hi_a = np.array([a.stop for a in around])
+        near = np.all((centres >= lo_a) & (centres < hi_a), axis=1)
+        seeds = np.zeros(tuple(hi_a - lo_a), dtype=np.int64)
+        seeds[tuple((centres[near] - lo_a).T)] = ids[near]
+        seeds = _dilate_seeds(seeds, points.classes, dilations)
+        seeds = seeds[tuple(slice(e.start - a.start, e.stop - a.start)
+                            for e, a in zip(ext, around))]  # fmt: skip
+        prob = best(ext)
+        labels = watershed(-prob, markers=seeds, mask=(prob >= threshold) | (seeds > 0))
+        inner = tuple(slice(c.start - e.start, c.stop - e.start) for c, e in zip(core, ext))
+        dest[core] = labels[inner].astype(dest.dtype)
 
 
 def _dilate_seeds(
@@ -227,12 +292,16 @@ class Detection(Workflow):
             decoded.images["instances"] = grow_instances(raw, points, dilations)
         return decoded
 
-    def decode_by_chunks(self, raw: Any, image: Image) -> Decoded:
+    def decode_by_chunks(
+        self, raw: Any, image: Image, store: LabelStore | None = None
+    ) -> Decoded:
         """Points found chunk by chunk (``decode.chunked``: BiaPy's chunk_by_chunk chunk and
         halo), kept in the chunk that owns them, close points of neighbouring chunks
         deduplicated (within REMOVE_CLOSE_POINTS_RADIUS when set, else the peak spacing
         TEST.DET_PEAK_LOCAL_MAX_MIN_DISTANCE). TEST.DET_TH_TYPE auto / relative thresholds are
-        computed per chunk, as BiaPy does per tile."""
+        computed per chunk, as BiaPy does per tile. The point mask and DET_WATERSHED's
+        instances (``grow_instances_by_chunks``) are made chunk by chunk into ``store``'s arrays
+        (numpy by default, Zarr out of core)."""
         ndim = len(raw.shape) - 1
         chunk, halo = chunk_geometry(self.cfg, ndim)
         if self.cfg.get("TEST.POST_PROCESSING.REMOVE_CLOSE_POINTS"):
@@ -249,10 +318,18 @@ class Detection(Workflow):
             chunk, halo, radius, resolution, norm,
         )  # fmt: skip
         log.info(f"  {len(points)} point(s) detected")
-        decoded = self._wrap(points, tuple(raw.shape[1:]))
+        store = LabelStore() if store is None else store
+        shape = tuple(int(n) for n in raw.shape[1:])
+        top = int(points.classes.max()) if len(points) else 0
+        mask = store.final("post_proc", shape, np.dtype(class_dtype(top)))
+        write_point_mask(points, mask, chunk)
+        decoded = self._wrap(points, None)
+        decoded.images["post_proc"] = mask
         if self.cfg.get("TEST.POST_PROCESSING.DET_WATERSHED"):
             dilations = self._dilations(int(raw.shape[0]), ndim)
-            decoded.images["instances"] = grow_instances(read_all(raw), points, dilations)
+            grown = store.final("instances", shape, np.dtype(label_dtype(len(points))))
+            grow_instances_by_chunks(raw, points, dilations, chunk, halo, grown)
+            decoded.images["instances"] = grown
         return decoded
 
     @staticmethod

@@ -29,7 +29,14 @@ from biapy_runner.decode.channels import (
     channel_targets,
     parse_channels,
 )
-from biapy_runner.decode.chunked import chunk_geometry, decode_instances_by_chunks, read_all
+from biapy_runner.decode.chunked import (
+    LabelStore,
+    chunk_geometry,
+    decode_instances_by_chunks,
+    measure_by_slabs,
+    plane_blocks,
+    read_region,
+)
 from biapy_runner.decode.filters import configured_median_filter
 from biapy_runner.decode.layout import extra_opts
 from biapy_runner.decode.postprocess import (
@@ -45,6 +52,7 @@ from biapy_runner.errors import ConfigError, InputError
 from biapy_runner.io.images import Image, label_dtype, stored_labels
 from biapy_runner.metrics.masks import binary_iou
 from biapy_runner.metrics.matching import METRICS, aggregate_stats, label_overlap, match_overlap
+from biapy_runner.metrics.streaming import streaming_overlap
 from biapy_runner.workflows.base import Decoded, Scored, Workflow, register
 
 IS = "PROBLEM.INSTANCE_SEG."
@@ -204,23 +212,52 @@ class InstanceSegmentation(Workflow):
         labels = create_instances(raw, self.channels, self.cfg).labels
         return {"instances": labels, "post_proc": self.post_process(labels, raw)}
 
-    def decode_by_chunks(self, raw: Any, image: Image) -> Decoded:
+    def decode_by_chunks(
+        self, raw: Any, image: Image, store: LabelStore | None = None
+    ) -> Decoded:
         """Decode chunk by chunk (``decode.chunked``: the chunk and halo of BiaPy's
         chunk_by_chunk process, labels merged across borders when their IoU in the halo
         exceeds TEST.BY_CHUNKS.WORKFLOW_PROCESS.INSTANCE_SEG_MERGE_IOU_TH); the
-        post-processing runs per chunk, with the chunk's halo as context."""
+        post-processing runs per chunk, with the chunk's halo as context.
+
+        ``raw`` is read chunk (with halo) by chunk; the labels go to ``store``'s arrays (numpy
+        by default, chunked Zarr out of core) and the object table is measured by windows of
+        ``store.planes`` planes: nothing of the volume's size is held. The result's ``state``
+        keeps ``raw`` and the planes per pass, which ``score`` streams with."""
         ndim = len(raw.shape) - 1
         chunk, halo = chunk_geometry(self.cfg, ndim)
         threshold = float(self._get(MERGE_IOU, 0.3))
         if not 0 < threshold <= 1:
             raise ConfigError(f"{MERGE_IOU} is {threshold}: it must be in (0, 1].")
+        store = LabelStore() if store is None else store
         log.info(f"instances by chunks of {chunk} with a halo of {halo} (merge IoU > {threshold})")
-        labels, _ = decode_instances_by_chunks(raw, self.decode_block, chunk, halo, threshold)
-        images = {
-            name: np.asarray(array).astype(label_dtype(int(np.max(array, initial=0))))
-            for name, array in labels.items()
-        }
-        return self._decoded(images, read_all(raw).astype(np.float32, copy=False), image)
+        images, counts = decode_instances_by_chunks(raw, self.decode_block, chunk, halo,
+                                                    threshold, store=store,
+                                                    dtype=label_dtype)  # fmt: skip
+        log.info(f"instances: {counts['instances']} from {self.process}, "
+                 f"{counts['post_proc']} after post-processing")  # fmt: skip
+        table = self._objects_by_slabs(images["post_proc"], raw, image.stem, store.planes)
+        return Decoded(images=images, tables={"metrics/objects.tsv": table},
+                       state={"raw": raw, "planes": store.planes})  # fmt: skip
+
+    def _objects_by_slabs(self, labels: Any, raw: Any, stem: str, planes: int) -> pd.DataFrame:
+        """``_objects`` of a label volume read by windows of planes (``measure_by_slabs``),
+        the foreground probability read from ``raw`` over each window."""
+        fg = self.channels.foreground_channel
+        channel = None if fg is None else self.channels.index(fg)
+        rest = tuple(slice(0, int(n)) for n in labels.shape[1:])
+
+        def measure(window: np.ndarray, start: int) -> pd.DataFrame:
+            prob = None
+            if channel is not None and window.size:
+                region = (slice(start, start + window.shape[0]), *rest)
+                prob = read_region(raw, region)[channel]
+            origin = (start,) + (0,) * (window.ndim - 1)
+            return measure_objects(window, self.resolution, prob, origin=origin)
+
+        table = measure_by_slabs(labels, measure, planes)
+        table.insert(0, "image", stem)
+        return table
 
     def decode_file(self, path: Path, image: Image) -> Decoded:
         """An existing label image is taken as the final instances (no post-processing); float
@@ -253,10 +290,12 @@ class InstanceSegmentation(Workflow):
 
     # ---- scoring --------------------------------------------------------------------------
     def _match(
-        self, gt: np.ndarray, labels: np.ndarray, stage: str, stem: str
+        self, gt: Any, labels: Any, stage: str, stem: str, planes: int | None = None
     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Matching rows and associations; ``planes``: stream the overlap that many planes at
+        a time (label volumes that slice, e.g. Zarr)."""
         prefix = "" if stage == "raw" else "post_"
-        ov = label_overlap(gt, labels)
+        ov = label_overlap(gt, labels) if planes is None else streaming_overlap(gt, labels, planes)
         row: dict[str, Any] = {}
         assoc: list[dict[str, Any]] = []
         for th in self.thresholds:
@@ -277,39 +316,73 @@ class InstanceSegmentation(Workflow):
             )
         return row, assoc
 
-    def _channel_ious(self, raw: np.ndarray, gt: np.ndarray) -> dict[str, float]:
-        contour_mode = str(
+    def _contour_mode(self) -> str:
+        return str(
             extra_opts(self.cfg, "C").get("mode") or self._get(IS + "DATA_CONTOUR_MODE", "thick")
         )
+
+    def _channel_ious(self, raw: np.ndarray, gt: np.ndarray) -> dict[str, float]:
         names = [n for n in self.channels.names if n in BINARY_CHANNELS]
         if not names:
             return {}
-        targets = channel_targets(gt, self.channels, contour_mode)
+        targets = channel_targets(gt, self.channels, self._contour_mode())
         return {
             f"iou_{n}": binary_iou(raw[self.channels.index(n)] > 0.5, targets[n])
             for n in names
             if n in targets
         }
 
+    def _streamed_channel_ious(self, raw: Any, gt: Any, planes: int) -> dict[str, float]:
+        """``_channel_ious`` with ``raw`` and ``gt`` read ``planes`` planes at a time (the GT's
+        targets with one plane of context: contours look one voxel across); ``P`` (the voxel
+        nearest each object's centroid needs whole objects) is not scored this way."""
+        names = [n for n in self.channels.names if n in BINARY_CHANNELS]
+        if "P" in names:
+            log.warn("iou_P is not computed for an image scored by chunks (it needs whole objects)")
+            names.remove("P")
+        if not names:
+            return {}
+        depth, rest = int(gt.shape[0]), tuple(slice(0, int(n)) for n in gt.shape[1:])
+        inter, union = dict.fromkeys(names, 0), dict.fromkeys(names, 0)
+        for part in plane_blocks(depth, planes):
+            a, b = max(0, part.start - 1), min(depth, part.stop + 1)
+            targets = channel_targets(np.asarray(gt[a:b]), self.channels, self._contour_mode())
+            block = read_region(raw, (part, *rest))
+            inner = slice(part.start - a, part.stop - a)
+            for n in names:
+                pred, target = block[self.channels.index(n)] > 0.5, targets[n][inner]
+                inter[n] += int(np.count_nonzero(pred & target))
+                union[n] += int(np.count_nonzero(pred | target))
+        return {f"iou_{n}": float(inter[n] / union[n]) if union[n] else 0.0 for n in names}
+
     def score(self, decoded: Decoded, gt: Any, image: Image) -> Scored:
-        """Matching metrics (raw and post-processed) and per-channel IoU against ``gt``."""
-        gt = np.asarray(gt)
-        if gt.ndim == decoded.images["post_proc"].ndim + 1 and gt.shape[0] == 1:
-            gt = gt[0]
+        """Matching metrics (raw and post-processed) and per-channel IoU against ``gt``.
+
+        Labels, GT or raw prediction that are not numpy arrays (Zarr, a GT read by planes: an
+        image decoded by chunks) are streamed ``decoded.state["planes"]`` planes at a time,
+        with the same numbers (``metrics.streaming``)."""
+        raw = decoded.state.get("raw")
+        streamed = not all(isinstance(a, np.ndarray) for a in (gt, *decoded.images.values())) \
+            or not (raw is None or isinstance(raw, np.ndarray))  # fmt: skip
+        planes = int(decoded.state.get("planes", 64)) if streamed else None
+        gt = gt if streamed and not isinstance(gt, np.ndarray) else np.asarray(gt)
+        if len(gt.shape) == len(decoded.images["post_proc"].shape) + 1 and gt.shape[0] == 1:
+            gt = gt[0]  # a one-channel GT
         row: dict[str, Any] = {}
         assoc: list[dict[str, Any]] = []
         if "instances" in decoded.images:
-            part, rows = self._match(gt, decoded.images["instances"], "raw", image.stem)
+            part, rows = self._match(gt, decoded.images["instances"], "raw", image.stem, planes)
             row.update(part)
             assoc += rows
-        part, rows = self._match(gt, decoded.images["post_proc"], "post", image.stem)
+        part, rows = self._match(gt, decoded.images["post_proc"], "post", image.stem, planes)
         if "instances" not in decoded.images:
             row.update({k[len("post_") :]: v for k, v in part.items()})
             rows = [dict(r, stage="raw") for r in rows] + rows
         row.update(part)
         assoc += rows
-        if decoded.state.get("raw") is not None:
-            row.update(self._channel_ious(decoded.state["raw"], gt))
+        if raw is not None:
+            row.update(self._streamed_channel_ious(raw, gt, planes) if planes
+                       else self._channel_ious(raw, gt))  # fmt: skip
         columns = ["image", "stage", "threshold", "gt_id", "pred_id", "iou", "status"]
         return Scored(
             row=row, tables={"metrics/associations.tsv": pd.DataFrame(assoc, columns=columns)}
@@ -336,7 +409,11 @@ class InstanceSegmentation(Workflow):
     def summarize(self, decoded: Decoded, image: Image) -> dict[str, Any]:
         """Number of final objects and their mean size (pixels or voxels)."""
         labels = decoded.images["post_proc"]
-        sizes = np.unique(labels[labels > 0], return_counts=True)[1]
+        if not isinstance(labels, np.ndarray):  # by chunks: the object table has the sizes
+            sizes = decoded.tables["metrics/objects.tsv"].get("npixels", pd.Series([]))
+            sizes = sizes.to_numpy(dtype=np.int64)
+        else:
+            sizes = np.unique(labels[labels > 0], return_counts=True)[1]
         return {
             "n_objects": int(sizes.size),
             "mean_size": float(sizes.mean()) if sizes.size else 0.0,
