@@ -30,6 +30,7 @@ import torch
 
 from biapy_runner.config.load import Config
 from biapy_runner.errors import ConfigError, ModelError, real_cause
+from biapy_runner.io.atomic import temporary_sibling
 from biapy_runner.log import info, warn
 from biapy_runner.models.backends.pytorch_state_dict import import_architecture
 from biapy_runner.models.description import SPATIAL_ORDER
@@ -394,7 +395,7 @@ def _publish(descr: Any, out_path: Path) -> Path:
     from bioimageio.spec import save_bioimageio_package
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    partial = out_path.with_name(f".{out_path.name}.{os.getpid()}.partial.zip")
+    partial = temporary_sibling(out_path, ".partial.zip")
     try:
         save_bioimageio_package(descr, output_path=partial)
     except Exception as err:
