@@ -11,10 +11,22 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+
+
+def host_name() -> str:
+    """This machine's name made safe for file names (characters other than letters, digits and
+    ``.`` turned into ``_``)."""
+    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "host"
+
+
+def process_tag() -> str:
+    """``<pid>@<host>``: this process among the writers of every host."""
+    return f"{os.getpid()}@{host_name()}"
 
 
 def temporary_sibling(path: Path, suffix: str = ".part") -> Path:
@@ -30,8 +42,7 @@ def temporary_sibling(path: Path, suffix: str = ".part") -> Path:
     ``.<name>.<pid>@<host>-<random><suffix>`` in ``path``'s folder: no two writers share it.
     """
     path = Path(path)
-    host = "".join(c if c.isalnum() or c in "-_" else "_" for c in socket.gethostname())
-    return path.with_name(f".{path.name}.{os.getpid()}@{host}-{secrets.token_hex(4)}{suffix}")
+    return path.with_name(f".{path.name}.{process_tag()}-{secrets.token_hex(4)}{suffix}")
 
 
 @contextlib.contextmanager
