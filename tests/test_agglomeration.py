@@ -66,6 +66,38 @@ def test_3d_weak_bands_split_fragments_that_merge_back() -> None:
     assert int(high.max()) == 6
 
 
+@pytest.mark.parametrize(
+    ("shape", "by_2d_slices", "seed_th", "growth_th"),
+    [((10, 32, 32), False, 0.7, 0.1), ((10, 32, 32), True, 0.6, 0.3), ((48, 48), False, 0.6, 0.3)],
+)
+def test_fragments_equal_the_standalone_definition(
+    shape: tuple[int, ...], by_2d_slices: bool, seed_th: float, growth_th: float
+) -> None:
+    """``fragments`` (the ``A``-only watershed of decode/watershed.py, as BiaPy builds them) gives
+    the labels of the definition it was written with before: seeds = face-connected parts of
+    min(A) > seed_th, grown by scikit-image's watershed of the Gaussian (sigma 1, truncated at 1)
+    of -min(A) inside min(A) > growth_th."""
+    from scipy import ndimage
+    from skimage.filters import gaussian
+    from skimage.measure import label
+    from skimage.segmentation import watershed
+
+    rng = np.random.default_rng(len(shape) + by_2d_slices)
+    blobs = ndimage.gaussian_filter(rng.random(shape), 2)
+    blobs = (blobs - blobs.min()) / np.ptp(blobs)
+    aff = np.stack([np.clip(blobs + 0.05 * rng.random(shape), 0, 1) for _ in shape])
+    inside = aff.min(axis=0)
+    seeds, surface = label(inside > seed_th, connectivity=1), gaussian(-inside, 1.0, truncate=1.0)
+    mask = inside > growth_th
+    if by_2d_slices:
+        expected = np.stack([watershed(surface[z], seeds[z], mask=mask[z]) for z in range(shape[0])])
+    else:
+        expected = watershed(surface, seeds, mask=mask)
+    frags = ag.fragments(aff, seed_th=seed_th, growth_th=growth_th, by_2d_slices=by_2d_slices)
+    assert int(expected.max()) > 5
+    assert np.array_equal(frags, expected)
+
+
 def test_known_oversegmentation_merges_to_the_labels() -> None:
     gt = np.zeros((40, 40), dtype=np.int32)
     gt[2:20, 2:38], gt[22:38, 2:20], gt[22:38, 20:38] = 1, 2, 3

@@ -140,3 +140,23 @@ def test_dockerfile_pins_and_runtime_settings() -> None:
     for key in ("source", "licenses"):
         assert f"org.opencontainers.image.{key}=" in text
     assert 'org.opencontainers.image.licenses="MIT"' in text
+
+
+@pytest.mark.parametrize("shared", [None, "/srv/biapy-cache"])
+def test_job_env_keeps_the_model_cache_in_the_job_unless_the_admin_shares_one(
+    tmp_path: Path, shared: str | None
+) -> None:
+    """The tools' @JOB_ENV@ (Cheetah's ``\\$`` is the shell's ``$``) run by bash: the model cache
+    is under the job directory, or ``$BIAPY_RUNNER_SHARED_CACHE`` when the destination sets it;
+    the other caches stay in the job either way."""
+    root = ET.parse(MACROS).getroot()
+    script = next(t.text for t in root.iter("token") if t.get("name") == "@JOB_ENV@")
+    script = (script or "").replace("\\$", "$").replace("mkdir -p", "true")
+    env = {"PATH": "/usr/bin:/bin"} | ({"BIAPY_RUNNER_SHARED_CACHE": shared} if shared else {})
+    done = subprocess.run(
+        ["bash", "-c", script + ' echo "$BIAPY_RUNNER_CACHE|$TORCH_HOME"'],
+        cwd=tmp_path, env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    cache, torch_home = done.stdout.strip().split("|")
+    assert cache == (shared or f"{tmp_path}/home/.cache/biapy-runner")
+    assert torch_home == f"{tmp_path}/home/.cache/torch"

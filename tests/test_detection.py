@@ -18,6 +18,7 @@ from biapy_runner.decode.points import (
 from biapy_runner.errors import InputError
 from biapy_runner.metrics.points import match_points, ratios
 from biapy_runner.workflows.detection import grow_instances
+from tests.cli_run import run_cli
 
 
 def gaussian_blobs(
@@ -394,15 +395,6 @@ class Identity(torch.nn.Module):
 '''
 
 
-def _run_cli(args: list[str]) -> int:
-    from biapy_runner.cli import main
-
-    try:
-        return int(main(args) or 0)
-    except SystemExit as stop:
-        return int(stop.code or 0)
-
-
 @pytest.mark.slow
 def test_end_to_end_run_and_evaluate_2d(tmp_path: Path) -> None:
     import tifffile
@@ -424,7 +416,7 @@ def test_end_to_end_run_and_evaluate_2d(tmp_path: Path) -> None:
         "MODEL:\n  SOURCE: bmz\nTEST:\n  DET_MIN_TH_TO_BE_PEAK: [0.5]\n  DET_TOLERANCE: [3]\n"
     )
     out = tmp_path / "out"
-    code = _run_cli(["run", "--config", str(cfg), "--images", str(tmp_path / "img.tif"),
+    code = run_cli(["run", "--config", str(cfg), "--images", str(tmp_path / "img.tif"),
                      "--gt", str(gt), "--model", str(model), "--out", str(out)])  # fmt: skip
     assert code == 0
     points = pd.read_csv(out / "post_proc" / "img_points.tsv", sep="\t")
@@ -443,7 +435,7 @@ def test_end_to_end_run_and_evaluate_2d(tmp_path: Path) -> None:
 
     # evaluate the written point mask against the same GT: the same counts
     evaluated = tmp_path / "eval"
-    code = _run_cli(["evaluate", "--workflow", "detection", "--pred",
+    code = run_cli(["evaluate", "--workflow", "detection", "--pred",
                      str(out / "post_proc" / "img.tif"), "--gt", str(gt),
                      "--out", str(evaluated), "--set", "TEST.DET_TOLERANCE=[3]"])  # fmt: skip
     assert code == 0
@@ -454,7 +446,7 @@ def test_end_to_end_run_and_evaluate_2d(tmp_path: Path) -> None:
     from_table = tmp_path / "eval_table"
     table = tmp_path / "img.tsv"
     table.write_bytes((out / "post_proc" / "img_points.tsv").read_bytes())
-    code = _run_cli(["evaluate", "--workflow", "detection", "--pred", str(table),
+    code = run_cli(["evaluate", "--workflow", "detection", "--pred", str(table),
                      "--gt", str(gt), "--out", str(from_table),
                      "--set", "TEST.DET_TOLERANCE=[3]"])  # fmt: skip
     assert code == 0

@@ -48,10 +48,38 @@ def test_stage_links_in_manifest_order(tmp_path: Path) -> None:
     assert links[0].read_bytes() == b"dataset_2.dat"
 
 
-def test_stage_refuses_two_datasets_with_one_name(tmp_path: Path) -> None:
-    manifest = _manifest(tmp_path, [("a b.tif", "d1.dat", "tiff"), ("a_b.tif", "d2.dat", "tiff")])
-    with pytest.raises(InputError, match="a_b"):
+@pytest.mark.parametrize(
+    ("first", "second", "stem"),
+    [
+        (("a b.tif", "tiff"), ("a_b.tif", "tiff"), "a_b"),  # a space made safe
+        (("cells (1).tif", "tiff"), ("cells__1_", "tiff"), "cells__1_"),
+        (("img.tif", "tiff"), ("img.png", "png"), "img"),  # one stem, two extensions
+        (("x/y.tif", "tiff"), ("x:y.TIFF", "tiff"), "x_y"),
+    ],
+)
+def test_stage_refuses_two_datasets_with_one_name(
+    tmp_path: Path, first: tuple[str, str], second: tuple[str, str], stem: str
+) -> None:
+    """Two identifiers that clean to one stem would overwrite each other's outputs (and share
+    one element identifier in the output collections): refused, naming both, nothing staged."""
+    manifest = _manifest(tmp_path, [(first[0], "d1.dat", first[1]), ("ok.tif", "d3.dat", "tiff"),
+                                    (second[0], "d2.dat", second[1])])  # fmt: skip
+    with pytest.raises(InputError) as err:
         stage(read_manifest(manifest), tmp_path / "images")
+    message = str(err.value)
+    assert f"{first[0]!r} and {second[0]!r}" in message
+    assert f"the name {stem!r}" in message
+    assert not (tmp_path / "images").exists()
+
+
+def test_galaxy_stage_command_exits_2_on_one_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest = _manifest(tmp_path, [("a b.tif", "d1.dat", "tiff"), ("a_b.tif", "d2.dat", "tiff")])
+    assert main(["galaxy-stage", "--manifest", str(manifest), "--into", str(tmp_path / "im")]) == 2
+    err = capsys.readouterr().err
+    assert "ERROR: Two datasets, 'a b.tif' and 'a_b.tif', both give the name 'a_b'" in err
+    assert "Traceback" not in err
 
 
 def test_collect_prefixes_the_input_position(tmp_path: Path) -> None:

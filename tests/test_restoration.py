@@ -29,6 +29,7 @@ from biapy_runner.workflows.restoration import (
 )
 from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
 
+from tests.cli_run import run_cli
 from tests.model_sources import UPSAMPLE_SOURCE
 
 
@@ -281,15 +282,6 @@ def _write_config(path: Path, problem: str, ndim: int, extra: str = "") -> Path:
     return path
 
 
-def _run_cli(args: list[str]) -> int:
-    from biapy_runner.cli import main
-
-    try:
-        return int(main(args) or 0)
-    except SystemExit as stop:
-        return int(stop.code or 0)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("ndim", [2, 3])
 def test_end_to_end_super_resolution(tmp_path: Path, ndim: int) -> None:
@@ -316,7 +308,7 @@ def test_end_to_end_super_resolution(tmp_path: Path, ndim: int) -> None:
         f"  SUPER_RESOLUTION:\n    UPSCALING: {upscaling}\n",
     )
     out = tmp_path / "out"
-    code = _run_cli(["run", "--config", str(cfg), "--images", str(tmp_path / "lr.tif"),
+    code = run_cli(["run", "--config", str(cfg), "--images", str(tmp_path / "lr.tif"),
                      "--gt", str(tmp_path / "lr_gt.tif"), "--model", str(model),
                      "--out", str(out)])
     assert code == 0
@@ -352,7 +344,7 @@ def test_end_to_end_denoising_cast_to_input_dtype(tmp_path: Path) -> None:
     tifffile.imwrite(tmp_path / "a_gt.tif", clean.astype(np.uint8))
     cfg = _write_config(tmp_path / "cfg.yaml", "DENOISING", 2)
     out = tmp_path / "out"
-    code = _run_cli(["run", "--config", str(cfg), "--images", str(tmp_path / "a.tif"),
+    code = run_cli(["run", "--config", str(cfg), "--images", str(tmp_path / "a.tif"),
                      "--gt", str(tmp_path / "a_gt.tif"), "--model", str(model), "--out", str(out),
                      "--set", "TEST.OUTPUT_DTYPE=input_cast",
                      "--set", "DATA.REFLECT_TO_COMPLETE_SHAPE=True"])

@@ -67,21 +67,45 @@ def read_manifest(path: Path, group: str | None = None) -> list[Entry]:
 def stage(entries: Sequence[Entry], folder: Path) -> list[Path]:
     """Link each dataset into ``folder`` as ``<stem>.<ext>``; the links in manifest order.
 
-    Two datasets whose identifiers give one stem are an ``InputError`` (their outputs would
-    have one name)."""
+    The stem (:func:`stem_for`) names the dataset's outputs and their element identifiers in
+    the output collections, so two datasets whose identifiers give one stem (``a b.tif`` and
+    ``a_b.tif``; ``img.tif`` and ``img.png``) would overwrite each other's outputs: they are an
+    ``InputError`` naming both identifiers, raised before any link is made."""
+    check_distinct_stems(entries)
     folder.mkdir(parents=True, exist_ok=True)
     links: list[Path] = []
     for entry in entries:
         ext = _FILE_EXTENSIONS.get(entry.ext, entry.ext)
         link = folder / f"{stem_for(entry.identifier)}.{ext}"
-        if link.exists() or link.is_symlink():
-            raise InputError(
-                f"Two datasets are both named {link.stem!r} once made safe for file names "
-                f"(element identifier {entry.identifier!r}); rename one of them."
-            )
         link.symlink_to(entry.path.resolve())
         links.append(link)
     return links
+
+
+def check_distinct_stems(entries: Sequence[Entry]) -> None:
+    """Refuse two datasets whose element identifiers give one stem (:func:`stem_for`).
+
+    Parameters
+    ----------
+    entries : the datasets of one collection (one group of the manifest)
+
+    Raises
+    ------
+    InputError
+        Naming both element identifiers (in manifest order) and the name they share.
+    """
+    seen: dict[str, str] = {}
+    for entry in entries:
+        stem = stem_for(entry.identifier)
+        if stem in seen:
+            raise InputError(
+                f"Two datasets, {seen[stem]!r} and {entry.identifier!r}, both give the name "
+                f"{stem!r} once their element identifiers are made safe for file names (letters, "
+                "digits, '_', '.' and '-' kept, other characters turned into '_', the image "
+                "extension dropped); their outputs would have one name. Rename one of them (its "
+                "element identifier) and run the tool again."
+            )
+        seen[stem] = entry.identifier
 
 
 def collect(entries: Sequence[Entry], out: Path, into: Path) -> list[Path]:

@@ -25,12 +25,11 @@ import heapq
 from collections.abc import Sequence
 
 import numpy as np
-from skimage.filters import gaussian
-from skimage.measure import label
-from skimage.segmentation import watershed
 
 from biapy_runner.config.load import Config
+from biapy_runner.decode.channels import Channels
 from biapy_runner.decode.layout import IS, as_labels, channel_slices, extra_opts, require
+from biapy_runner.decode.watershed import WatershedSettings, watershed_by_channels
 from biapy_runner.errors import ConfigError
 
 BINS = 256
@@ -66,7 +65,10 @@ def fragments(
     growth_th: float = 0.1,
     by_2d_slices: bool = False,
 ) -> np.ndarray:
-    """Over-segment the short-range affinities into fragments (BiaPy's watershed on ``A``).
+    """Over-segment the short-range affinities into fragments.
+
+    As BiaPy does, this is the watershed of the ``A``-only seed channel
+    (:func:`~biapy_runner.decode.watershed.watershed_by_channels`) with fragment thresholds.
 
     Parameters
     ----------
@@ -84,13 +86,14 @@ def fragments(
     numpy.ndarray
         Integer fragment labels, 0 = background.
     """
-    inside = affinities.min(axis=0)
-    seeds = label(inside > seed_th, connectivity=1)
-    surface = gaussian(-inside.astype(np.float64), sigma=1.0, truncate=1.0)
-    mask = inside > growth_th
-    if by_2d_slices and inside.ndim == 3:
-        return np.stack([watershed(surface[z], seeds[z], mask=mask[z]) for z in range(len(seeds))])
-    return watershed(surface, seeds, mask=mask)
+    settings = WatershedSettings(
+        seed_channels=["A"],
+        seed_thresholds=[seed_th],
+        growth_channels=["A"],
+        growth_thresholds=[growth_th],
+        by_2d_slices=by_2d_slices,
+    )
+    return watershed_by_channels(affinities, Channels(("A",)), settings).labels
 
 
 def _pair_slices(

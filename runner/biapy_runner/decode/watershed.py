@@ -296,9 +296,11 @@ def _th(value: Any, x: np.ndarray, key: str) -> float:
 
 
 def _affinity_maps(raw: np.ndarray, st: WatershedSettings) -> _Maps:
-    """Seeds and growth mask from the minimum of the first three affinities (BiaPy's ``A``)."""
-    fg = raw[:3].min(axis=0)
-    th = _th(st.seed_thresholds[0], raw[:3], WS + "SEED_CHANNELS_THRESH")
+    """Seeds and growth mask from the minimum of the first affinity per spatial axis (BiaPy's
+    ``A``: the short-range z, y, x group)."""
+    short = raw[: raw.ndim - 1]
+    fg = short.min(axis=0)
+    th = _th(st.seed_thresholds[0], short, WS + "SEED_CHANNELS_THRESH")
     gth = _as_threshold(st.growth_thresholds[0], WS + "GROWTH_MASK_CHANNELS_THRESH")
     gth = th / 2 if gth is None else gth
     return _Maps(fg > th, -fg, fg > gth, [th], [gth])

@@ -8,9 +8,7 @@ that cannot be decided is an ``InputError`` telling the user how to state the ax
 
 from __future__ import annotations
 
-import os
 import re
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,7 @@ import numpy as np
 
 from biapy_runner import log
 from biapy_runner.errors import InputError
+from biapy_runner.io.atomic import replacing
 
 #: File extensions read by ``read_image`` (lower case); ``.zarr`` folders as well.
 SUPPORTED_EXTENSIONS = (
@@ -712,8 +711,7 @@ def write_tiff(path: Path, array: np.ndarray, axes: str) -> None:
         array = np.transpose(array, [letters.index(a) for a in order])
         letters = order
     photometric = "rgb" if letters.endswith("S") and array.shape[-1] in (3, 4) else "minisblack"
-    temporary = path.parent / f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.part"
-    try:
+    with replacing(path) as temporary:
         tifffile.imwrite(
             temporary,
             np.ascontiguousarray(array),
@@ -725,7 +723,3 @@ def write_tiff(path: Path, array: np.ndarray, axes: str) -> None:
             # float predictions barely compress: the fastest level (a third less time, same size)
             compressionargs={"level": 1 if array.dtype.kind == "f" else 6},
         )
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise

@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ import numpy as np
 
 from biapy_runner import log
 from biapy_runner.errors import InputError
+from biapy_runner.io.atomic import host_name, process_tag
 from biapy_runner.io.images import write_tiff
 
 if TYPE_CHECKING:  # pandas loads when tables are written, not for option or config errors
@@ -52,10 +52,6 @@ def check_output_dir(out: Path) -> None:
             f"The output folder {out} already contains {', '.join(taken)} from an earlier run; "
             "choose a new or empty folder so that no earlier result is overwritten."
         )
-
-
-def _host() -> str:
-    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "host"
 
 
 #: ``.partial-<pid>@<host>-<random>``: the staging folder of process ``pid`` on ``host``.
@@ -85,7 +81,7 @@ def remove_stale_stages(out: Path) -> list[Path]:
     removed = []
     for entry in sorted(out.glob(".partial-*")):
         match = _STAGE_NAME.match(entry.name)
-        if not (match and entry.is_dir() and match.group(2) == _host()):
+        if not (match and entry.is_dir() and match.group(2) == host_name()):
             continue
         if _process_is_gone(int(match.group(1))):
             shutil.rmtree(entry, ignore_errors=True)
@@ -131,7 +127,7 @@ class OutputStage:
         try:
             self.out.mkdir(parents=True, exist_ok=True)
             remove_stale_stages(out)
-            prefix = f".partial-{os.getpid()}@{_host()}-"
+            prefix = f".partial-{process_tag()}-"
             self.root = Path(tempfile.mkdtemp(prefix=prefix, dir=out))
         except OSError as err:
             self._remove_if_created()

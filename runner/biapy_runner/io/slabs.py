@@ -15,8 +15,6 @@ in the job, and ``merge`` decodes the stitched volume with the halos it needs.
 from __future__ import annotations
 
 import json
-import os
-import secrets
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from biapy_runner.errors import InputError
+from biapy_runner.io.atomic import replacing
 
 FORMAT = "biapy-runner slab 1"
 _KEY = "biapy_slab"
@@ -58,15 +57,11 @@ def write_slab(path: Path, raw: np.ndarray, info: SlabInfo) -> None:
     if raw.shape != expected:
         raise ValueError(f"slab of shape {raw.shape}, expected {expected}")
     path = Path(path)
-    temporary = path.parent / f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.part"
-    try:
+    with replacing(path) as temporary:
         tifffile.imwrite(
             temporary, raw, bigtiff=raw.nbytes > 2**31, compression="zlib",
             metadata={"axes": "CZYX", _KEY: json.dumps(asdict(info))},
         )  # fmt: skip
-        temporary.replace(path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def _not_a_slab(path: Path, why: str) -> InputError:

@@ -26,6 +26,7 @@ from biapy_runner import __version__
 from biapy_runner.config.convert import convert
 from biapy_runner.config.load import Config
 from biapy_runner.errors import ConfigError, ModelError, real_cause
+from biapy_runner.io.atomic import replacing
 from biapy_runner.log import info, warn
 
 #: the BiaPy release whose checkpoint layout is written
@@ -93,9 +94,8 @@ def save_checkpoint(
     content.update(extra or {})
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    torch.save(content, tmp)
-    os.replace(tmp, path)
+    with replacing(path) as partial:
+        torch.save(content, partial)
     return path
 
 

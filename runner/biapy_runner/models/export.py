@@ -18,12 +18,9 @@ is never published.
 from __future__ import annotations
 
 import copy
-import importlib.util
 import os
 import shutil
-import sys
 import tempfile
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,7 +30,9 @@ import torch
 
 from biapy_runner.config.load import Config
 from biapy_runner.errors import ConfigError, ModelError, real_cause
+from biapy_runner.io.atomic import temporary_sibling
 from biapy_runner.log import info, warn
+from biapy_runner.models.backends.pytorch_state_dict import import_architecture
 from biapy_runner.models.description import SPATIAL_ORDER
 from biapy_runner.models.export_docs import write_cover, write_documentation
 from biapy_runner.models.export_settings import (
@@ -56,30 +55,19 @@ def shipped_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     return package_kwargs(dict(kwargs), training=False)
 
 
-def import_architecture(path: Path, callable_name: str) -> Any:
-    """The callable ``callable_name`` of the standalone source file ``path`` (imported as
-    bioimageio.core imports an architecture file: a module of its own, no package)."""
-    name = f"biapy_runner_architecture_{uuid.uuid4().hex}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ModelError(f"Cannot import the architecture file {path}.")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.modules.pop(name, None)
-    try:
-        return getattr(module, callable_name)
-    except AttributeError:
-        raise ModelError(f"The architecture file {path} defines no {callable_name!r}.") from None
-
-
 def rebuild(architecture: Architecture, state_dict: Mapping[str, torch.Tensor]) -> torch.nn.Module:
     """The network built from the architecture file with ``shipped_kwargs`` and ``state_dict``
     (strict), on CPU in eval mode: what a consumer of the package gets."""
     path, callable_name, kwargs = architecture
-    net = import_architecture(path, callable_name)(**shipped_kwargs(kwargs))
+    try:
+        build = getattr(import_architecture(path.read_bytes(), path.name), callable_name)
+    except ImportError as err:
+        raise ModelError(
+            f"Cannot import the architecture file {path} ({real_cause(err)})."
+        ) from err
+    except AttributeError:
+        raise ModelError(f"The architecture file {path} defines no {callable_name!r}.") from None
+    net = build(**shipped_kwargs(kwargs))
     try:
         net.load_state_dict({k: v.detach().cpu() for k, v in state_dict.items()}, strict=True)
     except RuntimeError as err:
@@ -407,7 +395,7 @@ def _publish(descr: Any, out_path: Path) -> Path:
     from bioimageio.spec import save_bioimageio_package
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    partial = out_path.with_name(f".{out_path.name}.{os.getpid()}.partial.zip")
+    partial = temporary_sibling(out_path, ".partial.zip")
     try:
         save_bioimageio_package(descr, output_path=partial)
     except Exception as err:

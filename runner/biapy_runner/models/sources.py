@@ -15,6 +15,7 @@ from typing import Literal
 from urllib.parse import urlparse
 
 from biapy_runner.errors import InputError, ModelError, real_cause
+from biapy_runner.io.atomic import temporary_sibling
 from biapy_runner.log import info
 from biapy_runner.models.description import bioimageio_settings, load_description
 
@@ -198,7 +199,7 @@ def _download(source: str, url: str, cache_dir: Path, key: str) -> Path:
                 "address, or give a local package."
             )
         raise _unreachable(source, url, cause)
-    partial = cache_dir / f".{key}.{os.getpid()}.partial.zip"
+    partial = temporary_sibling(cache_dir / key, ".partial.zip")
     with bioimageio_settings(cache_path=cache_dir / ".downloads"):
         descr = load_description(url, source)
         try:

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import zipfile
 import zlib
 from pathlib import Path
 
+from biapy_runner.io.atomic import write_text_atomic
 from biapy_runner.log import warn
 from biapy_runner.models.digest import ModelDigest
 
@@ -78,10 +78,8 @@ def _marker_content(package: Path) -> dict[str, str]:
 
 def mark_verified(package: Path) -> None:
     """Record that ``package`` (in the cache) was just validated with its files' sha256 checked."""
-    partial = package.with_name(f".{package.name}.{os.getpid()}.partial")
     try:
-        partial.write_text(json.dumps(_marker_content(package)))
-        os.replace(partial, _marker(package))
+        write_text_atomic(_marker(package), json.dumps(_marker_content(package)))
     except OSError as err:
         warn(f"cannot mark {package} as validated: {err}")
 
@@ -124,13 +122,9 @@ def read_digest(package: Path, folder: Path) -> ModelDigest | None:
 
 def write_digest(package: Path, folder: Path, digest: ModelDigest) -> None:
     """Keep ``digest`` (of the validated cached ``package``) in its derived ``folder``."""
-    target = folder / DIGEST_NAME
-    partial = folder / f".{DIGEST_NAME}.{os.getpid()}.partial"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        partial.write_text(json.dumps({"package": _package_key(package),
-                                       "digest": digest.to_json()}, indent=1))
-        os.replace(partial, target)
+        text = json.dumps({"package": _package_key(package), "digest": digest.to_json()}, indent=1)
+        write_text_atomic(folder / DIGEST_NAME, text)
     except (OSError, TypeError, ValueError) as err:
-        partial.unlink(missing_ok=True)
         warn(f"cannot keep the description of {package} in the cache: {err}")

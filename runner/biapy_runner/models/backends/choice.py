@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 
 from biapy_runner.errors import real_cause
+from biapy_runner.io.atomic import write_text_atomic
 from biapy_runner.log import info, warn
 from biapy_runner.models.backends import BackendUnavailable, Forward, Weights
 
@@ -240,11 +240,9 @@ class ChoiceStore:
             return
         data = self._read()
         data[key] = record
-        partial = self.path.with_name(f".{STORE_NAME}.{os.getpid()}.partial")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            partial.write_text(json.dumps(data, indent=1, sort_keys=True))
-            os.replace(partial, self.path)
+            write_text_atomic(self.path, json.dumps(data, indent=1, sort_keys=True))
         except OSError as err:
             warn(f"cannot remember the backend choice in {self.path}: {err}")
 

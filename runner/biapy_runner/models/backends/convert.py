@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import os
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
 
+from biapy_runner.io.atomic import replacing
 from biapy_runner.models.backends import BackendUnavailable, Forward
 
 _MEMORY_FORMATS = {4: torch.channels_last, 5: torch.channels_last_3d}
@@ -75,13 +75,11 @@ def export_onnx(
         "input": {i: f"in{i}" for i in range(example.dim()) if i not in fixed_inputs},
         "output": {i: f"out{i}" for i in range(out_rank) if i not in fixed_outputs},
     }
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _quiet(), torch.no_grad():
+    with replacing(path) as partial, _quiet(), torch.no_grad():
         torch.onnx.export(
             module, (example,), str(partial), dynamo=False, opset_version=17,
             input_names=["input"], output_names=["output"], dynamic_axes=dynamic,
         )
-    os.replace(partial, path)
     return path
 

@@ -51,10 +51,27 @@ def _architecture_module(weights: Weights) -> Any:
         return importlib.import_module(str(entry["import_from"]))
     source = str(entry["architecture"])
     code = weights.read(source)
-    sha = hashlib.sha256(code).hexdigest()
     expected = entry.get("architecture_sha256")
-    if expected and expected != sha:
+    if expected and expected != hashlib.sha256(code).hexdigest():
         raise ValueError(f"the architecture file {source} does not match its sha256 {expected}")
+    return import_architecture(code, source)
+
+
+def import_architecture(code: bytes, source: str) -> ModuleType:
+    """The module of an architecture source file, imported as bioimageio.core imports it.
+
+    Parameters
+    ----------
+    code : the file's bytes (Python source, or a zipped package)
+    source : the file's name in the package, which names the module
+
+    Returns
+    -------
+    The module ``<file stem>_<sha256>`` (``custom_module_<sha256>`` when that is no
+    identifier), written to a temporary folder kept until exit and imported once per process;
+    an :class:`ImportError` when it cannot be imported.
+    """
+    sha = hashlib.sha256(code).hexdigest()
     name = f"{Path(source).name.split('.')[0]}_{sha}"
     if not name.isidentifier():
         name = f"custom_module_{sha}"
