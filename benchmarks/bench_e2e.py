@@ -145,7 +145,8 @@ def build_package(work: Path, cache: Path, state_dict: dict[str, torch.Tensor] |
     torch.manual_seed(0)
     package = make_model_package(
         work, architecture_source=ARCHITECTURE, callable_name="ResUNet3D",
-        kwargs={"in_channels": 1, "out_channels": 3}, state_dict=state_dict, ndim=3, out_channels=3, size=(16, 16),
+        kwargs={"in_channels": 1, "out_channels": 3}, state_dict=state_dict, ndim=3,
+        out_channels=3, size=(16, 16),
         halo=HALO, postprocessing=[{"id": "sigmoid"}], channel_names=["B", "C", "M"],
         name="bench resunet",
     )
