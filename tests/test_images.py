@@ -434,6 +434,18 @@ def test_write_tiff_round_trip(
     np.testing.assert_array_equal(image.data, expected)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "uint16"])
+def test_write_tiff_threads_write_the_same_bytes(tmp_path: Path, dtype: str) -> None:
+    # pages compressed in parallel (the run's --threads) land in the file as one thread writes them
+    arr = _vol((2, 6, 40, 48), dtype)
+    write_tiff(tmp_path / "one.tif", arr, "czyx", threads=1)
+    write_tiff(tmp_path / "two.tif", arr, "czyx", threads=2)
+    assert (tmp_path / "one.tif").read_bytes() == (tmp_path / "two.tif").read_bytes()
+    with tifffile.TiffFile(tmp_path / "two.tif") as tif:
+        assert len(tif.pages) == 12
+        np.testing.assert_array_equal(tif.asarray(), arr.transpose(1, 0, 2, 3))
+
+
 def test_write_tiff_replaces_atomically(tmp_path: Path) -> None:
     path = tmp_path / "out.tif"
     write_tiff(path, np.ones((4, 4), np.uint8), "yx")

@@ -87,6 +87,8 @@ class TiledPredictor:
         self.batch_size = batch_size
         self.amp = amp
         self._noted: set[str] = set()
+        #: called once, when the first batch of tiles is done (e.g. ``preload_report``)
+        self.after_first_batch: Callable[[], None] | None = None
 
     def prepare(self, data: np.ndarray) -> np.ndarray:
         """The model's own preprocessing, after DATA.NORMALIZATION when the configuration sets
@@ -148,8 +150,9 @@ class TiledPredictor:
             read_rows, shape, self.model.forward, plan, start, end,
             out_channels=self.model.out_channels,
             batch_size=self._batch(plan, tiles, choice.peak_bytes),
-            device=self.model.device, amp=self.amp, on_batch=_BatchLogger(),
-        )  # fmt: skip
+            device=self.model.device, amp=self.amp,
+            on_batch=_BatchLogger(self._first_batch_done),
+        )
         return self.model.postprocess(output), rows
 
     def _lazy_rows(self, image: LazyImage, budget: int) -> Callable[[int, int], np.ndarray]:
@@ -207,8 +210,10 @@ class TiledPredictor:
             "tile_plan": {"patch": list(plan.patch), "padding": list(plan.padding),
                           "overlap": list(plan.overlap), "scale": list(plan.scale)},
         }  # fmt: skip
-        return predict_chunked(image, model, plan, out, budget=budget, attrs=attrs,
-                               on_batch=_BatchLogger(), on_slab=on_slab)  # fmt: skip
+        return predict_chunked(
+            image, model, plan, out, budget=budget, attrs=attrs,
+            on_batch=_BatchLogger(self._first_batch_done), on_slab=on_slab,
+        )
 
     def whole(self, data: np.ndarray) -> np.ndarray:
         """One forward pass on ``data`` as it is, with the model's pre- and postprocessing."""
@@ -234,9 +239,14 @@ class TiledPredictor:
             batch_size=self._batch(plan, tiles, choice.peak_bytes),
             device=self.model.device,
             amp=self.amp,
-            on_batch=_BatchLogger(),
+            on_batch=_BatchLogger(self._first_batch_done),
         )
         return self.model.postprocess(output)
+
+    def _first_batch_done(self) -> None:
+        hook, self.after_first_batch = self.after_first_batch, None
+        if hook is not None:
+            hook()
 
     def _batch(self, plan: Any, tiles: int, tile_bytes: int) -> int:
         """--batch-size, else the batch that the free memory allows; logged with the tile count."""
@@ -283,14 +293,19 @@ class TiledPredictor:
 
 
 class _BatchLogger:
-    """Logs tile progress at most every few seconds (and at the end) to keep job logs short."""
+    """Logs tile progress at most every few seconds (and at the end) to keep job logs short;
+    calls ``first`` after the first batch."""
 
-    def __init__(self, every_s: float = 5.0) -> None:
+    def __init__(self, first: Callable[[], None] | None = None, every_s: float = 5.0) -> None:
         self.every_s = every_s
         self.start = time.monotonic()
         self.last = self.start
+        self.first = first
 
     def __call__(self, done: int, total: int) -> None:
+        if self.first is not None:
+            self.first, first = None, self.first
+            first()
         now = time.monotonic()
         if done == total or now - self.last >= self.every_s:
             self.last = now
@@ -570,6 +585,7 @@ def test(
     images, gts = files
     inputs = _pair(workflow, images, gts, opts.gt_extra)
     threads, origin = resolve_threads(opts.threads, cfg)
+    stage.write_threads = threads
     log.info(
         f"{cfg.get('PROBLEM.TYPE')} {cfg.get('PROBLEM.NDIM')}: {len(inputs)} image(s), "
         f"{'with' if gts else 'without'} ground truth, {threads} CPU thread(s) ({origin})"
@@ -582,6 +598,8 @@ def test(
     from biapy_runner.chunked_run import Chunks
 
     predictor = TiledPredictor(model, cfg, opts.batch_size, opts.amp)
+    if opts.report:
+        predictor.after_first_batch = preload_report
     chunks = Chunks(cfg, workflow, predictor, stage, opts)
 
     def predict(path: Path) -> tuple[Image, np.ndarray | None, Any]:
@@ -606,6 +624,19 @@ def test(
         )
         reader = Reader(_ndim(cfg), opts.axes, opts.dataset, chunks.preview_voxels())
         _report(stage, info, since, items, [ResultSet("", stage.root)], reader)
+
+
+def preload_report() -> None:
+    """Import the report's modules (matplotlib: ~0.6 s) in a background thread, so that the
+    import overlaps with the tiles (the forward releases the GIL) instead of following the
+    writing. Importing the report later waits for this import, if it is still running."""
+    import importlib
+    import threading
+
+    threading.Thread(
+        target=importlib.import_module, args=("biapy_runner.report.build",),
+        name="biapy-report-import", daemon=True,
+    ).start()
 
 
 def load_configured_model(cfg: Config, opts: RunOptions, threads: int) -> RunnableModel:

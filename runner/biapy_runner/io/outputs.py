@@ -138,6 +138,8 @@ class OutputStage:
             ) from err
         self.prefix = ""
         self._tables: dict[str, list[pd.DataFrame]] = {}
+        #: threads compressing a TIFF's pages (None: tifffile's default, half the CPU cores)
+        self.write_threads: int | None = None
 
     def __enter__(self) -> OutputStage:  # noqa: PYI034
         return self
@@ -174,7 +176,7 @@ class OutputStage:
         """Write ``array`` (with ``axes`` like ``"czyx"``) to ``<folder>/<stem>.tif``."""
         path = self.folder / folder / f"{stem}.tif"
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_tiff(path, array, axes)
+        write_tiff(path, array, axes, threads=self.write_threads)
         return path
 
     def add_tables(self, tables: dict[str, pd.DataFrame], stem: str) -> None:
