@@ -22,6 +22,8 @@ DATA:
   N_CLASSES: 2
   NORMALIZATION:
     TYPE: zero_mean_unit_variance
+  TEST:
+    PADDING: (8, 8)
   TRAIN:
     EXTRACT_RANDOM_PATCH: True
     REPLICATE: 24
@@ -29,8 +31,15 @@ DATA:
     FROM_TRAIN: False
 MODEL:
   ARCHITECTURE: unet
-  FEATURE_MAPS: [16, 32, 64]
+  FEATURE_MAPS: [16, 32, 64, 128]
   NORMALIZATION: bn
+  BMZ:
+    EXPORT:
+      ENABLE: True
+      MODEL_NAME: dsb nuclei unet
+      DESCRIPTION: 2D semantic U-Net for fluorescent nuclei, trained on a DSB2018 crop.
+      AUTHORS: [{name: galaxy-biapy tests}]
+      TAGS: [nuclei, fluorescence]
 TRAIN:
   ENABLE: True
   EPOCHS: 12
@@ -71,6 +80,10 @@ def write_split(folder: Path) -> dict[str, Path]:
     return paths
 
 
+#: the package ``MODEL.BMZ.EXPORT`` writes under the output folder
+PACKAGE = Path("bmz") / "dsb_nuclei_unet.zip"
+
+
 def train_args(paths: dict[str, Path], out: Path, threads: int = 2) -> list[str]:
     """``biapy-runner train`` arguments: train on the training part, test on the held-out crop."""
     return [
@@ -78,4 +91,14 @@ def train_args(paths: dict[str, Path], out: Path, threads: int = 2) -> list[str]
         "--train-images", str(paths["train_x"]), "--train-gt", str(paths["train_y"]),
         "--test-images", str(paths["held_x"]), "--test-gt", str(paths["held_y"]),
         "--out", str(out), "--device", "cpu", "--threads", str(threads), "--name", "dsb",
+    ]
+
+
+def package_run_args(paths: dict[str, Path], trained: Path, out: Path, threads: int = 2) -> list[str]:
+    """``biapy-runner run`` arguments: the exported package (MODEL.SOURCE: bmz) on the held-out
+    crop, with the configuration the training wrote."""
+    return [
+        "run", "--config", str(trained / "config.yaml"), "--set", "MODEL.SOURCE=bmz",
+        "--model", str(trained / PACKAGE), "--images", str(paths["held_x"]),
+        "--gt", str(paths["held_y"]), "--out", str(out), "--threads", str(threads), "--no-report",
     ]

@@ -201,7 +201,7 @@ def test_normalization_becomes_preprocessing() -> None:
         (["DATA.NORMALIZATION.PERC_CLIP.ENABLE=True", "DATA.NORMALIZATION.PERC_CLIP.LOWER_PERC=1",
           "DATA.NORMALIZATION.PERC_CLIP.UPPER_PERC=99"],
          [{"id": "clip", "kwargs": {"min_percentile": 1.0, "max_percentile": 99.0,
-                                    "axes": ["channel", "y", "x"]}},
+                                    "axes": ["y", "x"]}},
           {"id": "zero_mean_unit_variance", "kwargs": {"axes": ["y", "x"]}}]),
     ]
     for overrides, expected in cases:

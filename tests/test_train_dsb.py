@@ -1,11 +1,12 @@
 """End to end: a 2D semantic U-Net trained on CPU on the shipped DSB2018 crop (training part)
-segments the held-out crop, and ``run`` with the saved checkpoint (the written ``config.yaml``)
-reproduces that IoU exactly.
+segments the held-out crop, ``run`` with the saved checkpoint (the written ``config.yaml``)
+reproduces that IoU exactly, and ``run`` with the exported BioImage.IO package (MODEL.BMZ.EXPORT)
+reproduces it within 1e-4.
 
-The issue's goal is a foreground IoU of 0.80; this recipe gives 0.803 (seed 0, 1 thread) but
-0.78 with seeds 7 and 42, and float differences between CPUs move it by ~0.003: the test asserts
-0.75, a bound every seed clears, and ``benchmarks/bench_train.py`` reports the value against
-the goal."""
+The issue's goal is a foreground IoU of 0.80; this recipe (U-Net 16-32-64-128) gives 0.795 with
+seed 0 (the test's), 0.798 with seed 7 and 0.811 with seed 42 on 1 thread, and float differences
+between CPUs move it by a few thousandths: the test asserts 0.75, a bound every seed tried
+clears, and ``benchmarks/bench_train.py`` reports each seed against the goal."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from biapy_runner.cli import main
-from dsb_training import train_args, write_split
+from dsb_training import PACKAGE, package_run_args, train_args, write_split
 
 
 def _iou(out: Path) -> float:
@@ -39,3 +40,10 @@ def test_unet_trained_on_the_dsb_crop_segments_the_held_out_crop(tmp_path: Path)
                  "--gt", str(paths["held_y"]), "--out", str(rerun), "--threads", "1",
                  "--no-report"]) == 0
     assert _iou(rerun) == pytest.approx(iou, abs=1e-6)
+
+    # the exported BioImage.IO package (checked by bioimageio.core when exported) segments the
+    # held-out crop as the checkpoint does
+    assert (out / PACKAGE).is_file()
+    packaged = tmp_path / "packaged"
+    assert main(package_run_args(paths, out, packaged, threads=1)) == 0
+    assert _iou(packaged) == pytest.approx(iou, abs=1e-4)

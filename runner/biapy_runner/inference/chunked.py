@@ -186,7 +186,8 @@ def by_chunks(enabled: bool, too_big: bool, numbers: str, prefix: str = "") -> b
 
 
 class _Moments:
-    """Per-channel count, mean, M2 (Chan et al.'s parallel merge), min and max, in float64."""
+    """Per-channel count, mean, M2 (Chan et al.'s parallel merge), min and max, in float64, and
+    whether the channel holds only 0 and 1."""
 
     def __init__(self, channels: int) -> None:
         self.n_c = np.zeros(channels, dtype=np.int64)
@@ -194,9 +195,11 @@ class _Moments:
         self.m2 = np.zeros(channels)
         self.min = np.full(channels, np.inf)
         self.max = np.full(channels, -np.inf)
+        self.binary = np.ones(channels, dtype=bool)
 
     def add(self, block: np.ndarray) -> None:
         for c, piece in _pieces(block):
+            self.binary[c] &= bool(((piece == 0) | (piece == 1)).all())
             values = piece.astype(np.float64)
             n, mean = values.size, float(values.mean())
             m2 = float(((values - mean) ** 2).sum())
@@ -305,12 +308,17 @@ def input_statistics(
     if normalizes:
         norm = {}
         if clip is not None:
-            norm["clip"] = tuple(quantiles.quantile(p / 100.0, None) for p in clip)
+            norm["clip"] = [tuple(quantiles.quantile(p / 100.0, c) for p in clip)
+                            for c in range(channels)]  # per channel, as BiaPy clips
+            low, high = (np.asarray(v, np.float32).reshape(-1, *[1] * len(image.spatial_shape))
+                         for v in zip(*norm["clip"]))
+            binary = moments.binary
             moments = _Moments(channels)  # the statistics of the clipped image
             for region in image.blocks(slab):
-                moments.add(np.clip(image.read(region).astype(np.float32), *norm["clip"]))
+                moments.add(np.clip(image.read(region).astype(np.float32), low, high))
+            moments.binary = binary
         norm.update(
-            max=float(moments.max.max()), min_c=moments.min.astype(np.float32),
+            binary_c=moments.binary.copy(), min_c=moments.min.astype(np.float32),
             max_c=moments.max.astype(np.float32), mean_c=moments.mean.astype(np.float32),
             std_c=moments.std().astype(np.float32),
         )  # fmt: skip

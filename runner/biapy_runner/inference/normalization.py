@@ -1,10 +1,13 @@
 """BiaPy's DATA.NORMALIZATION for models whose rdf does not normalise their input themselves.
 
-Statistics are taken over the whole image (per channel), never per tile. Types:
-``div`` (divide by 255, or by 65535 when values exceed 255), ``scale_range`` (min..max to 0..1),
-``zero_mean_unit_variance`` (``ZERO_MEAN_UNIT_VAR.MEAN_VAL/STD_VAL`` when set, else the image's
-own); ``PERC_CLIP`` clips to percentiles (or fixed values) first. Since BiaPy 3.7 the fixed
-values are lists with one value per channel (one value applies to every channel); -1 = unset.
+BiaPy 3.7.1's ``biapy/data/norm.py`` is the reference. Statistics are taken over the whole image,
+channel by channel, never per tile. Types: ``div`` (divide by 255, or by 65535 when the channel's
+values exceed 255; a float channel already within 0..1 is left as it is),
+``scale_range`` (the channel's min..max to 0..1), ``zero_mean_unit_variance``
+(``ZERO_MEAN_UNIT_VAR.MEAN_VAL/STD_VAL`` when set, else the channel's own); ``PERC_CLIP`` clips
+each channel to its percentiles (or fixed values) first. A binary channel (only 0 and 1) is
+neither clipped nor normalised. Since BiaPy 3.7 the fixed values are lists with one value per
+channel (one value applies to every channel); -1 = unset.
 
 An image read by chunks is normalised region by region with statistics computed over the whole
 image beforehand (``stats``: the keys ``statistics_needed`` names, see ``inference/chunked.py``).
@@ -39,21 +42,26 @@ def _broadcast(values: np.ndarray, image: np.ndarray) -> np.ndarray:
     return values.reshape(-1, *([1] * (image.ndim - 1)))
 
 
+#: scale_range's and zero_mean_unit_variance's smallest denominator (BiaPy's ``eps``)
+EPS = 1e-6
+
+
 def statistics_needed(cfg: Config) -> tuple[tuple[float, float] | None, set[str]]:
     """What ``normalize`` takes from the whole image: the clipping percentiles (None when it
-    does not clip by percentiles) and the statistics of the (clipped) image among ``"max"``
-    (global), ``"min_c"``/``"max_c"`` and ``"mean_c"``/``"std_c"`` (per channel)."""
+    does not clip by percentiles; ``stats["clip"]`` then holds ``(low, high)`` per channel),
+    ``"binary_c"`` (per channel: only 0 and 1) and the statistics of the (clipped) image among
+    ``"min_c"``/``"max_c"`` and ``"mean_c"``/``"std_c"`` (per channel)."""
     clip = None
     if cfg.get(f"{KEY}.PERC_CLIP.ENABLE") and _fixed_clip(cfg, 1) is None:
         clip = _clip_percentiles(cfg)
     kind = str(cfg.get(f"{KEY}.TYPE"))
     if kind == "div":
-        return clip, {"max"}
+        return clip, {"binary_c", "max_c"}
     if kind == "scale_range":
-        return clip, {"min_c", "max_c"}
+        return clip, {"binary_c", "min_c", "max_c"}
     if kind in ("zero_mean_unit_variance", "custom") and _fixed_moments(cfg, 1) is None:
-        return clip, {"mean_c", "std_c"}
-    return clip, set()
+        return clip, {"binary_c", "mean_c", "std_c"}
+    return clip, {"binary_c"}
 
 
 def _fixed_clip(cfg: Config, channels: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -93,10 +101,18 @@ def _clip(image: np.ndarray, cfg: Config, stats: dict[str, Any] | None = None) -
     if fixed is not None:
         return np.clip(image, _broadcast(fixed[0], image), _broadcast(fixed[1], image))
     if stats is not None:
-        low, high = stats["clip"]
+        low, high = (np.asarray(v, dtype=np.float32) for v in zip(*stats["clip"]))
     else:
-        low, high = np.percentile(image, list(_clip_percentiles(cfg)))
-    return np.clip(image, low, high)
+        low, high = np.percentile(image.reshape(len(image), -1), list(_clip_percentiles(cfg)),
+                                  axis=1).astype(np.float32)
+    return np.clip(image, _broadcast(low, image), _broadcast(high, image))
+
+
+def binary_channels(image: np.ndarray) -> np.ndarray:
+    """Per channel of ``(C, ...)``: whether it holds only 0 and 1 (BiaPy leaves those as they
+    are)."""
+    flat = image.reshape(len(image), -1)
+    return ((flat == 0) | (flat == 1)).all(axis=1)
 
 
 def _per_channel(image: np.ndarray, reduce: str) -> np.ndarray:
@@ -106,18 +122,43 @@ def _per_channel(image: np.ndarray, reduce: str) -> np.ndarray:
 
 def normalize(image: np.ndarray, cfg: Config, stats: dict[str, Any] | None = None) -> np.ndarray:
     """``image`` ``(C, *spatial)`` normalised as DATA.NORMALIZATION says, as float32; with
-    ``stats`` (a region of a larger image) the whole image's statistics instead of its own."""
-    data = _clip(np.asarray(image, dtype=np.float32), cfg, stats)
+    ``stats`` (a region of a larger image) the whole image's statistics instead of its own.
+
+    Parameters
+    ----------
+    image : the image as read (its dtype decides ``div``'s rule for floats already in 0..1)
+    cfg : the configuration
+    stats : the whole image's statistics (``statistics_needed``), or None: the image's own
+
+    Returns
+    -------
+    np.ndarray
+        float32, the shape of ``image``; binary channels unchanged.
+    """
+    raw = np.asarray(image)
+    binary = np.asarray(stats["binary_c"]) if stats is not None else binary_channels(raw)
+    data = raw.astype(np.float32)
+    if binary.all():
+        return data
+    normalised = _normalized(_clip(data, cfg, stats), cfg, stats, integer=raw.dtype.kind in "biu")
+    return np.where(_broadcast(binary, data), data, normalised) if binary.any() else normalised
+
+
+def _normalized(data: np.ndarray, cfg: Config, stats: dict[str, Any] | None, *,
+                integer: bool) -> np.ndarray:
     kind = str(cfg.get(f"{KEY}.TYPE"))
     if kind == "div":
-        top = float(stats["max"]) if stats is not None else data.max()
-        return data / (65535.0 if top > 255 else 255.0)
+        top = np.asarray(stats["max_c"]) if stats is not None else _per_channel(data, "max")
+        divisor = np.where(np.asarray(top) > 255, 65535.0, 255.0)
+        if not integer:  # a float channel already within 0..1 is not divided again
+            divisor = np.where(np.asarray(top) <= 1.0, 1.0, divisor)
+        return data / _broadcast(divisor.astype(np.float32), data)
     if kind == "scale_range":
         if stats is not None:
             low, high = _broadcast(stats["min_c"], data), _broadcast(stats["max_c"], data)
         else:
             low, high = _per_channel(data, "min"), _per_channel(data, "max")
-        return (data - low) / np.maximum(high - low, np.finfo(np.float32).eps)
+        return (data - low) / np.maximum(high - low, EPS)
     if kind in ("zero_mean_unit_variance", "custom"):
         fixed = _fixed_moments(cfg, data.shape[0])
         if fixed is not None:
@@ -126,5 +167,5 @@ def normalize(image: np.ndarray, cfg: Config, stats: dict[str, Any] | None = Non
             mean, std = _broadcast(stats["mean_c"], data), _broadcast(stats["std_c"], data)
         else:
             mean, std = _per_channel(data, "mean"), _per_channel(data, "std")
-        return (data - mean) / np.maximum(std, 1e-6)
+        return (data - mean) / np.maximum(std, EPS)
     return data

@@ -136,8 +136,8 @@ def _clip(cfg: Config, spatial: Sequence[str]) -> list[dict[str, Any]]:
     low_p, high_p = (_single_value(cfg, f"{norm}.{k}") for k in ("LOWER_PERC", "UPPER_PERC"))
     if low_p is None or high_p is None:
         raise ConfigError(f"{norm} is enabled without LOWER_PERC/UPPER_PERC or values.")
-    # the runner takes the percentiles over the whole image, channels included
-    axes = ["channel", *spatial]
+    # per channel, over the spatial axes (BiaPy and the runner clip channel by channel)
+    axes = list(spatial)
     return [{"id": "clip", "kwargs": {"min_percentile": low_p, "max_percentile": high_p,
                                       "axes": axes}}]
 

@@ -1,6 +1,6 @@
 """Training data: normalised images with their targets, patches, the validation split, batches.
 
-BiaPy's DATA.TRAIN / DATA.VAL keys: every training image is normalised once
+BiaPy's DATA.TRAIN / DATA.VAL keys: every training image is normalised once by the caller
 (``DATA.NORMALIZATION``, whole-image statistics as in inference) and paired with its target (made
 by the caller from the GT). An epoch either visits the grid of ``DATA.PATCH_SIZE`` crops of every
 image (``DATA.TRAIN.OVERLAP`` / ``PADDING``; BiaPy's default) or draws one random crop per image
@@ -67,8 +67,9 @@ def patch_shape(cfg: Config) -> tuple[int, ...]:
 
 
 def make_sample(stem: str, image: np.ndarray, target: np.ndarray, cfg: Config) -> Sample:
-    """A sample from an image (channel first, as read) and its target: the image normalised as
-    DATA.NORMALIZATION says, the shapes checked against each other and DATA.PATCH_SIZE.
+    """A sample from an image (channel first, already normalised as DATA.NORMALIZATION says:
+    normalising twice would divide twice with ``div``) and its target, the shapes checked
+    against each other and DATA.PATCH_SIZE.
 
     Raises
     ------
@@ -76,9 +77,8 @@ def make_sample(stem: str, image: np.ndarray, target: np.ndarray, cfg: Config) -
         The target's spatial shape is not the image's times an integer factor, or the image is
         smaller than the patch (and DATA.REFLECT_TO_COMPLETE_SHAPE is off).
     """
-    from biapy_runner.inference.normalization import normalize
-
-    sample = Sample(stem, normalize(image, cfg), np.asarray(target, dtype=np.float32))
+    sample = Sample(stem, np.asarray(image, dtype=np.float32),
+                    np.asarray(target, dtype=np.float32))
     _check_target(sample)
     patch = patch_shape(cfg)
     if any(s < p for s, p in zip(sample.spatial, patch)):
