@@ -84,6 +84,11 @@ class Classification(Workflow):
         """The predicted class of the image."""
         return {"class": decoded.state["class"]}
 
+    def list_inputs(self, folder: Path) -> list[Path]:
+        """The images of ``folder``, else those of its class sub-folders (BiaPy's
+        ``<folder>/<class name>/<image>``), class by class."""
+        return list_images(folder) or [f for _, _, f in _folder_entries(folder)]
+
     def gt_files(self, folder: Path) -> list[Path]:
         """A folder given as GT is the class tree itself (``GT/<class>/<image>``)."""
         return [folder]
@@ -256,8 +261,9 @@ def _folder_entries(folder: Path) -> list[tuple[str, str, Path]]:
     entries = [(stem_of(f), sub.name, f) for sub in subfolders for f in list_images(sub)]
     if not entries:
         raise InputError(
-            f"The ground-truth folder {folder} has no class sub-folders with images; BiaPy's "
-            "layout is <folder>/<class name>/<image>, or give a table with columns image, class."
+            f"The classification folder {folder} has no class sub-folders with images; BiaPy's "
+            "layout is <folder>/<class name>/<image> (for the ground truth, a table with "
+            "columns image, class also works)."
         )
     return entries
 
