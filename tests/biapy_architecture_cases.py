@@ -25,6 +25,9 @@ import numpy as np
 import torch
 
 REFERENCE = Path(__file__).parent / "data" / "biapy371_architectures.npz"
+#: BiaPy 3.7.1's classifier ``simple_CNN``, made the same way (seeds 100 + the case's position,
+#: the input ``(2, C, *spatial)``; see tests/data/README.md)
+CLASSIFIERS = Path(__file__).parent / "data" / "biapy371_classifiers.npz"
 
 
 def fill(state: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
@@ -52,7 +55,7 @@ def fill(state: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
     return out
 
 
-def load_cases() -> tuple[list[dict[str, Any]], Any]:
-    """The cases (name, class, kwargs, seed, keys) and the open npz."""
-    data = np.load(REFERENCE)
+def load_cases(path: Path = REFERENCE) -> tuple[list[dict[str, Any]], Any]:
+    """The cases (name, class, kwargs, seed, keys) and the open npz ``path``."""
+    data = np.load(path)
     return json.loads(str(data["index"])), data

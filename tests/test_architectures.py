@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from biapy_architecture_cases import fill, load_cases
+from biapy_architecture_cases import CLASSIFIERS, fill, load_cases
 from biapy_runner.config.load import load_config
 from biapy_runner.config.support import model_problems
 from biapy_runner.errors import ConfigError
@@ -22,20 +22,36 @@ from biapy_runner.models.architectures import (
 )
 
 CASES, DATA = load_cases()
+CLASSIFIER_CASES, CLASSIFIER_DATA = load_cases(CLASSIFIERS)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
 def test_same_parameters_and_outputs_as_biapy(case: dict) -> None:
+    _check_against_biapy(case, DATA)
+
+
+@pytest.mark.parametrize("case", CLASSIFIER_CASES, ids=[c["name"] for c in CLASSIFIER_CASES])
+def test_classifier_same_parameters_and_outputs_as_biapy(case: dict) -> None:
+    """BiaPy's simple_CNN: the same state dict names/shapes, the same probabilities."""
+    _check_against_biapy(case, CLASSIFIER_DATA)
+
+
+def test_classifier_reference_covers_2d_and_3d() -> None:
+    assert {len(c["kwargs"]["image_shape"]) for c in CLASSIFIER_CASES} == {3, 4}
+    assert {c["class"] for c in CLASSIFIER_CASES} == {"simple_CNN"}
+
+
+def _check_against_biapy(case: dict, data) -> None:
     net = getattr(nets, case["class"])(**case["kwargs"]).eval()
     ours = [[k, list(v.shape)] for k, v in net.state_dict().items()]
     assert sorted(ours) == sorted(case["keys"])
     net.load_state_dict(fill(net.state_dict(), case["seed"]), strict=True)
-    x = torch.from_numpy(DATA[case["name"] + "__input"].copy())
+    x = torch.from_numpy(data[case["name"] + "__input"].copy())
     with torch.no_grad():
         y = net(x)
     if isinstance(y, dict):
         y = torch.cat([y["pred"], y["class"]], dim=1)
-    expected = DATA[case["name"] + "__output"]
+    expected = data[case["name"] + "__output"]
     assert y.shape == expected.shape
     np.testing.assert_allclose(y.numpy(), expected, atol=1e-5, rtol=0)
 
@@ -177,5 +193,41 @@ def test_options_not_built_are_refused() -> None:
         "MODEL.ARCHITECTURE", "MODEL.NORMALIZATION", "LOSS.CONTRAST.ENABLE"]
     with pytest.raises(ConfigError, match="MODEL.ARCHITECTURE 'hrnet48' is not implemented"):
         build_model(_cfg("MODEL.ARCHITECTURE=hrnet48"))
-    with pytest.raises(ConfigError, match="classification networks"):
-        output_channels(_cfg("PROBLEM.TYPE=CLASSIFICATION"))
+
+def test_simple_cnn_from_the_configuration_2d_and_3d() -> None:
+    """BiaPy's build_model arguments: DATA.PATCH_SIZE, MODEL.ACTIVATION lowercased,
+    DATA.N_CLASSES; outputs are the network's own softmax (taken as they are)."""
+    cfg = _cfg("PROBLEM.TYPE=CLASSIFICATION", "MODEL.ARCHITECTURE=simple_cnn",
+               "DATA.PATCH_SIZE=(20, 24, 3)", "DATA.N_CLASSES=5")
+    path, name, kwargs = architecture_source(cfg)
+    assert path.name == "nets.py" and name == "simple_CNN"
+    assert kwargs == {"image_shape": [20, 24, 3], "activation": "elu", "n_classes": 5}
+    assert output_channels(cfg) == [(f"class{i}", "linear") for i in range(5)]
+    net = build_model(cfg).eval()
+    assert net.state_dict()["heads.2.weight"].shape == (5, 64 * 5 * 6)
+    y = net(torch.randn(2, 3, 20, 24))
+    assert y.shape == (2, 5)
+    np.testing.assert_allclose(y.sum(dim=1).detach().numpy(), 1.0, atol=1e-6)
+    cfg3 = _cfg("PROBLEM.TYPE=CLASSIFICATION", "PROBLEM.NDIM=3D", "MODEL.ARCHITECTURE=simple_cnn",
+                "DATA.PATCH_SIZE=(8, 12, 16, 1)", "MODEL.ACTIVATION=ReLU")
+    net3 = build_model(cfg3)
+    assert net3.state_dict()["block1.0.weight"].shape == (32, 1, 3, 3, 3)
+    assert net3(torch.randn(1, 1, 8, 12, 16)).shape == (1, 2)
+    assert model_problems(cfg) == model_problems(cfg3) == []
+
+
+@pytest.mark.parametrize(("arch", "library"), [("efficientnet_b0", "torchvision"),
+                                               ("efficientnet_b7", "torchvision"),
+                                               ("vit", "timm")])
+def test_classifiers_from_other_libraries_are_refused_by_name(arch: str, library: str) -> None:
+    (problem,) = model_problems(_cfg("PROBLEM.TYPE=CLASSIFICATION", f"MODEL.ARCHITECTURE={arch}"))
+    assert problem.startswith(f"MODEL.ARCHITECTURE = '{arch}' (BiaPy builds it with {library}")
+    assert "train simple_cnn instead" in problem and "MODEL.SOURCE: bmz" in problem
+
+
+def test_classifier_and_workflow_must_match() -> None:
+    assert model_problems(_cfg("PROBLEM.TYPE=CLASSIFICATION", "MODEL.ARCHITECTURE=unet")) == [
+        "MODEL.ARCHITECTURE = 'unet' (PROBLEM.TYPE CLASSIFICATION takes a classifier: simple_cnn)"]
+    assert model_problems(_cfg("PROBLEM.TYPE=SEMANTIC_SEG", "MODEL.ARCHITECTURE=simple_cnn")) == [
+        "MODEL.ARCHITECTURE = 'simple_cnn' (PROBLEM.TYPE SEMANTIC_SEG takes an image-to-image "
+        "network)"]

@@ -95,6 +95,15 @@ def test_class_folders_sorted_names(tmp_path: Path) -> None:
     assert classes == {"a": 1, "b": 2, "c": 1, "d": 0}
 
 
+def test_class_names_in_biapys_natural_order(tmp_path: Path) -> None:
+    """BiaPy 3.7.1 numbers class folders in natural order: class2 before class10."""
+    for cls, stem in [("class10", "a"), ("class2", "b"), ("Class1", "c")]:
+        _touch_image(tmp_path / "gt" / cls / f"{stem}.tif")
+    classes, names = load_class_gt(tmp_path / "gt")
+    assert names == ["Class1", "class2", "class10"]
+    assert classes == {"c": 0, "b": 1, "a": 2}
+
+
 def test_integer_class_folders_are_class_numbers(tmp_path: Path) -> None:
     for cls, stem in [("0", "a"), ("10", "b"), ("2", "c")]:
         _touch_image(tmp_path / "gt" / cls / f"{stem}.tif")

@@ -66,3 +66,14 @@ def test_bad_form_value_names_the_key(tmp_path: Path) -> None:
                                 "guided": {**GUIDED, "ndim": "4D"}}))
     with pytest.raises(ConfigError, match="PROBLEM.NDIM.*allowed values"):
         write_train_config(form, None, tmp_path / "train.yaml")
+
+
+def test_classification_form_trains_simple_cnn() -> None:
+    """Classification: the number of classes, and BiaPy's simple_cnn whatever the guided
+    network and feature maps say (the one classifier the runner builds)."""
+    form = {"workflow": "classification", "n_classes": 3,
+            "guided": {**GUIDED, "ndim": "2D", "channels": 1, "patch": 48}}
+    keys = dict(train_settings(form))
+    assert keys["PROBLEM.TYPE"] == "CLASSIFICATION" and keys["DATA.N_CLASSES"] == 3
+    assert keys["MODEL.ARCHITECTURE"] == "simple_cnn" and "MODEL.FEATURE_MAPS" not in keys
+    assert keys["DATA.PATCH_SIZE"] == (48, 48, 1)

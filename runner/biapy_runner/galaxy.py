@@ -155,7 +155,7 @@ def train_settings(form: Mapping[str, Any]) -> list[tuple[str, Any]]:
     ``form`` (the tool's JSON configfile): ``workflow`` (the form's workflow name),
     ``instance_channels`` (``"F,C"``), ``n_classes``, ``upscaling``; ``guided`` with ``ndim``,
     ``channels``, ``patch`` (and ``depth`` in 3D), ``feature_maps`` (``"16,32,64"``) and
-    :data:`_GUIDED_KEYS`; ``fine_tune`` (a package path: MODEL.SOURCE bmz); ``export`` with
+    :data:`_GUIDED_KEYS` (classification: ``simple_cnn``, whatever the network and feature maps); ``fine_tune`` (a package path: MODEL.SOURCE bmz); ``export`` with
     ``name``, ``description``, ``authors`` and ``tags`` (comma separated) and ``license``.
     """
     from biapy_runner.config.wizard import PROBLEM_TYPES
@@ -165,7 +165,7 @@ def train_settings(form: Mapping[str, Any]) -> list[tuple[str, Any]]:
     if problem == "INSTANCE_SEG" and _given(form.get("instance_channels")):
         channels = _listed_text(form["instance_channels"])
         keys.append(("PROBLEM.INSTANCE_SEG.DATA_CHANNELS", channels))
-    if problem == "SEMANTIC_SEG" and _given(form.get("n_classes")):
+    if problem in ("SEMANTIC_SEG", "CLASSIFICATION") and _given(form.get("n_classes")):
         keys.append(("DATA.N_CLASSES", int(form["n_classes"])))
     guided = form.get("guided")
     if guided:
@@ -183,6 +183,9 @@ def train_settings(form: Mapping[str, Any]) -> list[tuple[str, Any]]:
                  if _given(guided.get(name))]
         if _given(guided.get("lr")):  # one learning rate per optimizer (BiaPy 3.7)
             keys.append(("TRAIN.LR", [float(guided["lr"])]))
+        if problem == "CLASSIFICATION":  # the one classifier the runner builds
+            keys = [(k, v) for k, v in keys if k not in ("MODEL.ARCHITECTURE", "MODEL.FEATURE_MAPS")]
+            keys.append(("MODEL.ARCHITECTURE", "simple_cnn"))
     if problem == "SUPER_RESOLUTION" and _given(form.get("upscaling")):
         ndim = str(guided["ndim"]) if guided else None
         factor = int(form["upscaling"])

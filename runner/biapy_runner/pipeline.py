@@ -433,15 +433,18 @@ def _listed(paths: Sequence[Path], option: str, lister: Callable[[Path], list[Pa
 
 def input_files(opts: RunOptions, cfg: Config, workflow: Workflow) -> tuple[list[Path], list[Path]]:
     """The image files and GT paths of a run: ``--images``/``--gt`` (folders replaced by their
-    files), else the YAML's DATA.TEST.PATH / GT_PATH folders. Two images with one name stem
+    files), else the YAML's DATA.TEST.PATH / GT_PATH folders (classification: the class
+    sub-folders of DATA.TEST.PATH name the images' classes). Two images with one name stem
     (whose outputs would collide) are an ``InputError`` naming both."""
     if opts.images:
-        images = _listed(opts.images, "--images", list_images)
+        images = _listed(opts.images, "--images", workflow.list_inputs)
     else:
-        images = _folder_files(cfg, "DATA.TEST.PATH")
+        images = _folder_files(cfg, "DATA.TEST.PATH", workflow.list_inputs)
     check_unique_stems(images, "images")
     gts = _listed(opts.gt, "--gt", workflow.gt_files)
     if not gts and not opts.images and cfg.get("DATA.TEST.LOAD_GT"):
+        if workflow.classifies_images:  # BiaPy: the class folders of DATA.TEST.PATH
+            return images, images
         gts = _folder_files(cfg, "DATA.TEST.GT_PATH", workflow.list_gt)
     return images, gts
 

@@ -30,7 +30,7 @@ from biapy_runner import log
 from biapy_runner.config.load import Config
 from biapy_runner.config.support import check_model_implemented
 from biapy_runner.errors import ConfigError, InputError
-from biapy_runner.io.images import check_finite, list_images, read_image, stem_of
+from biapy_runner.io.images import check_finite, read_image, stem_of
 from biapy_runner.io.outputs import (
     CHECKPOINT_DIR,
     TRAIN_CURVES,
@@ -224,14 +224,16 @@ def _pairs(
     """Images of one split with their GT (``None`` for workflows without GT)."""
     option = f"--{split.lower()}-images"
     if images:
-        files = _listed(images, option, list_images)
+        files = _listed(images, option, workflow.list_inputs)
     else:
-        files = _folder_files(cfg, f"DATA.{split}.PATH")
+        files = _folder_files(cfg, f"DATA.{split}.PATH", workflow.list_inputs)
     if not needs_gt(cfg):
         return [(path, None) for path in files]
     gt_option = f"--{split.lower()}-gt"
     if gts:
         gt_files = _listed(gts, gt_option, workflow.gt_files)
+    elif workflow.classifies_images:  # BiaPy's <folder>/<class>/<image>: the folder is the GT
+        gt_files = files
     elif images:
         raise InputError(
             f"{option} given without {gt_option}: {cfg.get('PROBLEM.TYPE')} trains on images "
@@ -240,7 +242,24 @@ def _pairs(
         )
     else:
         gt_files = _folder_files(cfg, f"DATA.{split}.GT_PATH", workflow.list_gt)
-    return workflow.pair_gt(files, gt_files, "error")
+    pairs = workflow.pair_gt(files, gt_files, "error")
+    if workflow.classifies_images:
+        _check_classes(cfg, [int(gt) for _, gt in pairs], split)
+    return pairs
+
+
+def _check_classes(cfg: Config, classes: Sequence[int], split: str) -> None:
+    """The class numbers of a classification split fit DATA.N_CLASSES (BiaPy asks for one
+    class folder per class in training)."""
+    n = int(cfg.get("DATA.N_CLASSES"))
+    found = sorted(set(classes))
+    if found[-1] >= n or split == "TRAIN" and len(found) != n:
+        raise InputError(
+            f"The {'training' if split == 'TRAIN' else 'validation'} images are in {len(found)} class(es) (numbers {found}) but "
+            f"DATA.N_CLASSES is {n}: put the images of each of the {n} classes in one "
+            "sub-folder per class (<folder>/<class name>/<image>; folders named by numbers are "
+            f"those class numbers, 0 to {n - 1}) or set DATA.N_CLASSES to the number of classes."
+        )
 
 
 def needs_gt(cfg: Config) -> bool:

@@ -1296,8 +1296,19 @@ NOT_IMPLEMENTED: dict[str, tuple[tuple[Any, ...], str]] = {
 #: MODEL.ARCHITECTURE values the runner builds (MODEL.SOURCE: biapy checkpoints, training)
 IMPLEMENTED_ARCHITECTURES: tuple[str, ...] = (
     "unet", "resunet", "seunet", "attention_unet", "resunet_se", "resunet++", "multiresunet",
-    "unext_v1", "unext_v2",
+    "unext_v1", "unext_v2", "simple_cnn",
 )
+#: MODEL.ARCHITECTURE values BiaPy builds only for PROBLEM.TYPE CLASSIFICATION (and the one the
+#: runner builds among them)
+CLASSIFIER_ARCHITECTURES: tuple[str, ...] = ("simple_cnn", "vit") + tuple(
+    f"efficientnet_b{i}" for i in range(8)
+)
+#: BiaPy architectures built from a library the runner does not depend on: name prefix ->
+#: (library, what BiaPy takes from it)
+THIRD_PARTY_ARCHITECTURES: dict[str, tuple[str, str]] = {
+    "efficientnet": ("torchvision", "the EfficientNet network and its ImageNet weights"),
+    "vit": ("timm", "its VisionTransformer class, which BiaPy's ViT extends"),
+}
 #: MODEL.* values of BiaPy's that the runner's architectures do not build: key -> (refused
 #: value, why)
 UNBUILT_MODEL_OPTIONS: dict[str, tuple[Any, str]] = {

@@ -14,6 +14,7 @@ from typing import Any
 from biapy_runner.config.load import Config
 from biapy_runner.config.schema import (
     AUGMENTOR_OTHER_KEYS,
+    CLASSIFIER_ARCHITECTURES,
     CREATION_PROCESS_CHANNELS,
     DEFAULTS,
     IMPLEMENTED_ARCHITECTURES,
@@ -28,6 +29,7 @@ from biapy_runner.config.schema import (
     TRAINING_NOT_IMPLEMENTED,
     TRAINING_OPTIMIZERS,
     TRAINING_SCHEDULERS,
+    THIRD_PARTY_ARCHITECTURES,
     UNBUILT_MODEL_OPTIONS,
     creation_process,
 )
@@ -155,22 +157,36 @@ def model_problems(cfg: Config) -> list[str]:
     list of str
         One line per value refused.
     """
-    problems = []
-    arch = str(cfg.get("MODEL.ARCHITECTURE")).lower()
-    if arch not in IMPLEMENTED_ARCHITECTURES:
-        problems.append(
-            f"MODEL.ARCHITECTURE = {cfg.get('MODEL.ARCHITECTURE')!r} (implemented: "
-            f"{', '.join(IMPLEMENTED_ARCHITECTURES)})"
-        )
+    problem = cfg.get("PROBLEM.TYPE")
+    problems = _architecture_problems(cfg, str(problem))
     for key, (refused, meaning) in UNBUILT_MODEL_OPTIONS.items():
         if _same(cfg.get(key), refused):
             problems.append(f"{key} = {refused!r} ({meaning})")
-    problem = cfg.get("PROBLEM.TYPE")
-    if problem == "CLASSIFICATION":
-        problems.append("PROBLEM.TYPE = 'CLASSIFICATION' (BiaPy's classifier networks)")
     if problem == "SELF_SUPERVISED" and cfg.get("PROBLEM.SELF_SUPERVISED.PRETEXT_TASK") == "masking":
         problems.append("PROBLEM.SELF_SUPERVISED.PRETEXT_TASK = 'masking' (the MAE network)")
     return problems
+
+
+def _architecture_problems(cfg: Config, problem: str) -> list[str]:
+    """MODEL.ARCHITECTURE not built by the runner (those BiaPy takes from torchvision or timm
+    named as such), or a classifier for an image-to-image workflow and the reverse."""
+    arch = str(cfg.get("MODEL.ARCHITECTURE")).lower()
+    value = f"MODEL.ARCHITECTURE = {cfg.get('MODEL.ARCHITECTURE')!r}"
+    classifies = problem == "CLASSIFICATION"
+    builders = [v for k, v in THIRD_PARTY_ARCHITECTURES.items() if arch.startswith(k)]
+    if builders:
+        library, what = builders[0]
+        return [
+            f"{value} (BiaPy builds it with {library} ({what}), which this runner does not "
+            "depend on; train simple_cnn instead, or run a BioImage.IO classifier with "
+            "MODEL.SOURCE: bmz)"
+        ]
+    if arch not in IMPLEMENTED_ARCHITECTURES:
+        return [f"{value} (implemented: {', '.join(IMPLEMENTED_ARCHITECTURES)})"]
+    if classifies != (arch in CLASSIFIER_ARCHITECTURES):
+        need = "a classifier: simple_cnn" if classifies else "an image-to-image network"
+        return [f"{value} (PROBLEM.TYPE {problem} takes {need})"]
+    return []
 
 
 def check_model_implemented(cfg: Config) -> None:

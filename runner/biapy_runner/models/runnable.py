@@ -152,7 +152,13 @@ class BiapyModel:
         self.spatial_axes = self.out_spatial_axes = SPATIAL[-ndim:]
         _, class_name, kwargs = architecture_source(cfg)
         assert class_name == CLASSES[arch]
-        self._stride = network_stride(kwargs, class_name, ndim)
+        #: a classifier's input size is fixed (its linear layer's size), its output has no axes
+        self._fixed: tuple[int, ...] | None = None
+        if class_name == CLASSES["simple_cnn"]:
+            self._fixed = tuple(int(s) for s in kwargs["image_shape"][:-1])
+            self.out_spatial_axes = ()
+        else:
+            self._stride = network_stride(kwargs, class_name, ndim)
         self.in_channels = int(cfg.get("DATA.PATCH_SIZE")[-1])
         self.channels = output_channels(cfg)
         self.out_channels = len(self.channels)
@@ -166,6 +172,8 @@ class BiapyModel:
     @property
     def size_rule(self) -> str:
         """The input sizes the network accepts, in words."""
+        if self._fixed is not None:
+            return f"the network takes inputs of exactly {self._fixed} (DATA.PATCH_SIZE)"
         return f"the network takes input sizes that are multiples of {self._stride}"
 
     @property
@@ -174,12 +182,15 @@ class BiapyModel:
         return None if self.choice is None else self.choice.name
 
     def valid_size(self, requested: Sequence[int]) -> tuple[int, ...]:
-        """The smallest multiple of the network's downsampling >= ``requested`` per axis."""
-        if len(requested) != len(self._stride):
+        """The smallest multiple of the network's downsampling >= ``requested`` per axis (a
+        classifier's fixed input size whatever is requested)."""
+        if len(requested) != len(self.spatial_axes):
             raise InputError(
-                f"A size for the {len(self._stride)} spatial axes {self.spatial_axes} of the "
-                f"network was expected, got {tuple(requested)}."
+                f"A size for the {len(self.spatial_axes)} spatial axes {self.spatial_axes} of "
+                f"the network was expected, got {tuple(requested)}."
             )
+        if self._fixed is not None:
+            return self._fixed
         return tuple(max(s, math.ceil(int(r) / s) * s) for r, s in zip(requested, self._stride))
 
     def preprocess(self, arr: np.ndarray) -> np.ndarray:

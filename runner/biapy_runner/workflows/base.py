@@ -74,7 +74,8 @@ class Workflow(ABC):
     problem_type: ClassVar[str]
     #: Whether the core writes the merged model output to ``raw/<stem>.tif``.
     writes_raw: ClassVar[bool] = True
-    #: Whether the model gives one score per class for a whole image (no spatial output).
+    #: Whether the model gives one score per class for a whole image (no spatial output); the
+    #: folder holding an image then names its class (BiaPy's ``<folder>/<class>/<image>``).
     classifies_images: ClassVar[bool] = False
 
     def __init__(self, cfg: Config) -> None:
@@ -120,6 +121,13 @@ class Workflow(ABC):
         By default the file is taken to hold the final (post-processed) result.
         """
         return Decoded(images={"post_proc": image.data})
+
+    def list_inputs(self, folder: Path) -> list[Path]:
+        """The input images a folder stands for (DATA.*.PATH, a folder given to ``--images``);
+        by default its images."""
+        from biapy_runner.io.images import list_images
+
+        return list_images(folder)
 
     def list_gt(self, folder: Path) -> list[Path]:
         """The GT files in ``folder`` (DATA.TEST.GT_PATH); by default its images."""

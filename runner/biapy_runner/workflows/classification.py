@@ -10,13 +10,14 @@ summing to 1) go through a softmax. ``post_proc/predictions.tsv`` gets one row p
 Ground truth follows BiaPy's layout, a folder with one sub-folder per class holding the images
 (``GT/<class name>/<image>``), or a table (TSV/CSV with columns ``image`` and ``class``); the
 images given to the run may themselves be the files in class folders. Class names that are all
-integers are the class numbers; otherwise class ``k`` is the k-th name in sorted order (BiaPy's
-rule). Metrics: accuracy, per-class precision, recall and F1 (from the confusion matrix) and
-``metrics/confusion_matrix.tsv`` (rows: true class, columns: predicted class).
+integers are the class numbers; otherwise class ``k`` is the k-th name in BiaPy's natural order
+(digit runs compared as numbers: ``class2`` before ``class10``). Metrics: accuracy, per-class
+precision, recall and F1 (from the confusion matrix) and ``metrics/confusion_matrix.tsv`` (rows: true class, columns: predicted class).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,11 @@ class Classification(Workflow):
     def summarize(self, decoded: Decoded, image: Image) -> dict[str, Any]:
         """The predicted class of the image."""
         return {"class": decoded.state["class"]}
+
+    def list_inputs(self, folder: Path) -> list[Path]:
+        """The images of ``folder``, else those of its class sub-folders (BiaPy's
+        ``<folder>/<class name>/<image>``), class by class."""
+        return list_images(folder) or [f for _, _, f in _folder_entries(folder)]
 
     def gt_files(self, folder: Path) -> list[Path]:
         """A folder given as GT is the class tree itself (``GT/<class>/<image>``)."""
@@ -256,8 +262,9 @@ def _folder_entries(folder: Path) -> list[tuple[str, str, Path]]:
     entries = [(stem_of(f), sub.name, f) for sub in subfolders for f in list_images(sub)]
     if not entries:
         raise InputError(
-            f"The ground-truth folder {folder} has no class sub-folders with images; BiaPy's "
-            "layout is <folder>/<class name>/<image>, or give a table with columns image, class."
+            f"The classification folder {folder} has no class sub-folders with images; BiaPy's "
+            "layout is <folder>/<class name>/<image> (for the ground truth, a table with "
+            "columns image, class also works)."
         )
     return entries
 
@@ -282,14 +289,20 @@ def _table_entries(path: Path) -> list[tuple[str, str, Path]]:
 
 
 def _class_sort_key(name: str) -> tuple[int, Any]:
-    return (0, int(name)) if name.isdigit() else (1, name)
+    return (0, int(name)) if name.isdigit() else (1, _natural_key(name))
+
+
+def _natural_key(name: str) -> list[str]:
+    """BiaPy 3.7.1's folder order (``os_walk_clean``): runs of digits compared as numbers
+    (``class2`` before ``class10``), the rest case-insensitively."""
+    return [p.zfill(10) if p.isdigit() else p.lower() for p in re.findall(r"\d+|\D+", name)]
 
 
 def _class_numbers(names: Sequence[str]) -> dict[str, int]:
-    """Integer names are their own number; otherwise the position in sorted order (BiaPy)."""
+    """Integer names are their own number; otherwise the position in BiaPy's natural order."""
     if names and all(n.isdigit() for n in names):
         return {n: int(n) for n in names}
-    return {n: k for k, n in enumerate(sorted(names))}
+    return {n: k for k, n in enumerate(sorted(names, key=_natural_key))}
 
 
 def _shape(shape: Sequence[int]) -> str:

@@ -28,6 +28,7 @@ CLASSES: dict[str, str] = {
     "multiresunet": "MultiResUnet",
     "unext_v1": "U_NeXt_V1",
     "unext_v2": "U_NeXt_V2",
+    "simple_cnn": "simple_CNN",
 }
 #: U-Net options that BiaPy does not pass to the ConvNeXt-based U-NeXt (its blocks fix them)
 _NOT_FOR_UNEXT = ("activation", "drop_values", "normalization", "k_size", "larger_io",
@@ -123,7 +124,9 @@ def output_channels(cfg: Config) -> list[tuple[str, str]]:
     list of (str, str)
         E.g. ``[("F", "sigmoid"), ("C", "sigmoid")]`` for instance channels F, C; one
         ``("foreground", "sigmoid")`` for binary semantic segmentation, ``("class<i>",
-        "softmax")`` per class otherwise.
+        "softmax")`` per class otherwise; for CLASSIFICATION ``("class<i>", "linear")``, the
+        classifier's output being its own softmax's (BiaPy applies a second softmax at
+        inference, which keeps the predicted class but flattens the probabilities).
     """
     problem = str(cfg.get("PROBLEM.TYPE"))
     n_classes = int(cfg.get("DATA.N_CLASSES"))
@@ -151,10 +154,9 @@ def output_channels(cfg: Config) -> list[tuple[str, str]]:
                 f"channel ({n}, PROBLEM.IMAGE_TO_IMAGE.OUTPUT_CHANNELS), got {acts}."
             )
         return [(f"channel{i}", str(a).lower().removeprefix("ce_")) for i, a in enumerate(acts)]
-    raise ConfigError(
-        f"PROBLEM.TYPE {problem}: no architecture of this runner predicts it (BiaPy uses "
-        "classification networks: simple_cnn, vit, efficientnet), which are not implemented."
-    )
+    if problem == "CLASSIFICATION":  # simple_CNN ends with its own softmax: probabilities
+        return [(f"class{i}", "linear") for i in range(n_classes)]
+    raise ConfigError(f"PROBLEM.TYPE {problem}: no architecture of this runner predicts it.")
 
 
 def _heads(cfg: Config, channels: list[tuple[str, str]]) -> tuple[list[int], list[str]]:
@@ -209,6 +211,9 @@ def _model_kwargs(cfg: Config, name: str, in_channels: int, heads: list[int], in
     problem = str(cfg.get("PROBLEM.TYPE"))
     patch = [int(v) for v in cfg.get("DATA.PATCH_SIZE")]
     patch[-1] = in_channels
+    if name == "simple_cnn":
+        return dict(image_shape=patch, activation=str(cfg.get("MODEL.ACTIVATION")).lower(),
+                    n_classes=sum(heads))
     feature_maps = [int(v) for v in cfg.get("MODEL.FEATURE_MAPS")]
     levels = 4 if name == "multiresunet" else len(feature_maps) - 1
     z_down = _per_level(cfg.get("MODEL.Z_DOWN"), levels, 2)

@@ -1074,3 +1074,45 @@ class U_NeXt_V2(_UNeXt):
     def __init__(self, *args, **kwargs) -> None:
         kwargs.pop("layer_scale", None)
         super().__init__(*args, **kwargs)
+
+
+class simple_CNN(nn.Module):
+    """BiaPy's classifier ``simple_cnn`` (2D or 3D by ``image_shape``'s length).
+
+    Two convolutional blocks (32 then 64 features: 3x3, 3x3, 5x5 convolutions, a 2x max
+    pooling, batch normalisation, dropout 0.4), then ``heads``: flatten, dropout 0.5, a linear
+    layer to ``n_classes`` and a softmax, so the output ``(B, n_classes)`` is already class
+    probabilities. The linear layer's size fixes the input size to ``image_shape``
+    (``(y, x, channels)`` or ``(z, y, x, channels)``). As in BiaPy, one activation module is
+    shared by every block; in the second block it comes before the normalisation.
+    """
+
+    def __init__(self, image_shape, activation: str = "ReLU", n_classes: int = 2) -> None:
+        super().__init__()
+        self.ndim = 3 if len(image_shape) == 4 else 2
+        conv, _, pool = _layers(self.ndim)
+        norm = nn.BatchNorm3d if self.ndim == 3 else nn.BatchNorm2d
+        act = activation_layer(str(activation).lower())
+        first, second = 32, 64
+        self.block1 = nn.Sequential(
+            conv(image_shape[-1], first, kernel_size=3, padding="same"), norm(first), act,
+            conv(first, first, kernel_size=3, padding="same"), norm(first), act,
+            conv(first, first, kernel_size=5, padding="same"), pool(2), norm(first), act,
+            nn.Dropout(0.4),
+        )
+        self.block2 = nn.Sequential(
+            conv(first, second, kernel_size=3, padding="same"), act, norm(second),
+            conv(second, second, kernel_size=3, padding="same"), act, norm(second),
+            conv(second, second, kernel_size=5, padding="same"), pool(2), act, norm(second),
+            nn.Dropout(0.4),
+        )
+        features = second
+        for size in image_shape[:-1]:
+            features *= int(size) // 4
+        self.heads = nn.Sequential(
+            nn.Flatten(), nn.Dropout(0.5), nn.Linear(features, n_classes), nn.Softmax(dim=1)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class probabilities ``(B, n_classes)`` of ``x`` ``(B, C, *image_shape[:-1])``."""
+        return self.heads(self.block2(self.block1(x)))
