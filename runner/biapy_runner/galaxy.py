@@ -155,7 +155,8 @@ def train_settings(form: Mapping[str, Any]) -> list[tuple[str, Any]]:
     ``form`` (the tool's JSON configfile): ``workflow`` (the form's workflow name),
     ``instance_channels`` (``"F,C"``), ``n_classes``, ``upscaling``; ``guided`` with ``ndim``,
     ``channels``, ``patch`` (and ``depth`` in 3D), ``feature_maps`` (``"16,32,64"``) and
-    :data:`_GUIDED_KEYS` (classification: ``simple_cnn``, whatever the network and feature maps); ``fine_tune`` (a package path: MODEL.SOURCE bmz); ``export`` with
+    :data:`_GUIDED_KEYS` (classification: ``simple_cnn``, whatever the network and feature
+    maps); ``fine_tune`` (a package path: MODEL.SOURCE bmz); ``export`` with
     ``name``, ``description``, ``authors`` and ``tags`` (comma separated) and ``license``.
     """
     from biapy_runner.config.wizard import PROBLEM_TYPES
@@ -184,7 +185,8 @@ def train_settings(form: Mapping[str, Any]) -> list[tuple[str, Any]]:
         if _given(guided.get("lr")):  # one learning rate per optimizer (BiaPy 3.7)
             keys.append(("TRAIN.LR", [float(guided["lr"])]))
         if problem == "CLASSIFICATION":  # the one classifier the runner builds
-            keys = [(k, v) for k, v in keys if k not in ("MODEL.ARCHITECTURE", "MODEL.FEATURE_MAPS")]
+            unused = ("MODEL.ARCHITECTURE", "MODEL.FEATURE_MAPS")
+            keys = [(k, v) for k, v in keys if k not in unused]
             keys.append(("MODEL.ARCHITECTURE", "simple_cnn"))
     if problem == "SUPER_RESOLUTION" and _given(form.get("upscaling")):
         ndim = str(guided["ndim"]) if guided else None

@@ -254,8 +254,9 @@ def _check_classes(cfg: Config, classes: Sequence[int], split: str) -> None:
     n = int(cfg.get("DATA.N_CLASSES"))
     found = sorted(set(classes))
     if found[-1] >= n or split == "TRAIN" and len(found) != n:
+        which = "training" if split == "TRAIN" else "validation"
         raise InputError(
-            f"The {'training' if split == 'TRAIN' else 'validation'} images are in {len(found)} class(es) (numbers {found}) but "
+            f"The {which} images are in {len(found)} class(es) (numbers {found}) but "
             f"DATA.N_CLASSES is {n}: put the images of each of the {n} classes in one "
             "sub-folder per class (<folder>/<class name>/<image>; folders named by numbers are "
             f"those class numbers, 0 to {n - 1}) or set DATA.N_CLASSES to the number of classes."

@@ -12,7 +12,8 @@ Ground truth follows BiaPy's layout, a folder with one sub-folder per class hold
 images given to the run may themselves be the files in class folders. Class names that are all
 integers are the class numbers; otherwise class ``k`` is the k-th name in BiaPy's natural order
 (digit runs compared as numbers: ``class2`` before ``class10``). Metrics: accuracy, per-class
-precision, recall and F1 (from the confusion matrix) and ``metrics/confusion_matrix.tsv`` (rows: true class, columns: predicted class).
+precision, recall and F1 (from the confusion matrix) and ``metrics/confusion_matrix.tsv`` (rows:
+true class, columns: predicted class).
 """
 
 from __future__ import annotations
