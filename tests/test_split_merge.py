@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
+import zarr
 from biapy_runner.cli import main
 from biapy_runner.errors import InputError
 from biapy_runner.io.slabs import SlabInfo, order_slabs, read_slab_info, split_ranges, write_slab
@@ -114,28 +115,37 @@ def test_split_in_three_and_merge_equal_the_whole_run(volume: dict[str, Path]) -
     for number, job in enumerate(jobs):
         assert _run(volume, root / f"job{number}", "--z-range", str(job)) == 0
     slabs = [root / f"job{n}" for n in range(3)]
-    code = main(["merge", "--slabs", *map(str, slabs), "--config", str(volume["config"]),
-                 "--gt", str(volume["gt"]), "--out", str(root / "merged"),
-                 "--image", str(volume["vol"]), "--set", "TEST.BY_CHUNKS.ENABLE=True"])  # fmt: skip
-    assert code == 0
-    whole, merged = root / "whole", root / "merged"
+    merged, chunked = root / "merged", root / "merged_by_chunks"
+    for out, extra in ((merged, []), (chunked, ["--set", "TEST.BY_CHUNKS.ENABLE=True"])):
+        code = main(["merge", "--slabs", *map(str, slabs), "--config", str(volume["config"]),
+                     "--gt", str(volume["gt"]), "--out", str(out),
+                     "--image", str(volume["vol"]), *extra])  # fmt: skip
+        assert code == 0
+    whole = root / "whole"
     raw_whole = tifffile.imread(whole / "raw" / "vol.tif")
     raw_merged = tifffile.imread(merged / "raw" / "vol.tif")
     assert raw_merged.shape == raw_whole.shape == (SHAPE[0], 3, *SHAPE[1:])  # ImageJ: ZCYX
     assert np.abs(raw_merged - raw_whole).max() <= 1e-5
+    raw_chunked = zarr.open_array(str(chunked / "raw" / "vol.zarr"), mode="r")[...]
+    assert np.abs(raw_chunked - raw_whole.transpose(1, 0, 2, 3)).max() <= 1e-5
     for folder in ("instances", "post_proc"):
         a, b = (tifffile.imread(d / folder / "vol.tif") for d in (whole, merged))
-        assert a.max() == 7 and same_up_to_relabelling(a, b)
-    m_whole = pd.read_csv(whole / "metrics" / "metrics.tsv", sep="\t").set_index("image")
-    m_merged = pd.read_csv(merged / "metrics" / "metrics.tsv", sep="\t").set_index("image")
+        c = zarr.open_array(str(chunked / folder / "vol.zarr"), mode="r")[...]
+        assert a.max() == 7 and same_up_to_relabelling(a, b) and same_up_to_relabelling(a, c)
+    m_whole, m_merged, m_chunked = (
+        pd.read_csv(d / "metrics" / "metrics.tsv", sep="\t").set_index("image")
+        for d in (whole, merged, chunked))  # fmt: skip
     pd.testing.assert_frame_equal(m_whole, m_merged)
+    pd.testing.assert_frame_equal(m_whole, m_chunked)
     assert m_merged.loc["vol", "post_tp@0.5"] == 7
     objects = [pd.read_csv(d / "metrics" / "objects.tsv", sep="\t").drop(columns="label")
                .sort_values(["centroid_z", "centroid_y", "centroid_x"], ignore_index=True)
-               for d in (whole, merged)]  # fmt: skip
+               for d in (whole, merged, chunked)]  # fmt: skip
     assert len(objects[0]) == 7
-    pd.testing.assert_frame_equal(objects[1], objects[0])  # measured by windows of planes
-    assert (merged / "report" / "index.html").is_file()
+    pd.testing.assert_frame_equal(objects[1], objects[0])
+    pd.testing.assert_frame_equal(objects[2], objects[0])  # measured by windows of planes
+    for out in (merged, chunked):  # the chunked one previews the Zarr results
+        assert "previews/vol.png" in (out / "report" / "index.html").read_text()
 
 
 @pytest.mark.slow
