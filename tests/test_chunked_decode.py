@@ -211,6 +211,9 @@ class Recording:
         self.sizes.append(np.asarray(value).size)
         self.array[key] = value
 
+    def __getattr__(self, name: str):
+        return getattr(self.array, name)  # attrs, chunks, ... of the array recorded
+
 
 def test_decoding_by_chunks_holds_chunks_not_the_volume(tmp_path: Path) -> None:
     """A volume 6 times the test's depth (240 x 64 x 64, two channels, 7.5 MiB) decoded from a
