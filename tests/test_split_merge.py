@@ -222,7 +222,7 @@ def test_merge_by_chunks_holds_windows_not_the_volume(tmp_path: Path, monkeypatc
     small, _, _ = _fc_slabs(tmp_path / "small", 1)
     _merge_slabs(tmp_path / "small", small, "chunked", *by_chunks)  # imports done before
     copies, folder = 6, tmp_path / "large"
-    slabs, gt, raw = _fc_slabs(folder, copies)
+    slabs, _, raw = _fc_slabs(folder, copies)
     memory = _merge_slabs(folder, slabs, "memory", "--memory-budget", "4G")
     sizes: list[int] = []
     opened = split.open_slab

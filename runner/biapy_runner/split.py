@@ -6,8 +6,11 @@ a Galaxy workflow maps the run tool over. Each ``run --z-range`` job predicts it
 whole volume's tile grid (``inference/slab.py``) with the whole volume's normalisation
 statistics and writes ``slabs/<stem>.z<start>-<end>.tif`` (``io/slabs.py``). ``merge`` checks that
 the slabs cover the volume once, stitches them into the volume's raw prediction and decodes it
-by chunks (``Workflow.decode_by_chunks``: instance labels made consistent across chunk borders),
-then writes ``raw/``, ``post_proc/``, the tables and, with GT, the metrics, as ``run`` does.
+(whole, or by chunks: ``Workflow.decode_by_chunks``, instance labels made consistent across
+chunk borders), then writes ``raw/``, ``post_proc/``, the tables and, with GT, the metrics, as
+``run`` does. By chunks it works out of core, as ``run`` by chunks: the slabs are stitched by
+windows of planes into ``raw/<stem>.zarr`` and ``chunked_run.Chunks.results`` decodes, writes
+and scores from it.
 """
 
 from __future__ import annotations
@@ -199,8 +202,9 @@ def _merge_gt(workflow: Workflow, stem: str, gt: list[Path]) -> Any:
 
 
 def _decodes_by_chunks(cfg: Config, info: SlabInfo, option: str | None) -> bool:
-    """Whether the merged prediction is decoded by chunks: TEST.BY_CHUNKS.ENABLE, or its
-    float32 prediction plus the decoder's copies (about three) exceed the memory budget."""
+    """Whether the merge works by chunks (out of core): TEST.BY_CHUNKS.ENABLE, or the
+    stitched float32 prediction plus the decoder's copies (about three) exceed the memory
+    budget."""
     from biapy_runner.inference.chunked import by_chunks, memory_budget
 
     needed = 3 * 4 * int(np.prod(info.out_shape))
@@ -280,11 +284,12 @@ def merge(
     gt: list[Path] | None = None, image: Path | None = None, axes: str | None = None,
     dataset: str | None = None, report: bool = True, memory_budget: str | None = None,
 ) -> Path:  # fmt: skip
-    """Stitch the slabs of one volume, decode the prediction (by chunks with TEST.BY_CHUNKS.
-    ENABLE or when the volume's results would not fit the memory budget, else whole, exactly as
-    one ``run`` of the volume) and write the results (and, with ``gt``, the metrics) under
-    ``out`` as ``run`` writes them; ``image``: the input volume, drawn under the results in the
-    report (no report without it)."""
+    """Stitch the slabs of one volume, decode the prediction and write the results (and, with
+    ``gt``, the metrics) under ``out`` as ``run`` writes them: by chunks, out of core, with
+    TEST.BY_CHUNKS.ENABLE or when the volume's results would not fit the memory budget
+    (``raw/<stem>.zarr``, ``<folder>/<stem>.zarr``), else whole in memory, exactly as one
+    ``run`` of the volume; ``image``: the input volume, drawn under the results in the report
+    (no report without it)."""
     started, mark = time.monotonic(), log.warning_count()
     cfg = load_config(config, list(overrides))
     check_implemented(cfg)
@@ -314,11 +319,14 @@ def merge(
 
         def produce(_: Path) -> tuple[Image, np.ndarray | None, Any]:
             if chunks is not None:  # out of core: stitched into raw/<stem>.zarr, decoded from it
+                from dataclasses import replace
+
                 from biapy_runner.io.chunked import open_prediction
 
                 raw_path = chunks.raw_path(first.stem)
                 stitch_zarr(infos, raw_path, cfg, chunks.budget, image or infos[0][0])
-                return chunks.results(open_prediction(raw_path), source=image or infos[0][0])
+                stitched = replace(open_prediction(raw_path), stem=first.stem)
+                return chunks.results(stitched, source=image or infos[0][0])
             raw, _info = stitch([p for p, _ in infos])
             whole = Image(source, first.stem, raw, "czyx", "CZYX", raw.dtype)
             return whole, raw, workflow.decode(raw, whole)
