@@ -160,6 +160,33 @@ def test_streaming_overlap_equals_label_overlap(prediction) -> None:
     assert empty.overlap().true_ids.size == 0
 
 
+def test_streamed_channel_ious_equal_in_memory_with_p() -> None:
+    """``iou_P`` (and the other channels' IoUs) streamed by windows of planes equal the
+    in-memory values exactly: irregular objects crossing the windows' borders, centroids
+    with fractions (rounded half to even as on the whole volume), a GT read as a Zarr."""
+    import zarr
+    from biapy_runner.decode.channels import centroid_voxels, channel_targets, parse_channels
+
+    rng = np.random.default_rng(3)
+    gt = ndimage.label(ndimage.gaussian_filter(rng.random((30, 24, 20)), 2) > 0.52)[0]
+    gt[gt == 2] = 70  # sparse ids
+    gt[14:16, :6, :6] = 71  # a centroid on a half plane (14.5 -> 14) and half pixels (2.5 -> 2)
+    points = channel_targets(gt, parse_channels(["F", "P"]))["P"]
+    assert np.count_nonzero(points) > 5 and points[14, 2, 2]
+    centres = np.argwhere(points)
+    for planes in (1, 4, 7, 30):
+        assert np.array_equal(np.unique(centroid_voxels(gt, planes), axis=0), centres)
+    workflow = instance_workflow(4, "PROBLEM.INSTANCE_SEG.DATA_CHANNELS=[F, P, C]")
+    raw = np.stack([ndimage.gaussian_filter((gt > 0).astype(np.float32), 1),
+                    ndimage.binary_dilation(points) * 0.9 * (rng.random(gt.shape) > 0.3),
+                    rng.random(gt.shape)]).astype(np.float32)  # fmt: skip
+    whole = workflow._channel_ious(raw, gt)
+    assert set(whole) == {"iou_F", "iou_P", "iou_C"} and 0 < whole["iou_P"] < 1
+    stored = zarr.array(gt, chunks=(5, 24, 20))
+    for planes in (1, 4, 7, 30):
+        assert workflow._streamed_channel_ious(raw, stored, planes) == whole
+
+
 def detection_workflow(*extra: str):
     cfg = load_config(None, [
         "PROBLEM.TYPE=DETECTION", "PROBLEM.NDIM=3D", "TEST.DET_MIN_TH_TO_BE_PEAK=0.3",
@@ -210,6 +237,9 @@ class Recording:
     def __setitem__(self, key, value) -> None:
         self.sizes.append(np.asarray(value).size)
         self.array[key] = value
+
+    def __getattr__(self, name: str):
+        return getattr(self.array, name)  # attrs, chunks, ... of the array recorded
 
 
 def test_decoding_by_chunks_holds_chunks_not_the_volume(tmp_path: Path) -> None:

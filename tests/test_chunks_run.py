@@ -144,3 +144,84 @@ def test_run_by_chunks_scores_like_in_memory(root: Path, kind: str) -> None:
         pd.testing.assert_frame_equal(points[1], points[0])
         mask = zarr.open_array(str(chunks / "post_proc" / "detection.zarr"), mode="r")
         assert np.array_equal(mask[...], tifffile.imread(memory / "post_proc" / "detection.tif"))
+
+
+PROBLEM_TYPES = {"instance": "INSTANCE_SEG", "semantic": "SEMANTIC_SEG", "detection": "DETECTION"}
+
+
+def _slabs(run: Path, kind: str, ranges: list[tuple[int, int]]) -> list[Path]:
+    """The run's raw prediction cut into the slabs that ``run --z-range`` jobs write for
+    ``ranges`` (their prediction equals the whole one: tests/test_split_merge.py)."""
+    from biapy_runner.io.images import read_image
+    from biapy_runner.io.slabs import SlabInfo, slab_name, write_slab
+
+    raw = read_image(run / "raw" / f"{kind}.tif", ndim=3).data.astype(np.float32)
+    (run / "slabs").mkdir(exist_ok=True)
+    paths = []
+    for start, end in ranges:
+        info = SlabInfo(kind, raw.shape[1:], (start, end), (start, end), raw.shape,
+                        (0, raw.shape[1]), PROBLEM_TYPES[kind], "conv")  # fmt: skip
+        paths.append(run / "slabs" / slab_name(kind, start, end))
+        write_slab(paths[-1], raw[:, start:end], info)
+    return paths
+
+
+def _merge(root: Path, kind: str, slabs: list[Path], out: str, *extra: str) -> Path:
+    from biapy_runner.cli import main
+
+    assert main(["merge", "--slabs", *map(str, slabs), "--config", str(root / f"{kind}.yaml"),
+                 "--gt", str(root / "gt" / f"{kind}.tif"), "--out", str(root / out),
+                 "--no-report", *extra]) == 0  # fmt: skip
+    return root / out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["instance", "detection", "semantic"])
+def test_merge_by_chunks_equals_merge_in_memory_and_the_run(root: Path, kind: str) -> None:
+    """``merge`` by chunks stitches the slabs into ``raw/<stem>.zarr`` and decodes from it into
+    ``<folder>/<stem>.zarr`` (no TIFF): the same prediction, labels (up to relabelling),
+    points and metrics rows as ``merge`` in memory and as one ``run`` of the volume."""
+    import tifffile
+    import zarr
+    from biapy_runner.io.images import read_image
+
+    run = root / f"{kind}_memory"
+    if not run.exists():
+        run = _run(root, kind, f"{kind}_memory", "--memory-budget", "4G")
+    slabs = _slabs(run, kind, [(0, 16), (16, 27), (27, 40)])
+    memory = _merge(root, kind, slabs, f"{kind}_merge_memory", "--memory-budget", "4G")
+    chunks = _merge(root, kind, slabs[::-1], f"{kind}_merge_chunks", "--memory-budget", "2M",
+                    "--set", "TEST.BY_CHUNKS.ENABLE=True")  # fmt: skip
+    rows = [pd.read_csv(out / "metrics" / "metrics.tsv", sep="\t") for out in (run, memory,
+                                                                                chunks)]
+    pd.testing.assert_frame_equal(rows[1], rows[0])
+    pd.testing.assert_frame_equal(rows[2], rows[0])
+    stored = zarr.open_array(str(chunks / "raw" / f"{kind}.zarr"), mode="r")
+    assert stored.attrs["complete"] and stored.attrs["axes"] == "CZYX"
+    whole = read_image(run / "raw" / f"{kind}.tif", ndim=3).data
+    assert stored.shape == whole.shape == (stored.shape[0], 40, 64, 64)
+    assert np.abs(stored[...] - whole).max() <= 1e-5
+    assert not list(chunks.glob("*/*.tif")) and not (chunks / ".scratch").exists()
+    summary = pd.read_csv(chunks / "metrics" / "summary.tsv", sep="\t")
+    assert bool(summary.loc[0, "by_chunks"])
+    folders = ["instances", "post_proc"] if kind == "instance" else ["post_proc"]
+    for folder in folders:
+        labels = zarr.open_array(str(chunks / folder / f"{kind}.zarr"), mode="r")
+        assert labels.attrs["complete"]
+        for out in (run, memory):
+            expected = tifffile.imread(out / folder / f"{kind}.tif")
+            if kind == "instance":
+                assert same_up_to_relabelling(labels[...], expected)
+            else:
+                assert np.array_equal(labels[...], expected)
+    if kind == "instance":
+        assert rows[0].loc[0, "post_tp@0.5"] == 9
+        tables = [pd.read_csv(out / "metrics" / "objects.tsv", sep="\t").drop(columns="label")
+                  .sort_values(["centroid_z", "centroid_y", "centroid_x"], ignore_index=True)
+                  for out in (run, memory, chunks)]  # fmt: skip
+        pd.testing.assert_frame_equal(tables[1], tables[0])
+        pd.testing.assert_frame_equal(tables[2], tables[0])
+    if kind == "detection":
+        points = [pd.read_csv(out / "post_proc" / "detection_points.tsv", sep="\t")
+                  for out in (run, chunks)]  # fmt: skip
+        pd.testing.assert_frame_equal(points[1], points[0])

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
+import zarr
 from biapy_runner.cli import main
 from biapy_runner.errors import InputError
 from biapy_runner.io.slabs import SlabInfo, order_slabs, read_slab_info, split_ranges, write_slab
@@ -114,28 +115,37 @@ def test_split_in_three_and_merge_equal_the_whole_run(volume: dict[str, Path]) -
     for number, job in enumerate(jobs):
         assert _run(volume, root / f"job{number}", "--z-range", str(job)) == 0
     slabs = [root / f"job{n}" for n in range(3)]
-    code = main(["merge", "--slabs", *map(str, slabs), "--config", str(volume["config"]),
-                 "--gt", str(volume["gt"]), "--out", str(root / "merged"),
-                 "--image", str(volume["vol"]), "--set", "TEST.BY_CHUNKS.ENABLE=True"])  # fmt: skip
-    assert code == 0
-    whole, merged = root / "whole", root / "merged"
+    merged, chunked = root / "merged", root / "merged_by_chunks"
+    for out, extra in ((merged, []), (chunked, ["--set", "TEST.BY_CHUNKS.ENABLE=True"])):
+        code = main(["merge", "--slabs", *map(str, slabs), "--config", str(volume["config"]),
+                     "--gt", str(volume["gt"]), "--out", str(out),
+                     "--image", str(volume["vol"]), *extra])  # fmt: skip
+        assert code == 0
+    whole = root / "whole"
     raw_whole = tifffile.imread(whole / "raw" / "vol.tif")
     raw_merged = tifffile.imread(merged / "raw" / "vol.tif")
     assert raw_merged.shape == raw_whole.shape == (SHAPE[0], 3, *SHAPE[1:])  # ImageJ: ZCYX
     assert np.abs(raw_merged - raw_whole).max() <= 1e-5
+    raw_chunked = zarr.open_array(str(chunked / "raw" / "vol.zarr"), mode="r")[...]
+    assert np.abs(raw_chunked - raw_whole.transpose(1, 0, 2, 3)).max() <= 1e-5
     for folder in ("instances", "post_proc"):
         a, b = (tifffile.imread(d / folder / "vol.tif") for d in (whole, merged))
-        assert a.max() == 7 and same_up_to_relabelling(a, b)
-    m_whole = pd.read_csv(whole / "metrics" / "metrics.tsv", sep="\t").set_index("image")
-    m_merged = pd.read_csv(merged / "metrics" / "metrics.tsv", sep="\t").set_index("image")
+        c = zarr.open_array(str(chunked / folder / "vol.zarr"), mode="r")[...]
+        assert a.max() == 7 and same_up_to_relabelling(a, b) and same_up_to_relabelling(a, c)
+    m_whole, m_merged, m_chunked = (
+        pd.read_csv(d / "metrics" / "metrics.tsv", sep="\t").set_index("image")
+        for d in (whole, merged, chunked))  # fmt: skip
     pd.testing.assert_frame_equal(m_whole, m_merged)
+    pd.testing.assert_frame_equal(m_whole, m_chunked)
     assert m_merged.loc["vol", "post_tp@0.5"] == 7
     objects = [pd.read_csv(d / "metrics" / "objects.tsv", sep="\t").drop(columns="label")
                .sort_values(["centroid_z", "centroid_y", "centroid_x"], ignore_index=True)
-               for d in (whole, merged)]  # fmt: skip
+               for d in (whole, merged, chunked)]  # fmt: skip
     assert len(objects[0]) == 7
-    pd.testing.assert_frame_equal(objects[1], objects[0])  # measured by windows of planes
-    assert (merged / "report" / "index.html").is_file()
+    pd.testing.assert_frame_equal(objects[1], objects[0])
+    pd.testing.assert_frame_equal(objects[2], objects[0])  # measured by windows of planes
+    for out in (merged, chunked):  # the chunked one previews the Zarr results
+        assert "previews/vol.png" in (out / "report" / "index.html").read_text()
 
 
 @pytest.mark.slow
@@ -153,3 +163,94 @@ def test_unaligned_slabs_equal_the_whole_prediction(volume: dict[str, Path]) -> 
             start, end)  # fmt: skip
     assert np.abs(np.concatenate(parts, axis=1) - raw_whole).max() <= 1e-5
     assert _run(volume, root / "bad", "--z-range", "40:60") == 2
+
+
+def _fc_slabs(folder: Path, copies: int) -> tuple[list[Path], np.ndarray, np.ndarray]:
+    """Three slabs of the F and C maps of ``copies`` stacked copies of the balls (40 planes
+    each), the GT written beside them; the slab paths, the GT and the raw prediction."""
+    from test_chunked_decode import balls, fc_maps
+
+    gt = np.concatenate([balls()] * copies)
+    gt = np.where(gt > 0, gt + np.repeat(np.arange(copies), 40)[:, None, None] * 100, 0)
+    raw = fc_maps(gt)
+    folder.mkdir()
+    tifffile.imwrite(folder / "vol_gt.tif", gt.astype(np.uint16))
+    (folder / "cfg.yaml").write_text(
+        "PROBLEM:\n  TYPE: INSTANCE_SEG\n  NDIM: 3D\n  INSTANCE_SEG:\n    DATA_CHANNELS: [F, C]\n"
+        "DATA:\n  PATCH_SIZE: (24, 24, 24, 1)\n  TEST:\n    PADDING: (4, 4, 4)\n")  # fmt: skip
+    depth, slabs = gt.shape[0], []
+    for start, end in ((0, depth // 3), (depth // 3, 2 * depth // 3), (2 * depth // 3, depth)):
+        slabs.append(folder / f"vol.z{start:06d}-{end:06d}.tif")
+        write_slab(slabs[-1], raw[:, start:end], SlabInfo(
+            "vol", gt.shape, (start, end), (start, end), raw.shape, (0, depth), "INSTANCE_SEG",
+            "m"))  # fmt: skip
+    return slabs, gt, raw
+
+
+def _merge_slabs(folder: Path, slabs: list[Path], out: str, *extra: str) -> Path:
+    assert main(["merge", "--slabs", *map(str, slabs), "--config", str(folder / "cfg.yaml"),
+                 "--gt", str(folder / "vol_gt.tif"), "--out", str(folder / out), "--no-report",
+                 *extra]) == 0  # fmt: skip
+    return folder / out
+
+
+def test_merge_by_chunks_holds_windows_not_the_volume(tmp_path: Path, monkeypatch) -> None:
+    """``merge`` by chunks of a volume 6 times the test's depth (240 x 64 x 64, two channels,
+    7.5 MiB, in three slabs) with 3 MiB of room in the budget: the slabs are read by windows
+    of planes, the stitched Zarr and the labels are read and written chunk (with halo) by
+    chunk or by windows of planes, and the tracked Python memory of the whole command
+    (stitching, decoding, object table, scores, outputs) stays under a bound set by the chunk
+    and the window, a fraction of the volume. Labels and metrics equal the in-memory merge's.
+    (The watershed is swapped for a connected-component decoder to keep the test fast.)"""
+    import tracemalloc
+
+    from biapy_runner import split
+    from biapy_runner.inference import chunked as inference_chunked
+    from biapy_runner.workflows.instance import InstanceSegmentation
+    from scipy import ndimage
+    from test_chunked_decode import CENTRES, Recording
+
+    def decode_block(self, block: np.ndarray) -> dict[str, np.ndarray]:
+        labels = ndimage.label((block[0] > 0.5) & (block[1] < 0.5))[0].astype(np.uint32)
+        return {"instances": labels, "post_proc": labels}
+
+    monkeypatch.setattr(InstanceSegmentation, "decode_block", decode_block)
+    monkeypatch.setattr(InstanceSegmentation, "decode",
+                        lambda self, r, image: self._decoded(decode_block(self, r), r, image))
+    monkeypatch.setattr(inference_chunked, "MIN_ROOM", 3 * 2**20)  # the 1 MiB budget's room
+    by_chunks = ("--memory-budget", "1M", "--set", "TEST.BY_CHUNKS.ENABLE=True")
+    small, _, _ = _fc_slabs(tmp_path / "small", 1)
+    _merge_slabs(tmp_path / "small", small, "chunked", *by_chunks)  # imports done before
+    copies, folder = 6, tmp_path / "large"
+    slabs, _, raw = _fc_slabs(folder, copies)
+    memory = _merge_slabs(folder, slabs, "memory", "--memory-budget", "4G")
+    sizes: list[int] = []
+    opened = split.open_slab
+
+    def recorded_slab(path: Path):
+        lazy = opened(path)
+        lazy.array = Recording(lazy.array, sizes)
+        return lazy
+
+    for name in ("create_array", "open_array"):
+        make = getattr(zarr, name)
+        monkeypatch.setattr(zarr, name, lambda *a, make=make, **k: Recording(make(*a, **k), sizes))
+    monkeypatch.setattr(split, "open_slab", recorded_slab)
+    tracemalloc.start()
+    chunked = _merge_slabs(folder, slabs, "chunked", *by_chunks)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    monkeypatch.undo()
+
+    planes, tallest = 2, 12  # the window of planes of 3 MiB of room (pass_planes), tallest object
+    chunk_block = 2 * (16 + 2 * 4) ** 3  # two channels of a chunk with its halo
+    window = 2 * (planes + tallest) * 64 * 64  # two channels of a window of planes
+    assert max(sizes) <= max(chunk_block, window) < raw.size / 12
+    bound = 32 * max(chunk_block, window)  # bytes: the decoders' copies of one block
+    assert peak < bound < raw.nbytes / 2, f"peak {peak} bytes, bound {bound}"
+    expected = tifffile.imread(memory / "post_proc" / "vol.tif")
+    labels = zarr.open_array(str(chunked / "post_proc" / "vol.zarr"), mode="r")[...]
+    assert same_up_to_relabelling(labels, expected)
+    rows = [pd.read_csv(out / "metrics" / "metrics.tsv", sep="\t") for out in (memory, chunked)]
+    pd.testing.assert_frame_equal(rows[1], rows[0])
+    assert rows[1].loc[0, "tp@0.5"] == copies * len(CENTRES)

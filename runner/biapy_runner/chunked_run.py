@@ -107,16 +107,22 @@ def pass_planes(shape: tuple[int, ...], budget: int) -> int:
 
 class Chunks:
     """TEST.BY_CHUNKS and the memory budget: which images are predicted by chunks, and the
-    prediction, decoding and writing of those (``raw/<stem>.zarr``, ``<folder>/<stem>.zarr``)."""
+    prediction, decoding and writing of those (``raw/<stem>.zarr``, ``<folder>/<stem>.zarr``).
+    Without a ``predictor`` (``merge``), only ``results``: the decoding and writing of a raw
+    prediction already stored in ``raw/<stem>.zarr``."""
 
     def __init__(
-        self, cfg: Config, workflow: Workflow, predictor: TiledPredictor, stage: OutputStage,
-        opts: RunOptions,
+        self, cfg: Config, workflow: Workflow, predictor: TiledPredictor | None,
+        stage: OutputStage, opts: RunOptions,
     ) -> None:
         from biapy_runner.inference.chunked import memory_budget
 
         self.cfg, self.workflow, self.predictor, self.stage = cfg, workflow, predictor, stage
         self.opts = opts
+        #: output pixels per input pixel along each spatial axis (1: the results of a stored
+        #: prediction, ``merge``'s, decoded against the prediction itself)
+        self.scale = [1] * _ndim(cfg) if predictor is None else [
+            round(s) for s in predictor.model.scale]  # fmt: skip
         self.enabled = bool(cfg.get("TEST.BY_CHUNKS.ENABLE"))
         self.budget, self.origin = memory_budget(opts.memory_budget)
 
@@ -169,31 +175,52 @@ class Chunks:
         """Predict ``lazy`` into ``raw/<stem>.zarr`` and decode it region by region when the
         workflow can (per-pixel decodes: each slab as it is finished; with a halo: in a pass
         over the prediction), else whole when it fits the budget; TIFFs when asked and small."""
-        from biapy_runner.io.chunked import open_prediction
-
         try:
-            raw_path = self.stage.folder / "raw" / f"{lazy.stem}.zarr"
-            raw_path.parent.mkdir(parents=True, exist_ok=True)
-            halo = self.workflow.chunk_halo() if self._decodes() else None
-            whole = self.cfg.get("TEST.BY_CHUNKS.WORKFLOW_PROCESS.TYPE") == "entire_pred"
+            raw_path = self.raw_path(lazy.stem)
+            halo, whole = self._decoding()
             fused = _RegionDecoder(self, lazy) if halo == 0 and not whole else None
-            decoded = None
             self.predictor.chunked(lazy, raw_path, self.budget,
                                    fused.add if fused is not None else None)  # fmt: skip
-            raw = open_prediction(raw_path)
-            summary: dict[str, Any] = {
-                "shape": "x".join(str(n) for n in raw.spatial_shape), "by_chunks": True,
-            }
-            self.tiff("raw", raw)
-            view = Image(lazy.path, lazy.stem, np.broadcast_to(np.zeros((), lazy.dtype),
-                         lazy.shape), lazy.axes, lazy.source_axes, lazy.dtype)  # fmt: skip
-            if fused is not None:
-                summary.update(fused.close())
-            elif self._decodes():
-                decoded = self._decode(lazy, raw, halo, whole, view, summary)
-            return view, None, ChunkedResult(summary, view, decoded, self)
+            return self.results(lazy, fused)
         finally:
             lazy.close()
+
+    def raw_path(self, stem: str) -> Path:
+        """``raw/<stem>.zarr`` in the staging folder (its folder made)."""
+        path = self.stage.folder / "raw" / f"{stem}.zarr"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _decoding(self) -> tuple[int | None, bool]:
+        """The workflow's halo when its results are made here by regions (else None), and
+        whether WORKFLOW_PROCESS.TYPE entire_pred decodes the prediction whole."""
+        halo = self.workflow.chunk_halo() if self._decodes() else None
+        return halo, self.cfg.get("TEST.BY_CHUNKS.WORKFLOW_PROCESS.TYPE") == "entire_pred"
+
+    def results(
+        self, lazy: LazyImage, fused: _RegionDecoder | None = None, source: Path | None = None
+    ) -> tuple[Image, None, ChunkedResult]:
+        """The results of the complete prediction ``raw/<stem>.zarr`` of ``lazy`` (the input
+        image; ``merge``: the prediction itself), decoded and written by regions or by chunks
+        unless ``fused`` already decoded it slab by slab; ``source``: the path the results'
+        Zarr attributes name (default: ``lazy``'s)."""
+        from biapy_runner.io.chunked import open_prediction
+
+        raw = open_prediction(self.raw_path(lazy.stem))
+        summary: dict[str, Any] = {
+            "shape": "x".join(str(n) for n in raw.spatial_shape), "by_chunks": True,
+        }
+        self.tiff("raw", raw)
+        view = Image(lazy.path, lazy.stem, np.broadcast_to(np.zeros((), lazy.dtype),
+                     lazy.shape), lazy.axes, lazy.source_axes, lazy.dtype)  # fmt: skip
+        decoded = None
+        if fused is not None:
+            summary.update(fused.close())
+        elif self._decodes():
+            halo, whole = self._decoding()
+            writer = _RegionDecoder(self, lazy, source)
+            decoded = self._decode(writer, raw, halo, whole, view, summary)
+        return view, None, ChunkedResult(summary, view, decoded, self)
 
     def _decodes(self) -> bool:
         """Whether the workflow's results are made in this job (WORKFLOW_PROCESS.ENABLE and a
@@ -235,8 +262,8 @@ class Chunks:
         self.stage.write_image(folder, array.stem, data, axes)
 
     def _decode(
-        self, lazy: LazyImage, raw: LazyImage, halo: int | None, whole: bool, view: Image,
-        summary: dict[str, Any],
+        self, writer: _RegionDecoder, raw: LazyImage, halo: int | None, whole: bool,
+        view: Image, summary: dict[str, Any],
     ) -> Any:
         """The workflow's results from the stored raw prediction, written to
         ``<folder>/<stem>.zarr`` (and TIFF when asked and small), their fields added to
@@ -247,7 +274,7 @@ class Chunks:
         they were held in memory (to score), else None."""
         from biapy_runner.inference.chunked import room
 
-        writer = _RegionDecoder(self, lazy)
+        lazy = writer.lazy
         if halo is not None and not whole:
             for region in raw.blocks(room(self.budget) // 8):
                 grown = tuple(slice(max(0, r.start - halo), min(n, r.stop + halo))
@@ -281,10 +308,11 @@ class _RegionDecoder:
     """The workflow's decode region by region, each output image written into
     ``<folder>/<stem>.zarr`` (chunked like the raw prediction)."""
 
-    def __init__(self, chunks: Chunks, lazy: LazyImage) -> None:
+    def __init__(self, chunks: Chunks, lazy: LazyImage, source: Path | None = None) -> None:
         self.chunks, self.lazy = chunks, lazy
+        self.source = lazy.path if source is None else source
         self.stores: dict[str, Any] = {}
-        self.scale = [round(s) for s in chunks.predictor.model.scale]
+        self.scale = chunks.scale
 
     def add(self, region: tuple[slice, ...], raw: np.ndarray,
             grown: tuple[slice, ...] | None = None) -> None:  # fmt: skip
@@ -321,7 +349,7 @@ class _RegionDecoder:
         axes = self.lazy.axes.upper() if lead else self.lazy.axes[1:].upper()
         self.stores[folder] = create_zarr(
             path, (*lead, *raw.shape[1:]), dtype, (*lead, *raw.chunks[1:]),
-            {"axes": axes, "source": str(self.lazy.path.resolve())},
+            {"axes": axes, "source": str(Path(self.source).resolve())},
         )  # fmt: skip
         return self.stores[folder]
 

@@ -6,13 +6,17 @@ a Galaxy workflow maps the run tool over. Each ``run --z-range`` job predicts it
 whole volume's tile grid (``inference/slab.py``) with the whole volume's normalisation
 statistics and writes ``slabs/<stem>.z<start>-<end>.tif`` (``io/slabs.py``). ``merge`` checks that
 the slabs cover the volume once, stitches them into the volume's raw prediction and decodes it
-by chunks (``Workflow.decode_by_chunks``: instance labels made consistent across chunk borders),
-then writes ``raw/``, ``post_proc/``, the tables and, with GT, the metrics, as ``run`` does.
+(whole, or by chunks: ``Workflow.decode_by_chunks``, instance labels made consistent across
+chunk borders), then writes ``raw/``, ``post_proc/``, the tables and, with GT, the metrics, as
+``run`` does. By chunks it works out of core, as ``run`` by chunks: the slabs are stitched by
+windows of planes into ``raw/<stem>.zarr`` and ``chunked_run.Chunks.results`` decodes, writes
+and scores from it.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +30,8 @@ from biapy_runner.io.images import Image, check_finite, read_image
 from biapy_runner.io.outputs import OutputStage, check_output_dir
 from biapy_runner.io.slabs import (
     SlabInfo,
+    open_slab,
     order_slabs,
-    read_slab,
     slab_name,
     split_ranges,
     write_slab,
@@ -198,8 +202,9 @@ def _merge_gt(workflow: Workflow, stem: str, gt: list[Path]) -> Any:
 
 
 def _decodes_by_chunks(cfg: Config, info: SlabInfo, option: str | None) -> bool:
-    """Whether the merged prediction is decoded by chunks: TEST.BY_CHUNKS.ENABLE, or its
-    float32 prediction plus the decoder's copies (about three) exceed the memory budget."""
+    """Whether the merge works by chunks (out of core): TEST.BY_CHUNKS.ENABLE, or the
+    stitched float32 prediction plus the decoder's copies (about three) exceed the memory
+    budget."""
     from biapy_runner.inference.chunked import by_chunks, memory_budget
 
     needed = 3 * 4 * int(np.prod(info.out_shape))
@@ -227,11 +232,51 @@ def stitch(paths: list[Path]) -> tuple[np.ndarray, SlabInfo]:
     slabs = order_slabs(paths)
     info = slabs[0][1]
     raw = np.empty(info.out_shape, dtype=np.float32)
-    for path, part in slabs:
-        a, b = part.out_z_range
-        raw[:, a:b] = read_slab(path)
-        log.info(f"  {path.name}: z {part.z_range[0]}:{part.z_range[1]}")
+    stitch_into(slabs, raw, info.out_shape[1])
     return raw, info
+
+
+def stitch_into(slabs: Sequence[tuple[Path, SlabInfo]], dest: Any, planes: int) -> None:
+    """Copy the pixels of the ordered ``slabs`` into ``dest`` (the volume's raw prediction
+    ``(C, Z, Y, X)``: numpy or an array that slices like it, e.g. a chunked Zarr), at most
+    ``planes`` output planes at a time: no more than that is read or held at once."""
+    from biapy_runner.decode.chunked import plane_blocks
+
+    for path, part in slabs:
+        slab = open_slab(path)
+        try:
+            rest = tuple(slice(0, n) for n in slab.spatial_shape[1:])
+            offset = part.out_z_range[0]
+            for window in plane_blocks(slab.spatial_shape[0], planes):
+                dest[:, offset + window.start : offset + window.stop] = slab.read((window, *rest))
+        finally:
+            slab.close()
+        log.info(f"  {path.name}: z {part.z_range[0]}:{part.z_range[1]}")
+
+
+def stitch_zarr(
+    slabs: Sequence[tuple[Path, SlabInfo]], path: Path, cfg: Config, budget: int,
+    source: Path,
+) -> None:  # fmt: skip
+    """Stitch the ordered ``slabs`` into the Zarr ``path`` (``raw/<stem>.zarr`` as ``run`` by
+    chunks writes it: float32 ``(C, Z, Y, X)``, chunks of the decoding's chunk size, the
+    ``complete`` attribute set last) by windows of planes within an eighth of the ``budget``'s
+    room (whole chunk rows when they fit it): the volume is never held."""
+    from biapy_runner.decode.chunked import chunk_geometry
+    from biapy_runner.inference.chunked import room
+    from biapy_runner.io.chunked import chunk_shape, create_zarr
+
+    shape = slabs[0][1].out_shape
+    chunks = chunk_shape(shape, chunk_geometry(cfg, 3)[0])
+    dest = create_zarr(path, shape, np.float32, chunks, {
+        "axes": "CZYX", "source": str(Path(source).resolve()),
+        "slabs": [p.name for p, _ in slabs],
+    })  # fmt: skip
+    planes = max(1, room(budget) // 8 // (4 * int(np.prod(shape)) // shape[1]))
+    if planes >= chunks[1]:  # whole chunks along z: no chunk written twice
+        planes -= planes % chunks[1]
+    stitch_into(slabs, dest, planes)
+    dest.attrs["complete"] = True
 
 
 def merge(
@@ -239,11 +284,12 @@ def merge(
     gt: list[Path] | None = None, image: Path | None = None, axes: str | None = None,
     dataset: str | None = None, report: bool = True, memory_budget: str | None = None,
 ) -> Path:  # fmt: skip
-    """Stitch the slabs of one volume, decode the prediction (by chunks with TEST.BY_CHUNKS.
-    ENABLE or when the volume's results would not fit the memory budget, else whole, exactly as
-    one ``run`` of the volume) and write the results (and, with ``gt``, the metrics) under
-    ``out`` as ``run`` writes them; ``image``: the input volume, drawn under the results in the
-    report (no report without it)."""
+    """Stitch the slabs of one volume, decode the prediction and write the results (and, with
+    ``gt``, the metrics) under ``out`` as ``run`` writes them: by chunks, out of core, with
+    TEST.BY_CHUNKS.ENABLE or when the volume's results would not fit the memory budget
+    (``raw/<stem>.zarr``, ``<folder>/<stem>.zarr``), else whole in memory, exactly as one
+    ``run`` of the volume; ``image``: the input volume, drawn under the results in the report
+    (no report without it)."""
     started, mark = time.monotonic(), log.warning_count()
     cfg = load_config(config, list(overrides))
     check_implemented(cfg)
@@ -261,21 +307,30 @@ def merge(
     gt_ref = _merge_gt(workflow, first.stem, gt or [])
     log.info(f"merge: {len(infos)} slab(s) of {first.stem} {first.volume_shape}")
     by_chunks = _decodes_by_chunks(cfg, first, memory_budget)
-
-    def produce(_: Path) -> tuple[Image, np.ndarray, Any]:
-        from biapy_runner.chunked_run import pass_planes
-        from biapy_runner.decode.chunked import LabelStore
-        from biapy_runner.inference.chunked import memory_budget as budget_of
-
-        raw, _info = stitch([p for p, _ in infos])
-        whole = Image(image or Path(first.stem), first.stem, raw, "czyx", "CZYX", raw.dtype)
-        if by_chunks:  # object tables measured by windows of planes within the budget
-            store = LabelStore(pass_planes(raw.shape, budget_of(memory_budget)[0]))
-            return whole, raw, workflow.decode_by_chunks(raw, whole, store)
-        return whole, raw, workflow.decode(raw, whole)
+    source = image or Path(first.stem)
 
     with OutputStage(out) as stage:
-        source = image or Path(first.stem)
+        chunks = None
+        if by_chunks:
+            from biapy_runner.chunked_run import Chunks
+
+            chunks = Chunks(cfg, workflow, None, stage, RunOptions(
+                config, out, axes=axes, dataset=dataset, memory_budget=memory_budget))  # fmt: skip
+
+        def produce(_: Path) -> tuple[Image, np.ndarray | None, Any]:
+            if chunks is not None:  # out of core: stitched into raw/<stem>.zarr, decoded from it
+                from dataclasses import replace
+
+                from biapy_runner.io.chunked import open_prediction
+
+                raw_path = chunks.raw_path(first.stem)
+                stitch_zarr(infos, raw_path, cfg, chunks.budget, image or infos[0][0])
+                stitched = replace(open_prediction(raw_path), stem=first.stem)
+                return chunks.results(stitched, source=image or infos[0][0])
+            raw, _info = stitch([p for p, _ in infos])
+            whole = Image(source, first.stem, raw, "czyx", "CZYX", raw.dtype)
+            return whole, raw, workflow.decode(raw, whole)
+
         items = _process(stage, cfg, workflow, [(source, gt_ref)], produce, cfg.to_yaml)
         if report and image is not None:
             from biapy_runner.report.build import RunInfo
@@ -284,8 +339,8 @@ def merge(
             info = RunInfo("merge", str(cfg.get("PROBLEM.TYPE")), 3, 0.0,
                            {"name": first.model, "source": first.model},
                            config=str(cfg.source or ""))  # fmt: skip
-            _report(stage, info, (started, mark), items, [ResultSet("", stage.root)],
-                    Reader(3, axes, dataset))  # fmt: skip
+            reader = Reader(3, axes, dataset, *([chunks.preview_voxels()] if chunks else []))
+            _report(stage, info, (started, mark), items, [ResultSet("", stage.root)], reader)
         stage.publish()
     log.info(f"results written to {out}")
     return out

@@ -165,5 +165,51 @@ def _centroid_points(gt: np.ndarray) -> np.ndarray:
     if ids.size:
         centers = ndimage.center_of_mass(np.ones_like(gt), gt, ids)
         for c in centers:
-            points[tuple(round(float(v)) for v in c)] = True
+            points[_voxel(c)] = True
     return points
+
+
+def _voxel(centre: Any) -> tuple[int, ...]:
+    """The voxel of a centroid: each coordinate rounded as Python rounds (half to even)."""
+    return tuple(round(float(v)) for v in centre)
+
+
+def centroid_voxels(gt: Any, planes: int) -> np.ndarray:
+    """The voxels the ``P`` target of ``channel_targets`` marks (each object's centroid,
+    rounded), for a label volume read ``planes`` planes (first axis) at a time: numpy, Zarr or
+    a GT read by planes; the same voxels as on the whole volume (the sums behind the centroids
+    are exact integers). Returns ``(N, ndim)`` int64, one row per object."""
+    from biapy_runner.decode.chunked import plane_blocks
+
+    ndim = len(gt.shape)
+    parts: list[tuple[np.ndarray, np.ndarray]] = []  # per window: ids, [count, sum per axis]
+    for part in plane_blocks(int(gt.shape[0]), planes):
+        window = np.asarray(gt[part])
+        ids, inverse = np.unique(window, return_inverse=True)
+        inverse = inverse.ravel()
+        sums = [np.bincount(inverse, minlength=ids.size)]
+        for axis in range(ndim):
+            shape = [1] * ndim
+            shape[axis] = window.shape[axis]
+            start = part.start if axis == 0 else 0
+            coord = np.broadcast_to(np.arange(start, start + window.shape[axis]).reshape(shape),
+                                    window.shape)  # fmt: skip
+            sums.append(np.bincount(inverse, weights=coord.ravel(), minlength=ids.size))
+        keep = ids > 0
+        parts.append((ids[keep], np.rint(np.stack(sums)[:, keep]).astype(np.int64)))
+    if not parts:
+        return np.zeros((0, ndim), dtype=np.int64)
+    ids, inverse = np.unique(np.concatenate([i for i, _ in parts]), return_inverse=True)
+    totals = np.zeros((ndim + 1, ids.size), dtype=np.int64)
+    np.add.at(totals.T, inverse.ravel(), np.concatenate([s for _, s in parts], axis=1).T)
+    centres = totals[1:] / totals[0]
+    return np.array([_voxel(c) for c in centres.T], dtype=np.int64).reshape(-1, ndim)
+
+
+def centroid_target(voxels: np.ndarray, planes: slice, shape: tuple[int, ...]) -> np.ndarray:
+    """The ``P`` target over the planes ``planes`` of a volume of ``shape`` marked at the
+    ``voxels`` of ``centroid_voxels``."""
+    target = np.zeros((planes.stop - planes.start, *shape[1:]), dtype=bool)
+    inside = voxels[(voxels[:, 0] >= planes.start) & (voxels[:, 0] < planes.stop)]
+    target[(inside[:, 0] - planes.start, *inside[:, 1:].T)] = True
+    return target

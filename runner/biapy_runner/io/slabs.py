@@ -18,11 +18,15 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from biapy_runner.errors import InputError
 from biapy_runner.io.atomic import replacing
+
+if TYPE_CHECKING:
+    from biapy_runner.io.chunked import LazyImage
 
 FORMAT = "biapy-runner slab 1"
 _KEY = "biapy_slab"
@@ -96,11 +100,12 @@ def read_slab_info(path: Path) -> SlabInfo:
     return info
 
 
-def read_slab(path: Path) -> np.ndarray:
-    """The pixels of a slab file, ``(C, z, y, x)`` float32."""
-    import tifffile
+def open_slab(path: Path) -> LazyImage:
+    """The pixels of a slab file ``(C, z, y, x)`` float32, read by regions: its pages (one per
+    channel and plane) are read only when a region needs them (``LazyImage.read``)."""
+    from biapy_runner.io.chunked import open_lazy
 
-    return np.asarray(tifffile.imread(path), dtype=np.float32)
+    return open_lazy(Path(path), ndim=3, axes="CZYX", announce=False)
 
 
 def order_slabs(paths: Sequence[Path]) -> list[tuple[Path, SlabInfo]]:

@@ -26,6 +26,8 @@ from biapy_runner.config.schema import (
 )
 from biapy_runner.decode.channels import (
     Channels,
+    centroid_target,
+    centroid_voxels,
     channel_targets,
     parse_channels,
 )
@@ -334,19 +336,21 @@ class InstanceSegmentation(Workflow):
 
     def _streamed_channel_ious(self, raw: Any, gt: Any, planes: int) -> dict[str, float]:
         """``_channel_ious`` with ``raw`` and ``gt`` read ``planes`` planes at a time (the GT's
-        targets with one plane of context: contours look one voxel across); ``P`` (the voxel
-        nearest each object's centroid needs whole objects) is not scored this way."""
+        targets with one plane of context: contours look one voxel across; ``P``, each
+        object's centroid, from a first pass that sums the objects' coordinates): equal to
+        the in-memory values."""
         names = [n for n in self.channels.names if n in BINARY_CHANNELS]
-        if "P" in names:
-            log.warn("iou_P is not computed for an image scored by chunks (it needs whole objects)")
-            names.remove("P")
         if not names:
             return {}
         depth, rest = int(gt.shape[0]), tuple(slice(0, int(n)) for n in gt.shape[1:])
+        centres = centroid_voxels(gt, planes) if "P" in names else None
+        local = Channels(tuple(n for n in self.channels.names if n != "P"))
         inter, union = dict.fromkeys(names, 0), dict.fromkeys(names, 0)
         for part in plane_blocks(depth, planes):
             a, b = max(0, part.start - 1), min(depth, part.stop + 1)
-            targets = channel_targets(np.asarray(gt[a:b]), self.channels, self._contour_mode())
+            targets = channel_targets(np.asarray(gt[a:b]), local, self._contour_mode())
+            if centres is not None:
+                targets["P"] = centroid_target(centres, slice(a, b), tuple(gt.shape))
             block = read_region(raw, (part, *rest))
             inner = slice(part.start - a, part.stop - a)
             for n in names:
