@@ -3,9 +3,9 @@ against the bare forward + backward floor.
 
 The crop (``test-data/dsb_nuclei.tif``, 256x256) is split into a training part (x < 192) and a
 held-out crop (256x64); ``biapy-runner train`` (the configuration of ``tests/dsb_training.py``:
-U-Net 16-32-64-128, 64x64 random crops, AdamW + one-cycle, flips and rotations, export to
-BioImage.IO) trains on the first and tests the best checkpoint on the second, once per
-``SYSTEM.SEED`` of ``--seeds``. Reported, in one run:
+U-Net 16-32-64-128, 64x64 random crops, AdamW + one-cycle, flips and rotations,
+TEST.AUGMENTATION, export to BioImage.IO) trains on the first and tests the best checkpoint on
+the second, once per ``SYSTEM.SEED`` of ``--seeds``. Reported, in one run:
 
 - per seed: the held-out foreground IoU of the trained model, the IoU of ``biapy-runner run``
   with the written ``config.yaml`` (the saved checkpoint, MODEL.SOURCE: biapy) and with the
