@@ -56,6 +56,7 @@ AUGMENTOR:
   ROT90: True
 TEST:
   ENABLE: True
+  AUGMENTATION: True
 """
 
 

@@ -3,10 +3,14 @@ segments the held-out crop, ``run`` with the saved checkpoint (the written ``con
 reproduces that IoU exactly, and ``run`` with the exported BioImage.IO package (MODEL.BMZ.EXPORT)
 reproduces it within 1e-4.
 
-The issue's goal is a foreground IoU of 0.80; this recipe (U-Net 16-32-64-128) gives 0.795 with
-seed 0 (the test's), 0.798 with seed 7 and 0.811 with seed 42 on 1 thread, and float differences
-between CPUs move it by a few thousandths: the test asserts 0.75, a bound every seed tried
-clears, and ``benchmarks/bench_train.py`` reports each seed against the goal."""
+The issue's goal is a foreground IoU of 0.80; this recipe (U-Net 16-32-64-128, 12 epochs,
+TEST.AUGMENTATION) gives, on 1 thread, 0.798 / 0.795 / 0.796 / 0.800 / 0.800 / 0.799 with seeds 0
+(the test's) / 7 / 42 / 1 / 2 / 3. The held-out crop's GT outlines its nuclei more widely than the
+training part's (``benchmarks/bench_train.py``'s ``annotation_margin``: 1.19 against 1.03), so
+the predicted nuclei come out slightly small; longer training fits the training outlines more
+closely and scores lower (README, "Training"). Float differences between CPUs move the IoU by a
+few thousandths: the test asserts 0.785, which every seed tried clears by 0.01, and
+``benchmarks/bench_train.py`` reports each seed against the goal."""
 
 from __future__ import annotations
 
@@ -29,7 +33,7 @@ def test_unet_trained_on_the_dsb_crop_segments_the_held_out_crop(tmp_path: Path)
     out = tmp_path / "trained"
     assert main(train_args(paths, out, threads=1)) == 0
     iou = _iou(out)
-    assert iou >= 0.75
+    assert iou >= 0.785
     log = pd.read_csv(out / "train_log.tsv", sep="\t")
     assert log["train_loss"].iloc[-1] < 0.5 * log["train_loss"].iloc[0]
     assert (out / "checkpoints" / "dsb-checkpoint-best.pth").is_file()
