@@ -359,3 +359,25 @@ def test_train_exports_a_package_and_fine_tunes_from_it(tmp_path: Path) -> None:
     with zipfile.ZipFile(package) as a, zipfile.ZipFile(again) as b:
         assert a.read("nets.py") == b.read("nets.py")
         assert a.read("weights.pt") != b.read("weights.pt")
+
+
+@pytest.mark.slow
+def test_instance_package_with_a_class_head_meets_biapys_rules(tmp_path: Path) -> None:
+    """Instance channels plus a class head (DATA.N_CLASSES 3): BiaPy reads the channels from the
+    representation line (the class head's channels are not among them) and the classes from
+    the second ``output_channels`` entry."""
+    from biapy_bmz_rules import biapy_consumption
+
+    tree = {**INSTANCE_2D, "DATA": {**INSTANCE_2D["DATA"], "N_CLASSES": 3}}
+    cfg = load_config(_config(tmp_path, tree))
+    image = tifffile.imread(TEST_DATA / "dsb_nuclei.tif")[None]
+    package = export_model(cfg, _net(cfg, seed=3), image, tmp_path / "classes.zip")
+    with zipfile.ZipFile(package) as archive:
+        rdf = yaml.safe_load(archive.read("rdf.yaml"))
+    assert rdf["description"].endswith("Instance segmentation representation: F + C")
+    kwargs = rdf["weights"]["pytorch_state_dict"]["architecture"]["kwargs"]
+    assert kwargs["output_channels"] == [2, 3]
+    assert len(rdf["outputs"][0]["axes"][1]["channel_names"]) == 3  # F, C, the class (argmax)
+    verdict = biapy_consumption(rdf, "INSTANCE_SEG", 2, n_classes=3)
+    assert verdict.refusals == []
+    assert verdict.settings["PROBLEM.INSTANCE_SEG.DATA_CHANNELS"] == ["F", "C"]
