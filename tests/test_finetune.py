@@ -159,3 +159,38 @@ def test_a_2d_package_does_not_fine_tune_in_3d(test_data: Path, tmp_path: Path, 
                 "--set", "MODEL.SOURCE=bmz", "--set", f"MODEL.BMZ.SOURCE_MODEL_ID={package}")
     assert code == 2
     assert "is a 2D model (spatial axes y, x) but PROBLEM.NDIM is 3D" in capsys.readouterr().err
+
+
+def test_fine_tuning_normalises_as_the_package_does() -> None:
+    """DATA.NORMALIZATION is set from the package's preprocessing (BiaPy's
+    check_bmz_model_compatibility mapping), whatever the configuration said."""
+    from types import SimpleNamespace
+
+    from bioimageio.spec.model import v0_5
+    from biapy_runner.config.load import load_config
+    from biapy_runner.models.trainable import adopt_package_normalization
+
+    norm = "DATA.NORMALIZATION."
+    cases = [
+        ([v0_5.ScaleRangeDescr(kwargs=v0_5.ScaleRangeKwargs(
+            axes=["y", "x"], min_percentile=1, max_percentile=99.8))],
+         {"TYPE": "scale_range", "PERC_CLIP.ENABLE": True, "PERC_CLIP.LOWER_PERC": 1.0,
+          "PERC_CLIP.UPPER_PERC": 99.8}),
+        ([v0_5.ScaleLinearDescr(kwargs=v0_5.ScaleLinearKwargs(gain=1 / 255))], {"TYPE": "div"}),
+        ([v0_5.FixedZeroMeanUnitVarianceDescr(kwargs=v0_5.FixedZeroMeanUnitVarianceKwargs(
+            mean=10, std=2))],
+         {"TYPE": "zero_mean_unit_variance", "ZERO_MEAN_UNIT_VAR.MEAN_VAL": [10.0],
+          "ZERO_MEAN_UNIT_VAR.STD_VAL": [2.0]}),
+        ([v0_5.ClipDescr(kwargs=v0_5.ClipKwargs(min=0, max=300)),
+          v0_5.ZeroMeanUnitVarianceDescr()],
+         {"TYPE": "zero_mean_unit_variance", "PERC_CLIP.ENABLE": True,
+          "PERC_CLIP.LOWER_VALUE": [0.0], "PERC_CLIP.UPPER_VALUE": [300.0],
+          "ZERO_MEAN_UNIT_VAR.MEAN_VAL": [-1.0]}),
+    ]
+    before = load_config(None, ["DATA.NORMALIZATION.TYPE=div"])
+    for steps, want in cases:
+        cfg = load_config(None, ["DATA.NORMALIZATION.TYPE=div"])
+        descr = SimpleNamespace(name="m", inputs=[SimpleNamespace(preprocessing=steps)])
+        changed = adopt_package_normalization(cfg, descr)
+        assert {k: cfg.get(norm + k) for k in want} == want
+        assert set(changed) == {norm + k for k, v in want.items() if before.get(norm + k) != v}
