@@ -4,7 +4,7 @@ channels F + C) are trained briefly and exported by ``train``, then fine-tuned f
 with the package's own architecture code. The loss decreases, the weights move, the package
 exported again passes test_model offline and BiaPy's rules, and ``run`` with it gives the
 fine-tuned checkpoint's outputs. A package that does not fit the configuration is refused
-before any image is read."""
+before any image is read, and training normalises its inputs as the package does."""
 
 from __future__ import annotations
 
