@@ -359,3 +359,67 @@ def test_train_exports_a_package_and_fine_tunes_from_it(tmp_path: Path) -> None:
     with zipfile.ZipFile(package) as a, zipfile.ZipFile(again) as b:
         assert a.read("nets.py") == b.read("nets.py")
         assert a.read("weights.pt") != b.read("weights.pt")
+
+
+@pytest.mark.slow
+def test_instance_package_with_a_class_head_meets_biapys_rules(tmp_path: Path) -> None:
+    """Instance channels plus a class head (DATA.N_CLASSES 3): BiaPy reads the channels from the
+    representation line (the class head's channels are not among them) and the classes from
+    the second ``output_channels`` entry."""
+    from biapy_bmz_rules import biapy_consumption
+
+    tree = {**INSTANCE_2D, "DATA": {**INSTANCE_2D["DATA"], "N_CLASSES": 3}}
+    cfg = load_config(_config(tmp_path, tree))
+    image = tifffile.imread(TEST_DATA / "dsb_nuclei.tif")[None]
+    package = export_model(cfg, _net(cfg, seed=3), image, tmp_path / "classes.zip")
+    with zipfile.ZipFile(package) as archive:
+        rdf = yaml.safe_load(archive.read("rdf.yaml"))
+    assert rdf["description"].endswith("Instance segmentation representation: F + C")
+    kwargs = rdf["weights"]["pytorch_state_dict"]["architecture"]["kwargs"]
+    assert kwargs["output_channels"] == [2, 3]
+    assert len(rdf["outputs"][0]["axes"][1]["channel_names"]) == 3  # F, C, the class (argmax)
+    verdict = biapy_consumption(rdf, "INSTANCE_SEG", 2, n_classes=3)
+    assert verdict.refusals == []
+    assert verdict.settings["PROBLEM.INSTANCE_SEG.DATA_CHANNELS"] == ["F", "C"]
+
+
+def test_biapys_rules_refuse_what_biapy_refuses() -> None:
+    """The rules of tests/biapy_bmz_rules.py on a minimal rdf, then one fact broken at a time."""
+    from biapy_bmz_rules import biapy_consumption
+
+    def rdf(**changes) -> dict:
+        base = {
+            "format_version": "0.5.4", "tags": ["2d", "biapy", "instance-segmentation"],
+            "description": "Nuclei. Instance segmentation representation: F + Dc\nmore",
+            "weights": {"pytorch_state_dict": {"architecture": {
+                "callable": "U_Net", "kwargs": {"output_channels": [2]}}}},
+            "inputs": [{"axes": [{"type": "batch"}, {"type": "channel"},
+                                 {"type": "space", "id": "y", "size": {"min": 64, "step": 8}},
+                                 {"type": "space", "id": "x", "size": 64}],
+                        "preprocessing": [{"id": "ensure_dtype", "kwargs": {"dtype": "float32"}},
+                                          {"id": "scale_linear", "kwargs": {"gain": 0.1}}]}],
+        }
+        return {**base, **changes}
+
+    good = biapy_consumption(rdf(), "INSTANCE_SEG", 2)
+    assert good.refusals == []
+    assert good.settings == {"PROBLEM.INSTANCE_SEG.DATA_CHANNELS": ["F", "Dc"],
+                             "DATA.PATCH_SIZE": (64, 64, 1), "DATA.NORMALIZATION.TYPE": "div"}
+    inputs = rdf()["inputs"]
+    broken = {
+        "in 3D": (rdf(), "INSTANCE_SEG", 3, "input axes 'bcyx', BiaPy wants 'bczyx'"),
+        "tag": (rdf(tags=["2d", "self-supervised"]), "SELF_SUPERVISED", 2,
+                "none of the tags ('self-supervision',)"),
+        "channels": (rdf(weights={"pytorch_state_dict": {"architecture": {
+            "kwargs": {"output_channels": 2}}}}), "INSTANCE_SEG", 2, "is not a list"),
+        "step": (rdf(inputs=[{**inputs[0], "preprocessing": [{"id": "binarize"}]}]),
+                 "INSTANCE_SEG", 2, "preprocessing {'id': 'binarize'}"),
+        "classes": (rdf(tags=["semantic-segmentation"], weights={"pytorch_state_dict": {
+            "architecture": {"kwargs": {"output_channels": [4]}}}}), "SEMANTIC_SEG", 2,
+                    "4 classes but DATA.N_CLASSES is 2"),
+        "torchscript only": (rdf(weights={"torchscript": {}}), "INSTANCE_SEG", 2,
+                             "no pytorch_state_dict weights"),
+    }
+    for case, (descr, problem, ndim, words) in broken.items():
+        refusals = biapy_consumption(descr, problem, ndim).refusals
+        assert any(words in r for r in refusals), (case, refusals)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -77,3 +79,47 @@ def test_classification_form_trains_simple_cnn() -> None:
     assert keys["PROBLEM.TYPE"] == "CLASSIFICATION" and keys["DATA.N_CLASSES"] == 3
     assert keys["MODEL.ARCHITECTURE"] == "simple_cnn" and "MODEL.FEATURE_MAPS" not in keys
     assert keys["DATA.PATCH_SIZE"] == (48, 48, 1)
+
+
+# -- the GPU when Galaxy grants one ----------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _galaxy_device(env: dict[str, str]) -> str:
+    """``$BIAPY_DEVICE`` as the tool's job environment (macros.xml's JOB_ENV, Cheetah's ``\\$``
+    unescaped) sets it under ``env``."""
+    macros = (REPO / "macros.xml").read_text()
+    line = next(x for x in macros.splitlines() if "BIAPY_DEVICE=" in x).replace("\\$", "$")
+    done = subprocess.run(["bash", "-c", f"set -e; {line} printf %s \"$BIAPY_DEVICE\""],
+                          env={"PATH": os.environ["PATH"], **env}, capture_output=True,
+                          text=True, check=True)
+    return done.stdout
+
+
+@pytest.mark.parametrize(("env", "device"), [
+    ({}, "cpu"),
+    ({"GALAXY_GPU_ENABLED": "false"}, "cpu"),
+    ({"CUDA_VISIBLE_DEVICES": ""}, "cpu"),
+    ({"GALAXY_GPU_ENABLED": "true"}, "auto"),
+    ({"CUDA_VISIBLE_DEVICES": "0"}, "auto"),
+    ({"GALAXY_GPU_ENABLED": "true", "CUDA_VISIBLE_DEVICES": "1"}, "auto"),
+])
+def test_the_job_asks_for_the_gpu_only_when_galaxy_grants_one(env: dict, device: str) -> None:
+    assert _galaxy_device(env) == device
+
+
+def test_train_mode_runs_on_the_granted_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The train mode's command (after the job environment) passes ``$BIAPY_DEVICE``; ``auto``
+    trains on CUDA when torch sees a GPU, on the CPU otherwise, and ``cpu`` stays on the CPU."""
+    import torch
+    from biapy_runner.training import _device
+
+    command = (REPO / "biapy.xml").read_text().split("<command", 1)[1].split("</command>")[0]
+    train = command.split("biapy-runner train", 1)[1].split("2> runner.log", 1)[0]
+    assert command.index("@JOB_ENV@") < command.index("biapy-runner train")
+    assert '--device "\\$BIAPY_DEVICE"' in train
+    for available, want in ((True, "cuda"), (False, "cpu")):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda a=available: a)
+        assert _device("auto").type == want
+        assert _device("cpu").type == "cpu"

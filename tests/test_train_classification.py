@@ -1,6 +1,7 @@
 """Training CLASSIFICATION: BiaPy's ``simple_cnn`` on images in class folders
 (``<folder>/<class name>/<image>``), 2D and 3D, a few epochs on CPU; the log, curves, test
-metrics, the BioImage.IO package (``test_model`` offline) and ``run`` with the exported zip."""
+metrics, the BioImage.IO package (``test_model`` offline, BiaPy's rules for consuming it) and
+``run`` with the exported zip."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pandas as pd
 import pytest
 import tifffile
 import torch
+from biapy_bmz_rules import checked_package
 from biapy_runner.cli import main
 from biapy_runner.config.load import load_config
 from PIL import Image
@@ -79,7 +81,8 @@ def test_tiny_classifier_trains_tests_and_logs(tmp_path: Path, ndim: int) -> Non
     out = tmp_path / "out"
     code = main(["train", "--config", str(_config(tmp_path, ndim, 6)), "--train-images",
                  str(train), "--test-images", str(test), "--test-gt", str(test), "--out",
-                 str(out), "--device", "cpu", "--threads", "1", "--name", "cnn", "--no-report"])
+                 str(out), "--device", "cpu", "--threads", "1", "--name", "cnn", "--no-report",
+                 "--set", "MODEL.BMZ.EXPORT.ENABLE=True"])
     assert code == 0
     log = _log(out)
     assert list(log.columns) == ["epoch", "train_loss", "val_loss", "train_Accuracy",
@@ -104,6 +107,8 @@ def test_tiny_classifier_trains_tests_and_logs(tmp_path: Path, ndim: int) -> Non
     matrix = pd.read_csv(out / "metrics" / "confusion_matrix.tsv", sep="\t")
     assert matrix["class_name"].tolist() == list(CLASSES)
     assert matrix[["pred_0", "pred_1"]].to_numpy().tolist() == [[3, 0], [0, 3]]
+    biapy = checked_package(out / "bmz" / "model.zip", "CLASSIFICATION", ndim).settings
+    assert biapy["DATA.PATCH_SIZE"] == ((4, 8, 8, 1) if ndim == 3 else (16, 16, 1))
 
 
 def test_exported_classifier_passes_test_model_and_runs_like_the_checkpoint(

@@ -1,7 +1,8 @@
 """``biapy-runner train`` end to end on tiny 2D and 3D U-Nets, a few iterations on CPU, for every
 workflow training builds: the loss decreases, ``train_log.tsv`` and the curves are what the
-README says, checkpoints load back to the same outputs, and resuming continues at the right
-epoch with the losses of the uninterrupted run."""
+README says, the exported BioImage.IO package passes bioimageio.core's test_model offline and
+meets BiaPy's rules for consuming it, checkpoints load back to the same outputs, and resuming
+continues at the right epoch with the losses of the uninterrupted run."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pandas as pd
 import pytest
 import tifffile
 import torch
+from biapy_bmz_rules import checked_package
 from biapy_runner.cli import main
 from biapy_runner.config.load import load_config
 from PIL import Image
@@ -117,13 +119,13 @@ CASES = [(p, n) for p in EXTRA for n in (2, 3)]
 
 
 @pytest.mark.parametrize(("problem", "ndim"), CASES, ids=[f"{p.lower()}-{n}d" for p, n in CASES])
-def test_tiny_training_lowers_the_loss_and_writes_log_curves_checkpoints(
+def test_tiny_training_lowers_the_loss_and_writes_log_curves_checkpoints_package(
     tmp_path: Path, problem: str, ndim: int
 ) -> None:
     images, gts = _write(tmp_path, problem, ndim)
     config = _config(tmp_path, problem, ndim)
     out = tmp_path / "out"
-    assert _train(tmp_path, config, images, gts, out) == 0
+    assert _train(tmp_path, config, images, gts, out, "MODEL.BMZ.EXPORT.ENABLE=True") == 0
     log = pd.read_csv(out / "train_log.tsv", sep="\t")
     assert log["epoch"].tolist() == list(range(1, EPOCHS + 1))
     assert list(log.columns[:3]) == ["epoch", "train_loss", "val_loss"]
@@ -140,6 +142,15 @@ def test_tiny_training_lowers_the_loss_and_writes_log_curves_checkpoints(
     assert {"model", "cfg", "epoch", "optimizer"} <= set(content)
     assert content["epoch"] == int(log.loc[log["val_loss"].idxmin(), "epoch"])
     assert content["train_log"][-1]["val_loss"] == pytest.approx(log["val_loss"].min(), rel=1e-5)
+    # the package of the best checkpoint: bioimageio.core's test_model, BiaPy's settings from it
+    biapy = checked_package(out / "bmz" / "model.zip", problem, ndim).settings
+    patch = (8, 16, 16, 1) if ndim == 3 else (16, 16, 1)
+    assert biapy["DATA.PATCH_SIZE"] == patch
+    assert biapy["DATA.NORMALIZATION.TYPE"] == "zero_mean_unit_variance"
+    if problem == "INSTANCE_SEG":
+        assert biapy["PROBLEM.INSTANCE_SEG.DATA_CHANNELS"] == ["B", "C"]  # BiaPy's default
+    if problem == "SEMANTIC_SEG":
+        assert biapy["DATA.N_CLASSES"] == 2
 
 
 def test_checkpoint_loads_back_to_the_same_outputs(tmp_path: Path) -> None:

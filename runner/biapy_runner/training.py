@@ -45,7 +45,10 @@ from biapy_runner.pipeline import (
     _folder_files,
     _listed,
     _ndim,
+    check_model_kind,
+    check_model_ndim,
     input_files,
+    load_configured_model,
     resolve_threads,
     test,
 )
@@ -117,6 +120,8 @@ def train(opts: TrainOptions, cfg: Config, since: tuple[float, int]) -> Path:
         raise InputError(f"--name {opts.name!r}: give a plain name for the checkpoint files.")
     workflow = workflow_for(cfg)
     check_output_dir(opts.out)
+    if fine_tuning(cfg):
+        check_package_fits(cfg, workflow, opts)
     inputs = collect(opts, cfg, workflow)
     threads, origin = resolve_threads(opts.threads, cfg)
     import torch  # only once the inputs are checked
@@ -171,6 +176,34 @@ def check_trainable_model(cfg: Config) -> None:
             "(MODEL.SOURCE: biapy)."
         )
     check_model_implemented(cfg)
+
+
+def check_package_fits(cfg: Config, workflow: Workflow, opts: TrainOptions) -> None:
+    """Fine-tuning: the package (MODEL.BMZ.SOURCE_MODEL_ID) must fit the configuration as
+    ``run`` requires (a classifier or an image model, PROBLEM.NDIM, the output channels the
+    workflow names), output the channels the configuration trains (``output_channels``), and
+    take DATA.PATCH_SIZE as input; checked before any image is read (ConfigError, exit 2)."""
+    from biapy_runner.models.architectures import output_channels
+
+    model = load_configured_model(cfg, opts, 1)
+    check_model_kind(workflow, model)
+    check_model_ndim(model, cfg)
+    workflow.check_model(model.out_channels, model.out_channel_names)
+    trained = [name for name, _ in output_channels(cfg)]
+    if len(trained) != model.out_channels:
+        raise ConfigError(
+            f"The model {model.name!r} outputs {model.out_channels} channel(s) "
+            f"({', '.join(model.out_channel_names)}) but the configuration trains "
+            f"{len(trained)} ({', '.join(trained)}): set DATA.N_CLASSES or the workflow's "
+            "channels to what the model was trained for (see its BioImage.IO description)."
+        )
+    patch = tuple(int(v) for v in cfg.get("DATA.PATCH_SIZE"))[: _ndim(cfg)]
+    if model.valid_size(patch) != patch:
+        raise ConfigError(
+            f"DATA.PATCH_SIZE {patch} (without channels) is not an input size of the model "
+            f"{model.name!r}: {model.size_rule}; set DATA.PATCH_SIZE to one, e.g. "
+            f"{model.valid_size(patch)} with the channels."
+        )
 
 
 def trained_model(cfg: Config, staged: Path, device: Any) -> Any:

@@ -452,7 +452,7 @@ def export_model(
     problem = str(cfg.get("PROBLEM.TYPE"))
     names = [str(name) for name, _ in channels]
     if problem == "INSTANCE_SEG":
-        settings.description = with_representation(settings.description, _distinct(names))
+        settings.description = with_representation(settings.description, _representation(names))
     out_path = Path(out_path)
     with tempfile.TemporaryDirectory(prefix="biapy-runner-export-") as tmp:
         work = Path(tmp)
@@ -566,6 +566,12 @@ def _preprocessed(descr: Any, x: np.ndarray) -> np.ndarray:
 def _distinct(names: Sequence[str]) -> list[str]:
     """Channel names with consecutive repeats collapsed (R per ray -> R)."""
     return [n for i, n in enumerate(names) if i == 0 or n != names[i - 1]]
+
+
+def _representation(names: Sequence[str]) -> list[str]:
+    """The instance channels BiaPy's representation line names: the output channels without
+    the class head's (``class<i>``, its second ``output_channels`` entry), repeats collapsed."""
+    return [n for n in _distinct(names) if not n.startswith("class")]
 
 
 def _unique(names: Sequence[str]) -> list[str]:

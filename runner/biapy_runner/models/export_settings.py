@@ -7,7 +7,8 @@ BiaPy's keys (3.7.1): MODEL_NAME, DESCRIPTION, AUTHORS (mappings with ``name`` a
 optional ``dataset_id``) and MODEL_VERSION. Empty name, description, authors and tags get
 defaults (named in a warning) instead of BiaPy's refusal, so that a Galaxy job exports without
 them. The tags BiaPy adds itself (``2d``/``3d``, ``pytorch``, ``biapy``, the workflow and the
-architecture) are added here too, as is BiaPy's citation.
+architecture) are added here too, as is BiaPy's citation; a self-supervised model also gets
+``self-supervision``, the tag BiaPy's own check looks for before it consumes a package.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ WORKFLOW_TAGS = {
     "IMAGE_TO_IMAGE": "image-to-image",
 }
 WORKFLOW_WORDS = {tag: tag.replace("-", " ") for tag in WORKFLOW_TAGS.values()}
+#: the workflow tag BiaPy 3.7.1 looks for when it consumes a package, where it differs from the
+#: one its export writes (its check_bmz_model_compatibility wants "self-supervision")
+CONSUMED_TAGS = {"SELF_SUPERVISED": "self-supervision"}
 
 
 @dataclass
@@ -102,8 +106,9 @@ def _dataset(cfg: Config) -> dict[str, str]:
 def _tags(cfg: Config, architecture: str) -> list[str]:
     tags = [str(t) for t in (cfg.get(f"{KEY}.TAGS") or [])]
     ndim = str(cfg.get("PROBLEM.NDIM")).lower()
-    workflow = WORKFLOW_TAGS.get(str(cfg.get("PROBLEM.TYPE")), "")
-    added = [ndim if "2d" not in tags and "3d" not in tags else "", "pytorch", "biapy", workflow,
+    problem = str(cfg.get("PROBLEM.TYPE"))
+    added = [ndim if "2d" not in tags and "3d" not in tags else "", "pytorch", "biapy",
+             WORKFLOW_TAGS.get(problem, ""), CONSUMED_TAGS.get(problem, ""),
              architecture.lower().replace("_", "-")]
     return tags + [t for t in added if t and t not in tags]
 
