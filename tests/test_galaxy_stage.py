@@ -100,6 +100,35 @@ def test_collect_prefixes_the_input_position(tmp_path: Path) -> None:
     assert (out / "report/previews/a.png").exists()  # copied: the report page shows it
 
 
+def test_collect_gathers_the_wanted_collections_only(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    for rel in ("post_proc/a.tif", "raw/a.tif", "instances/a.tif"):
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_text(rel)
+    gathered = collect([Entry("a.tif", Path("y"), "tiff")], out, tmp_path / "c", {"post_proc"})
+    assert [str(p.relative_to(tmp_path / "c")) for p in gathered] == ["post_proc/0000_a.tif"]
+    assert (out / "raw/a.tif").exists()  # not wanted: left where it was
+
+
+def test_collect_refuses_a_wanted_result_written_only_as_zarr(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A volume predicted by chunks whose labels were too large for their TIFF: the job fails
+    naming the result instead of giving Galaxy an empty collection; an unwanted Zarr-only
+    output (here the raw prediction) does not matter."""
+    out = tmp_path / "out"
+    (out / "post_proc" / "vol.zarr").mkdir(parents=True)
+    (out / "raw" / "vol.zarr").mkdir(parents=True)
+    manifest = _manifest(tmp_path, [("vol.tif", "d.dat", "tiff")])
+    args = ["galaxy-collect", "--manifest", str(manifest), "--out", str(out), "--into",
+            str(tmp_path / "c")]  # fmt: skip
+    assert main([*args, "--wanted", "metrics,config"]) == 0
+    assert main([*args, "--wanted", "post_proc,metrics"]) == 2
+    err = capsys.readouterr().err
+    assert "post_proc/vol.zarr of 'vol.tif' was predicted by chunks" in err
+    assert "Traceback" not in err
+
+
 def test_galaxy_stage_command_prints_the_links(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     manifest = _manifest(tmp_path, [("n1.tif", "d1.dat", "tiff"), ("n0.tif", "d0.dat", "tiff")])
     assert main(["galaxy-stage", "--manifest", str(manifest), "--into", str(tmp_path / "im")]) == 0

@@ -17,12 +17,15 @@ from skimage.segmentation import find_boundaries
 from bmz_factory import serve_directory
 from biapy_runner.cli import main
 from biapy_runner.report.previews import (
+    FP_COLOUR,
     GAP,
+    TP_COLOUR,
     boundaries,
     compose,
     draw_contours,
     draw_points,
     label_colours,
+    status_colours,
     Panel,
     View,
 )
@@ -257,11 +260,31 @@ def test_contours_sit_exactly_on_label_boundaries() -> None:
     expected = find_boundaries(labels, connectivity=1, mode="inner") & (labels > 0)
     np.testing.assert_array_equal(coloured, expected)
     np.testing.assert_array_equal(boundaries(labels), expected)
-    colours = label_colours(7)
-    np.testing.assert_array_equal(drawn[coloured], colours[labels[coloured]])
+    np.testing.assert_array_equal(drawn[coloured], label_colours(labels[coloured]))
     # distinct colours for touching objects; square 1 outlined by its 46-pixel ring
-    assert not np.array_equal(colours[1], colours[2])
+    one, two = label_colours(np.array([1, 2]))
+    assert not np.array_equal(one, two)
     assert int((coloured & (labels == 1)).sum()) == 2 * 10 + 2 * 15 - 4
+
+
+def test_contours_of_huge_label_ids_cost_their_pixels_not_the_largest_id() -> None:
+    """A label image numbered up to 4e9 (a uint32 label volume's ids) is drawn without a colour
+    table as long as its largest id (which took minutes and gigabytes)."""
+    import tracemalloc
+
+    labels = np.zeros((64, 64), dtype=np.uint32)
+    labels[4:20, 4:20], labels[30:60, 30:60] = 4_000_000_000, 2**31
+    tile = np.zeros((64, 64, 3), dtype=np.uint8)
+    tracemalloc.start()
+    drawn = draw_contours(tile, labels)
+    palette = status_colours(([2**31], TP_COLOUR), ([4_000_000_000], FP_COLOUR))
+    status = draw_contours(tile, labels, palette)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 1_000_000
+    np.testing.assert_array_equal(drawn[5, 4], label_colours(np.array([4_000_000_000]))[0])
+    assert tuple(status[30, 40]) == TP_COLOUR and tuple(status[4, 10]) == FP_COLOUR
+    assert int(status.any(axis=2).sum()) == 4 * 15 + 4 * 29
 
 
 def test_points_drawn_at_their_place_in_slices() -> None:

@@ -173,6 +173,7 @@ def _add_galaxy(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="the run's output folder")
     p.add_argument("--into", type=Path, required=True, help="folder of the collections")
     p.add_argument("--group", help="only the manifest lines of this group (4th column)")
+    p.add_argument("--wanted", help="comma-separated collections to gather (default: all)")
     p = sub.add_parser("galaxy-train-config", help="(Galaxy tool) the train mode's configuration")
     p.add_argument("--form", type=Path, required=True, help="the form's answers (JSON)")
     p.add_argument("--config", type=Path, help="the user's BiaPy YAML (default: BiaPy's defaults)")
@@ -211,7 +212,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.command == "galaxy-stage":
             print("\n".join(str(p) for p in galaxy.stage(entries, args.into)))
         else:
-            galaxy.collect(entries, args.out, args.into)
+            wanted = None if args.wanted is None else set(args.wanted.split(","))
+            galaxy.collect(entries, args.out, args.into, wanted)
         return 0
     from biapy_runner import pipeline  # imports torch: only for the commands that need it
 

@@ -108,16 +108,26 @@ def check_distinct_stems(entries: Sequence[Entry]) -> None:
         seen[stem] = entry.identifier
 
 
-def collect(entries: Sequence[Entry], out: Path, into: Path) -> list[Path]:
+def collect(
+    entries: Sequence[Entry], out: Path, into: Path, wanted: Collection[str] | None = None
+) -> list[Path]:
     """Move (previews: copy, the report links them) each image's outputs from ``out`` into
     ``into/<collection>/<NNNN>_<stem><suffix>`` where NNNN is the input's position, so that
-    Galaxy's collections keep the input order and the element identifiers."""
+    Galaxy's collections keep the input order and the element identifiers.
+
+    Only the collections in ``wanted`` (default: all) are gathered. A wanted image result that
+    exists only as a Zarr store (predicted by chunks, too large for its TIFF) is an error: Galaxy
+    would otherwise show an empty collection as a success.
+    """
     gathered = []
     for index, entry in enumerate(entries):
         stem = stem_for(entry.identifier)
         for folder, suffix, collection, new_suffix in COLLECTED:
+            if wanted is not None and collection not in wanted:
+                continue
             source = out / folder / f"{stem}{suffix}"
             if not source.is_file():
+                _refuse_zarr_only(out / folder / f"{stem}.zarr", entry, suffix)
                 continue
             target = into / collection / f"{index:04d}_{stem}{new_suffix}"
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -127,6 +137,19 @@ def collect(entries: Sequence[Entry], out: Path, into: Path) -> list[Path]:
                 source.replace(target)
             gathered.append(target)
     return gathered
+
+
+def _refuse_zarr_only(store: Path, entry: Entry, suffix: str) -> None:
+    """Raise when an image's result was written only as the Zarr store ``store``."""
+    if suffix == ".tif" and store.is_dir():
+        raise InputError(
+            f"The result {store.parent.name}/{store.name} of {entry.identifier!r} was predicted "
+            "by chunks and written only as a Zarr store: its TIFF did not fit a quarter of the "
+            "job's memory budget (TEST.BY_CHUNKS.SAVE_OUT_TIF), and Galaxy collects TIFFs. Give "
+            "the job more memory (or set $BIAPY_RUNNER_MEMORY_BUDGET for this tool), leave that "
+            "output out of the tool's Outputs, or run the biapy-runner command line, which keeps "
+            "the Zarr stores."
+        )
 
 
 #: the guided training form's answers -> configuration keys (the rest are BiaPy's defaults)

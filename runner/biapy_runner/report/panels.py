@@ -21,6 +21,7 @@ from biapy_runner.report.previews import (
     FN_COLOUR,
     FP_COLOUR,
     TP_COLOUR,
+    Palette,
     Panel,
     View,
     draw_contours,
@@ -140,10 +141,10 @@ class Canvas:
     step: int
     backdrop: list[np.ndarray]
 
-    def contours(self, labels: np.ndarray, colours: np.ndarray | None = None) -> list[np.ndarray]:
-        """Backdrop tiles with the contours of ``labels`` (all views)."""
+    def contours(self, labels: np.ndarray, palette: Palette = label_colours) -> list[np.ndarray]:
+        """Backdrop tiles with the contours of ``labels`` (all views) in ``palette``'s colours."""
         planes = label_tiles(labels, self.views, self.step)
-        return [draw_contours(t, p, colours) for t, p in zip(self.backdrop, planes)]
+        return [draw_contours(t, p, palette) for t, p in zip(self.backdrop, planes)]
 
 
 def make_canvas(
@@ -188,15 +189,13 @@ def semantic_panels(item: Item, sets: Sequence[ResultSet], reader: Reader) -> li
         gt = (gt > 0).astype(np.uint8)  # scored as foreground: instance GT shown as one class
     shape = next(p.shape for p in [*preds, gt] if p is not None)
     canvas = make_canvas(reader.image(item.image) if item.image else None, shape, gt)
-    n = int(max(int(a.max(initial=0)) for a in [*preds, gt] if a is not None))
-    colours = label_colours(max(n, 1))
     panels = [Panel("image" if item.image else "ground truth (mask)", canvas.backdrop)]
     for s, labels in zip(sets, preds):
         if labels is not None:
-            tiles = canvas.contours(labels, colours)
+            tiles = canvas.contours(labels)
             panels.append(Panel(s.title("prediction (class outlines)"), tiles))
     if gt is not None:
-        panels.append(Panel("ground truth (class outlines)", canvas.contours(gt, colours)))
+        panels.append(Panel("ground truth (class outlines)", canvas.contours(gt)))
     return panels
 
 
@@ -210,9 +209,8 @@ def _instance_status(
     tp = at.loc[at["status"] == "tp", "pred_id"].astype(int).tolist()
     fp = at.loc[at["status"] == "fp", "pred_id"].astype(int).tolist()
     fn = at.loc[at["status"] == "fn", "gt_id"].astype(int).tolist()
-    tiles = canvas.contours(labels, status_colours(int(labels.max(initial=0)), tp, fp))
-    missed = np.zeros((int(gt.max(initial=0)) + 1, 3), np.uint8)
-    missed[[i for i in fn if 0 < i < len(missed)]] = FN_COLOUR
+    tiles = canvas.contours(labels, status_colours((tp, TP_COLOUR), (fp, FP_COLOUR)))
+    missed = status_colours((fn, FN_COLOUR))
     planes = label_tiles(np.where(np.isin(gt, fn), gt, 0), canvas.views, canvas.step)
     tiles = [draw_contours(t, p, missed) for t, p in zip(tiles, planes)]
     return f"matched / false positive / missed at IoU {th:g}", tiles

@@ -9,13 +9,13 @@ top of what was read.
 
 from __future__ import annotations
 
-import colorsys
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image as PILImage
+from skimage.color import hsv2rgb
 
 #: Longest side (pixels) of a view in a preview; larger views are subsampled.
 MAX_SIDE = 512
@@ -28,6 +28,8 @@ TP_COLOUR = (0, 220, 0)
 FP_COLOUR = (255, 40, 40)
 FN_COLOUR = (255, 210, 0)
 GAP_COLOUR = (255, 255, 255)
+#: Colours of label ids: ``(n,)`` ids -> ``(n, 3)`` uint8 RGB.
+Palette = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -149,38 +151,49 @@ def boundaries(labels: np.ndarray) -> np.ndarray:
     return edge & (labels > 0)
 
 
-def label_colours(n_labels: int) -> np.ndarray:
-    """``(n_labels + 1, 3)`` uint8 colours: label k gets a distinct saturated hue (golden-ratio
-    steps around the colour wheel, label 1 orange); label 0 is black."""
-    colours = np.zeros((n_labels + 1, 3), dtype=np.uint8)
-    for k in range(1, n_labels + 1):
-        hue = (0.5 + k * 0.618033988749895) % 1.0
-        colours[k] = np.array(colorsys.hsv_to_rgb(hue, 0.85, 1.0)) * 255
+def label_colours(ids: np.ndarray) -> np.ndarray:
+    """``(n, 3)`` uint8 colours of the label ids ``ids`` ``(n,)``: label k gets a distinct
+    saturated hue (golden-ratio steps around the colour wheel, label 1 orange); label 0 is black.
+    Computed from the ids themselves, so any id (a label image numbered up to 2**32) costs only
+    its pixels.
+
+    >>> label_colours(np.array([0, 1, 2])).tolist()
+    [[0, 0, 0], [255, 191, 38], [128, 38, 255]]
+    """
+    ids = np.asarray(ids).ravel()
+    hue = (0.5 + ids.astype(np.float64) * 0.618033988749895) % 1.0
+    hsv = np.stack([hue, np.full_like(hue, 0.85), np.ones_like(hue)], axis=-1)
+    colours = (hsv2rgb(hsv[None])[0] * 255).astype(np.uint8)
+    colours[ids == 0] = 0
     return colours
 
 
 def draw_contours(
-    tile: np.ndarray, labels: np.ndarray, colours: np.ndarray | None = None
+    tile: np.ndarray, labels: np.ndarray, palette: Palette = label_colours
 ) -> np.ndarray:
     """A copy of the RGB ``tile`` with the boundary of every object of ``labels`` (same 2D size)
-    in its colour (``colours[label]``; default: ``label_colours``)."""
-    labels = np.asarray(labels).astype(np.int64)
-    if colours is None:
-        colours = label_colours(int(labels.max(initial=0)))
+    in its colour (``palette(ids)``)."""
     out = tile.copy()
     edge = boundaries(labels)
-    out[edge] = colours[labels[edge]]
+    out[edge] = palette(np.asarray(labels)[edge])
     return out
 
 
-def status_colours(n_labels: int, good: Sequence[int], bad: Sequence[int]) -> np.ndarray:
-    """Colours by label: ``good`` labels in ``TP_COLOUR``, ``bad`` ones in ``FP_COLOUR``, the
-    others black (not drawn differently from the background)."""
-    colours = np.zeros((n_labels + 1, 3), dtype=np.uint8)
-    for ids, colour in ((good, TP_COLOUR), (bad, FP_COLOUR)):
-        ids = [i for i in ids if 0 < i <= n_labels]
-        colours[ids] = colour
-    return colours
+def status_colours(*groups: tuple[Sequence[int], Sequence[int]]) -> Palette:
+    """A palette giving the ids of each ``(ids, colour)`` group that colour (a later group wins)
+    and every other id black (not drawn differently from the background).
+
+    >>> status_colours(([1, 3], TP_COLOUR), ([2], FP_COLOUR))(np.array([3, 2, 7])).tolist()
+    [[0, 220, 0], [255, 40, 40], [0, 0, 0]]
+    """
+
+    def palette(ids: np.ndarray) -> np.ndarray:
+        colours = np.zeros((np.size(ids), 3), dtype=np.uint8)
+        for members, colour in groups:
+            colours[np.isin(np.ravel(ids), np.asarray(members, dtype=np.int64))] = colour
+        return colours
+
+    return palette
 
 
 def draw_points(
