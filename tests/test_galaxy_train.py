@@ -113,7 +113,7 @@ def test_train_mode_runs_on_the_granted_device(monkeypatch: pytest.MonkeyPatch) 
     """The train mode's command (after the job environment) passes ``$BIAPY_DEVICE``; ``auto``
     trains on CUDA when torch sees a GPU, on the CPU otherwise, and ``cpu`` stays on the CPU."""
     import torch
-    from biapy_runner.training import _device
+    from biapy_runner.models.model import resolve_device
 
     command = (REPO / "biapy.xml").read_text().split("<command", 1)[1].split("</command>")[0]
     train = command.split("biapy-runner train", 1)[1].split("2> runner.log", 1)[0]
@@ -121,5 +121,5 @@ def test_train_mode_runs_on_the_granted_device(monkeypatch: pytest.MonkeyPatch) 
     assert '--device "\\$BIAPY_DEVICE"' in train
     for available, want in ((True, "cuda"), (False, "cpu")):
         monkeypatch.setattr(torch.cuda, "is_available", lambda a=available: a)
-        assert _device("auto").type == want
-        assert _device("cpu").type == "cpu"
+        assert resolve_device("auto").type == want
+        assert resolve_device("cpu").type == "cpu"

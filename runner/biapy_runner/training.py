@@ -126,8 +126,10 @@ def train(opts: TrainOptions, cfg: Config, since: tuple[float, int]) -> Path:
     threads, origin = resolve_threads(opts.threads, cfg)
     import torch  # only once the inputs are checked
 
+    from biapy_runner.models.model import resolve_device
+
     torch.set_num_threads(threads)
-    device = _device(opts.device)
+    device = resolve_device(opts.device)
     log.info(
         f"training {cfg.get('PROBLEM.TYPE')} {cfg.get('PROBLEM.NDIM')} on {device}: "
         f"{len(inputs.train)} training image(s), {len(inputs.val)} validation image(s), "
@@ -214,16 +216,6 @@ def trained_model(cfg: Config, staged: Path, device: Any) -> Any:
 
     net, info = load_checkpoint(staged, cfg)
     return BiapyModel(net, cfg, Path(str(cfg.get("PATHS.CHECKPOINT_FILE"))), device, info["epoch"])
-
-
-def _device(requested: str) -> Any:
-    import torch
-
-    if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise InputError("--device cuda: no CUDA device is available; use --device cpu.")
-        return torch.device("cuda")
-    return torch.device("cpu")
 
 
 def collect(opts: TrainOptions, cfg: Config, workflow: Workflow) -> Inputs:

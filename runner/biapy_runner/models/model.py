@@ -36,7 +36,19 @@ from biapy_runner.models.processing import Processing
 from biapy_runner.models.sources import default_cache_dir, resolve_model
 
 
-def _resolve_device(device: str) -> torch.device:
+def resolve_device(device: str) -> torch.device:
+    """The torch device of ``--device``: ``auto`` (CUDA when torch sees a GPU, else the CPU),
+    ``cpu`` or ``cuda`` (an InputError when no GPU is visible).
+
+    Parameters
+    ----------
+    device
+        ``auto``, ``cpu`` or ``cuda``.
+
+    Returns
+    -------
+    torch.device
+    """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cpu":
@@ -74,7 +86,7 @@ def load_model(
         )
     if backend not in CHOICES:
         raise InputError(f"Unknown backend {backend!r}: use one of {', '.join(CHOICES)}.")
-    torch_device = _resolve_device(device)
+    torch_device = resolve_device(device)
     if threads:
         torch.set_num_threads(int(threads))
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()

@@ -63,12 +63,6 @@ class RunnableModel(Protocol):
     def select_backend(self, tile: np.ndarray) -> Choice: ...
 
 
-def _resolve_device(device: str) -> torch.device:
-    from biapy_runner.models.model import _resolve_device as resolve
-
-    return resolve(device)
-
-
 def _activation_groups(channels: list[tuple[str, str]]) -> list[tuple[str, slice]]:
     """Runs of output channels sharing one activation (softmax acts over its whole run:
     the classes, or a discretized distance's bins), as BiaPy applies them."""
@@ -235,8 +229,9 @@ def open_model(cfg: Config, *, device: str = "auto", cache_dir: Path | None = No
     MODEL.BMZ.SOURCE_MODEL_ID) or a BiaPy checkpoint (``biapy``: PATHS.CHECKPOINT_FILE)."""
     if cfg.get("MODEL.SOURCE") == "biapy":
         from biapy_runner.models.checkpoint import checkpoint_file, load_checkpoint
+        from biapy_runner.models.model import resolve_device
 
-        torch_device = _resolve_device(device)
+        torch_device = resolve_device(device)
         if threads:
             torch.set_num_threads(int(threads))
         path = checkpoint_file(cfg)
