@@ -1,6 +1,7 @@
 """Fine-tuning from a BioImage.IO package (MODEL.SOURCE: bmz + TRAIN.ENABLE) for workflows
-beyond test_export.py's semantic case: a tiny classifier (2D) and a tiny instance U-Net (3D,
-channels F + C) are trained briefly and exported by ``train``, then fine-tuned from the zip
+beyond test_export.py's semantic case: a tiny classifier (2D), a tiny instance U-Net (3D,
+channels F + C) and 2D detection, super-resolution and denoising U-Nets are trained briefly and
+exported by ``train``, then fine-tuned from the zip
 with the package's own architecture code. The loss decreases, the weights move, the package
 exported again passes test_model offline and BiaPy's rules, and ``run`` with it gives the
 fine-tuned checkpoint's outputs. A package that does not fit the configuration is refused
@@ -29,7 +30,7 @@ from test_train_workflows import _write
 FC = "PROBLEM.INSTANCE_SEG.DATA_CHANNELS=['F', 'C']"
 #: the tiles' context, so that the package (its halo) and the checkpoint tile alike (the U-Net's
 #: instance normalisation makes a tile's output depend on the tile)
-PADDING = "DATA.TEST.PADDING=(0, 4, 4)"
+PADDING = {3: "DATA.TEST.PADDING=(0, 4, 4)", 2: "DATA.TEST.PADDING=(4, 4)"}
 
 
 def _setup(tmp: Path, problem: str, ndim: int) -> tuple[Path, list[str], list[str], list[str]]:
@@ -46,9 +47,19 @@ def _setup(tmp: Path, problem: str, ndim: int) -> tuple[Path, list[str], list[st
         return (classifier_config(tmp, ndim, 4), ["--train-images", str(train)],
                 ["--train-images", str(swapped)], [str(test), str(test)])
     images, gts = _write(tmp, problem, ndim)
-    train = ["--train-images", str(images), "--train-gt", str(gts), "--set", FC, "--set", PADDING]
-    return unet_config(tmp, problem, ndim), train, train, [str(images / "s0.tif"),
-                                                            str(gts / "s0.tif")]
+    train = ["--train-images", str(images), *_sets(problem, ndim)]
+    test = [str(images / "s0.tif"), None]
+    if gts is not None:
+        train += ["--train-gt", str(gts)]
+        test[1] = str(next(gts.glob("s0.*")))
+    return unet_config(tmp, problem, ndim), train, train, test
+
+
+def _sets(problem: str, ndim: int) -> list[str]:
+    """The ``--set`` arguments of a U-Net case: the tiles' context (and the instance channels)."""
+    if problem == "CLASSIFICATION":
+        return []
+    return ["--set", PADDING[ndim], *(["--set", FC] if problem == "INSTANCE_SEG" else [])]
 
 
 def _cli(command: str, config: Path, out: Path, *args: str) -> int:
@@ -68,33 +79,47 @@ def _outputs(folder: Path, problem: str) -> np.ndarray:
     return tifffile.imread(folder / "raw" / "s0.tif")
 
 
-CASES = [("CLASSIFICATION", 2), ("INSTANCE_SEG", 3)]
+#: (problem, ndim): the shape of the compared outputs (6 images x 2 classes; the raw prediction
+#: of s0, an (8, 32, 32) volume or a (32, 32) image, stored (z,) channel, y, x) and the channel
+#: names of the package's output
+CASES = {
+    ("CLASSIFICATION", 2): ((6, 2), ["class0", "class1"]),
+    ("INSTANCE_SEG", 3): ((8, 2, 32, 32), ["F", "C"]),
+    ("DETECTION", 2): ((32, 32), ["points"]),
+    ("SUPER_RESOLUTION", 2): ((64, 64), ["channel0"]),
+    ("DENOISING", 2): ((32, 32), ["channel0"]),
+}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("problem", "ndim"), CASES, ids=["classification-2d", "instance-3d"])
+@pytest.mark.parametrize(("problem", "ndim"), list(CASES),
+                         ids=[f"{p.lower()}-{n}d" for p, n in CASES])  # fmt: skip
 def test_fine_tuning_from_an_exported_package(tmp_path: Path, problem: str, ndim: int) -> None:
     config, train, tune, (images, gt) = _setup(tmp_path, problem, ndim)
+    shape, channel_names = CASES[(problem, ndim)]
+    with_gt = ["--gt", gt] if gt else []
     start = tmp_path / "start"
     assert _cli("train", config, start, *train, "--set", "TRAIN.EPOCHS=1",
                 "--set", "MODEL.BMZ.EXPORT.ENABLE=True") == 0
     package = start / "bmz" / "model.zip"
     tuned = tmp_path / "tuned"
-    assert _cli("train", config, tuned, *tune, "--test-images", images, "--test-gt", gt,
-                "--name", "tuned",
+    assert _cli("train", config, tuned, *tune, "--test-images", images,
+                *(["--test-gt", gt] if gt else []), "--name", "tuned",
                 "--set", "MODEL.SOURCE=bmz", "--set", f"MODEL.BMZ.SOURCE_MODEL_ID={package}",
                 "--set", "TRAIN.EPOCHS=4") == 0
     log = pd.read_csv(tuned / "train_log.tsv", sep="\t")
     assert log["epoch"].tolist() == [1, 2, 3, 4]
-    assert log["train_loss"].iloc[-1] < log["train_loss"].iloc[0]
+    # Noise2Void's training loss is over a few random masked pixels per step (it jumps between
+    # epochs): its validation loss shows the learning
+    loss = log["val_loss" if problem == "DENOISING" else "train_loss"]
+    assert loss.iloc[-1] < loss.iloc[0]
     # the package exported again: test_model offline, BiaPy's rules, the start's code
     again = tuned / "bmz" / "model.zip"
     checked_package(again, problem, ndim)
     with zipfile.ZipFile(package) as a, zipfile.ZipFile(again) as b:
         assert a.read("nets.py") == b.read("nets.py")
         rdf = yaml.safe_load(b.read("rdf.yaml"))
-    names = rdf["outputs"][0]["axes"][1]["channel_names"]
-    assert names == (["class0", "class1"] if problem == "CLASSIFICATION" else ["F", "C"])
+    assert rdf["outputs"][0]["axes"][1]["channel_names"] == channel_names
     before, after = _state(package), _state(again)
     assert before.keys() == after.keys()
     moved = [k for k in before if before[k].is_floating_point()
@@ -107,16 +132,14 @@ def test_fine_tuning_from_an_exported_package(tmp_path: Path, problem: str, ndim
     assert tested["MODEL"]["SOURCE"] == "bmz"
     assert tested["MODEL"]["BMZ"]["SOURCE_MODEL_ID"] == str(again)
     # run with the package exported again = run with the fine-tuned checkpoint
-    run_args = ["--images", images, "--gt", gt]
-    sets = ["--set", "TRAIN.ENABLE=False"] + (
-        ["--set", FC, "--set", PADDING] if problem == "INSTANCE_SEG" else [])
+    run_args = ["--images", images, *with_gt]
+    sets = ["--set", "TRAIN.ENABLE=False", *_sets(problem, ndim)]
     assert _cli("run", config, tmp_path / "zip", *run_args, *sets, "--model", str(again)) == 0
     assert _cli("run", config, tmp_path / "ckpt", *run_args, *sets, "--set", "MODEL.SOURCE=biapy",
                 "--set", "MODEL.LOAD_CHECKPOINT=True",
                 "--set", f"PATHS.CHECKPOINT_FILE={checkpoint}") == 0
     got, want = _outputs(tmp_path / "zip", problem), _outputs(tmp_path / "ckpt", problem)
-    # 6 images x 2 classes; F and C of an (8, 32, 32) volume, stored z, channel, y, x
-    assert got.shape == want.shape == ((6, 2) if problem == "CLASSIFICATION" else (8, 2, 32, 32))
+    assert got.shape == want.shape == shape
     np.testing.assert_allclose(got, want, atol=1e-5)
     np.testing.assert_allclose(got, _outputs(tuned, problem), atol=1e-5)  # the test phase
 
