@@ -294,18 +294,16 @@ class TiledPredictor:
 
 class _BatchLogger:
     """Logs tile progress at most every few seconds (and at the end) to keep job logs short;
-    calls ``first`` after the first batch."""
+    calls ``each`` after every batch first (the predictor's once-per-run hook)."""
 
-    def __init__(self, first: Callable[[], None] | None = None, every_s: float = 5.0) -> None:
+    def __init__(self, each: Callable[[], None], every_s: float = 5.0) -> None:
         self.every_s = every_s
         self.start = time.monotonic()
         self.last = self.start
-        self.first = first
+        self.each = each
 
     def __call__(self, done: int, total: int) -> None:
-        if self.first is not None:
-            self.first, first = None, self.first
-            first()
+        self.each()
         now = time.monotonic()
         if done == total or now - self.last >= self.every_s:
             self.last = now
