@@ -78,7 +78,15 @@ def _start_run(tmp_path: Path, out: Path) -> subprocess.Popen[str]:
         "--model", str(FAST_MODEL), "--images", str(first), str(fifo), "--out", str(out),
         "--threads", "1",
     ]  # fmt: skip
-    return subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    scratch = tmp_path / "tmp"  # the process's temporary files (TMPDIR)
+    scratch.mkdir(exist_ok=True)
+    env = {**os.environ, "TMPDIR": str(scratch)}
+    return subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
+
+
+def _folders_left(tmp_path: Path) -> list[str]:
+    """Folders a run left in its TMPDIR (a library's one-line session file does not count)."""
+    return sorted(p.name for p in (tmp_path / "tmp").iterdir() if p.is_dir())
 
 
 def _wait_for_staged_output(process: subprocess.Popen[str], out: Path) -> Path:
@@ -106,16 +114,36 @@ def test_stop_signal_mid_run_removes_staging_and_exits_128_plus_signal(
     try:
         stage = _wait_for_staged_output(process, out)
         assert stage.name.startswith(f".partial-{process.pid}@")
+        # the run's scratch folder holds the imported architecture file's folder and the one of
+        # the cover bioimageio.spec drew for the package (it has none)
+        (scratch,) = _folders_left(tmp_path)
+        made = sorted(p.name[:-8] for p in (tmp_path / "tmp" / scratch).iterdir())  # 8 random
+        assert made == ["biapy-runner-arch-", "tmp"], made
         process.send_signal(signum)
         _, err = process.communicate(timeout=120)
     finally:
         process.kill()
     assert process.returncode == 128 + signum
     assert f"stopped by {signal.Signals(signum).name}" in err and "Traceback" not in err
+    assert _folders_left(tmp_path) == []  # the architecture file it imported: removed
     if out_exists:
         assert list(out.iterdir()) == []  # no staging folder, nothing published
     else:
         assert not out.exists()  # the run created it and removes it, empty, again
+
+
+def test_a_finished_run_leaves_no_temporary_folders(tmp_path: Path) -> None:
+    """The console script exits without the interpreter's teardown: its temporary folders (see
+    the stop-signal test for which) go with its scratch folder."""
+    (tmp_path / "tmp").mkdir()
+    argv = [sys.executable, "-m", "biapy_runner", "run", "--config", str(CONFIG), "--model",
+            str(FAST_MODEL), "--images", str(IMAGE), "--out", str(tmp_path / "out"),
+            "--threads", "1", "--no-report"]  # fmt: skip
+    env = {**os.environ, "TMPDIR": str(tmp_path / "tmp")}
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+    assert done.returncode == 0, done.stderr
+    assert tifffile.imread(tmp_path / "out" / "post_proc" / "dsb_nuclei.tif").shape == (256, 256)
+    assert _folders_left(tmp_path) == []
 
 
 def test_stale_staging_of_a_killed_run_is_removed_by_the_next_run(tmp_path: Path, capsys) -> None:

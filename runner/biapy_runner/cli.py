@@ -6,8 +6,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import traceback
 from collections.abc import Iterator, Sequence
@@ -342,10 +344,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def entry() -> None:
-    """The console script: :func:`main`, then an immediate exit once everything is written and
-    flushed, skipping the interpreter's teardown of torch and the other runtimes (about a second
-    on a quiet machine, several on a loaded one)."""
-    code = main()
+    """The console script: :func:`main` with a scratch folder of its own for every temporary
+    file (its own and those of the libraries, e.g. the imported architecture files and the
+    covers bioimageio.spec draws for packages without one), removed at the end; then an
+    immediate exit once everything is written and flushed, skipping the interpreter's teardown
+    of torch and the other runtimes (about a second on a quiet machine, several on a loaded
+    one), which would otherwise be what deletes temporary folders."""
+    tempfile.tempdir = tempfile.mkdtemp(prefix="biapy-runner-")
+    try:
+        code = main()
+    finally:
+        shutil.rmtree(tempfile.tempdir, ignore_errors=True)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
