@@ -107,12 +107,14 @@ def pixel_centres(points: PointSet, shape: Sequence[int]) -> np.ndarray:
     return np.clip(np.round(points.coords).astype(np.int64), 0, np.asarray(shape) - 1)
 
 
-def read_region(raw: Any, box: Box) -> np.ndarray:
-    """All channels of ``raw`` over the spatial ``box``: a ``io.chunked.LazyImage`` (its
-    ``read``) or any array that slices like numpy (numpy, Zarr, HDF5)."""
+def read_region(raw: Any, box: Box, channels: slice | None = None) -> np.ndarray:
+    """All channels (or ``channels``) of ``raw`` over the spatial ``box``: a
+    ``io.chunked.LazyImage`` (its ``read``) or any array that slices like numpy (numpy, Zarr,
+    HDF5)."""
+    channels = slice(None) if channels is None else channels
     if hasattr(raw, "read"):
-        return np.asarray(raw.read(box))
-    return np.asarray(raw[(slice(None), *box)])
+        return np.asarray(raw.read(box, channels))
+    return np.asarray(raw[(channels, *box)])
 
 
 def _relative(inner: Box, outer: Box) -> Box:
@@ -326,53 +328,26 @@ def plane_blocks(depth: int, planes: int) -> Iterator[slice]:
         yield slice(start, min(start + max(1, int(planes)), int(depth)))
 
 
-def _z_extents(labels: Any, planes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every object's first and last+1 plane (along the first axis) in a label volume read
-    ``planes`` planes at a time: ids, starts, stops (sorted by id)."""
-    from skimage.segmentation import relabel_sequential
+def measure_by_slabs(
+    labels: Any, planes: int, resolution: Sequence[float] | None = None,
+    probability: Callable[[slice], np.ndarray] | None = None,
+) -> pd.DataFrame:
+    """``measure_objects``'s table of a label volume too large to hold, read ``planes`` planes
+    (plus the one or two planes of context ``ObjectTable`` needs) at a time: every object's
+    measurements are summed window by window (``decode.postprocess.ObjectTable``), so the memory
+    is the window's whatever the objects' sizes; rows sorted by label as on the whole volume.
+    ``probability(part)``: the probability map's planes ``part`` (``mean_probability``)."""
+    from biapy_runner.decode.postprocess import ObjectTable
 
-    ids, starts, stops = [np.zeros(0, dtype=np.int64) for _ in range(3)]
-    for part in plane_blocks(labels.shape[0], planes):
-        compact, _, original = relabel_sequential(np.asarray(labels[part]))
-        boxes = ndimage.find_objects(compact)
-        found = [(int(original[i]), b[0].start + part.start, b[0].stop + part.start)
-                 for i, b in enumerate(boxes, start=1) if b is not None]  # fmt: skip
-        if found:
-            more = np.array(found, dtype=np.int64).T
-            ids, starts, stops = (np.concatenate([a, b]) for a, b in zip((ids, starts, stops),
-                                                                          more))  # fmt: skip
-    uniq, inverse = np.unique(ids, return_inverse=True)
-    first = np.full(uniq.size, np.iinfo(np.int64).max, dtype=np.int64)
-    last = np.zeros(uniq.size, dtype=np.int64)
-    np.minimum.at(first, inverse, starts)
-    np.maximum.at(last, inverse, stops)
-    return uniq, first, last
-
-
-#: Measures the objects of a window ``(planes, ...)`` of a label volume (other objects zeroed)
-#: whose first plane is ``start``: one row per object, coordinates in the volume.
-WindowMeasure = Callable[[np.ndarray, int], pd.DataFrame]
-
-
-def measure_by_slabs(labels: Any, measure: WindowMeasure, planes: int) -> pd.DataFrame:
-    """The object table of a label volume too large to hold: objects are measured, whole, in
-    windows of planes (those starting within ``planes`` planes, down to the last plane any of
-    them reaches); rows sorted by label as on the whole volume. Memory: ``planes`` plus the
-    tallest object's planes."""
-    ids, first, last = _z_extents(labels, planes)
-    tables = []
-    for part in plane_blocks(labels.shape[0], planes):
-        pick = (first >= part.start) & (first < part.stop)
-        if not pick.any():
-            continue
-        stop = int(last[pick].max())
-        window = np.asarray(labels[part.start : stop])
-        window = np.where(np.isin(window, ids[pick]), window, 0)
-        tables.append(measure(window, part.start))
+    depth = int(labels.shape[0])
+    table = ObjectTable(labels.shape, resolution, probability is not None)
+    before, after = table.context
+    for part in plane_blocks(depth, planes):
+        start = max(0, part.start - before)
+        window = np.asarray(labels[start : min(depth, part.stop + after)])
+        table.add(window, start, part, None if probability is None else probability(part))
         del window
-    if not tables:
-        return measure(np.zeros((0,) * labels.ndim, dtype=np.uint8), 0)
-    return pd.concat(tables, ignore_index=True).sort_values("label", ignore_index=True)
+    return table.table()
 
 
 def detect_points_by_chunks(

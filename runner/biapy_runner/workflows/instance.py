@@ -244,20 +244,17 @@ class InstanceSegmentation(Workflow):
 
     def _objects_by_slabs(self, labels: Any, raw: Any, stem: str, planes: int) -> pd.DataFrame:
         """``_objects`` of a label volume read by windows of planes (``measure_by_slabs``),
-        the foreground probability read from ``raw`` over each window."""
+        the foreground probability's planes read alone from ``raw``."""
         fg = self.channels.foreground_channel
-        channel = None if fg is None else self.channels.index(fg)
         rest = tuple(slice(0, int(n)) for n in labels.shape[1:])
+        probability = None
+        if fg is not None:
+            channel = slice(self.channels.index(fg), self.channels.index(fg) + 1)
 
-        def measure(window: np.ndarray, start: int) -> pd.DataFrame:
-            prob = None
-            if channel is not None and window.size:
-                region = (slice(start, start + window.shape[0]), *rest)
-                prob = read_region(raw, region)[channel]
-            origin = (start,) + (0,) * (window.ndim - 1)
-            return measure_objects(window, self.resolution, prob, origin=origin)
+            def probability(part: slice) -> np.ndarray:
+                return read_region(raw, (part, *rest), channel)[0]
 
-        table = measure_by_slabs(labels, measure, planes)
+        table = measure_by_slabs(labels, planes, self.resolution, probability)
         table.insert(0, "image", stem)
         return table
 
