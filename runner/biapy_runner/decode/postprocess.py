@@ -250,20 +250,16 @@ def _perimeter_rows(obj: np.ndarray) -> np.ndarray:
 class ObjectTable:
     """``measure_objects``'s table of a label volume read by windows of planes along its first
     axis (``add``), whatever the objects' sizes: each object's voxel count, coordinate sums,
-    bounding box, probability sum and its share of the perimeter (2D: the border pixels of the
-    window's rows) or of the marching-cubes surface (3D: the cells between a window's planes and
-    the previous plane; the last window closes the volume) are added window by window. The
-    values equal ``measure_objects`` on the whole volume up to the order of float sums."""
+    bounding box and its share of the perimeter (2D: the border pixels of the window's rows) or
+    of the marching-cubes surface (3D: the cells between a window's planes and the previous
+    plane; the last window closes the volume) are added window by window. The values equal
+    ``measure_objects`` on the whole volume up to the order of float sums."""
 
-    def __init__(
-        self, shape: Sequence[int], resolution: Sequence[float] | None = None,
-        probability: bool = False,
-    ) -> None:  # fmt: skip
+    def __init__(self, shape: Sequence[int], resolution: Sequence[float] | None = None) -> None:
         self.shape = tuple(int(n) for n in shape)
         self.ndim = len(self.shape)
         self.spacing = voxel_spacing(resolution, self.ndim)
-        self.probability = probability
-        #: label -> [voxels, coordinate sums, box start, box stop, probability sum, boundary]
+        #: label -> [voxels, coordinate sums, box start, box stop, boundary]
         self.parts: dict[int, list[Any]] = {}
 
     @property
@@ -272,11 +268,9 @@ class ObjectTable:
         (the surface's cells between them), two either side in 2D (the perimeter's codes)."""
         return (1, 0) if self.ndim == 3 else (2, 2)
 
-    def add(self, labels: np.ndarray, start: int, part: slice,
-            probability: np.ndarray | None = None) -> None:  # fmt: skip
+    def add(self, labels: np.ndarray, start: int, part: slice) -> None:
         """Measure the planes ``part`` of the volume: ``labels`` holds the planes from ``start``
-        on, ``part`` with its ``context`` (clipped at the volume's ends); ``probability``: the
-        planes ``part`` of the probability map (``mean_probability``)."""
+        on, ``part`` with its ``context`` (clipped at the volume's ends)."""
         compact, _, original = relabel_sequential(labels)
         core = (part.start - start, part.stop - start)
         for index, box in enumerate(ndimage.find_objects(compact), start=1):
@@ -284,14 +278,13 @@ class ObjectTable:
                 crop = compact[box] == index
                 entry = self.parts.setdefault(int(original[index]), [
                     0, np.zeros(self.ndim, np.int64), np.full(self.ndim, np.iinfo(np.int64).max),
-                    np.zeros(self.ndim, np.int64), 0.0, 0.0])  # fmt: skip
-                self._add_voxels(entry, crop, box, start, core, probability)
-                entry[5] += self._boundary(crop, box, start, part)
+                    np.zeros(self.ndim, np.int64), 0.0])  # fmt: skip
+                self._add_voxels(entry, crop, box, start, core)
+                entry[4] += self._boundary(crop, box, start, part)
 
     def _add_voxels(self, entry: list[Any], crop: np.ndarray, box: tuple[slice, ...],
-                    start: int, core: tuple[int, int],
-                    probability: np.ndarray | None) -> None:  # fmt: skip
-        """Count, coordinate sums, box and probability of the object's voxels in the core."""
+                    start: int, core: tuple[int, int]) -> None:  # fmt: skip
+        """Count, coordinate sums and box of the object's voxels in the core."""
         a, b = max(core[0], box[0].start), min(core[1], box[0].stop)
         if b <= a:
             return
@@ -304,10 +297,6 @@ class ObjectTable:
         entry[1] += np.array([int(w.sum()) for w in where], dtype=np.int64) + count * origin
         entry[2] = np.minimum(entry[2], origin + [int(w.min()) for w in where])
         entry[3] = np.maximum(entry[3], origin + [int(w.max()) + 1 for w in where])
-        if probability is not None:
-            rows = where[0] + (a - core[0])
-            pick = (rows, *(w + s.start for w, s in zip(where[1:], box[1:])))
-            entry[4] += float(np.sum(probability[pick], dtype=np.float64))
 
     def _boundary(self, crop: np.ndarray, box: tuple[slice, ...], start: int,
                   part: slice) -> float:  # fmt: skip
@@ -331,25 +320,26 @@ class ObjectTable:
         verts, faces, _, _ = marching_cubes(padded, level=0.5, spacing=self.spacing)
         return float(mesh_surface_area(verts, faces))
 
-    def table(self) -> pd.DataFrame:
-        """One row per object, sorted by label, with ``measure_objects``'s columns."""
+    def table(self, sums: np.ndarray | None = None) -> pd.DataFrame:
+        """One row per object, sorted by label, with ``measure_objects``'s columns;
+        ``mean_probability`` from ``sums`` (each label's probability sum, indexed by label)."""
         spacing = np.asarray(self.spacing, dtype=np.float64)
         voxel = float(np.prod(self.spacing))
         axes = "zyx"[-self.ndim :]
         rows = []
         for label in sorted(self.parts):
-            count, sums, lo, hi, prob, boundary = self.parts[label]
+            count, coords, lo, hi, boundary = self.parts[label]
             size = count * voxel
             row: dict[str, float | int] = {"label": label, "npixels": count}
             row["volume" if self.ndim == 3 else "area"] = size
-            for a, c in zip(axes, sums * spacing / count / spacing):
+            for a, c in zip(axes, coords * spacing / count / spacing):
                 row[f"centroid_{a}"] = float(c)
             for k, a in enumerate(axes):
                 row[f"bbox_{a}_min"] = int(lo[k])
                 row[f"bbox_{a}_max"] = int(hi[k])
             row["diameter"] = float(max((hi - lo) * spacing))
-            if self.probability:
-                row["mean_probability"] = prob / count
+            if sums is not None:
+                row["mean_probability"] = float(sums[label]) / count
             row.update(_shape_from(boundary, size, self.ndim))
             rows.append(row)
         return pd.DataFrame(rows)
