@@ -160,12 +160,8 @@ def measure_objects(
     labels: np.ndarray,
     resolution: Sequence[float] | None = None,
     probability: np.ndarray | None = None,
-    origin: Sequence[int] | None = None,
 ) -> pd.DataFrame:
     """One row per object: label, npixels, area/volume (physical), centroid, bbox, properties.
-
-    ``origin``: where ``labels`` (a window of a larger volume) starts in that volume; centroids
-    and boxes are then in the volume's coordinates, with the same arithmetic as on the volume.
 
     2D: ``perimeter`` (skimage, 4-connectivity), ``circularity = 4 pi area / perimeter^2``,
     ``elongation = perimeter^2 / (4 pi area)``. 3D: ``surface_area`` (marching cubes),
@@ -181,7 +177,6 @@ def measure_objects(
     scaled = np.asarray(spacing, dtype=np.float64)
     voxel = float(np.prod(spacing))
     axes = "zyx"[-ndim:]
-    offset = np.zeros(ndim, dtype=np.int64) if origin is None else np.asarray(origin, np.int64)
     rows = []
     compact, _, original = relabel_sequential(labels)  # sparse ids (e.g. 2**32 - 2) stay cheap
     for index, box in enumerate(ndimage.find_objects(compact), start=1):
@@ -190,15 +185,15 @@ def measure_objects(
         obj = compact[box] == index
         npix = int(np.sum(obj))
         size = npix * voxel
-        start = np.array([s.start for s in box]) + offset
+        start = np.array([s.start for s in box])
         row: dict[str, float | int] = {"label": int(original[index]), "npixels": npix}
         row["volume" if ndim == 3 else "area"] = size
         centroid = np.array(tuple(((start + np.argwhere(obj)) * scaled).mean(axis=0)))
         for a, c in zip(axes, centroid / np.array(spacing)):
             row[f"centroid_{a}"] = float(c)
         for k, a in enumerate(axes):
-            row[f"bbox_{a}_min"] = int(box[k].start + offset[k])
-            row[f"bbox_{a}_max"] = int(box[k].stop + offset[k])
+            row[f"bbox_{a}_min"] = int(box[k].start)
+            row[f"bbox_{a}_max"] = int(box[k].stop)
         row["diameter"] = float(max((s.stop - s.start) * spacing[k] for k, s in enumerate(box)))
         if probability is not None:
             row["mean_probability"] = float(np.mean(probability[box][obj], axis=0))
