@@ -23,8 +23,13 @@ runner decodes by chunks out of core (watershed per chunk with its halo, labels 
 chunk borders into a Zarr, the object table by windows of planes), so the peak RSS / budget
 covers the decoding too (the in-memory run decodes its volume whole).
 
-Check the free disk first (``df -h``): the input, the raw prediction (float32: twice the input)
-and the labels are written under ``--work`` (default: a temporary folder).
+Each run's stderr (the runner's timestamped log: prediction, decoding, object table) is saved
+to ``<work>/tiny.log``, ``fits.log`` and ``big.log`` (kept with ``--keep``). ``--by-chunks`` sets
+``TEST.BY_CHUNKS.ENABLE`` for the large run: a quick check of the by-chunks path on a volume
+small enough to fit the budget (``--yx 256 --scale 0.05``).
+
+Check the free disk first (``df -h``): the input, the raw prediction (two float32 channels: 4
+times the input) and the labels are written under ``--work`` (default: a temporary folder).
 """
 
 from __future__ import annotations

@@ -167,7 +167,7 @@ def _ranks(labels: np.ndarray) -> tuple[np.ndarray, int]:
     small (a block's labels), else sorted."""
     top = int(labels.max()) if labels.size else 0
     if top <= 4 * labels.size + 1024:
-        present = np.bincount(labels.ravel(), minlength=top + 1) > 0
+        present = np.bincount(labels.ravel().astype(np.intp, copy=False), minlength=top + 1) > 0
         present[0] = False
         table = np.cumsum(present, dtype=np.int64)
         table[~present] = 0
@@ -237,8 +237,8 @@ class _LabelMerger:
         inside = np.bincount(ranks, minlength=count + 1)[1:] > 0
         self.present.append(np.flatnonzero(inside) + self.next_id + 1)
         if weights is not None:
-            sums = np.bincount(ranks, weights=np.asarray(weights, np.float64)[
-                _relative(core, ext)].ravel(), minlength=count + 1)  # fmt: skip
+            inner = np.asarray(weights)[_relative(core, ext)].astype(np.float64).ravel()
+            sums = np.bincount(ranks, weights=inner, minlength=count + 1)
             self.sums.append(sums[1:])
         self.next_id += count
 
