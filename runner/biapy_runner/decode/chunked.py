@@ -33,7 +33,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from biapy_runner.decode.points import PointSet, sort_points
