@@ -23,8 +23,13 @@ runner decodes by chunks out of core (watershed per chunk with its halo, labels 
 chunk borders into a Zarr, the object table by windows of planes), so the peak RSS / budget
 covers the decoding too (the in-memory run decodes its volume whole).
 
-Check the free disk first (``df -h``): the input, the raw prediction (float32: twice the input)
-and the labels are written under ``--work`` (default: a temporary folder).
+Each run's stderr (the runner's timestamped log: prediction, decoding, object table) is saved
+to ``<work>/tiny.log``, ``fits.log`` and ``big.log`` (kept with ``--keep``). ``--by-chunks`` sets
+``TEST.BY_CHUNKS.ENABLE`` for the large run: a quick check of the by-chunks path on a volume
+small enough to fit the budget (``--yx 256 --scale 0.05``).
+
+Check the free disk first (``df -h``): the input, the raw prediction (two float32 channels: 4
+times the input) and the labels are written under ``--work`` (default: a temporary folder).
 """
 
 from __future__ import annotations
@@ -116,8 +121,9 @@ def write_volume(path: Path, depth: int, yx: tuple[int, int], seed: int = 0) -> 
     return depth * yx[0] * yx[1] * 2
 
 
-def run(args: list[str], threads: int) -> tuple[float, int, str]:
-    """One ``biapy-runner run`` in a subprocess: wall seconds, peak RSS bytes, stderr."""
+def run(args: list[str], threads: int, log: Path) -> tuple[float, int, str]:
+    """One ``biapy-runner run`` in a subprocess: wall seconds, peak RSS bytes, stderr (also
+    saved to ``log``: the runner's timestamped phases)."""
     env = {**os.environ, "PYTHONPATH": str(REPO / "runner"), "OMP_NUM_THREADS": str(threads)}
     command = [sys.executable, "-m", "biapy_runner", "run", *args, "--threads", str(threads),
                "--no-report"]  # fmt: skip
@@ -128,6 +134,7 @@ def run(args: list[str], threads: int) -> tuple[float, int, str]:
         wall = time.monotonic() - started
         err.seek(0)
         text = err.read().decode(errors="replace")
+    log.write_text(text)
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"biapy-runner failed:\n{text[-3000:]}")
     return wall, usage.ru_maxrss * 1024, text
@@ -145,6 +152,9 @@ def main() -> None:
                         help="instance: BC channels decoded by chunks out of core")
     parser.add_argument("--yx", type=int, default=YX[0],
                         help="side of the volumes' YX planes (smaller for a quick check)")
+    parser.add_argument("--by-chunks", action="store_true",
+                        help="set TEST.BY_CHUNKS.ENABLE for the large run (a quick check on a "
+                        "volume that would fit the budget)")
     opts = parser.parse_args()
     sys.path[:0] = [str(REPO / "runner"), str(REPO)]
     from biapy_runner.inference.chunked import parse_size
@@ -176,13 +186,15 @@ def main() -> None:
         common = ["--config", str(config), "--model", str(model)]
         base_wall, base_rss, _ = run([*common, "--images", str(work / "tiny.zarr"), "--out",
                                       str(work / "out_tiny"), "--memory-budget", "64G"],
-                                     opts.threads)  # fmt: skip
+                                     opts.threads, work / "tiny.log")  # fmt: skip
         mem_wall, mem_rss, _ = run([*common, "--images", str(work / "fits.zarr"), "--out",
                                     str(work / "out_fits"), "--memory-budget", "64G"],
-                                   opts.threads)  # fmt: skip
+                                   opts.threads, work / "fits.log")  # fmt: skip
         chk_wall, chk_rss, log = run([*common, "--images", str(work / "big.zarr"), "--out",
-                                      str(work / "out_big"), "--memory-budget", opts.budget],
-                                     opts.threads)  # fmt: skip
+                                      str(work / "out_big"), "--memory-budget", opts.budget,
+                                      *(["--set", "TEST.BY_CHUNKS.ENABLE=True"]
+                                        if opts.by_chunks else [])],
+                                     opts.threads, work / "big.log")  # fmt: skip
         decision = next(line for line in log.splitlines() if "by chunks (" in line)
         mem_rate = fit_depth * plane / mem_wall
         chk_rate = depth * plane / chk_wall

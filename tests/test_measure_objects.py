@@ -63,3 +63,32 @@ def test_fast_measurement_equals_regionprops(shape, resolution) -> None:
         postprocess.measure_objects(labels, resolution),
         _straightforward(labels, resolution), check_exact=True,
     )
+
+
+@pytest.mark.parametrize(
+    ("shape", "resolution"),
+    [((20, 40, 36), None), ((20, 40, 36), (2.0, 0.5, 0.75)), ((64, 72), (0.5, 1.5))],
+)
+def test_measurement_by_windows_of_planes_equals_whole(shape, resolution) -> None:
+    """``measure_by_slabs`` sums each object's measurements window by window (objects far
+    taller than a window, cut at every plane): the same table as on the whole volume, up to the
+    order of float32 sums (marching-cubes areas, the whole volume's probability means): 1e-6.
+    The probability sums come per label (``decode_instances_by_chunks`` sums them per chunk)."""
+    from biapy_runner.decode.chunked import measure_by_slabs
+
+    labels = _random_labels(shape, seed=len(shape))
+    labels[(slice(None),) + (slice(3, 6),) * (len(shape) - 1)] = 5  # through every plane
+    probability = np.random.default_rng(3).random(shape, dtype=np.float32)
+    expected = postprocess.measure_objects(labels, resolution, probability)
+    tall = int((expected["bbox_" + "zyx"[-len(shape)] + "_max"]
+                - expected["bbox_" + "zyx"[-len(shape)] + "_min"]).max())  # fmt: skip
+    assert tall == shape[0]
+    sums = np.bincount(labels.ravel(), weights=probability.ravel())  # as decoding sums them
+    for planes in (1, 3, 7, shape[0]):
+        got = measure_by_slabs(labels, planes, resolution, sums)
+        pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=1e-6)
+        exact = ["label", "npixels", *(c for c in got if c.startswith(("bbox", "centroid")))]
+        pd.testing.assert_frame_equal(got[exact], expected[exact], check_exact=True)
+    got = measure_by_slabs(labels, 4, resolution)
+    pd.testing.assert_frame_equal(got, postprocess.measure_objects(labels, resolution),
+                                  check_exact=False, rtol=1e-6)  # fmt: skip

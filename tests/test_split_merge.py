@@ -242,11 +242,12 @@ def test_merge_by_chunks_holds_windows_not_the_volume(tmp_path: Path, monkeypatc
     tracemalloc.stop()
     monkeypatch.undo()
 
-    planes, tallest = 2, 12  # the window of planes of 3 MiB of room (pass_planes), tallest object
+    planes = 6  # the window of planes of 3 MiB of room (pass_planes)
     chunk_block = 2 * (16 + 2 * 4) ** 3  # two channels of a chunk with its halo
-    window = 2 * (planes + tallest) * 64 * 64  # two channels of a window of planes
-    assert max(sizes) <= max(chunk_block, window) < raw.size / 12
-    bound = 32 * max(chunk_block, window)  # bytes: the decoders' copies of one block
+    window = 2 * (planes + 1) * 64 * 64  # two channels of a window of planes with context
+    stitched = 2 * 12 * 64 * 64  # the stitching's windows of planes (an eighth of the room)
+    assert max(sizes) <= max(chunk_block, window, stitched) < raw.size / 12
+    bound = 32 * max(chunk_block, window, stitched)  # bytes: the decoders' copies of one block
     assert peak < bound < raw.nbytes / 2, f"peak {peak} bytes, bound {bound}"
     expected = tifffile.imread(memory / "post_proc" / "vol.tif")
     labels = zarr.open_array(str(chunked / "post_proc" / "vol.zarr"), mode="r")[...]

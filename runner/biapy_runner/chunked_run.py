@@ -97,12 +97,14 @@ BIAPY_AXES_ORDER = "TZCYX"
 
 def pass_planes(shape: tuple[int, ...], budget: int) -> int:
     """Planes (first spatial axis) of a ``(C, *spatial)`` prediction's volume that one pass
-    over its labels may hold (object tables, streamed scores): a labels window with its copies
-    and object masks beside the prediction's planes, within an eighth of the budget's room."""
+    over its labels may hold (object tables, streamed scores), within half of the budget's
+    room: per voxel, the prediction's planes (float32 channels) beside the GT's and the labels'
+    windows with their copies (measured peaks: ~16 bytes per voxel for the object table, ~24
+    for the label overlap of a GT and labels window; 48 leaves room for the GT's targets)."""
     from biapy_runner.inference.chunked import room
 
-    per_plane = int(np.prod(shape[2:])) * (4 * int(shape[0]) + 32)
-    return max(1, room(budget) // 8 // max(per_plane, 1))
+    per_plane = int(np.prod(shape[2:])) * (4 * int(shape[0]) + 48)
+    return max(1, room(budget) // 2 // max(per_plane, 1))
 
 
 class Chunks:
@@ -338,9 +340,11 @@ class _RegionDecoder:
                 self.create(folder, tuple(array.shape[: array.ndim - ndim]), array.dtype)
             self.stores[folder][lead + region] = array[lead + inner]
 
-    def create(self, folder: str, lead: tuple[int, ...], dtype: Any) -> Any:
+    def create(self, folder: str, lead: tuple[int, ...], dtype: Any,
+               chunks: tuple[int, ...] | None = None) -> Any:  # fmt: skip
         """The Zarr of one result (``lead``: its axes before the spatial ones), of the raw
-        prediction's spatial shape and chunks, kept among the stores to close."""
+        prediction's spatial shape and chunks (or spatial ``chunks``: the grid it is written
+        by, whole Zarr chunks at a time), kept among the stores to close."""
         from biapy_runner.io.chunked import create_zarr
 
         raw = self.raw_array()
@@ -348,7 +352,7 @@ class _RegionDecoder:
         path.parent.mkdir(parents=True, exist_ok=True)
         axes = self.lazy.axes.upper() if lead else self.lazy.axes[1:].upper()
         self.stores[folder] = create_zarr(
-            path, (*lead, *raw.shape[1:]), dtype, (*lead, *raw.chunks[1:]),
+            path, (*lead, *raw.shape[1:]), dtype, (*lead, *(chunks or raw.chunks[1:])),
             {"axes": axes, "source": str(Path(self.source).resolve())},
         )  # fmt: skip
         return self.stores[folder]
@@ -380,17 +384,19 @@ class _ZarrLabels(LabelStore):
     def __init__(self, writer: _RegionDecoder, planes: int) -> None:
         super().__init__(planes)
         self.writer = writer
+        self.chunks: tuple[int, ...] | None = None
         self.folder = writer.chunks.stage.folder / ".scratch" / writer.lazy.stem
 
     def scratch(self, name: str, shape: tuple[int, ...], chunk: tuple[int, ...]) -> Any:
         from biapy_runner.io.chunked import create_zarr
 
-        chunks = tuple(min(c, n) for c, n in zip(chunk, shape))
+        self.chunks = tuple(min(c, n) for c, n in zip(chunk, shape))
         return create_zarr(self.folder / f"{name.replace('/', '_')}.zarr", shape, np.uint32,
-                           chunks)  # fmt: skip
+                           self.chunks)  # fmt: skip
 
     def final(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> Any:
-        return self.writer.create(name, (), dtype)
+        """``<folder>/<stem>.zarr``, chunked as the scratch arrays (the decoding's grid)."""
+        return self.writer.create(name, (), dtype, self.chunks)
 
     def close(self) -> None:
         import shutil

@@ -33,7 +33,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from biapy_runner.decode.points import PointSet, sort_points
@@ -79,19 +78,17 @@ class ChunkGrid:
         """The core of chunk ``index`` with its halo, clipped to the volume."""
         return grown_box(self.core(index), self.halo, self.shape)
 
-    def earlier(self, index: Sequence[int], box: Box) -> np.ndarray:
-        """Mask over ``box`` of the voxels whose chunk comes before ``index`` in raster order."""
-        ndim = len(box)
-        owner = [
-            (np.arange(s.start, s.stop) // c).reshape([-1 if a == axis else 1 for a in range(ndim)])
-            for axis, (s, c) in enumerate(zip(box, self.chunk))
-        ]
-        before = np.zeros(tuple(s.stop - s.start for s in box), dtype=bool)
-        same = np.ones_like(before)
-        for axis, k in enumerate(index):
-            before |= same & (owner[axis] < k)
-            same &= owner[axis] == k
-        return before
+    def earlier(self, index: Sequence[int]) -> list[Box]:
+        """The parts of chunk ``index``'s extended box whose voxels belong to chunks before it
+        in raster order (disjoint boxes, volume coordinates): along each axis in turn, the halo
+        before the core, the earlier axes kept to the core."""
+        ext, core = self.extended(index), self.core(index)
+        boxes = []
+        for axis in range(len(core)):
+            if ext[axis].start < core[axis].start:
+                boxes.append((*core[:axis], slice(ext[axis].start, core[axis].start),
+                              *ext[axis + 1 :]))  # fmt: skip
+        return boxes
 
 
 def grown_box(box: Box, reach: Sequence[int], shape: Sequence[int]) -> Box:
@@ -107,12 +104,14 @@ def pixel_centres(points: PointSet, shape: Sequence[int]) -> np.ndarray:
     return np.clip(np.round(points.coords).astype(np.int64), 0, np.asarray(shape) - 1)
 
 
-def read_region(raw: Any, box: Box) -> np.ndarray:
-    """All channels of ``raw`` over the spatial ``box``: a ``io.chunked.LazyImage`` (its
-    ``read``) or any array that slices like numpy (numpy, Zarr, HDF5)."""
+def read_region(raw: Any, box: Box, channels: slice | None = None) -> np.ndarray:
+    """All channels (or ``channels``) of ``raw`` over the spatial ``box``: a
+    ``io.chunked.LazyImage`` (its ``read``) or any array that slices like numpy (numpy, Zarr,
+    HDF5)."""
+    channels = slice(None) if channels is None else channels
     if hasattr(raw, "read"):
-        return np.asarray(raw.read(box))
-    return np.asarray(raw[(slice(None), *box)])
+        return np.asarray(raw.read(box, channels))
+    return np.asarray(raw[(channels, *box)])
 
 
 def _relative(inner: Box, outer: Box) -> Box:
@@ -130,19 +129,24 @@ class _UnionFind:
         """Make room for ids up to ``n`` (each its own set)."""
         if n + 1 > self.parent.size:
             old = self.parent.size
-            self.parent = np.concatenate([self.parent, np.arange(old, n + 1, dtype=np.int64)])
+            more = max(n + 1, 2 * old) - old  # doubling: amortised growth
+            self.parent = np.concatenate([self.parent, np.arange(old, old + more, dtype=np.int64)])
 
-    def find(self, a: int) -> int:
-        """The root of ``a`` (with path halving)."""
+    def find(self, ids: np.ndarray) -> np.ndarray:
+        """The roots of ``ids`` (any shape), the paths compressed."""
         parent = self.parent
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = int(parent[a])
-        return a
+        roots = parent[ids]
+        while True:
+            up = parent[roots]
+            if np.array_equal(up, roots):
+                break
+            roots = up
+        parent[ids] = roots
+        return roots
 
     def union(self, a: int, b: int) -> None:
         """Join the sets of ``a`` and ``b``."""
-        ra, rb = self.find(a), self.find(b)
+        ra, rb = (int(r) for r in self.find(np.array([a, b], dtype=np.int64)))
         if ra != rb:
             self.parent[max(ra, rb)] = min(ra, rb)
 
@@ -156,6 +160,23 @@ class _UnionFind:
             parent = jumped
 
 
+def _ranks(labels: np.ndarray) -> tuple[np.ndarray, int]:
+    """``labels``' non-zero values replaced by their rank 1..n among the values present (0
+    kept), int64, and n: ``np.unique``'s inverse, by a lookup table when the values are
+    small (a block's labels), else sorted."""
+    top = int(labels.max()) if labels.size else 0
+    if top <= 4 * labels.size + 1024:
+        present = np.bincount(labels.ravel().astype(np.intp, copy=False), minlength=top + 1) > 0
+        present[0] = False
+        table = np.cumsum(present, dtype=np.int64)
+        table[~present] = 0
+        return table[labels], int(table[-1]) if top else 0
+    ids, inverse = np.unique(labels, return_inverse=True)
+    ranks = inverse.reshape(labels.shape).astype(np.int64) + (ids[0] != 0)
+    ranks[labels == 0] = 0
+    return ranks, int(ids.size - (ids[0] == 0))
+
+
 def overlap_pairs(mine: np.ndarray, theirs: np.ndarray, threshold: float) -> list[tuple[int, int]]:
     """Label pairs ``(a, b)`` of two label arrays over one region whose IoU within the region
     exceeds ``threshold`` (``intersection / (size_a + size_b - intersection) > threshold``)."""
@@ -163,7 +184,13 @@ def overlap_pairs(mine: np.ndarray, theirs: np.ndarray, threshold: float) -> lis
     both = (mine > 0) & (theirs > 0)
     if not both.any():
         return []
-    pairs, inter = np.unique(np.stack([mine[both], theirs[both]]), axis=1, return_counts=True)
+    a, b = mine[both], theirs[both]
+    width = int(b.max()) + 1
+    if int(a.max()) < 2**62 // width:  # one int64 key per pair: a flat, fast unique
+        keys, inter = np.unique(a * width + b, return_counts=True)
+        pairs = np.stack([keys // width, keys % width])
+    else:
+        pairs, inter = np.unique(np.stack([a, b]), axis=1, return_counts=True)
     ids_a, size_a = np.unique(mine[mine > 0], return_counts=True)
     ids_b, size_b = np.unique(theirs[theirs > 0], return_counts=True)
     sa = size_a[np.searchsorted(ids_a, pairs[0])]
@@ -181,41 +208,48 @@ class _LabelMerger:
         self.next_id = 0
         self.links = _UnionFind()
         self.present: list[np.ndarray] = []
+        self.sums: list[np.ndarray] = []
+        self.totals = np.zeros(1)
 
     def add(
-        self, grid: ChunkGrid, index: tuple[int, ...], labels: np.ndarray, threshold: float
+        self, grid: ChunkGrid, index: tuple[int, ...], labels: np.ndarray, threshold: float,
+        weights: np.ndarray | None = None,
     ) -> None:
         """Give the block's labels ids of their own, link them to the written neighbours by
-        overlap in the halo, and write the core."""
+        overlap in the halo (the parts of the block earlier chunks wrote, read back alone),
+        and write the core; with ``weights`` (a map of the block), sum it over each label's
+        part of the core."""
         ext, core = grid.extended(index), grid.core(index)
-        ids, inverse = np.unique(labels, return_inverse=True)
-        background = bool(ids[0] == 0)
+        ranks, count = _ranks(labels)
         # labels 1..count of this block become next_id + 1 .. next_id + count
-        glob = inverse.reshape(labels.shape).astype(np.int64) + (self.next_id + 1 - background)
-        if background:
-            glob[labels == 0] = 0
-        count = int(ids.size - background)
+        glob = np.where(ranks > 0, ranks + self.next_id, 0)
         self.links.grow(self.next_id + count)
-        self.next_id += count
-        earlier = grid.earlier(index, ext)
-        if earlier.any():
-            written = self._resolved(np.asarray(self.out[ext])[earlier])
-            for a, b in overlap_pairs(glob[earlier], written, threshold):
+        earlier = grid.earlier(index)
+        if earlier:
+            mine = np.concatenate([glob[_relative(box, ext)].ravel() for box in earlier])
+            written = np.concatenate([np.asarray(self.out[box]).ravel() for box in earlier])
+            for a, b in overlap_pairs(mine, self._resolved(written), threshold):
                 self.links.union(a, b)
         kept = glob[_relative(core, ext)]
         self.out[core] = kept
-        self.present.append(np.unique(kept[kept > 0]))
+        ranks = ranks[_relative(core, ext)].ravel()
+        inside = np.bincount(ranks, minlength=count + 1)[1:] > 0
+        self.present.append(np.flatnonzero(inside) + self.next_id + 1)
+        if weights is not None:
+            inner = np.asarray(weights)[_relative(core, ext)].astype(np.float64).ravel()
+            sums = np.bincount(ranks, weights=inner, minlength=count + 1)
+            self.sums.append(sums[1:])
+        self.next_id += count
 
     def _resolved(self, written: np.ndarray) -> np.ndarray:
         """Written ids replaced by their set's root: pieces of one object written by several
         earlier chunks, already joined, count as one object in the IoU."""
-        ids, inverse = np.unique(written, return_inverse=True)
-        roots = np.array([self.links.find(int(i)) for i in ids], dtype=np.int64)
-        return roots[inverse.ravel()]
+        return self.links.find(written.astype(np.int64))
 
-    def finish(self, grid: ChunkGrid, target: Callable[[int], Any] | None = None) -> int:
-        """Write every core with the final consecutive ids into ``target(count)`` (default: the
-        chunk ids' own array, rewritten); the number of objects."""
+    def finish(self, grid: ChunkGrid, targets: Sequence[Callable[[int], Any]] = ()) -> int:
+        """Write every core with the final consecutive ids into each ``target(count)``
+        (default: the chunk ids' own array, rewritten); the number of objects. ``totals``:
+        the weights' sums by final id, when ``add`` had weights."""
         roots = self.links.roots()
         present = np.concatenate([np.zeros(0, dtype=np.int64), *self.present])
         kept_roots = np.unique(roots[present]) if present.size else np.zeros(0, dtype=np.int64)
@@ -224,12 +258,18 @@ class _LabelMerger:
         rank[kept_roots] = np.arange(1, kept_roots.size + 1)
         final[:] = rank[roots]
         final[0] = 0
-        dest = self.out if target is None else target(int(kept_roots.size))
-        dtype = np.dtype(dest.dtype)
+        count = int(kept_roots.size)
+        if self.sums:
+            chunk_sums = np.concatenate([np.zeros(1), *self.sums])
+            self.totals = np.bincount(final[: chunk_sums.size], weights=chunk_sums,
+                                      minlength=count + 1)  # fmt: skip
+        dests = [target(count) for target in targets] or [self.out]
         for index in grid.indices():
             core = grid.core(index)
-            dest[core] = final[np.asarray(self.out[core], dtype=np.int64)].astype(dtype)
-        return int(kept_roots.size)
+            ids = final[np.asarray(self.out[core])]
+            for dest in dests:
+                dest[core] = ids.astype(np.dtype(dest.dtype), copy=False)
+        return count
 
 
 class LabelStore:
@@ -262,6 +302,9 @@ def decode_instances_by_chunks(
     out: MutableMapping[str, Any] | None = None,
     store: LabelStore | None = None,
     dtype: Callable[[int], np.dtype] | None = None,
+    same: Mapping[str, str] | None = None,
+    weights: Callable[[np.ndarray], np.ndarray] | None = None,
+    totals: MutableMapping[str, np.ndarray] | None = None,
 ) -> tuple[dict[str, Any], dict[str, int]]:
     """Instance labels of ``raw`` ``(C, *spatial)`` decoded chunk by chunk.
 
@@ -284,6 +327,12 @@ def decode_instances_by_chunks(
         With ``dtype`` (the label dtype for a number of objects), the final ids go to
         ``store.final`` arrays of that dtype instead of being rewritten in place (``store``
         default: numpy). Nothing larger than a chunk with its halo is read or held at a time.
+    same
+        Outputs equal to another one, ``{name: decoded name}`` (e.g. post-processed labels when
+        no post-processing is configured): merged once, written twice (needs ``dtype``).
+    weights, totals
+        ``weights(block)``: a map of each block read (e.g. the foreground probability), summed
+        over each object into ``totals[name]`` (float64, indexed by final id; 0: background).
 
     Returns
     -------
@@ -295,16 +344,20 @@ def decode_instances_by_chunks(
                      tuple(map(int, halo)))  # fmt: skip
     out = {} if out is None else out
     store = LabelStore() if store is None else store
+    same = dict(same or {})
+    if same and dtype is None:
+        raise ValueError("outputs equal to another need final arrays (dtype)")
     mergers: dict[str, _LabelMerger] = {}
     for index in grid.indices():
         block = read_region(raw, grid.extended(index))
+        weight = None if weights is None else weights(block)
         for name, labels in decode(block).items():
             if name not in mergers:
                 if name not in out:
                     out[name] = store.scratch(name, grid.shape, grid.chunk)
                 mergers[name] = _LabelMerger(out[name])
-            mergers[name].add(grid, index, np.asarray(labels), merge_iou)
-        del block
+            mergers[name].add(grid, index, np.asarray(labels), merge_iou, weight)
+        del block, weight
     counts, results = {}, {}
     for name, merger in mergers.items():
         if dtype is None:
@@ -312,11 +365,17 @@ def decode_instances_by_chunks(
             results[name] = out[name]
             continue
 
-        def target(count: int, name: str = name) -> Any:
+        def target(count: int, name: str) -> Any:
             results[name] = store.final(name, grid.shape, np.dtype(dtype(count)))
             return results[name]
 
-        counts[name] = merger.finish(grid, target)
+        names = [name, *(copy for copy, source in same.items() if source == name)]
+        counts[name] = merger.finish(grid, [lambda n, k=k: target(n, k) for k in names])
+        counts.update(dict.fromkeys(names, counts[name]))
+    if totals is not None and weights is not None:
+        for name, merger in mergers.items():
+            totals[name] = merger.totals
+            totals.update({copy: merger.totals for copy, source in same.items() if source == name})
     return results, counts
 
 
@@ -326,53 +385,27 @@ def plane_blocks(depth: int, planes: int) -> Iterator[slice]:
         yield slice(start, min(start + max(1, int(planes)), int(depth)))
 
 
-def _z_extents(labels: Any, planes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every object's first and last+1 plane (along the first axis) in a label volume read
-    ``planes`` planes at a time: ids, starts, stops (sorted by id)."""
-    from skimage.segmentation import relabel_sequential
+def measure_by_slabs(
+    labels: Any, planes: int, resolution: Sequence[float] | None = None,
+    sums: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """``measure_objects``'s table of a label volume too large to hold, read ``planes`` planes
+    (plus the one or two planes of context ``ObjectTable`` needs) at a time: every object's
+    measurements are summed window by window (``decode.postprocess.ObjectTable``), so the memory
+    is the window's whatever the objects' sizes; rows sorted by label as on the whole volume.
+    ``sums``: each label's probability sum (``decode_instances_by_chunks``'s ``totals``),
+    indexed by label, for ``mean_probability``."""
+    from biapy_runner.decode.postprocess import ObjectTable
 
-    ids, starts, stops = [np.zeros(0, dtype=np.int64) for _ in range(3)]
-    for part in plane_blocks(labels.shape[0], planes):
-        compact, _, original = relabel_sequential(np.asarray(labels[part]))
-        boxes = ndimage.find_objects(compact)
-        found = [(int(original[i]), b[0].start + part.start, b[0].stop + part.start)
-                 for i, b in enumerate(boxes, start=1) if b is not None]  # fmt: skip
-        if found:
-            more = np.array(found, dtype=np.int64).T
-            ids, starts, stops = (np.concatenate([a, b]) for a, b in zip((ids, starts, stops),
-                                                                          more))  # fmt: skip
-    uniq, inverse = np.unique(ids, return_inverse=True)
-    first = np.full(uniq.size, np.iinfo(np.int64).max, dtype=np.int64)
-    last = np.zeros(uniq.size, dtype=np.int64)
-    np.minimum.at(first, inverse, starts)
-    np.maximum.at(last, inverse, stops)
-    return uniq, first, last
-
-
-#: Measures the objects of a window ``(planes, ...)`` of a label volume (other objects zeroed)
-#: whose first plane is ``start``: one row per object, coordinates in the volume.
-WindowMeasure = Callable[[np.ndarray, int], pd.DataFrame]
-
-
-def measure_by_slabs(labels: Any, measure: WindowMeasure, planes: int) -> pd.DataFrame:
-    """The object table of a label volume too large to hold: objects are measured, whole, in
-    windows of planes (those starting within ``planes`` planes, down to the last plane any of
-    them reaches); rows sorted by label as on the whole volume. Memory: ``planes`` plus the
-    tallest object's planes."""
-    ids, first, last = _z_extents(labels, planes)
-    tables = []
-    for part in plane_blocks(labels.shape[0], planes):
-        pick = (first >= part.start) & (first < part.stop)
-        if not pick.any():
-            continue
-        stop = int(last[pick].max())
-        window = np.asarray(labels[part.start : stop])
-        window = np.where(np.isin(window, ids[pick]), window, 0)
-        tables.append(measure(window, part.start))
+    depth = int(labels.shape[0])
+    table = ObjectTable(labels.shape, resolution)
+    before, after = table.context
+    for part in plane_blocks(depth, planes):
+        start = max(0, part.start - before)
+        window = np.asarray(labels[start : min(depth, part.stop + after)])
+        table.add(window, start, part)
         del window
-    if not tables:
-        return measure(np.zeros((0,) * labels.ndim, dtype=np.uint8), 0)
-    return pd.concat(tables, ignore_index=True).sort_values("label", ignore_index=True)
+    return table.table(sums)
 
 
 def detect_points_by_chunks(

@@ -93,15 +93,21 @@ class LazyImage:
         """Bytes of the whole image in its stored dtype."""
         return int(math.prod(self.shape)) * self.dtype.itemsize
 
-    def read(self, region: Region | None = None) -> np.ndarray:
-        """The pixels of ``region`` (all channels) as a ``(C, *region)`` array, stored dtype."""
+    def read(self, region: Region | None = None, channels: slice | None = None) -> np.ndarray:
+        """The pixels of ``region`` as a ``(C, *region)`` array, stored dtype: all channels, or
+        ``channels`` (read alone when the store has one channel axis)."""
         region = tuple(slice(0, n) for n in self.spatial_shape) if region is None else region
         if len(region) != self.ndim:
             raise ValueError(f"region {region} does not have {self.ndim} spatial axes")
         spatial = dict(zip("ZYX" if self.ndim == 3 else "YX", region))
+        alone = channels is not None and self.source_axes.count("C") == 1 \
+            and "S" not in self.source_axes  # fmt: skip
+        if alone:
+            spatial["C"] = channels
         index = tuple(spatial.get(letter, slice(None)) for letter in self.source_axes)
         block = np.asarray(self.array[index])
-        return _to_channel_first(self.path, block, self.source_axes, self.ndim)
+        block = _to_channel_first(self.path, block, self.source_axes, self.ndim)
+        return block if channels is None or alone else block[channels]
 
     def blocks(self, max_bytes: int) -> Iterator[Region]:
         """Regions (slabs along the first spatial axis) of at most ``max_bytes`` each (at least

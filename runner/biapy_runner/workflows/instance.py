@@ -152,6 +152,14 @@ class InstanceSegmentation(Workflow):
             PP + "INSTANCE_REFINEMENT.OPERATIONS", []
         )
 
+    def _post_processing(self) -> bool:
+        """Whether TEST.POST_PROCESSING changes instance labels (else ``post_process`` only
+        narrows their dtype)."""
+        g = self._get
+        return bool(g(PP + "INSTANCE_REFINEMENT.ENABLE", False)) or bool(
+            g(PP + "VORONOI_ON_MASK", False)) or bool(g(RP + "ENABLE", False)) or int(
+            g(PP + "REPARE_LARGE_BLOBS_SIZE", -1)) != -1  # fmt: skip
+
     def post_process(self, labels: np.ndarray, raw: np.ndarray | None) -> np.ndarray:
         """Apply the configured post-processing to instance ``labels`` (``raw``: probabilities)."""
         g = self._get
@@ -212,7 +220,8 @@ class InstanceSegmentation(Workflow):
         """The instances and post-processed labels of one block of the prediction."""
         raw = configured_median_filter(np.asarray(raw, dtype=np.float32), self.cfg)
         labels = create_instances(raw, self.channels, self.cfg).labels
-        return {"instances": labels, "post_proc": self.post_process(labels, raw)}
+        post = self.post_process(labels, raw) if self._post_processing() else labels
+        return {"instances": labels, "post_proc": post}
 
     def decode_by_chunks(
         self, raw: Any, image: Image, store: LabelStore | None = None
@@ -233,33 +242,30 @@ class InstanceSegmentation(Workflow):
             raise ConfigError(f"{MERGE_IOU} is {threshold}: it must be in (0, 1].")
         store = LabelStore() if store is None else store
         log.info(f"instances by chunks of {chunk} with a halo of {halo} (merge IoU > {threshold})")
-        images, counts = decode_instances_by_chunks(raw, self.decode_block, chunk, halo,
-                                                    threshold, store=store,
-                                                    dtype=label_dtype)  # fmt: skip
+        decode, same = self.decode_block, None
+        if not self._post_processing():  # post_proc = instances: merged once
+
+            def decode(block: np.ndarray) -> dict[str, np.ndarray]:
+                return {"instances": self.decode_block(block)["instances"]}
+
+            same = {"post_proc": "instances"}
+        fg = self.channels.foreground_channel
+        weights, totals = None, {}
+        if fg is not None:  # the objects' mean probability: summed over each chunk's core
+
+            def weights(block: np.ndarray) -> np.ndarray:
+                return block[self.channels.index(fg)]
+
+        images, counts = decode_instances_by_chunks(raw, decode, chunk, halo, threshold,
+                                                    store=store, dtype=label_dtype, same=same,
+                                                    weights=weights, totals=totals)  # fmt: skip
         log.info(f"instances: {counts['instances']} from {self.process}, "
                  f"{counts['post_proc']} after post-processing")  # fmt: skip
-        table = self._objects_by_slabs(images["post_proc"], raw, image.stem, store.planes)
+        table = measure_by_slabs(images["post_proc"], store.planes, self.resolution,
+                                 totals.get("post_proc"))  # fmt: skip
+        table.insert(0, "image", image.stem)
         return Decoded(images=images, tables={"metrics/objects.tsv": table},
                        state={"raw": raw, "planes": store.planes})  # fmt: skip
-
-    def _objects_by_slabs(self, labels: Any, raw: Any, stem: str, planes: int) -> pd.DataFrame:
-        """``_objects`` of a label volume read by windows of planes (``measure_by_slabs``),
-        the foreground probability read from ``raw`` over each window."""
-        fg = self.channels.foreground_channel
-        channel = None if fg is None else self.channels.index(fg)
-        rest = tuple(slice(0, int(n)) for n in labels.shape[1:])
-
-        def measure(window: np.ndarray, start: int) -> pd.DataFrame:
-            prob = None
-            if channel is not None and window.size:
-                region = (slice(start, start + window.shape[0]), *rest)
-                prob = read_region(raw, region)[channel]
-            origin = (start,) + (0,) * (window.ndim - 1)
-            return measure_objects(window, self.resolution, prob, origin=origin)
-
-        table = measure_by_slabs(labels, measure, planes)
-        table.insert(0, "image", stem)
-        return table
 
     def decode_file(self, path: Path, image: Image) -> Decoded:
         """An existing label image is taken as the final instances (no post-processing); float
