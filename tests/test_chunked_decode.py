@@ -246,6 +246,31 @@ class Recording:
         return getattr(self.array, name)  # attrs, chunks, ... of the array recorded
 
 
+def test_chunk_by_chunk_decoding_logs_chunk_counts_not_each_decoder_line(capsys) -> None:
+    """Thousands of chunks would give thousands of a decoder's lines in a Galaxy job log: its
+    progress lines are silenced, each distinct warning shown once, and the chunks counted."""
+    from biapy_runner import log
+    from biapy_runner.decode.chunked import decode_instances_by_chunks
+
+    def decode(block: np.ndarray) -> dict[str, np.ndarray]:
+        log.info("watershed: 1 seeds")
+        log.warn("a warning every chunk gives")
+        return {"instances": ndimage.label(block[0] > 0.5)[0]}
+
+    raw = np.zeros((1, 12, 32, 32), dtype=np.float32)
+    raw[0, 2:10, 4:28, 10:20] = 1.0  # one object through 2 x 4 x 2 = 16 chunks
+    mark = log.warning_count()
+    labels, counts = decode_instances_by_chunks(raw, decode, (6, 8, 16), (1, 2, 2))
+    err = capsys.readouterr().err
+    assert counts == {"instances": 1} and int(np.asarray(labels["instances"]).max()) == 1
+    assert "watershed" not in err
+    assert err.count("WARNING: a warning every chunk gives") == 1
+    assert log.warnings_since(mark) == ["a warning every chunk gives"]
+    assert err.strip().splitlines()[-1].split("] ", 1)[1].startswith("  chunks 16/16 (")
+    log.info("after")  # outside: shown again
+    assert "after" in capsys.readouterr().err
+
+
 def test_decoding_by_chunks_holds_chunks_not_the_volume(tmp_path: Path) -> None:
     """A volume 6 times the test's depth (240 x 64 x 64, two channels, 7.5 MiB) with a rod
     through all its planes, decoded from a Zarr into Zarr arrays: the raw prediction is read

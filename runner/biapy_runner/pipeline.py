@@ -292,22 +292,17 @@ class TiledPredictor:
         return plan
 
 
-class _BatchLogger:
-    """Logs tile progress at most every few seconds (and at the end) to keep job logs short;
-    calls ``each`` after every batch first (the predictor's once-per-run hook)."""
+class _BatchLogger(log.Progress):
+    """Tile progress (``log.Progress``: every few seconds and at the end, to keep job logs
+    short); calls ``each`` after every batch first (the predictor's once-per-run hook)."""
 
-    def __init__(self, each: Callable[[], None], every_s: float = 5.0) -> None:
-        self.every_s = every_s
-        self.start = time.monotonic()
-        self.last = self.start
+    def __init__(self, each: Callable[[], None]) -> None:
+        super().__init__("tiles")
         self.each = each
 
     def __call__(self, done: int, total: int) -> None:
         self.each()
-        now = time.monotonic()
-        if done == total or now - self.last >= self.every_s:
-            self.last = now
-            log.info(f"  tiles {done}/{total} ({now - self.start:.1f}s)")
+        super().__call__(done, total)
 
 
 def check_model_kind(workflow: Workflow, model: RunnableModel) -> None:

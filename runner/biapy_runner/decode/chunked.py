@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
+from biapy_runner import log
 from biapy_runner.decode.points import PointSet, sort_points
 
 #: Box of a chunk: one slice per spatial axis.
@@ -63,6 +64,11 @@ class ChunkGrid:
     def counts(self) -> tuple[int, ...]:
         """Number of chunks along each axis."""
         return tuple(-(-n // c) for n, c in zip(self.shape, self.chunk))
+
+    @property
+    def size(self) -> int:
+        """Number of chunks."""
+        return int(np.prod(self.counts))
 
     def indices(self) -> Iterator[tuple[int, ...]]:
         """Chunk indices in raster order (last axis fastest)."""
@@ -348,16 +354,20 @@ def decode_instances_by_chunks(
     if same and dtype is None:
         raise ValueError("outputs equal to another need final arrays (dtype)")
     mergers: dict[str, _LabelMerger] = {}
+    progress, shown = log.Progress("chunks", grid.size), set()
     for index in grid.indices():
         block = read_region(raw, grid.extended(index))
         weight = None if weights is None else weights(block)
-        for name, labels in decode(block).items():
+        with log.quiet(shown):  # a decoder's lines per chunk would be thousands of lines
+            decoded = decode(block)
+        for name, labels in decoded.items():
             if name not in mergers:
                 if name not in out:
                     out[name] = store.scratch(name, grid.shape, grid.chunk)
                 mergers[name] = _LabelMerger(out[name])
             mergers[name].add(grid, index, np.asarray(labels), merge_iou, weight)
-        del block, weight
+        del block, weight, decoded
+        progress.step()
     counts, results = {}, {}
     for name, merger in mergers.items():
         if dtype is None:
@@ -429,9 +439,12 @@ def detect_points_by_chunks(
     grid = ChunkGrid(tuple(int(n) for n in raw.shape[1:]), tuple(map(int, chunk)),
                      tuple(map(int, halo)))  # fmt: skip
     sets, owners = [], []
+    progress, shown = log.Progress("chunks", grid.size), set()
     for number, index in enumerate(grid.indices()):
         ext, core = grid.extended(index), grid.core(index)
-        found = find(read_region(raw, ext))
+        with log.quiet(shown):
+            found = find(read_region(raw, ext))
+        progress.step()
         coords = found.coords + np.array([s.start for s in ext], dtype=np.float64)
         centre = np.round(coords)
         inside = np.all(
