@@ -156,6 +156,21 @@ def _surface_area(obj: np.ndarray, spacing: tuple[float, ...]) -> float:
     return float(mesh_surface_area(verts, faces))
 
 
+def compact_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``labels`` renumbered 1..n in order (0 stays 0) and the original id of each new one
+    (index 0: 0): sparse ids (e.g. 2**32 - 2) cost their count, not their value, and looking
+    one up costs nothing (skimage's ``ArrayMap`` maps the whole table for every scalar lookup).
+
+    >>> compact, ids = compact_labels(np.array([0, 70000, 5, 5]))
+    >>> compact.tolist(), ids.tolist()
+    ([0, 2, 1, 1], [0, 5, 70000])
+    """
+    compact, _, inverse = relabel_sequential(labels)
+    ids = np.zeros(len(inverse.in_values), dtype=np.asarray(inverse.out_values).dtype)
+    ids[np.asarray(inverse.in_values)] = np.asarray(inverse.out_values)
+    return compact, ids
+
+
 def measure_objects(
     labels: np.ndarray,
     resolution: Sequence[float] | None = None,
@@ -178,7 +193,7 @@ def measure_objects(
     voxel = float(np.prod(spacing))
     axes = "zyx"[-ndim:]
     rows = []
-    compact, _, original = relabel_sequential(labels)  # sparse ids (e.g. 2**32 - 2) stay cheap
+    compact, original = compact_labels(labels)
     for index, box in enumerate(ndimage.find_objects(compact), start=1):
         if box is None:
             continue
@@ -266,7 +281,7 @@ class ObjectTable:
     def add(self, labels: np.ndarray, start: int, part: slice) -> None:
         """Measure the planes ``part`` of the volume: ``labels`` holds the planes from ``start``
         on, ``part`` with its ``context`` (clipped at the volume's ends)."""
-        compact, _, original = relabel_sequential(labels)
+        compact, original = compact_labels(labels)
         core = (part.start - start, part.stop - start)
         for index, box in enumerate(ndimage.find_objects(compact), start=1):
             if box is not None:
