@@ -92,3 +92,20 @@ def test_measurement_by_windows_of_planes_equals_whole(shape, resolution) -> Non
     got = measure_by_slabs(labels, 4, resolution)
     pd.testing.assert_frame_equal(got, postprocess.measure_objects(labels, resolution),
                                   check_exact=False, rtol=1e-6)  # fmt: skip
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_objects_keep_their_sparse_ids_with_or_without_background(ndim: int) -> None:
+    """Ids far apart (up to 2**32 - 2) and an image with no background (one object filling it)
+    are measured under their own ids, by windows of planes as whole."""
+    from biapy_runner.decode.chunked import measure_by_slabs
+
+    shape = (4, 6, 6)[-ndim:]
+    full = np.full(shape, 70000, dtype=np.uint32)
+    sparse = np.zeros(shape, dtype=np.uint32)
+    sparse[..., :2], sparse[..., 4:] = 2**32 - 2, 9
+    for labels, want in ((full, [70000]), (sparse, [9, 2**32 - 2])):
+        whole = postprocess.measure_objects(labels)
+        assert whole["label"].tolist() == want
+        assert whole["npixels"].tolist() == [int((labels == k).sum()) for k in want]
+        pd.testing.assert_frame_equal(measure_by_slabs(labels, 1), whole)

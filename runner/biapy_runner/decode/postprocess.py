@@ -164,10 +164,13 @@ def compact_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     >>> compact, ids = compact_labels(np.array([0, 70000, 5, 5]))
     >>> compact.tolist(), ids.tolist()
     ([0, 2, 1, 1], [0, 5, 70000])
+    >>> compact_labels(np.array([[7]]))[1].tolist()  # no background
+    [0, 7]
     """
     compact, _, inverse = relabel_sequential(labels)
-    ids = np.zeros(len(inverse.in_values), dtype=np.asarray(inverse.out_values).dtype)
-    ids[np.asarray(inverse.in_values)] = np.asarray(inverse.out_values)
+    original = np.asarray(inverse.out_values)
+    ids = np.zeros(int(compact.max(initial=0)) + 1, dtype=original.dtype)
+    ids[np.asarray(inverse.in_values)] = original  # (no 0 among them without background)
     return compact, ids
 
 
